@@ -1,0 +1,369 @@
+//! The kernel↔user contract of portcullis: map names, keys, values, reasons,
+//! verdicts and the counter layout. This crate is the only place it is written;
+//! the XDP program and the daemon both import it.
+//!
+//! Generations: every policy-bearing map is split into two *slots*. `ACTIVE[0]`
+//! holds a monotonically increasing generation number; a packet reads it once and
+//! then looks only at slot `generation & 1`. The loader fills the inactive slot and
+//! flips `ACTIVE` with one 4-byte write, so no packet ever sees half of two policies.
+#![no_std]
+
+/// Number of policy slots (double buffering).
+pub const NUM_SLOTS: u32 = 2;
+
+/// Slot a generation lives in.
+#[inline(always)]
+pub const fn slot_of(generation: u32) -> u32 {
+    generation & 1
+}
+
+// ---------------------------------------------------------------------------
+// Map names (the symbol names of the maps in the eBPF object).
+// ---------------------------------------------------------------------------
+pub const MAP_ACTIVE: &str = "ACTIVE";
+pub const MAP_CONFIG: &str = "CONFIG";
+pub const MAP_COUNTERS: &str = "COUNTERS";
+pub const MAP_PORTS: &str = "PORTS";
+pub const MAP_ZONES: &str = "ZONES";
+pub const MAP_ALLOW4: &str = "ALLOW4";
+pub const MAP_ALLOW6: &str = "ALLOW6";
+pub const MAP_BL4_WORDS: &str = "BL4_WORDS";
+pub const MAP_BL4_HOSTS: &str = "BL4_HOSTS";
+pub const MAP_BL6: &str = "BL6";
+/// All policy and state maps, for loaders and tests that check the object.
+pub const ALL_MAPS: [&str; 10] = [
+    MAP_ACTIVE,
+    MAP_CONFIG,
+    MAP_COUNTERS,
+    MAP_PORTS,
+    MAP_ZONES,
+    MAP_ALLOW4,
+    MAP_ALLOW6,
+    MAP_BL4_WORDS,
+    MAP_BL4_HOSTS,
+    MAP_BL6,
+];
+/// Name of the XDP program in the object.
+pub const PROGRAM_NAME: &str = "portcullis";
+
+// ---------------------------------------------------------------------------
+// Reasons, verdicts, rules and counters.
+// ---------------------------------------------------------------------------
+
+/// Why a packet got its verdict. One counter per (rule, reason, verdict).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Not IPv4/IPv6: `defaults.non_ip`.
+    NonIp = 0,
+    /// Violates the parsing contract: always dropped.
+    Malformed = 1,
+    /// Source and port matched a failsafe rule: always passed.
+    Failsafe = 2,
+    /// Source is in the global blocklist: always dropped.
+    Blocklist = 3,
+    /// A fragment judged by `defaults.fragments`.
+    Fragment = 4,
+    /// An IP protocol without ports (ICMP, GRE, ESP, …): `defaults.other_protocols`.
+    OtherProtocol = 5,
+    /// Zone port, source in the zone's allowlist.
+    Allowed = 6,
+    /// Zone port, source outside the allowlist: the zone's action.
+    NotAllowed = 7,
+    /// As `NotAllowed`, but the zone audits: counted and passed.
+    Audit = 8,
+    /// No zone claims the port: `defaults.unmatched`.
+    Unmatched = 9,
+    /// The active slot holds no policy (only before the first load): passed.
+    NoPolicy = 10,
+}
+
+pub const NUM_REASONS: u32 = 11;
+
+impl Reason {
+    pub const ALL: [Reason; NUM_REASONS as usize] = [
+        Reason::NonIp,
+        Reason::Malformed,
+        Reason::Failsafe,
+        Reason::Blocklist,
+        Reason::Fragment,
+        Reason::OtherProtocol,
+        Reason::Allowed,
+        Reason::NotAllowed,
+        Reason::Audit,
+        Reason::Unmatched,
+        Reason::NoPolicy,
+    ];
+
+    /// The label used in metrics, docs and test fixtures.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::NonIp => "non_ip",
+            Reason::Malformed => "malformed",
+            Reason::Failsafe => "failsafe",
+            Reason::Blocklist => "blocklist",
+            Reason::Fragment => "fragment",
+            Reason::OtherProtocol => "other_protocol",
+            Reason::Allowed => "allowed",
+            Reason::NotAllowed => "not_allowed",
+            Reason::Audit => "audit",
+            Reason::Unmatched => "unmatched",
+            Reason::NoPolicy => "no_policy",
+        }
+    }
+}
+
+/// What happens to the packet.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verdict {
+    Pass = 0,
+    Drop = 1,
+}
+
+impl Verdict {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Drop => "drop",
+        }
+    }
+}
+
+/// Largest zone id; zone ids are 1..=MAX_ZONES, in policy order.
+pub const MAX_ZONES: u32 = 255;
+/// Counter rule for verdicts that belong to no zone (defaults, blocklist, …).
+pub const RULE_GLOBAL: u32 = 0;
+/// Counter rule for failsafe passes.
+pub const RULE_FAILSAFE: u32 = MAX_ZONES + 1;
+pub const NUM_RULES: u32 = MAX_ZONES + 2;
+pub const NUM_COUNTERS: u32 = NUM_RULES * NUM_REASONS * 2;
+
+/// Index into `COUNTERS` for (rule, reason, verdict).
+#[inline(always)]
+pub const fn counter_index(rule: u32, reason: Reason, verdict: Verdict) -> u32 {
+    (rule * NUM_REASONS + reason as u32) * 2 + verdict as u32
+}
+
+/// One per-CPU counter cell.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+// ---------------------------------------------------------------------------
+// Per-slot configuration: `CONFIG[slot]`.
+// ---------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub flags: u32,
+}
+
+impl Config {
+    /// The slot holds a complete policy.
+    pub const VALID: u32 = 1 << 0;
+    pub const NON_IP_DROP: u32 = 1 << 1;
+    pub const UNMATCHED_DROP: u32 = 1 << 2;
+    pub const OTHER_DROP: u32 = 1 << 3;
+    /// `fragments = "drop"`; otherwise filter-first.
+    pub const FRAGMENTS_DROP: u32 = 1 << 4;
+    /// Log every packet's decision through aya-log (debugging only).
+    pub const LOG_PACKETS: u32 = 1 << 5;
+    /// The IPv4 blocklist holds at least one prefix (skip lookups when empty).
+    pub const HAS_BL4: u32 = 1 << 6;
+    /// The IPv6 blocklist holds at least one prefix.
+    pub const HAS_BL6: u32 = 1 << 7;
+    /// At least one failsafe rule exists.
+    pub const HAS_FAILSAFE: u32 = 1 << 8;
+
+    #[inline(always)]
+    pub const fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Ports: `PORTS[slot * PORTS_PER_SLOT + proto_index * 65536 + port]`.
+// ---------------------------------------------------------------------------
+
+/// L4 protocols with ports, as indexed in `PORTS`.
+pub const PROTO_INDEX_TCP: u32 = 0;
+pub const PROTO_INDEX_UDP: u32 = 1;
+pub const PROTO_INDEX_SCTP: u32 = 2;
+pub const NUM_PORT_PROTOS: u32 = 3;
+pub const PORTS_PER_SLOT: u32 = NUM_PORT_PROTOS * 65536;
+
+/// IP protocol numbers the datapath knows.
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_SCTP: u8 = 132;
+
+/// Index of an IP protocol with ports in `PORTS`, or `None` if it has none.
+#[inline(always)]
+pub const fn proto_index(ip_proto: u8) -> Option<u32> {
+    match ip_proto {
+        IPPROTO_TCP => Some(PROTO_INDEX_TCP),
+        IPPROTO_UDP => Some(PROTO_INDEX_UDP),
+        IPPROTO_SCTP => Some(PROTO_INDEX_SCTP),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+pub const fn port_index(slot: u32, proto_index: u32, port: u16) -> u32 {
+    slot * PORTS_PER_SLOT + proto_index * 65536 + port as u32
+}
+
+/// What a (proto, port) belongs to. 0 means "none" in both fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortEntry {
+    /// Zone id (1..=MAX_ZONES) claiming the port.
+    pub zone: u16,
+    /// Failsafe group (1..=MAX_FAILSAFE_GROUPS): the set of failsafe rules covering
+    /// this port; its sources are allow set `FAILSAFE_SET_BASE + group`.
+    pub failsafe: u16,
+}
+
+pub const MAX_FAILSAFE_GROUPS: u32 = 1024;
+
+// ---------------------------------------------------------------------------
+// Zones: `ZONES[slot * ZONE_SLOTS + zone_id]`.
+// ---------------------------------------------------------------------------
+
+pub const ZONE_SLOTS: u32 = MAX_ZONES + 1;
+
+#[inline(always)]
+pub const fn zone_index(slot: u32, zone: u32) -> u32 {
+    slot * ZONE_SLOTS + zone
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZoneInfo {
+    pub flags: u32,
+}
+
+impl ZoneInfo {
+    /// The zone exists in this slot.
+    pub const PRESENT: u32 = 1 << 0;
+    /// Sources outside `allow` are counted as `audit` and passed.
+    pub const AUDIT: u32 = 1 << 1;
+}
+
+// ---------------------------------------------------------------------------
+// Allow sets (zones and failsafe groups): LPM tries `ALLOW4`, `ALLOW6`.
+// Key data = set tag (4 bytes, big endian: slot << 16 | set id) ++ address;
+// prefix length = 32 + address prefix length. The value is unused (one byte).
+// ---------------------------------------------------------------------------
+
+/// Allow set id of failsafe group `g` (zones use their zone id).
+pub const FAILSAFE_SET_BASE: u32 = 0x8000;
+
+#[inline(always)]
+pub const fn set_tag(slot: u32, set_id: u32) -> [u8; 4] {
+    ((slot << 16) | set_id).to_be_bytes()
+}
+
+/// Bits of the set tag in an LPM key's prefix length.
+pub const SET_TAG_BITS: u32 = 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Tagged4 {
+    pub tag: [u8; 4],
+    pub addr: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Tagged6 {
+    pub tag: [u8; 4],
+    pub addr: [u8; 16],
+}
+
+// ---------------------------------------------------------------------------
+// IPv4 blocklist: a /24 bitmap plus per-/24 host bitmaps.
+// `BL4_WORDS[slot * BL4_WORDS_PER_SLOT + (net24 >> 6)]`: bit (net24 & 63) of
+// `full` = the whole /24 is blocked; of `part` = look up `BL4_HOSTS`.
+// `BL4_HOSTS[{slot, net24}]` = 256-bit bitmap of blocked hosts in that /24.
+// Every IPv4 lookup is one array read, plus one hash read for partial /24s.
+// ---------------------------------------------------------------------------
+
+pub const BL4_WORDS_PER_SLOT: u32 = 1 << 18;
+
+#[inline(always)]
+pub const fn bl4_word_index(slot: u32, net24: u32) -> u32 {
+    slot * BL4_WORDS_PER_SLOT + (net24 >> 6)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bl4Word {
+    pub full: u64,
+    pub part: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Bl4HostKey {
+    pub slot: u32,
+    pub net24: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bl4Hosts {
+    pub bits: [u64; 4],
+}
+
+// IPv6 blocklist: LPM trie `BL6` keyed by `Tagged6` with set id 0.
+
+/// Default capacities (the loader may raise them with `set_max_entries`).
+pub const DEFAULT_BL4_HOSTS_MAX: u32 = 1 << 21;
+pub const DEFAULT_BL6_MAX: u32 = 1 << 19;
+pub const DEFAULT_ALLOW_MAX: u32 = 1 << 18;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all are repr(C) plain integers without padding.
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for PortEntry {}
+    unsafe impl aya::Pod for ZoneInfo {}
+    unsafe impl aya::Pod for Tagged4 {}
+    unsafe impl aya::Pod for Tagged6 {}
+    unsafe impl aya::Pod for Bl4Word {}
+    unsafe impl aya::Pod for Bl4HostKey {}
+    unsafe impl aya::Pod for Bl4Hosts {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_indices_are_dense_and_unique() {
+        let last = counter_index(NUM_RULES - 1, Reason::NoPolicy, Verdict::Drop);
+        assert_eq!(last, NUM_COUNTERS - 1);
+        assert_eq!(counter_index(0, Reason::NonIp, Verdict::Pass), 0);
+        assert_eq!(counter_index(0, Reason::NonIp, Verdict::Drop), 1);
+        assert_eq!(counter_index(1, Reason::NonIp, Verdict::Pass), 2 * NUM_REASONS);
+    }
+
+    #[test]
+    fn set_tag_is_big_endian_slot_then_id() {
+        assert_eq!(set_tag(1, FAILSAFE_SET_BASE + 3), [0, 1, 0x80, 3]);
+        assert_eq!(set_tag(0, 7), [0, 0, 0, 7]);
+    }
+
+    #[test]
+    fn bl4_index_splits_slots() {
+        assert_eq!(bl4_word_index(1, 0xff_ffff), 2 * BL4_WORDS_PER_SLOT - 1);
+    }
+}

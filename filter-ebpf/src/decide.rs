@@ -1,0 +1,140 @@
+//! The verdict order of docs/parsing-contract.md, over one policy slot.
+use filter_common::{
+    bl4_word_index, port_index, set_tag, zone_index, Bl4HostKey, Config, PortEntry, Reason,
+    Verdict, ZoneInfo, FAILSAFE_SET_BASE, RULE_FAILSAFE, RULE_GLOBAL,
+};
+
+use crate::{
+    maps::{bl4_hosts, lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, BL4_WORDS, BL6, PORTS, ZONES},
+    parse::{IpPacket, Parsed, Src, L4},
+};
+
+#[derive(Clone, Copy)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub reason: Reason,
+    pub rule: u32,
+}
+
+#[inline(always)]
+fn decision(verdict: Verdict, reason: Reason, rule: u32) -> Decision {
+    Decision {
+        verdict,
+        reason,
+        rule,
+    }
+}
+
+/// A `defaults.*` setting: drop if the flag is set, else pass.
+#[inline(always)]
+fn by_default(cfg: &Config, drop_flag: u32, reason: Reason) -> Decision {
+    let verdict = if cfg.has(drop_flag) {
+        Verdict::Drop
+    } else {
+        Verdict::Pass
+    };
+    decision(verdict, reason, RULE_GLOBAL)
+}
+
+#[inline(always)]
+pub fn decide(slot: u32, cfg: &Config, parsed: Parsed) -> Decision {
+    match parsed {
+        Parsed::NonIp => by_default(cfg, Config::NON_IP_DROP, Reason::NonIp),
+        Parsed::Malformed => decision(Verdict::Drop, Reason::Malformed, RULE_GLOBAL),
+        Parsed::Ip(p) => decide_ip(slot, cfg, &p),
+    }
+}
+
+#[inline(always)]
+fn decide_ip(slot: u32, cfg: &Config, p: &IpPacket) -> Decision {
+    let entry = match p.l4 {
+        L4::Ports { proto_index, dport } => PORTS
+            .get(port_index(slot, proto_index, dport))
+            .copied()
+            .unwrap_or_default(),
+        _ => PortEntry::default(),
+    };
+
+    // 3. failsafe: cannot be blocklisted away.
+    if entry.failsafe != 0 && in_set(slot, FAILSAFE_SET_BASE + entry.failsafe as u32, &p.src) {
+        return decision(Verdict::Pass, Reason::Failsafe, RULE_FAILSAFE);
+    }
+    // 4. blocklist: fragments and port-less packets too.
+    if blocklisted(slot, cfg, &p.src) {
+        return decision(Verdict::Drop, Reason::Blocklist, RULE_GLOBAL);
+    }
+    // 5. fragments.
+    let non_first = matches!(p.l4, L4::NonFirstFragment);
+    if (non_first || p.first_fragment) && cfg.has(Config::FRAGMENTS_DROP) {
+        return decision(Verdict::Drop, Reason::Fragment, RULE_GLOBAL);
+    }
+    if non_first {
+        return decision(Verdict::Pass, Reason::Fragment, RULE_GLOBAL);
+    }
+    // 6. no ports.
+    if matches!(p.l4, L4::NoPorts) {
+        return by_default(cfg, Config::OTHER_DROP, Reason::OtherProtocol);
+    }
+    // 7. zones.
+    let zone = entry.zone as u32;
+    if zone != 0 {
+        if in_set(slot, zone, &p.src) {
+            return decision(Verdict::Pass, Reason::Allowed, zone);
+        }
+        let audit = ZONES
+            .get(zone_index(slot, zone))
+            .is_some_and(|z| z.flags & ZoneInfo::AUDIT != 0);
+        return if audit {
+            decision(Verdict::Pass, Reason::Audit, zone)
+        } else {
+            decision(Verdict::Drop, Reason::NotAllowed, zone)
+        };
+    }
+    // 8. no zone claims the port.
+    by_default(cfg, Config::UNMATCHED_DROP, Reason::Unmatched)
+}
+
+/// Is `src` in allow set `set` (a zone or a failsafe group) of `slot`?
+#[inline(always)]
+fn in_set(slot: u32, set: u32, src: &Src) -> bool {
+    let tag = set_tag(slot, set);
+    match src {
+        Src::V4(a) => lpm4_contains(&ALLOW4, tag, *a),
+        Src::V6(a) => lpm6_contains(&ALLOW6, tag, *a),
+    }
+}
+
+#[inline(always)]
+fn blocklisted(slot: u32, cfg: &Config, src: &Src) -> bool {
+    match src {
+        Src::V4(a) => cfg.has(Config::HAS_BL4) && blocklisted_v4(slot, u32::from_be_bytes(*a)),
+        Src::V6(a) => cfg.has(Config::HAS_BL6) && lpm6_contains(&BL6, set_tag(slot, 0), *a),
+    }
+}
+
+/// One bitmap word read; a hash read only for /24s that are partly blocked.
+#[inline(always)]
+fn blocklisted_v4(slot: u32, addr: u32) -> bool {
+    let net24 = addr >> 8;
+    let Some(word) = BL4_WORDS.get(bl4_word_index(slot, net24)) else {
+        return false;
+    };
+    let bit = 1u64 << (net24 & 63);
+    if word.full & bit != 0 {
+        return true;
+    }
+    if word.part & bit == 0 {
+        return false;
+    }
+    let Some(hosts) = bl4_hosts(&Bl4HostKey { slot, net24 }) else {
+        return false;
+    };
+    let host = addr & 0xff;
+    let bits = match host >> 6 {
+        0 => hosts.bits[0],
+        1 => hosts.bits[1],
+        2 => hosts.bits[2],
+        _ => hosts.bits[3],
+    };
+    bits & (1u64 << (host & 63)) != 0
+}

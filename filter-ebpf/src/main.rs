@@ -1,0 +1,52 @@
+//! portcullis XDP program: parse (parse.rs), decide (decide.rs), count, act.
+#![no_std]
+#![no_main]
+
+mod decide;
+mod maps;
+mod parse;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::info;
+use filter_common::{counter_index, slot_of, Config, Reason, Verdict, RULE_GLOBAL};
+
+use crate::maps::{count, ACTIVE, CONFIG};
+
+#[xdp]
+pub fn portcullis(ctx: XdpContext) -> u32 {
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    // Read the generation once: every lookup below uses this slot only.
+    let generation = ACTIVE.get(0).copied().unwrap_or(0);
+    let slot = slot_of(generation);
+    let cfg = CONFIG.get(slot).copied().unwrap_or_default();
+    if !cfg.has(Config::VALID) {
+        count(
+            counter_index(RULE_GLOBAL, Reason::NoPolicy, Verdict::Pass),
+            bytes,
+        );
+        return xdp_action::XDP_PASS;
+    }
+
+    let d = decide::decide(slot, &cfg, parse::parse(&ctx));
+    count(counter_index(d.rule, d.reason, d.verdict), bytes);
+    if cfg.has(Config::LOG_PACKETS) {
+        info!(
+            &ctx,
+            "gen {} verdict {} reason {} rule {}",
+            generation,
+            d.verdict as u32,
+            d.reason as u32,
+            d.rule
+        );
+    }
+    match d.verdict {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

@@ -1,0 +1,63 @@
+//! The program's maps (layout and meaning: `filter-common`) and the only `unsafe`
+//! map accessors of the program.
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+};
+use filter_common::{
+    Bl4HostKey, Bl4Hosts, Bl4Word, Config, Counter, PortEntry, Tagged4, Tagged6, ZoneInfo,
+    BL4_WORDS_PER_SLOT, DEFAULT_ALLOW_MAX, DEFAULT_BL4_HOSTS_MAX, DEFAULT_BL6_MAX, NUM_COUNTERS,
+    NUM_SLOTS, PORTS_PER_SLOT, ZONE_SLOTS,
+};
+
+#[map]
+pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(NUM_SLOTS, 0);
+#[map]
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+#[map]
+pub static PORTS: Array<PortEntry> = Array::with_max_entries(NUM_SLOTS * PORTS_PER_SLOT, 0);
+#[map]
+pub static ZONES: Array<ZoneInfo> = Array::with_max_entries(NUM_SLOTS * ZONE_SLOTS, 0);
+#[map]
+pub static ALLOW4: LpmTrie<Tagged4, u8> = LpmTrie::with_max_entries(DEFAULT_ALLOW_MAX, 0);
+#[map]
+pub static ALLOW6: LpmTrie<Tagged6, u8> = LpmTrie::with_max_entries(DEFAULT_ALLOW_MAX, 0);
+#[map]
+pub static BL4_WORDS: Array<Bl4Word> = Array::with_max_entries(NUM_SLOTS * BL4_WORDS_PER_SLOT, 0);
+#[map]
+pub static BL4_HOSTS: HashMap<Bl4HostKey, Bl4Hosts> =
+    HashMap::with_max_entries(DEFAULT_BL4_HOSTS_MAX, BPF_F_NO_PREALLOC);
+#[map]
+pub static BL6: LpmTrie<Tagged6, u8> = LpmTrie::with_max_entries(DEFAULT_BL6_MAX, 0);
+
+/// Host bitmap of a partially blocked /24.
+#[inline(always)]
+pub fn bl4_hosts(key: &Bl4HostKey) -> Option<Bl4Hosts> {
+    // SAFETY: the value is copied out at once; the map is never resized under us.
+    unsafe { BL4_HOSTS.get(key).copied() }
+}
+
+#[inline(always)]
+pub fn lpm4_contains(map: &LpmTrie<Tagged4, u8>, tag: [u8; 4], addr: [u8; 4]) -> bool {
+    map.get(Key::new(64, Tagged4 { tag, addr })).is_some()
+}
+
+#[inline(always)]
+pub fn lpm6_contains(map: &LpmTrie<Tagged6, u8>, tag: [u8; 4], addr: [u8; 16]) -> bool {
+    map.get(Key::new(160, Tagged6 { tag, addr })).is_some()
+}
+
+/// Adds one packet of `bytes` to counter `index` of this CPU.
+#[inline(always)]
+pub fn count(index: u32, bytes: u64) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot; XDP does not preempt itself on one CPU.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Typed handles on the program's maps, and the slot writer/reader.
+use std::{collections::HashSet, hash::Hash};
+
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray},
+    Ebpf, Pod,
+};
+use filter_common::{
+    bl4_word_index, port_index, set_tag, zone_index, Bl4HostKey, Bl4Hosts, Bl4Word, Config,
+    Counter, PortEntry, Tagged4, Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, MAP_ACTIVE, MAP_ALLOW4,
+    MAP_ALLOW6, MAP_BL4_HOSTS, MAP_BL4_WORDS, MAP_BL6, MAP_CONFIG, MAP_COUNTERS, MAP_PORTS,
+    MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS, ZONE_SLOTS,
+};
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use super::{image::SlotImage, LoaderError};
+
+pub struct Maps {
+    active: Array<MapData, u32>,
+    config: Array<MapData, Config>,
+    counters: PerCpuArray<MapData, Counter>,
+    ports: Array<MapData, PortEntry>,
+    zones: Array<MapData, ZoneInfo>,
+    allow4: LpmTrie<MapData, Tagged4, u8>,
+    allow6: LpmTrie<MapData, Tagged6, u8>,
+    bl4_words: Array<MapData, Bl4Word>,
+    bl4_hosts: BpfHashMap<MapData, Bl4HostKey, Bl4Hosts>,
+    bl6: LpmTrie<MapData, Tagged6, u8>,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoaderError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(LoaderError::Missing(name))?;
+    T::try_from(map).map_err(LoaderError::map(name))
+}
+
+fn key4(set: u32, slot: u32, net: &Ipv4Net) -> Key<Tagged4> {
+    Key::new(
+        SET_TAG_BITS + net.prefix_len() as u32,
+        Tagged4 {
+            tag: set_tag(slot, set),
+            addr: net.network().octets(),
+        },
+    )
+}
+
+fn key6(set: u32, slot: u32, net: &Ipv6Net) -> Key<Tagged6> {
+    Key::new(
+        SET_TAG_BITS + net.prefix_len() as u32,
+        Tagged6 {
+            tag: set_tag(slot, set),
+            addr: net.network().octets(),
+        },
+    )
+}
+
+/// Applies the difference between two sets to an LPM trie.
+fn sync_lpm<T: Eq + Hash, K: Pod>(
+    map: &mut LpmTrie<MapData, K, u8>,
+    name: &'static str,
+    old: &HashSet<T>,
+    new: &HashSet<T>,
+    key: impl Fn(&T) -> Key<K>,
+) -> Result<(), LoaderError> {
+    for gone in old.difference(new) {
+        map.remove(&key(gone)).map_err(LoaderError::map(name))?;
+    }
+    for added in new.difference(old) {
+        map.insert(&key(added), 1, 0).map_err(LoaderError::map(name))?;
+    }
+    Ok(())
+}
+
+/// Applies the difference between two sparse images of an array (absent = zero).
+fn sync_array<V: Pod + Default + PartialEq>(
+    map: &mut Array<MapData, V>,
+    name: &'static str,
+    old: &std::collections::HashMap<u32, V>,
+    new: &std::collections::HashMap<u32, V>,
+    index: impl Fn(u32) -> u32,
+) -> Result<(), LoaderError> {
+    for k in old.keys().filter(|k| !new.contains_key(k)) {
+        map.set(index(*k), V::default(), 0).map_err(LoaderError::map(name))?;
+    }
+    for (k, v) in new {
+        if old.get(k) != Some(v) {
+            map.set(index(*k), *v, 0).map_err(LoaderError::map(name))?;
+        }
+    }
+    Ok(())
+}
+
+impl Maps {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Maps, LoaderError> {
+        Ok(Maps {
+            active: take(ebpf, MAP_ACTIVE)?,
+            config: take(ebpf, MAP_CONFIG)?,
+            counters: take(ebpf, MAP_COUNTERS)?,
+            ports: take(ebpf, MAP_PORTS)?,
+            zones: take(ebpf, MAP_ZONES)?,
+            allow4: take(ebpf, MAP_ALLOW4)?,
+            allow6: take(ebpf, MAP_ALLOW6)?,
+            bl4_words: take(ebpf, MAP_BL4_WORDS)?,
+            bl4_hosts: take(ebpf, MAP_BL4_HOSTS)?,
+            bl6: take(ebpf, MAP_BL6)?,
+        })
+    }
+
+    pub fn active_generation(&self) -> Result<u32, LoaderError> {
+        self.active.get(&0, 0).map_err(LoaderError::map(MAP_ACTIVE))
+    }
+
+    pub fn set_active(&mut self, generation: u32) -> Result<(), LoaderError> {
+        self.active
+            .set(0, generation, 0)
+            .map_err(LoaderError::map(MAP_ACTIVE))
+    }
+
+    pub fn counter(&self, index: u32) -> Result<Counter, LoaderError> {
+        let per_cpu = self
+            .counters
+            .get(&index, 0)
+            .map_err(LoaderError::map(MAP_COUNTERS))?;
+        Ok(per_cpu.iter().fold(Counter::default(), |a, c| Counter {
+            packets: a.packets + c.packets,
+            bytes: a.bytes + c.bytes,
+        }))
+    }
+
+    /// Turns `slot` from `old` into `new`, touching only differing entries. The
+    /// config is written last: a slot is marked valid only once complete.
+    pub fn write_slot(&mut self, slot: u32, old: &SlotImage, new: &SlotImage) -> Result<(), LoaderError> {
+        if old.config.has(Config::VALID) {
+            self.config
+                .set(slot, Config::default(), 0)
+                .map_err(LoaderError::map(MAP_CONFIG))?;
+        }
+        sync_array(&mut self.ports, MAP_PORTS, &old.ports, &new.ports, |k| {
+            port_index(slot, k >> 16, k as u16)
+        })?;
+        let old_zones = old.zones.iter().map(|(k, v)| (*k, *v)).collect();
+        let new_zones = new.zones.iter().map(|(k, v)| (*k, *v)).collect();
+        sync_array(&mut self.zones, MAP_ZONES, &old_zones, &new_zones, |z| {
+            zone_index(slot, z)
+        })?;
+        sync_lpm(&mut self.allow4, MAP_ALLOW4, &old.allow4, &new.allow4, |(s, n)| {
+            key4(*s, slot, n)
+        })?;
+        sync_lpm(&mut self.allow6, MAP_ALLOW6, &old.allow6, &new.allow6, |(s, n)| {
+            key6(*s, slot, n)
+        })?;
+        sync_array(
+            &mut self.bl4_words,
+            MAP_BL4_WORDS,
+            &old.bl4_words,
+            &new.bl4_words,
+            |w| slot * BL4_WORDS_PER_SLOT + w,
+        )?;
+        for net24 in old.bl4_hosts.keys().filter(|k| !new.bl4_hosts.contains_key(k)) {
+            self.bl4_hosts
+                .remove(&Bl4HostKey { slot, net24: *net24 })
+                .map_err(LoaderError::map(MAP_BL4_HOSTS))?;
+        }
+        for (net24, hosts) in &new.bl4_hosts {
+            if old.bl4_hosts.get(net24) != Some(hosts) {
+                self.bl4_hosts
+                    .insert(Bl4HostKey { slot, net24: *net24 }, *hosts, 0)
+                    .map_err(LoaderError::map(MAP_BL4_HOSTS))?;
+            }
+        }
+        sync_lpm(&mut self.bl6, MAP_BL6, &old.bl6, &new.bl6, |n| key6(0, slot, n))?;
+        self.config
+            .set(slot, new.config, 0)
+            .map_err(LoaderError::map(MAP_CONFIG))
+    }
+
+    /// Reads everything `slot` holds back from the kernel.
+    pub fn read_slot(&self, slot: u32) -> Result<SlotImage, LoaderError> {
+        let mut img = SlotImage {
+            config: self.config.get(&slot, 0).map_err(LoaderError::map(MAP_CONFIG))?,
+            ..SlotImage::default()
+        };
+        for k in 0..NUM_PORT_PROTOS * 65536 {
+            let e = self
+                .ports
+                .get(&port_index(slot, k >> 16, k as u16), 0)
+                .map_err(LoaderError::map(MAP_PORTS))?;
+            if e != PortEntry::default() {
+                img.ports.insert(k, e);
+            }
+        }
+        for z in 0..ZONE_SLOTS {
+            let info = self
+                .zones
+                .get(&zone_index(slot, z), 0)
+                .map_err(LoaderError::map(MAP_ZONES))?;
+            if info != ZoneInfo::default() {
+                img.zones.insert(z, info);
+            }
+        }
+        for w in 0..BL4_WORDS_PER_SLOT {
+            let word = self
+                .bl4_words
+                .get(&bl4_word_index(slot, w << 6), 0)
+                .map_err(LoaderError::map(MAP_BL4_WORDS))?;
+            if word != Bl4Word::default() {
+                img.bl4_words.insert(w, word);
+            }
+        }
+        for key in self.bl4_hosts.keys() {
+            let key = key.map_err(LoaderError::map(MAP_BL4_HOSTS))?;
+            if key.slot == slot {
+                let hosts = self
+                    .bl4_hosts
+                    .get(&key, 0)
+                    .map_err(LoaderError::map(MAP_BL4_HOSTS))?;
+                img.bl4_hosts.insert(key.net24, hosts);
+            }
+        }
+        for key in self.allow4.keys() {
+            let key = key.map_err(LoaderError::map(MAP_ALLOW4))?;
+            if let Some((set, net)) = untag4(&key, slot) {
+                img.allow4.insert((set, net));
+            }
+        }
+        for key in self.allow6.keys() {
+            let key = key.map_err(LoaderError::map(MAP_ALLOW6))?;
+            if let Some((set, net)) = untag6(&key, slot) {
+                img.allow6.insert((set, net));
+            }
+        }
+        for key in self.bl6.keys() {
+            let key = key.map_err(LoaderError::map(MAP_BL6))?;
+            if let Some((_, net)) = untag6(&key, slot) {
+                img.bl6.insert(net);
+            }
+        }
+        Ok(img)
+    }
+}
+
+/// (set id, prefix) of an LPM key, if it belongs to `slot`.
+fn untag(tag: [u8; 4], slot: u32) -> Option<u32> {
+    let t = u32::from_be_bytes(tag);
+    (t >> 16 == slot).then_some(t & 0xffff)
+}
+
+fn untag4(key: &Key<Tagged4>, slot: u32) -> Option<(u32, Ipv4Net)> {
+    let data = key.data();
+    let set = untag(data.tag, slot)?;
+    let len = key.prefix_len().checked_sub(SET_TAG_BITS)? as u8;
+    Some((set, Ipv4Net::new(data.addr.into(), len).ok()?))
+}
+
+fn untag6(key: &Key<Tagged6>, slot: u32) -> Option<(u32, Ipv6Net)> {
+    let data = key.data();
+    let set = untag(data.tag, slot)?;
+    let len = key.prefix_len().checked_sub(SET_TAG_BITS)? as u8;
+    Some((set, Ipv6Net::new(data.addr.into(), len).ok()?))
+}

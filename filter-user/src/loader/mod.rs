@@ -1,0 +1,212 @@
+//! Loads the XDP object and writes compiled policies into its maps.
+//!
+//! A policy is applied by writing its [`SlotImage`] into the inactive slot (only
+//! the entries that differ from what that slot holds), then flipping `ACTIVE`
+//! with one 4-byte write. Packets read `ACTIVE` once, so each one sees exactly
+//! one whole policy.
+mod image;
+mod maps;
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    maps::MapError,
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use filter_common::{
+    counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, NUM_SLOTS, PROGRAM_NAME,
+};
+pub use image::{ImageOptions, SlotImage};
+pub use maps::Maps;
+
+use crate::policy::CompiledPolicy;
+
+/// The eBPF object, embedded at build time (see build.rs).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PORTCULLIS_EBPF_OBJECT"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error("this portcullis was built without its eBPF object; run `cargo xtask build-ebpf` and rebuild")]
+    NoObject,
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] EbpfError),
+    #[error("eBPF program: {0}")]
+    Program(#[from] ProgramError),
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("the eBPF object has no map or program named {0}")]
+    Missing(&'static str),
+    #[error("{0} zones; at most {max} are supported", max = filter_common::MAX_ZONES)]
+    TooManyZones(usize),
+    #[error("port {port} is claimed by zones {} and {}", zones.0, zones.1)]
+    PortClaimedTwice { port: u32, zones: (u16, u16) },
+    #[error("failsafe rules overlap in too many different ways (over {} port groups)", filter_common::MAX_FAILSAFE_GROUPS)]
+    TooManyFailsafeGroups,
+}
+
+impl LoaderError {
+    pub(crate) fn map(map: &'static str) -> impl FnOnce(MapError) -> LoaderError {
+        move |source| LoaderError::Map { map, source }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Log each packet's decision through aya-log (debugging; costs per packet).
+    pub log_packets: bool,
+    /// How long after a flip the now-inactive slot is left untouched, so packets
+    /// that read the old generation just before the flip finish with it. XDP
+    /// runs in microseconds; the default is generous.
+    pub quiesce: Duration,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            log_packets: false,
+            quiesce: Duration::from_millis(10),
+        }
+    }
+}
+
+/// The loaded program and its maps.
+pub struct Filter {
+    ebpf: Ebpf,
+    maps: Maps,
+    /// What each slot holds in the kernel; `None` = unknown (read it back first).
+    shadow: [Option<SlotImage>; NUM_SLOTS as usize],
+    generation: u32,
+    last_flip: Option<Instant>,
+    opts: LoadOptions,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl Filter {
+    /// Loads (verifies) the program; nothing is attached.
+    pub fn load(opts: LoadOptions) -> Result<Filter, LoaderError> {
+        if OBJECT.is_empty() {
+            return Err(LoaderError::NoObject);
+        }
+        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        // The logger must live as long as the program (it owns the log map).
+        let logger = if opts.log_packets {
+            match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!("packet logging unavailable: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(LoaderError::Missing(PROGRAM_NAME))?
+            .try_into()?;
+        program.load()?;
+        for name in ALL_MAPS {
+            if ebpf.map(name).is_none() {
+                return Err(LoaderError::Missing(name));
+            }
+        }
+        let maps = Maps::take(&mut ebpf)?;
+        let generation = maps.active_generation()?;
+        Ok(Filter {
+            ebpf,
+            maps,
+            // A fresh object's maps are empty: both slots are known-empty.
+            shadow: [Some(SlotImage::default()), Some(SlotImage::default())],
+            generation,
+            last_flip: None,
+            opts,
+            logger,
+        })
+    }
+
+    /// The active generation (0 until the first policy is applied).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    pub fn program(&self) -> Result<&Xdp, LoaderError> {
+        Ok(self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(LoaderError::Missing(PROGRAM_NAME))?
+            .try_into()?)
+    }
+
+    /// Writes `policy` into the inactive slot and flips to it. On error the
+    /// active policy is untouched and keeps enforcing.
+    pub fn apply(&mut self, policy: &CompiledPolicy) -> Result<u32, LoaderError> {
+        let image = SlotImage::build(
+            policy,
+            ImageOptions {
+                log_packets: self.opts.log_packets,
+            },
+        )?;
+        self.apply_image(image)
+    }
+
+    pub fn apply_image(&mut self, image: SlotImage) -> Result<u32, LoaderError> {
+        let next = self.generation.wrapping_add(1);
+        let slot = slot_of(next);
+        if let Some(at) = self.last_flip {
+            let since = at.elapsed();
+            if since < self.opts.quiesce {
+                thread::sleep(self.opts.quiesce - since);
+            }
+        }
+        let old = match self.shadow[slot as usize].take() {
+            Some(old) => old,
+            None => self.maps.read_slot(slot)?,
+        };
+        // Until the write completes the slot's content is unknown; a failure
+        // leaves `None` so the next attempt reads it back instead of trusting
+        // a stale shadow.
+        self.maps.write_slot(slot, &old, &image)?;
+        self.shadow[slot as usize] = Some(image);
+        self.maps.set_active(next)?;
+        self.generation = next;
+        self.last_flip = Some(Instant::now());
+        Ok(next)
+    }
+
+    /// What the kernel holds in `slot`, read entry by entry (slow; for checks
+    /// and for recovering after a failed write).
+    pub fn read_slot(&self, slot: u32) -> Result<SlotImage, LoaderError> {
+        self.maps.read_slot(slot)
+    }
+
+    /// Runs one frame through the loaded program (BPF_PROG_TEST_RUN) and
+    /// returns the XDP action.
+    pub fn test_run(&self, frame: &[u8]) -> Result<u32, LoaderError> {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        };
+        Ok(self.program()?.test_run(opts)?.return_value)
+    }
+
+    /// One counter, summed over CPUs.
+    pub fn counter(&self, rule: u32, reason: Reason, verdict: Verdict) -> Result<Counter, LoaderError> {
+        self.maps.counter(counter_index(rule, reason, verdict))
+    }
+
+    /// Drains logged packet decisions into the `log` logger.
+    pub fn flush_log(&mut self) {
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+    }
+}

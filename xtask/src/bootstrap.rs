@@ -1,0 +1,116 @@
+//! Installs what building the XDP object needs, idempotently and visibly:
+//! nightly rust-src (for `-Z build-std=core`), Debian's LLVM 22 development
+//! files, and bpf-linker 0.13 built against them. Where it cannot install (not
+//! root, not Debian) it prints the exact commands instead.
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Result};
+
+use crate::{clean_cargo, run};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const LLVM_PACKAGES: [&str; 2] = ["llvm-22-dev", "libpolly-22-dev"];
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn say(what: &str, state: &str) {
+    eprintln!("[bootstrap] {what}: {state}");
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn run() -> Result<()> {
+    nightly()?;
+    rust_src()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn nightly() -> Result<()> {
+    let mut cmd = clean_cargo(Some("nightly"));
+    cmd.arg("--version");
+    if output(&mut cmd).is_some() {
+        say("nightly toolchain", "present");
+        return Ok(());
+    }
+    say("nightly toolchain", "missing, installing");
+    run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
+}
+
+fn rust_src() -> Result<()> {
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let core = Path::new(&sysroot).join("lib/rustlib/src/rust/library/core");
+    if core.is_dir() {
+        say("rust-src (nightly)", "present");
+        return Ok(());
+    }
+    say("rust-src (nightly)", "missing, installing");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn bpf_linker() -> Result<()> {
+    if let Some(v) = output(Command::new("bpf-linker").arg("--version")) {
+        if v.contains(BPF_LINKER_VERSION) {
+            say("bpf-linker", &format!("present ({})", v.trim()));
+            return Ok(());
+        }
+        say("bpf-linker", &format!("found {}, need {BPF_LINKER_VERSION}", v.trim()));
+    }
+    llvm()?;
+    say("bpf-linker", "building against LLVM 22 (about 3 minutes)");
+    run(clean_cargo(None)
+        .env("LLVM_PREFIX", LLVM_PREFIX)
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ]))
+}
+
+fn llvm() -> Result<()> {
+    let config = Path::new(LLVM_PREFIX).join("bin/llvm-config");
+    let polly = Path::new(LLVM_PREFIX).join("lib/libPolly.a");
+    if config.is_file() && polly.is_file() {
+        say("LLVM 22 (llvm-22-dev, libpolly-22-dev)", "present");
+        return Ok(());
+    }
+    let install = format!("apt-get install -y {}", LLVM_PACKAGES.join(" "));
+    if !is_root() || !Path::new("/etc/debian_version").exists() {
+        eprintln!(
+            "[bootstrap] LLVM 22 is missing and this is not root on Debian. Run:\n  \
+             sudo apt-get update && sudo {install}\n  \
+             LLVM_PREFIX={LLVM_PREFIX} cargo install bpf-linker --version {BPF_LINKER_VERSION} \
+             --no-default-features --features llvm-22\n  \
+             rustup component add rust-src --toolchain nightly"
+        );
+        bail!("LLVM 22 development files are required to build bpf-linker");
+    }
+    say("LLVM 22", "missing, installing from Debian");
+    let known = output(Command::new("apt-cache").args(["policy", LLVM_PACKAGES[0]]))
+        .is_some_and(|s| s.contains("Candidate:") && !s.contains("Candidate: (none)"));
+    if !known {
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+    }
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq"])
+        .args(LLVM_PACKAGES))
+}

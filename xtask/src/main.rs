@@ -1,0 +1,159 @@
+//! `cargo xtask`: bootstrap the toolchain, build the eBPF object, run the tests.
+mod bootstrap;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "portcullis build and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build needs (nightly rust-src, LLVM 22, bpf-linker), skipping what is present.
+    Bootstrap,
+    /// Build the XDP object (target/ebpf/bpfel-unknown-none/release/filter-ebpf).
+    BuildEbpf,
+    /// Everything: lint, unit tests, and the verdict suite on the real object (root).
+    Test {
+        /// Differential run of at least 1,000,000 cases instead of 200,000.
+        #[arg(long)]
+        long: bool,
+        /// Seed for the differential test (default: random, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Cmd::Bootstrap => bootstrap::run(),
+        Cmd::BuildEbpf => {
+            bootstrap::run()?;
+            build_ebpf(&root).map(|_| ())
+        }
+        Cmd::Test {
+            long,
+            seed,
+            no_lint,
+        } => test(&root, long, seed, no_lint),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// A command without the variables the outer (stable) cargo set, so the inner
+/// cargo picks its own toolchain and flags.
+pub(crate) fn clean_cargo(toolchain: Option<&str>) -> Command {
+    let mut cmd = Command::new("cargo");
+    if let Some(t) = toolchain {
+        cmd.arg(format!("+{t}"));
+    }
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn build_ebpf(root: &Path) -> Result<PathBuf> {
+    run(clean_cargo(Some("nightly"))
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+            "-p",
+            "filter-ebpf",
+            "--target-dir",
+        ])
+        .arg(root.join("target/ebpf"))
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "--cfg=bpf_target_arch=\"x86_64\"",
+        ))?;
+    let obj = root.join("target/ebpf/bpfel-unknown-none/release/filter-ebpf");
+    if !obj.is_file() {
+        bail!("build succeeded but {} is missing", obj.display());
+    }
+    eprintln!("eBPF object: {}", obj.display());
+    Ok(obj)
+}
+
+fn test(root: &Path, long: bool, seed: Option<u64>, no_lint: bool) -> Result<()> {
+    bootstrap::run()?;
+    build_ebpf(root)?;
+    if !no_lint {
+        run(clean_cargo(None)
+            .current_dir(root)
+            .args(["fmt", "--all", "--", "--check"]))?;
+        run(clean_cargo(None).current_dir(root).args([
+            "clippy",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    // Unit tests (policy compiler, image builder, reference model, packet builder).
+    run(clean_cargo(None).current_dir(root).args(["test", "--release"]))?;
+    if !bootstrap::is_root() {
+        bail!("the verdict suite loads BPF programs: run `cargo xtask test` as root");
+    }
+    let mut suite = clean_cargo(None);
+    suite.current_dir(root).args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "portcullis-tests",
+        "--bin",
+        "verdict-suite",
+        "--",
+    ]);
+    if long {
+        suite.arg("--long");
+    }
+    if let Some(s) = seed {
+        suite.args(["--seed", &s.to_string()]);
+    }
+    run(&mut suite)
+}
