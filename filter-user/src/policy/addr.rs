@@ -1,0 +1,328 @@
+//! Address forms: CIDR, bare address, trailing IPv4 wildcards, `any`.
+//! All prefix math goes through `ipnet`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use super::diag::Problem;
+
+/// One parsed address entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Addr {
+    V4(Ipv4Net),
+    V6(Ipv6Net),
+    /// `any`: 0.0.0.0/0 and ::/0.
+    Any,
+}
+
+/// Where an address is written; decides which forms make sense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// `allow`, `from`: everything.
+    Allow,
+    /// Blocklists: `any` and /0 would drop every source, which is never intended.
+    Block,
+}
+
+const FORMS: &str = "write an address (10.1.2.3, 2001:db8::1), a prefix (10.0.0.0/8, \
+                     2001:db8::/32), a trailing wildcard (10.1.*.*) or `any`";
+
+/// `::ffff:0:0/96`, the IPv4-mapped IPv6 range.
+// Evaluated at compile time, so `new_assert` cannot panic at run time.
+const MAPPED: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96);
+
+/// Parses one address entry. `s` must already be trimmed.
+pub(crate) fn parse_addr(s: &str, usage: Use) -> Result<Addr, Problem> {
+    let addr = parse_form(s)?;
+    if usage == Use::Block {
+        let everything = match addr {
+            Addr::Any => true,
+            Addr::V4(n) => n.prefix_len() == 0,
+            Addr::V6(n) => n.prefix_len() == 0,
+        };
+        if everything {
+            return Err(Problem::new(
+                format!("`{s}` in a blocklist would drop every source"),
+                "remove it; to drop traffic no zone claims, set defaults.unmatched = \"drop\"",
+            ));
+        }
+    }
+    Ok(addr)
+}
+
+fn parse_form(s: &str) -> Result<Addr, Problem> {
+    if s.is_empty() {
+        return Err(Problem::new("empty address", FORMS));
+    }
+    if s.eq_ignore_ascii_case("any") {
+        return Ok(Addr::Any);
+    }
+    if s.contains('*') {
+        return parse_wildcard(s).map(Addr::V4);
+    }
+    if s.contains('/') {
+        return parse_cidr(s);
+    }
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => Ok(Addr::V4(Ipv4Net::from(a))),
+        Ok(IpAddr::V6(a)) => Ok(from_v6(Ipv6Net::from(a))),
+        Err(_) => Err(Problem::new(
+            format!("`{s}` is not an address or prefix"),
+            FORMS,
+        )),
+    }
+}
+
+fn parse_cidr(s: &str) -> Result<Addr, Problem> {
+    match s.parse::<IpNet>() {
+        Ok(net) => {
+            let clean = net.trunc();
+            if clean != net {
+                let host = IpNet::from(net.addr());
+                return Err(Problem::new(
+                    format!("`{s}` has host bits set"),
+                    format!("did you mean {clean}? (or {host} for the single host)"),
+                ));
+            }
+            Ok(match net {
+                IpNet::V4(n) => Addr::V4(n),
+                IpNet::V6(n) => from_v6(n),
+            })
+        }
+        Err(_) => Err(diagnose_cidr(s)),
+    }
+}
+
+/// Explains why `ipnet` refused a prefix (its own error says only "invalid").
+fn diagnose_cidr(s: &str) -> Problem {
+    let Some((addr, len)) = s.split_once('/') else {
+        return Problem::new(format!("`{s}` is not a prefix"), FORMS);
+    };
+    let max = match addr.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) => 32,
+        Ok(IpAddr::V6(_)) => 128,
+        Err(_) => {
+            return Problem::new(
+                format!("`{addr}` in `{s}` is not an IPv4 or IPv6 address"),
+                "write the network address in dotted decimal (10.0.0.0/8) or IPv6 notation \
+                 (2001:db8::/32)",
+            )
+        }
+    };
+    let family = if max == 32 { "IPv4" } else { "IPv6" };
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return Problem::new(
+            format!("prefix length `{len}` in `{s}` is not a number"),
+            format!("write a prefix length from 0 to {max} after the `/`, e.g. {addr}/{max}"),
+        );
+    }
+    // Any digit string that ipnet refused is out of range (or absurdly long).
+    Problem::new(
+        format!("prefix length /{len} is out of range for {family} (0-{max})"),
+        format!("{family} prefixes are /0 to /{max}; a single host is {addr}/{max}"),
+    )
+}
+
+/// `10.1.*.*` → 10.1.0.0/16. Only trailing octets may be wildcards.
+fn parse_wildcard(s: &str) -> Result<Ipv4Net, Problem> {
+    if s.contains('/') {
+        return Err(Problem::new(
+            format!("`{s}` mixes a wildcard and a prefix length"),
+            "use one or the other: 10.1.*.* or 10.1.0.0/16",
+        ));
+    }
+    let mut octets = [0u8; 4];
+    let mut fixed = 0u8;
+    let mut seen_star = false;
+    let mut count = 0usize;
+    for part in s.split('.') {
+        count += 1;
+        if count > 4 {
+            break;
+        }
+        if part == "*" {
+            seen_star = true;
+            continue;
+        }
+        if seen_star {
+            return Err(Problem::new(
+                format!("`{s}`: only trailing octets may be wildcards"),
+                "`*` may replace the last octets only (10.1.*.*); list the other networks one by one",
+            ));
+        }
+        let octet = parse_octet(part).ok_or_else(|| {
+            Problem::new(
+                format!("`{part}` in `{s}` is not an octet (0-255) or `*`"),
+                "write four dot-separated octets, e.g. 10.1.*.*",
+            )
+        })?;
+        octets[usize::from(fixed)] = octet;
+        fixed += 1;
+    }
+    if count != 4 {
+        let hint = if count < 4 {
+            let mut padded = s.to_string();
+            for _ in count..4 {
+                padded.push_str(".*");
+            }
+            format!("write all four octets: {padded}")
+        } else {
+            "an IPv4 wildcard has exactly four octets, e.g. 10.1.*.*".to_string()
+        };
+        return Err(Problem::new(
+            format!("`{s}` does not have four octets"),
+            hint,
+        ));
+    }
+    Ipv4Net::new(Ipv4Addr::from(octets), fixed * 8)
+        .map_err(|_| Problem::new(format!("`{s}` is not a valid wildcard"), FORMS))
+}
+
+/// A decimal octet without sign or leading zeros (as `Ipv4Addr` parses them).
+fn parse_octet(part: &str) -> Option<u8> {
+    let digits_only = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits_only || (part.len() > 1 && part.starts_with('0')) {
+        return None;
+    }
+    part.parse().ok()
+}
+
+/// IPv6 prefixes inside `::ffff:0:0/96` become the IPv4 prefix they denote: the
+/// datapath judges IPv4-mapped sources by the IPv4 rules only.
+pub(crate) fn from_v6(net: Ipv6Net) -> Addr {
+    if MAPPED.contains(&net) {
+        if let Some(v4) = net.addr().to_ipv4_mapped() {
+            if let Ok(n) = Ipv4Net::new(v4, net.prefix_len() - 96) {
+                return Addr::V4(n);
+            }
+        }
+    }
+    Addr::V6(net)
+}
+
+/// Appends a parsed address to per-family lists.
+pub(crate) fn push(addr: Addr, v4: &mut Vec<Ipv4Net>, v6: &mut Vec<Ipv6Net>) {
+    match addr {
+        Addr::V4(n) => v4.push(n),
+        Addr::V6(n) => v6.push(n),
+        Addr::Any => {
+            v4.push(Ipv4Net::default());
+            v6.push(Ipv6Net::default());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(s: &str) -> Addr {
+        Addr::V4(s.parse().unwrap())
+    }
+
+    fn v6(s: &str) -> Addr {
+        Addr::V6(s.parse().unwrap())
+    }
+
+    fn err(s: &str) -> Problem {
+        parse_addr(s, Use::Allow).unwrap_err()
+    }
+
+    #[test]
+    fn wildcard_10_1_star_star_is_slash_16() {
+        assert_eq!(parse_addr("10.1.*.*", Use::Allow), Ok(v4("10.1.0.0/16")));
+    }
+
+    #[test]
+    fn wildcards_cover_8_24_and_0() {
+        assert_eq!(parse_addr("10.*.*.*", Use::Allow), Ok(v4("10.0.0.0/8")));
+        assert_eq!(
+            parse_addr("198.51.100.*", Use::Allow),
+            Ok(v4("198.51.100.0/24"))
+        );
+        assert_eq!(parse_addr("*.*.*.*", Use::Allow), Ok(v4("0.0.0.0/0")));
+    }
+
+    #[test]
+    fn non_trailing_wildcard_is_an_error() {
+        assert!(err("10.*.1.*").message.contains("only trailing octets"));
+        assert!(err("*.1.1.1").message.contains("only trailing octets"));
+    }
+
+    #[test]
+    fn short_wildcard_suggests_four_octets() {
+        let p = err("10.1.*");
+        assert!(p.help.contains("10.1.*.*"), "{p:?}");
+        assert!(err("10.1.*.*.*").message.contains("four octets"));
+        assert!(err("10.1.*.*/16").message.contains("wildcard and a prefix"));
+        assert!(err("10.300.*.*").message.contains("`300`"));
+        assert!(err("10.01.*.*").message.contains("`01`"));
+    }
+
+    #[test]
+    fn bare_addresses_are_host_prefixes() {
+        assert_eq!(parse_addr("10.1.2.3", Use::Allow), Ok(v4("10.1.2.3/32")));
+        assert_eq!(
+            parse_addr("2001:db8::1", Use::Allow),
+            Ok(v6("2001:db8::1/128"))
+        );
+    }
+
+    #[test]
+    fn any_is_any_in_any_case() {
+        assert_eq!(parse_addr("any", Use::Allow), Ok(Addr::Any));
+        assert_eq!(parse_addr("ANY", Use::Allow), Ok(Addr::Any));
+    }
+
+    #[test]
+    fn host_bits_suggest_the_network() {
+        let p = err("10.1.2.3/8");
+        assert!(p.message.contains("host bits"));
+        assert!(p.help.contains("did you mean 10.0.0.0/8?"), "{p:?}");
+        assert!(p.help.contains("10.1.2.3/32"));
+        let p = err("2001:db8::1/32");
+        assert!(p.help.contains("did you mean 2001:db8::/32?"), "{p:?}");
+    }
+
+    #[test]
+    fn prefix_length_out_of_range() {
+        assert!(err("10.0.0.0/33")
+            .message
+            .contains("/33 is out of range for IPv4 (0-32)"));
+        assert!(err("2001:db8::/129")
+            .message
+            .contains("/129 is out of range for IPv6 (0-128)"));
+        assert!(err("10.0.0.0/x").message.contains("not a number"));
+        assert!(err("10.0.0.0/").message.contains("not a number"));
+        assert!(err("10.0.0/8")
+            .message
+            .contains("not an IPv4 or IPv6 address"));
+        assert!(err("hello").message.contains("not an address"));
+        assert!(err("").message.contains("empty"));
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_prefix_becomes_ipv4() {
+        assert_eq!(
+            parse_addr("::ffff:10.0.0.0/104", Use::Allow),
+            Ok(v4("10.0.0.0/8"))
+        );
+        assert_eq!(
+            parse_addr("::ffff:192.0.2.7", Use::Allow),
+            Ok(v4("192.0.2.7/32"))
+        );
+        assert_eq!(parse_addr("::ffff:0:0/96", Use::Allow), Ok(v4("0.0.0.0/0")));
+        // Shorter than /96: stays IPv6 (and never matches mapped sources).
+        assert_eq!(parse_addr("::/80", Use::Allow), Ok(v6("::/80")));
+    }
+
+    #[test]
+    fn blocklist_refuses_everything_prefixes() {
+        for s in ["any", "0.0.0.0/0", "::/0", "*.*.*.*"] {
+            let p = parse_addr(s, Use::Block).unwrap_err();
+            assert!(p.message.contains("drop every source"), "{s}: {p:?}");
+        }
+        assert!(parse_addr("10.0.0.0/8", Use::Block).is_ok());
+    }
+}

@@ -1,0 +1,223 @@
+//! Diagnostics: every problem found in a policy or list file, located by file,
+//! line and column, with a hint an operator can act on.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// One error in a policy or list file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub path: PathBuf,
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: error: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything wrong with a policy, found in one run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", render(.diagnostics))]
+pub struct PolicyError {
+    /// In file order (policy file first, then list files), then line and column.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for (i, d) in diags.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&d.to_string());
+    }
+    out
+}
+
+impl PolicyError {
+    pub fn len(&self) -> usize {
+        self.diagnostics.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.diagnostics.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter()
+    }
+}
+
+/// A problem with one value, before it is located in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    pub message: String,
+    pub help: String,
+}
+
+impl Problem {
+    pub fn new(message: impl Into<String>, help: impl Into<String>) -> Self {
+        Problem {
+            message: message.into(),
+            help: help.into(),
+        }
+    }
+}
+
+/// Byte offset → (line, column) for one text.
+pub(crate) struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub fn new(text: &'a str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { text, starts }
+    }
+
+    /// 1-based line and character column of a byte offset (clamped to the text).
+    pub fn locate(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts[line - 1];
+        let col = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count());
+        (line, col + 1)
+    }
+}
+
+/// Collects diagnostics from the policy file and its list files.
+pub(crate) struct Diags<'a> {
+    path: &'a Path,
+    index: LineIndex<'a>,
+    /// (file rank, diagnostic): rank 0 is the policy file, list files follow.
+    items: Vec<(usize, Diagnostic)>,
+}
+
+impl<'a> Diags<'a> {
+    pub fn new(path: &'a Path, text: &'a str) -> Self {
+        Diags {
+            path,
+            index: LineIndex::new(text),
+            items: Vec::new(),
+        }
+    }
+
+    /// An error in the policy file at a byte span (start of file if unknown).
+    pub fn at(
+        &mut self,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
+        let (line, column) = self.index.locate(span.map_or(0, |s| s.start));
+        self.items.push((
+            0,
+            Diagnostic {
+                path: self.path.to_path_buf(),
+                line,
+                column,
+                message: message.into(),
+                help,
+            },
+        ));
+    }
+
+    /// 1-based line of a span in the policy file.
+    pub fn line_of(&self, span: Option<Range<usize>>) -> usize {
+        self.index.locate(span.map_or(0, |s| s.start)).0
+    }
+
+    pub fn problem(&mut self, span: Option<Range<usize>>, p: Problem) {
+        self.at(span, p.message, Some(p.help));
+    }
+
+    /// An error located in another file (a list file); `rank` orders files.
+    pub fn external(&mut self, rank: usize, d: Diagnostic) {
+        self.items.push((rank, d));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn into_error(mut self) -> PolicyError {
+        self.items
+            .sort_by(|(ra, a), (rb, b)| (ra, a.line, a.column).cmp(&(rb, b.line, b.column)));
+        PolicyError {
+            diagnostics: self.items.into_iter().map(|(_, d)| d).collect(),
+        }
+    }
+}
+
+/// The known key closest to an unknown one, if it is plausibly a typo.
+pub(crate) fn nearest<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
+    let lower = unknown.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(&lower, k), *k))
+        .filter(|(d, k)| *d <= 2 && *d < k.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_index_counts_characters_from_one() {
+        let text = "ab\nçd = 1\n";
+        let idx = LineIndex::new(text);
+        assert_eq!(idx.locate(0), (1, 1));
+        assert_eq!(idx.locate(3), (2, 1));
+        // 'ç' is two bytes but one column.
+        assert_eq!(idx.locate(5), (2, 2));
+        assert_eq!(idx.locate(999), (3, 1));
+    }
+
+    #[test]
+    fn nearest_key_suggests_typos_only() {
+        assert_eq!(nearest("alow", &["name", "allow"]), Some("allow"));
+        assert_eq!(nearest("zones", &["zone", "failsafe"]), Some("zone"));
+        assert_eq!(nearest("Name", &["name"]), Some("name"));
+        assert_eq!(nearest("colour", &["name", "allow"]), None);
+    }
+
+    #[test]
+    fn display_is_path_line_col_error_then_help() {
+        let d = Diagnostic {
+            path: PathBuf::from("p.toml"),
+            line: 3,
+            column: 9,
+            message: "bad".into(),
+            help: Some("fix it".into()),
+        };
+        assert_eq!(d.to_string(), "p.toml:3:9: error: bad\n  help: fix it");
+    }
+}

@@ -1,0 +1,823 @@
+//! Walks the span-carrying TOML document by hand, so that one run reports every
+//! problem (unknown keys included) with its location, then compiles the result.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use sha2::{Digest, Sha256};
+use toml_edit::{ImDocument, Item, TableLike, Value};
+
+use super::addr::{self, Use};
+use super::compile::{
+    merge_ports, merge_v4, merge_v6, Action, BasicAuth, CompiledFailsafe, CompiledPolicy,
+    CompiledZone, Defaults, FragmentMode, ListFileInfo, MetricsConfig, PortRange,
+};
+use super::diag::{nearest, Diags, PolicyError};
+use super::lists;
+use super::ports::parse_port;
+
+type Span = Option<Range<usize>>;
+
+const ROOT_KEYS: &[&str] = &[
+    "version",
+    "interfaces",
+    "defaults",
+    "blocklist",
+    "failsafe",
+    "zone",
+    "metrics",
+];
+const DEFAULTS_KEYS: &[&str] = &["unmatched", "non_ip", "other_protocols", "fragments"];
+const BLOCKLIST_KEYS: &[&str] = &["cidrs", "files"];
+const FAILSAFE_KEYS: &[&str] = &["ports", "from"];
+const ZONE_KEYS: &[&str] = &["name", "ports", "allow", "action", "audit"];
+const METRICS_KEYS: &[&str] = &["listen", "basic_auth"];
+const BASIC_AUTH_KEYS: &[&str] = &["user", "password_hash"];
+
+/// The policy format version this build reads.
+pub const POLICY_VERSION: i64 = 1;
+
+/// Linux interface names are at most IFNAMSIZ - 1 bytes.
+const IFNAME_MAX: usize = 15;
+
+/// A field read from a table: absent, present but already reported as wrong, or good.
+enum Field<T> {
+    Missing,
+    Bad,
+    Ok(T),
+}
+
+struct ZoneDraft {
+    name: String,
+    ports: Vec<(PortRange, Span)>,
+    allow_v4: Vec<Ipv4Net>,
+    allow_v6: Vec<Ipv6Net>,
+    audit: bool,
+}
+
+struct Walker<'a> {
+    diags: Diags<'a>,
+}
+
+/// Parses, validates and compiles a policy. List files are read from disk,
+/// relative to `path`'s directory.
+pub(crate) fn compile(text: &str, path: &Path) -> Result<CompiledPolicy, PolicyError> {
+    let mut w = Walker {
+        diags: Diags::new(path, text),
+    };
+    let doc = match ImDocument::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let message = e.message().trim().replace('\n', ": ");
+            w.diags.at(
+                e.span(),
+                format!("invalid TOML: {message}"),
+                Some("fix the syntax at this point; docs/policy.md shows a complete policy".into()),
+            );
+            return Err(w.diags.into_error());
+        }
+    };
+    let root: &dyn TableLike = doc.as_table();
+
+    let mut hasher = Sha256::new();
+    hasher.update(b"portcullis policy v1\0");
+    hash_chunk(&mut hasher, text.as_bytes());
+
+    w.check_keys(root, ROOT_KEYS, "at the top level");
+    w.version(root);
+    let interfaces = w.interfaces(root);
+    let defaults = w.defaults(root);
+    let (blocklist_v4, blocklist_v6, list_files) = w.blocklist(root, path, &mut hasher);
+    let failsafe = w.failsafe(root);
+    let zones = w.zones(root);
+    let metrics = w.metrics(root);
+
+    if !w.diags.is_empty() {
+        return Err(w.diags.into_error());
+    }
+    let zones = zones
+        .into_iter()
+        .enumerate()
+        .map(|(i, z)| CompiledZone {
+            // Validated above: at most MAX_ZONES (255) zones.
+            id: u16::try_from(i + 1).unwrap_or(u16::MAX),
+            name: z.name,
+            ports: merge_ports(z.ports.into_iter().map(|(r, _)| r).collect()),
+            allow_v4: merge_v4(z.allow_v4),
+            allow_v6: merge_v6(z.allow_v6),
+            audit: z.audit,
+        })
+        .collect();
+    Ok(CompiledPolicy {
+        interfaces,
+        defaults,
+        blocklist_v4: merge_v4(blocklist_v4),
+        blocklist_v6: merge_v6(blocklist_v6),
+        failsafe,
+        zones,
+        metrics,
+        list_files,
+        source_hash: hasher.finalize().into(),
+    })
+}
+
+/// Length-prefixed, so that moving bytes between chunks changes the hash.
+fn hash_chunk(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+fn key_span(t: &dyn TableLike, key: &str) -> Span {
+    t.key(key).and_then(|k| k.span())
+}
+
+/// "a" or "an" + the TOML type name, for messages.
+fn found(item: &Item) -> String {
+    let name = item.type_name();
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
+}
+
+impl Walker<'_> {
+    fn check_keys(&mut self, t: &dyn TableLike, known: &[&str], section: &str) {
+        for (key, _) in t.iter() {
+            if known.contains(&key) {
+                continue;
+            }
+            let help = match nearest(key, known) {
+                Some(n) => format!("did you mean `{n}`?"),
+                None => format!("valid keys {section}: {}", known.join(", ")),
+            };
+            self.diags.at(
+                key_span(t, key),
+                format!("unknown key `{key}` {section}"),
+                Some(help),
+            );
+        }
+    }
+
+    fn type_error(&mut self, item: &Item, dotted: &str, expected: &str, example: &str) {
+        self.diags.at(
+            item.span(),
+            format!("`{dotted}` must be {expected}, found {}", found(item)),
+            Some(format!("e.g. {example}")),
+        );
+    }
+
+    fn missing(&mut self, span: Span, section: &str, key: &str, example: &str) {
+        self.diags.at(
+            span,
+            format!("{section} has no `{key}`"),
+            Some(format!("add it, e.g. {example}")),
+        );
+    }
+
+    fn string<'d>(
+        &mut self,
+        t: &'d dyn TableLike,
+        key: &str,
+        dotted: &str,
+        example: &str,
+    ) -> Field<(&'d str, Span)> {
+        let Some(item) = t.get(key) else {
+            return Field::Missing;
+        };
+        match item.as_str() {
+            Some(s) => Field::Ok((s, item.span())),
+            None => {
+                self.type_error(item, dotted, "a string", example);
+                Field::Bad
+            }
+        }
+    }
+
+    /// An array of strings; wrong elements are reported and skipped.
+    fn strings<'d>(
+        &mut self,
+        t: &'d dyn TableLike,
+        key: &str,
+        dotted: &str,
+        example: &str,
+    ) -> Field<Vec<(&'d str, Span)>> {
+        let Some(item) = t.get(key) else {
+            return Field::Missing;
+        };
+        let Some(array) = item.as_array() else {
+            self.type_error(item, dotted, "an array of strings", example);
+            return Field::Bad;
+        };
+        let mut out = Vec::with_capacity(array.len());
+        for v in array.iter() {
+            match v.as_str() {
+                Some(s) => out.push((s, v.span())),
+                None => self.diags.at(
+                    v.span(),
+                    format!(
+                        "`{dotted}` entries must be strings, found {}",
+                        value_type(v)
+                    ),
+                    Some(format!("quote each entry, e.g. {example}")),
+                ),
+            }
+        }
+        Field::Ok(out)
+    }
+
+    /// A string that must be one of `choices`.
+    fn choice<T: Copy>(
+        &mut self,
+        t: &dyn TableLike,
+        key: &str,
+        dotted: &str,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
+        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+        let example = format!("{key} = \"{}\"", names[0]);
+        let Field::Ok((s, span)) = self.string(t, key, dotted, &example) else {
+            return None;
+        };
+        if let Some((_, v)) = choices.iter().find(|(n, _)| *n == s) {
+            return Some(*v);
+        }
+        let valid = names
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let help = match nearest(s, &names) {
+            Some(n) => format!("did you mean \"{n}\"?"),
+            None => format!("valid values: {valid}"),
+        };
+        self.diags.at(
+            span,
+            format!("`{dotted}` must be {valid}, found \"{s}\""),
+            Some(help),
+        );
+        None
+    }
+
+    fn section<'d>(&mut self, t: &'d dyn TableLike, key: &str) -> Option<&'d dyn TableLike> {
+        let item = t.get(key)?;
+        match item.as_table_like() {
+            Some(table) => Some(table),
+            None => {
+                self.type_error(item, key, "a table", &format!("a [{key}] section"));
+                None
+            }
+        }
+    }
+
+    /// `[[key]]` entries, also accepted as an inline array of inline tables.
+    fn table_array<'d>(
+        &mut self,
+        t: &'d dyn TableLike,
+        key: &str,
+    ) -> Vec<(&'d dyn TableLike, Span)> {
+        let Some(item) = t.get(key) else {
+            return Vec::new();
+        };
+        match item {
+            Item::ArrayOfTables(a) => a.iter().map(|t| (t as &dyn TableLike, t.span())).collect(),
+            Item::Value(Value::Array(a)) => {
+                let mut out = Vec::new();
+                for v in a.iter() {
+                    match v.as_inline_table() {
+                        Some(it) => out.push((it as &dyn TableLike, v.span())),
+                        None => self.diags.at(
+                            v.span(),
+                            format!("`{key}` entries must be tables, found {}", value_type(v)),
+                            Some(format!("write each entry as a [[{key}]] section")),
+                        ),
+                    }
+                }
+                out
+            }
+            other => {
+                self.diags.at(
+                    other.span(),
+                    format!("`{key}` must be an array of tables, found {}", found(other)),
+                    Some(format!(
+                        "write each entry as [[{key}]] (two brackets), even if there is only one"
+                    )),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn version(&mut self, root: &dyn TableLike) {
+        let Some(item) = root.get("version") else {
+            self.diags.at(
+                Some(0..0),
+                "the policy has no `version`",
+                Some(format!(
+                    "add `version = {POLICY_VERSION}` as the first line"
+                )),
+            );
+            return;
+        };
+        match item.as_integer() {
+            Some(POLICY_VERSION) => {}
+            Some(v) => self.diags.at(
+                item.span(),
+                format!("unsupported policy version {v}"),
+                Some(format!(
+                    "this portcullis reads version {POLICY_VERSION} policies"
+                )),
+            ),
+            None => self.type_error(item, "version", "an integer", "version = 1"),
+        }
+    }
+
+    fn interfaces(&mut self, root: &dyn TableLike) -> Vec<String> {
+        let Field::Ok(names) =
+            self.strings(root, "interfaces", "interfaces", "interfaces = [\"eth0\"]")
+        else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = Vec::with_capacity(names.len());
+        for (name, span) in names {
+            let problem = if name.is_empty() {
+                Some("interface name is empty".to_string())
+            } else if name.len() > IFNAME_MAX {
+                Some(format!(
+                    "interface name `{name}` is longer than {IFNAME_MAX} bytes"
+                ))
+            } else if name.contains(['/', '\0'])
+                || name.contains(char::is_whitespace)
+                || name == "."
+                || name == ".."
+            {
+                Some(format!("`{name}` is not a valid interface name"))
+            } else if out.iter().any(|n| n == name) {
+                Some(format!("interface `{name}` is listed twice"))
+            } else {
+                None
+            };
+            match problem {
+                Some(m) => self.diags.at(
+                    span,
+                    m,
+                    Some("list interface names as `ip link` shows them, e.g. \"eth0\"".into()),
+                ),
+                None => out.push(name.to_string()),
+            }
+        }
+        out
+    }
+
+    fn defaults(&mut self, root: &dyn TableLike) -> Defaults {
+        let mut d = Defaults::default();
+        let Some(t) = self.section(root, "defaults") else {
+            return d;
+        };
+        self.check_keys(t, DEFAULTS_KEYS, "in [defaults]");
+        let actions = [("pass", Action::Pass), ("drop", Action::Drop)];
+        if let Some(a) = self.choice(t, "unmatched", "defaults.unmatched", &actions) {
+            d.unmatched = a;
+        }
+        if let Some(a) = self.choice(t, "non_ip", "defaults.non_ip", &actions) {
+            d.non_ip = a;
+        }
+        if let Some(a) = self.choice(t, "other_protocols", "defaults.other_protocols", &actions) {
+            d.other_protocols = a;
+        }
+        let modes = [
+            ("filter-first", FragmentMode::FilterFirst),
+            ("drop", FragmentMode::Drop),
+        ];
+        if let Some(m) = self.choice(t, "fragments", "defaults.fragments", &modes) {
+            d.fragments = m;
+        }
+        d
+    }
+
+    /// Address entries of `dotted`, appended per family.
+    fn addresses(
+        &mut self,
+        entries: &[(&str, Span)],
+        usage: Use,
+        v4: &mut Vec<Ipv4Net>,
+        v6: &mut Vec<Ipv6Net>,
+    ) {
+        for (s, span) in entries {
+            match addr::parse_addr(s.trim(), usage) {
+                Ok(a) => addr::push(a, v4, v6),
+                Err(p) => self.diags.problem(span.clone(), p),
+            }
+        }
+    }
+
+    fn port_list(&mut self, entries: &[(&str, Span)]) -> Vec<(PortRange, Span)> {
+        let mut out = Vec::with_capacity(entries.len());
+        for (s, span) in entries {
+            match parse_port(s.trim()) {
+                Ok(r) => out.push((r, span.clone())),
+                Err(p) => self.diags.problem(span.clone(), p),
+            }
+        }
+        out
+    }
+
+    fn blocklist(
+        &mut self,
+        root: &dyn TableLike,
+        policy_path: &Path,
+        hasher: &mut Sha256,
+    ) -> (Vec<Ipv4Net>, Vec<Ipv6Net>, Vec<ListFileInfo>) {
+        let (mut v4, mut v6, mut infos) = (Vec::new(), Vec::new(), Vec::new());
+        let Some(t) = self.section(root, "blocklist") else {
+            return (v4, v6, infos);
+        };
+        self.check_keys(t, BLOCKLIST_KEYS, "in [blocklist]");
+        if let Field::Ok(cidrs) = self.strings(
+            t,
+            "cidrs",
+            "blocklist.cidrs",
+            "cidrs = [\"203.0.113.0/24\"]",
+        ) {
+            self.addresses(&cidrs, Use::Block, &mut v4, &mut v6);
+        }
+        let Field::Ok(files) = self.strings(
+            t,
+            "files",
+            "blocklist.files",
+            "files = [\"lists/drop.txt\"]",
+        ) else {
+            return (v4, v6, infos);
+        };
+        let dir = match policy_path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        for (name, span) in files {
+            if name.trim().is_empty() {
+                self.diags.at(
+                    span,
+                    "empty list file name",
+                    Some("name a file, e.g. \"lists/drop.txt\"".into()),
+                );
+                continue;
+            }
+            let resolved = dir.join(name);
+            let bytes = match std::fs::read(&resolved) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.diags.at(
+                        span,
+                        format!("cannot read list file `{}`: {e}", resolved.display()),
+                        Some(format!(
+                            "list file paths are relative to the policy file's directory ({})",
+                            dir.display()
+                        )),
+                    );
+                    continue;
+                }
+            };
+            hash_chunk(hasher, name.as_bytes());
+            hash_chunk(hasher, &bytes);
+            let parsed = lists::parse_list(&bytes, &resolved, &mut v4, &mut v6);
+            let rank = infos.len() + 1;
+            for d in parsed.diagnostics {
+                self.diags.external(rank, d);
+            }
+            tracing::debug!(file = %resolved.display(), entries = parsed.entries, "read list file");
+            infos.push(ListFileInfo {
+                name: name.to_string(),
+                path: resolved,
+                entries: parsed.entries,
+                bytes: bytes.len() as u64,
+            });
+        }
+        (v4, v6, infos)
+    }
+
+    fn failsafe(&mut self, root: &dyn TableLike) -> Vec<CompiledFailsafe> {
+        let mut out = Vec::new();
+        for (t, span) in self.table_array(root, "failsafe") {
+            self.check_keys(t, FAILSAFE_KEYS, "in [[failsafe]]");
+            let mut rule = CompiledFailsafe {
+                ports: Vec::new(),
+                from_v4: Vec::new(),
+                from_v6: Vec::new(),
+            };
+            match self.strings(t, "ports", "failsafe.ports", "ports = [\"22/tcp\"]") {
+                Field::Missing => self.missing(
+                    span.clone(),
+                    "[[failsafe]]",
+                    "ports",
+                    "ports = [\"22/tcp\"]",
+                ),
+                Field::Bad => {}
+                Field::Ok(_) if raw_len(t, "ports") == 0 => self.empty(
+                    t,
+                    "ports",
+                    "a failsafe rule needs at least one port, e.g. ports = [\"22/tcp\"]",
+                ),
+                Field::Ok(p) => {
+                    rule.ports = self.port_list(&p).into_iter().map(|(r, _)| r).collect()
+                }
+            }
+            match self.strings(t, "from", "failsafe.from", "from = [\"10.0.0.0/8\"]") {
+                Field::Missing => self.missing(span, "[[failsafe]]", "from", "from = [\"10.0.0.0/8\"]"),
+                Field::Bad => {}
+                Field::Ok(_) if raw_len(t, "from") == 0 => self.empty(t, "from", "a failsafe rule with no sources protects nobody; list the admin networks, e.g. from = [\"10.0.0.0/8\"]"),
+                Field::Ok(f) => self.addresses(&f, Use::Allow, &mut rule.from_v4, &mut rule.from_v6),
+            }
+            rule.ports = merge_ports(rule.ports);
+            rule.from_v4 = merge_v4(rule.from_v4);
+            rule.from_v6 = merge_v6(rule.from_v6);
+            out.push(rule);
+        }
+        out
+    }
+
+    fn empty(&mut self, t: &dyn TableLike, key: &str, help: &str) {
+        let span = t.get(key).and_then(|i| i.span());
+        self.diags
+            .at(span, format!("`{key}` is empty"), Some(help.to_string()));
+    }
+
+    fn zones(&mut self, root: &dyn TableLike) -> Vec<ZoneDraft> {
+        let tables = self.table_array(root, "zone");
+        let max = filter_common::MAX_ZONES as usize;
+        if tables.len() > max {
+            let span = tables[max].1.clone();
+            self.diags.at(
+                span,
+                format!("too many zones: {} (at most {max})", tables.len()),
+                Some("merge zones that share an allow list; a zone may hold many ports".into()),
+            );
+        }
+        let mut drafts = Vec::with_capacity(tables.len());
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for (i, (t, span)) in tables.into_iter().enumerate() {
+            self.check_keys(t, ZONE_KEYS, "in [[zone]]");
+            let mut z = ZoneDraft {
+                name: format!("#{}", i + 1),
+                ports: Vec::new(),
+                allow_v4: Vec::new(),
+                allow_v6: Vec::new(),
+                audit: false,
+            };
+            match self.string(t, "name", "zone.name", "name = \"admin\"") {
+                Field::Missing => {
+                    self.missing(span.clone(), "[[zone]]", "name", "name = \"admin\"")
+                }
+                Field::Bad => {}
+                Field::Ok((name, nspan)) => {
+                    let line = self.diags.line_of(nspan.clone());
+                    if name.trim().is_empty() {
+                        self.diags.at(
+                            nspan,
+                            "zone name is empty",
+                            Some(
+                                "name the zone; the name labels its metrics, e.g. name = \"admin\""
+                                    .into(),
+                            ),
+                        );
+                    } else if name.chars().any(char::is_control) {
+                        self.diags.at(
+                            nspan,
+                            "zone name contains control characters",
+                            Some("use letters, digits and -_. only".into()),
+                        );
+                    } else if let Some(first) = names.get(name) {
+                        self.diags.at(
+                            nspan,
+                            format!("duplicate zone name \"{name}\" (first used on line {first})"),
+                            Some("zone names must be unique; rename one of them".into()),
+                        );
+                    } else {
+                        names.insert(name.to_string(), line);
+                        z.name = name.to_string();
+                    }
+                }
+            }
+            match self.strings(t, "ports", "zone.ports", "ports = [\"8889/tcp\"]") {
+                Field::Missing => {
+                    self.missing(span.clone(), "[[zone]]", "ports", "ports = [\"8889/tcp\"]")
+                }
+                Field::Bad => {}
+                Field::Ok(_) if raw_len(t, "ports") == 0 => self.empty(
+                    t,
+                    "ports",
+                    "a zone claims at least one port, e.g. ports = [\"8889/tcp\"]",
+                ),
+                Field::Ok(p) => z.ports = self.port_list(&p),
+            }
+            match self.strings(t, "allow", "zone.allow", "allow = [\"10.0.0.0/8\"]") {
+                Field::Missing => self.missing(
+                    span,
+                    "[[zone]]",
+                    "allow",
+                    "allow = [\"10.0.0.0/8\"] (or allow = [] to drop every source)",
+                ),
+                Field::Bad => {}
+                Field::Ok(a) => self.addresses(&a, Use::Allow, &mut z.allow_v4, &mut z.allow_v6),
+            }
+            if let Field::Ok((action, aspan)) =
+                self.string(t, "action", "zone.action", "action = \"drop\"")
+            {
+                match action {
+                    "drop" => {}
+                    "reject" => self.diags.at(
+                        aspan,
+                        "action \"reject\" is not supported yet",
+                        Some("use action = \"drop\" (sources outside `allow` are dropped silently)".into()),
+                    ),
+                    other => self.diags.at(
+                        aspan,
+                        format!("unknown zone action \"{other}\""),
+                        Some("the only action is \"drop\" (\"reject\" is planned); to let traffic through while watching, set audit = true".into()),
+                    ),
+                }
+            }
+            if let Some(item) = t.get("audit") {
+                match item.as_bool() {
+                    Some(b) => z.audit = b,
+                    None => self.type_error(item, "zone.audit", "true or false", "audit = false"),
+                }
+            }
+            drafts.push(z);
+        }
+        self.check_port_claims(&drafts);
+        drafts
+    }
+
+    /// A (proto, port) belongs to one zone at most. Sweeps all ranges sorted by
+    /// start, so that thousands of ports stay cheap.
+    fn check_port_claims(&mut self, zones: &[ZoneDraft]) {
+        struct Claim<'z> {
+            range: PortRange,
+            zone: usize,
+            order: usize,
+            span: &'z Span,
+        }
+        let mut claims: Vec<Claim<'_>> = Vec::new();
+        for (zi, z) in zones.iter().enumerate() {
+            for (range, span) in &z.ports {
+                let order = claims.len();
+                claims.push(Claim {
+                    range: *range,
+                    zone: zi,
+                    order,
+                    span,
+                });
+            }
+        }
+        claims.sort_by_key(|c| (c.range.proto, c.range.first, c.order));
+        let mut active: Vec<usize> = Vec::new();
+        let mut reported: HashSet<(usize, usize)> = HashSet::new();
+        for i in 0..claims.len() {
+            let cur = &claims[i];
+            active.retain(|&j| {
+                claims[j].range.proto == cur.range.proto && claims[j].range.last >= cur.range.first
+            });
+            for &j in &active {
+                let other = &claims[j];
+                if other.zone == cur.zone {
+                    continue;
+                }
+                let (first, second) = if other.order < cur.order {
+                    (other, cur)
+                } else {
+                    (cur, other)
+                };
+                if !reported.insert((second.order, first.zone)) {
+                    continue;
+                }
+                let Some(overlap) = first.range.intersection(&second.range) else {
+                    continue;
+                };
+                let noun = if overlap.len() == 1 { "port" } else { "ports" };
+                let line = self.diags.line_of(first.span.clone());
+                self.diags.at(
+                    second.span.clone(),
+                    format!(
+                        "{noun} {overlap} of zone \"{}\" already claimed by zone \"{}\" (line {line})",
+                        zones[second.zone].name, zones[first.zone].name
+                    ),
+                    Some(format!(
+                        "a port belongs to one zone only: remove {overlap} from \"{}\" or from \"{}\", or add the sources to that zone's `allow`",
+                        zones[second.zone].name, zones[first.zone].name
+                    )),
+                );
+            }
+            active.push(i);
+        }
+    }
+
+    fn metrics(&mut self, root: &dyn TableLike) -> MetricsConfig {
+        let mut m = MetricsConfig::default();
+        let Some(t) = self.section(root, "metrics") else {
+            return m;
+        };
+        self.check_keys(t, METRICS_KEYS, "in [metrics]");
+        if let Field::Ok((listen, span)) =
+            self.string(t, "listen", "metrics.listen", "listen = \"127.0.0.1:9469\"")
+        {
+            match listen.trim().parse::<SocketAddr>() {
+                Ok(a) => m.listen = a,
+                Err(_) => self.diags.at(
+                    span,
+                    format!("`metrics.listen` \"{listen}\" is not an IP address and port"),
+                    Some(
+                        "e.g. \"127.0.0.1:9469\" or \"[::1]:9469\" (host names are not resolved)"
+                            .into(),
+                    ),
+                ),
+            }
+        }
+        if let Some(item) = t.get("basic_auth") {
+            let Some(auth) = item.as_table_like() else {
+                self.type_error(
+                    item,
+                    "metrics.basic_auth",
+                    "a table",
+                    "basic_auth = { user = \"prom\", password_hash = \"$argon2id$…\" }",
+                );
+                return m;
+            };
+            self.check_keys(auth, BASIC_AUTH_KEYS, "in metrics.basic_auth");
+            let span = item.span();
+            let user = match self.string(auth, "user", "metrics.basic_auth.user", "user = \"prom\"")
+            {
+                Field::Missing => {
+                    self.missing(
+                        span.clone(),
+                        "metrics.basic_auth",
+                        "user",
+                        "user = \"prom\"",
+                    );
+                    None
+                }
+                Field::Bad => None,
+                Field::Ok((u, uspan)) if u.is_empty() || u.contains(':') => {
+                    self.diags.at(
+                        uspan,
+                        "basic auth user must be non-empty and contain no `:`",
+                        Some("e.g. user = \"prom\"".into()),
+                    );
+                    None
+                }
+                Field::Ok((u, _)) => Some(u.to_string()),
+            };
+            let hash = match self.string(
+                auth,
+                "password_hash",
+                "metrics.basic_auth.password_hash",
+                "password_hash = \"$argon2id$…\"",
+            ) {
+                Field::Missing => {
+                    self.missing(
+                        span,
+                        "metrics.basic_auth",
+                        "password_hash",
+                        "password_hash = \"$argon2id$v=19$…\"",
+                    );
+                    None
+                }
+                Field::Bad => None,
+                Field::Ok((h, hspan)) if !h.starts_with("$argon2") => {
+                    self.diags.at(
+                        hspan,
+                        "`metrics.basic_auth.password_hash` is not an argon2 hash",
+                        Some("store an argon2 PHC string ($argon2id$v=19$m=…), never the password itself".into()),
+                    );
+                    None
+                }
+                Field::Ok((h, _)) => Some(h.to_string()),
+            };
+            if let (Some(user), Some(password_hash)) = (user, hash) {
+                m.basic_auth = Some(BasicAuth {
+                    user,
+                    password_hash,
+                });
+            }
+        }
+        m
+    }
+}
+
+/// Length of the array at `key` as written (before bad entries are dropped).
+fn raw_len(t: &dyn TableLike, key: &str) -> usize {
+    t.get(key).and_then(Item::as_array).map_or(0, |a| a.len())
+}
+
+fn value_type(v: &Value) -> String {
+    let name = v.type_name();
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
+}

@@ -1,0 +1,125 @@
+//! Port forms: `N/proto`, `N-M/proto`, proto ∈ tcp, udp, sctp.
+
+use super::compile::{PortRange, Proto};
+use super::diag::Problem;
+
+const FORMS: &str = "write a port or an inclusive range with its protocol: \"22/tcp\", \
+                     \"9000-9010/udp\" (protocols: tcp, udp, sctp)";
+
+/// Parses one port entry. `s` must already be trimmed.
+pub(crate) fn parse_port(s: &str) -> Result<PortRange, Problem> {
+    let Some((ports, proto)) = s.rsplit_once('/') else {
+        let example = if s.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !s.is_empty() {
+            format!("write the protocol too, e.g. \"{s}/tcp\"")
+        } else {
+            FORMS.to_string()
+        };
+        return Err(Problem::new(format!("port `{s}` has no protocol"), example));
+    };
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        "sctp" => Proto::Sctp,
+        _ => {
+            return Err(Problem::new(
+                format!("unknown protocol `{proto}` in `{s}`"),
+                "ports exist for tcp, udp and sctp only; ICMP and other port-less protocols \
+                 follow defaults.other_protocols",
+            ))
+        }
+    };
+    let (first, last) = match ports.split_once('-') {
+        Some((a, b)) => (parse_number(a, s)?, parse_number(b, s)?),
+        None => {
+            let p = parse_number(ports, s)?;
+            (p, p)
+        }
+    };
+    if first > last {
+        return Err(Problem::new(
+            format!("port range `{s}` is backwards ({first} > {last})"),
+            format!("did you mean \"{last}-{first}/{proto}\"?"),
+        ));
+    }
+    Ok(PortRange { proto, first, last })
+}
+
+fn parse_number(n: &str, whole: &str) -> Result<u16, Problem> {
+    let n = n.trim();
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Problem::new(
+            format!("`{n}` in `{whole}` is not a port number"),
+            FORMS,
+        ));
+    }
+    // Digits only, so a parse failure means "too large".
+    n.parse::<u16>().map_err(|_| {
+        Problem::new(
+            format!("port {n} in `{whole}` is out of range (0-65535)"),
+            "ports are 0 to 65535",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_ports_and_ranges_parse() {
+        assert_eq!(parse_port("22/tcp"), Ok(PortRange::single(Proto::Tcp, 22)));
+        assert_eq!(
+            parse_port("9000-9010/udp"),
+            Ok(PortRange {
+                proto: Proto::Udp,
+                first: 9000,
+                last: 9010
+            })
+        );
+        assert_eq!(parse_port("0/sctp"), Ok(PortRange::single(Proto::Sctp, 0)));
+        assert_eq!(
+            parse_port("65535/TCP"),
+            Ok(PortRange::single(Proto::Tcp, 65535))
+        );
+    }
+
+    #[test]
+    fn port_out_of_range_is_an_error() {
+        let p = parse_port("65536/tcp").unwrap_err();
+        assert!(p.message.contains("out of range (0-65535)"), "{p:?}");
+        assert!(parse_port("1-99999/udp")
+            .unwrap_err()
+            .message
+            .contains("out of range"));
+    }
+
+    #[test]
+    fn backwards_range_suggests_the_swap() {
+        let p = parse_port("9010-9000/tcp").unwrap_err();
+        assert!(p.message.contains("backwards"));
+        assert_eq!(p.help, "did you mean \"9000-9010/tcp\"?");
+    }
+
+    #[test]
+    fn unknown_proto_and_missing_proto_are_errors() {
+        assert!(parse_port("22/icmp")
+            .unwrap_err()
+            .message
+            .contains("unknown protocol `icmp`"));
+        let p = parse_port("22").unwrap_err();
+        assert!(p.message.contains("no protocol"));
+        assert!(p.help.contains("\"22/tcp\""));
+        assert!(parse_port("ssh/tcp")
+            .unwrap_err()
+            .message
+            .contains("not a port number"));
+        assert!(parse_port("-5/tcp")
+            .unwrap_err()
+            .message
+            .contains("not a port number"));
+        assert!(parse_port("+5/tcp")
+            .unwrap_err()
+            .message
+            .contains("not a port number"));
+    }
+}

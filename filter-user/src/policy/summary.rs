@@ -1,0 +1,229 @@
+//! A readable view of a compiled policy, as text (for `portcullis check`) and JSON.
+
+use std::fmt;
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::Serialize;
+
+use super::compile::CompiledPolicy;
+
+/// How many prefixes the text view shows per list before abbreviating.
+const SHOW_PREFIXES: usize = 6;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicySummary {
+    pub source_hash: String,
+    pub interfaces: Vec<String>,
+    pub defaults: DefaultsSummary,
+    pub failsafe: Vec<FailsafeSummary>,
+    pub zones: Vec<ZoneSummary>,
+    pub blocklist: BlocklistSummary,
+    pub metrics: MetricsSummary,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DefaultsSummary {
+    pub unmatched: &'static str,
+    pub non_ip: &'static str,
+    pub other_protocols: &'static str,
+    pub fragments: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailsafeSummary {
+    pub ports: Vec<String>,
+    pub from_v4: Vec<String>,
+    pub from_v6: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ZoneSummary {
+    pub id: u16,
+    pub name: String,
+    pub ports: Vec<String>,
+    pub audit: bool,
+    pub allow_v4: Vec<String>,
+    pub allow_v6: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlocklistSummary {
+    /// Prefixes after merging.
+    pub prefixes_v4: usize,
+    pub prefixes_v6: usize,
+    /// IPv4 addresses covered (an IPv6 count would not be meaningful).
+    pub addresses_v4: u64,
+    pub files: Vec<ListFileSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListFileSummary {
+    pub name: String,
+    pub path: String,
+    pub entries: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetricsSummary {
+    pub listen: String,
+    pub basic_auth_user: Option<String>,
+}
+
+fn strings<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
+impl CompiledPolicy {
+    pub fn summary(&self) -> PolicySummary {
+        let d = &self.defaults;
+        PolicySummary {
+            source_hash: self.source_hash_hex(),
+            interfaces: self.interfaces.clone(),
+            defaults: DefaultsSummary {
+                unmatched: d.unmatched.as_str(),
+                non_ip: d.non_ip.as_str(),
+                other_protocols: d.other_protocols.as_str(),
+                fragments: d.fragments.as_str(),
+            },
+            failsafe: self
+                .failsafe
+                .iter()
+                .map(|f| FailsafeSummary {
+                    ports: strings(&f.ports),
+                    from_v4: strings(&f.from_v4),
+                    from_v6: strings(&f.from_v6),
+                })
+                .collect(),
+            zones: self
+                .zones
+                .iter()
+                .map(|z| ZoneSummary {
+                    id: z.id,
+                    name: z.name.clone(),
+                    ports: strings(&z.ports),
+                    audit: z.audit,
+                    allow_v4: strings(&z.allow_v4),
+                    allow_v6: strings(&z.allow_v6),
+                })
+                .collect(),
+            blocklist: BlocklistSummary {
+                prefixes_v4: self.blocklist_v4.len(),
+                prefixes_v6: self.blocklist_v6.len(),
+                addresses_v4: count_v4(&self.blocklist_v4),
+                files: self
+                    .list_files
+                    .iter()
+                    .map(|f| ListFileSummary {
+                        name: f.name.clone(),
+                        path: f.path.display().to_string(),
+                        entries: f.entries,
+                        bytes: f.bytes,
+                    })
+                    .collect(),
+            },
+            metrics: MetricsSummary {
+                listen: self.metrics.listen.to_string(),
+                basic_auth_user: self.metrics.basic_auth.as_ref().map(|a| a.user.clone()),
+            },
+        }
+    }
+}
+
+/// Addresses covered by merged (disjoint) IPv4 prefixes.
+fn count_v4(nets: &[Ipv4Net]) -> u64 {
+    nets.iter()
+        .map(|n| 1u64 << (32 - u32::from(n.prefix_len())))
+        .sum()
+}
+
+/// "a, b, c (+4 more)" or "none".
+fn abbreviated(items: &[String]) -> String {
+    if items.is_empty() {
+        return "none".into();
+    }
+    let shown = items
+        .iter()
+        .take(SHOW_PREFIXES)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOW_PREFIXES {
+        format!("{shown} (+{} more)", items.len() - SHOW_PREFIXES)
+    } else {
+        shown
+    }
+}
+
+fn sources(v4: &[String], v6: &[String]) -> String {
+    let any4 = v4.len() == 1 && v4[0] == Ipv4Net::default().to_string();
+    let any6 = v6.len() == 1 && v6[0] == Ipv6Net::default().to_string();
+    if any4 && any6 {
+        return "any".into();
+    }
+    format!("IPv4 {} | IPv6 {}", abbreviated(v4), abbreviated(v6))
+}
+
+impl fmt::Display for PolicySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "sha256      {}", self.source_hash)?;
+        let ifaces = if self.interfaces.is_empty() {
+            "(none; pass --iface)".to_string()
+        } else {
+            self.interfaces.join(", ")
+        };
+        writeln!(f, "interfaces  {ifaces}")?;
+        let d = &self.defaults;
+        writeln!(
+            f,
+            "defaults    unmatched={} non_ip={} other_protocols={} fragments={}",
+            d.unmatched, d.non_ip, d.other_protocols, d.fragments
+        )?;
+        writeln!(f, "failsafe    {} rule(s)", self.failsafe.len())?;
+        for (i, r) in self.failsafe.iter().enumerate() {
+            writeln!(
+                f,
+                "  #{:<3} {}  from {}",
+                i + 1,
+                r.ports.join(", "),
+                sources(&r.from_v4, &r.from_v6)
+            )?;
+        }
+        writeln!(f, "zones       {}", self.zones.len())?;
+        for z in &self.zones {
+            let audit = if z.audit {
+                "  [audit: not enforced]"
+            } else {
+                ""
+            };
+            writeln!(
+                f,
+                "  {:<3} {}  ports {}{audit}",
+                z.id,
+                z.name,
+                z.ports.join(", ")
+            )?;
+            writeln!(
+                f,
+                "      allow {} ({} IPv4, {} IPv6 prefixes)",
+                sources(&z.allow_v4, &z.allow_v6),
+                z.allow_v4.len(),
+                z.allow_v6.len()
+            )?;
+        }
+        let b = &self.blocklist;
+        writeln!(
+            f,
+            "blocklist   {} IPv4 prefixes ({} addresses), {} IPv6 prefixes, after merging",
+            b.prefixes_v4, b.addresses_v4, b.prefixes_v6
+        )?;
+        for l in &b.files {
+            writeln!(f, "  {}  {} entries, {} bytes", l.path, l.entries, l.bytes)?;
+        }
+        let auth = match &self.metrics.basic_auth_user {
+            Some(u) => format!("basic auth as \"{u}\""),
+            None => "no auth".to_string(),
+        };
+        write!(f, "metrics     {} ({auth})", self.metrics.listen)
+    }
+}
