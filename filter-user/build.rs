@@ -22,5 +22,8 @@ fn main() {
         fs::write(&empty, []).expect("write placeholder");
         empty
     };
-    println!("cargo:rustc-env=PORTCULLIS_EBPF_OBJECT={}", embedded.display());
+    println!(
+        "cargo:rustc-env=PORTCULLIS_EBPF_OBJECT={}",
+        embedded.display()
+    );
 }

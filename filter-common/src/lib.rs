@@ -353,7 +353,10 @@ mod tests {
         assert_eq!(last, NUM_COUNTERS - 1);
         assert_eq!(counter_index(0, Reason::NonIp, Verdict::Pass), 0);
         assert_eq!(counter_index(0, Reason::NonIp, Verdict::Drop), 1);
-        assert_eq!(counter_index(1, Reason::NonIp, Verdict::Pass), 2 * NUM_REASONS);
+        assert_eq!(
+            counter_index(1, Reason::NonIp, Verdict::Pass),
+            2 * NUM_REASONS
+        );
     }
 
     #[test]

@@ -51,8 +51,10 @@ fn port_keys(r: &PortRange) -> impl Iterator<Item = u32> {
 
 impl SlotImage {
     pub fn build(policy: &CompiledPolicy, opts: ImageOptions) -> Result<Self, LoaderError> {
-        let mut img = SlotImage::default();
-        img.config = config(policy, opts);
+        let mut img = SlotImage {
+            config: config(policy, opts),
+            ..SlotImage::default()
+        };
 
         if policy.zones.len() > MAX_ZONES as usize {
             return Err(LoaderError::TooManyZones(policy.zones.len()));
@@ -94,7 +96,9 @@ impl SlotImage {
     /// Each port covered by failsafe rules gets the group of exactly those rules;
     /// the group's allow set is the union of their `from` lists.
     fn add_failsafe(&mut self, policy: &CompiledPolicy) -> Result<(), LoaderError> {
-        let mut covering: HashMap<u32, BTreeSet<usize>> = HashMap::new();
+        // Ordered, so group ids are a function of the policy alone: the same
+        // policy always yields the same image (no churn on reload).
+        let mut covering: BTreeMap<u32, BTreeSet<usize>> = BTreeMap::new();
         for (i, rule) in policy.failsafe.iter().enumerate() {
             for r in &rule.ports {
                 for key in port_keys(r) {
@@ -152,7 +156,11 @@ impl SlotImage {
 
 /// Bits lo..=hi of a u64 set.
 fn bit_range(lo: u32, hi: u32) -> u64 {
-    let upper = if hi == 63 { u64::MAX } else { (1u64 << (hi + 1)) - 1 };
+    let upper = if hi == 63 {
+        u64::MAX
+    } else {
+        (1u64 << (hi + 1)) - 1
+    };
     upper & !((1u64 << lo) - 1)
 }
 
@@ -195,7 +203,10 @@ mod tests {
     fn slash_8_sets_1024_full_words() {
         let img = image("version = 1\n[blocklist]\ncidrs = [\"10.0.0.0/8\"]\n");
         assert_eq!(img.bl4_words.len(), 1024);
-        assert!(img.bl4_words.values().all(|w| w.full == u64::MAX && w.part == 0));
+        assert!(img
+            .bl4_words
+            .values()
+            .all(|w| w.full == u64::MAX && w.part == 0));
         assert!(img.bl4_hosts.is_empty());
         assert!(img.config.has(Config::HAS_BL4));
     }
@@ -232,6 +243,16 @@ mod tests {
             .collect();
         assert_eq!(set22.len(), 2);
         assert!(img.config.has(Config::HAS_FAILSAFE));
+    }
+
+    #[test]
+    fn same_policy_builds_identical_images() {
+        let toml = "version = 1\n[[failsafe]]\nports = [\"22/tcp\", \"80-90/udp\"]\nfrom = [\"10.0.0.0/8\"]\n\
+                    [[failsafe]]\nports = [\"22/tcp\", \"85-99/udp\"]\nfrom = [\"192.168.0.0/16\"]\n";
+        let first = image(toml);
+        for _ in 0..20 {
+            assert_eq!(image(toml), first);
+        }
     }
 
     #[test]

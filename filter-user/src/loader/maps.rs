@@ -68,7 +68,8 @@ fn sync_lpm<T: Eq + Hash, K: Pod>(
         map.remove(&key(gone)).map_err(LoaderError::map(name))?;
     }
     for added in new.difference(old) {
-        map.insert(&key(added), 1, 0).map_err(LoaderError::map(name))?;
+        map.insert(&key(added), 1, 0)
+            .map_err(LoaderError::map(name))?;
     }
     Ok(())
 }
@@ -82,7 +83,8 @@ fn sync_array<V: Pod + Default + PartialEq>(
     index: impl Fn(u32) -> u32,
 ) -> Result<(), LoaderError> {
     for k in old.keys().filter(|k| !new.contains_key(k)) {
-        map.set(index(*k), V::default(), 0).map_err(LoaderError::map(name))?;
+        map.set(index(*k), V::default(), 0)
+            .map_err(LoaderError::map(name))?;
     }
     for (k, v) in new {
         if old.get(k) != Some(v) {
@@ -131,7 +133,12 @@ impl Maps {
 
     /// Turns `slot` from `old` into `new`, touching only differing entries. The
     /// config is written last: a slot is marked valid only once complete.
-    pub fn write_slot(&mut self, slot: u32, old: &SlotImage, new: &SlotImage) -> Result<(), LoaderError> {
+    pub fn write_slot(
+        &mut self,
+        slot: u32,
+        old: &SlotImage,
+        new: &SlotImage,
+    ) -> Result<(), LoaderError> {
         if old.config.has(Config::VALID) {
             self.config
                 .set(slot, Config::default(), 0)
@@ -145,12 +152,20 @@ impl Maps {
         sync_array(&mut self.zones, MAP_ZONES, &old_zones, &new_zones, |z| {
             zone_index(slot, z)
         })?;
-        sync_lpm(&mut self.allow4, MAP_ALLOW4, &old.allow4, &new.allow4, |(s, n)| {
-            key4(*s, slot, n)
-        })?;
-        sync_lpm(&mut self.allow6, MAP_ALLOW6, &old.allow6, &new.allow6, |(s, n)| {
-            key6(*s, slot, n)
-        })?;
+        sync_lpm(
+            &mut self.allow4,
+            MAP_ALLOW4,
+            &old.allow4,
+            &new.allow4,
+            |(s, n)| key4(*s, slot, n),
+        )?;
+        sync_lpm(
+            &mut self.allow6,
+            MAP_ALLOW6,
+            &old.allow6,
+            &new.allow6,
+            |(s, n)| key6(*s, slot, n),
+        )?;
         sync_array(
             &mut self.bl4_words,
             MAP_BL4_WORDS,
@@ -158,19 +173,35 @@ impl Maps {
             &new.bl4_words,
             |w| slot * BL4_WORDS_PER_SLOT + w,
         )?;
-        for net24 in old.bl4_hosts.keys().filter(|k| !new.bl4_hosts.contains_key(k)) {
+        for net24 in old
+            .bl4_hosts
+            .keys()
+            .filter(|k| !new.bl4_hosts.contains_key(k))
+        {
             self.bl4_hosts
-                .remove(&Bl4HostKey { slot, net24: *net24 })
+                .remove(&Bl4HostKey {
+                    slot,
+                    net24: *net24,
+                })
                 .map_err(LoaderError::map(MAP_BL4_HOSTS))?;
         }
         for (net24, hosts) in &new.bl4_hosts {
             if old.bl4_hosts.get(net24) != Some(hosts) {
                 self.bl4_hosts
-                    .insert(Bl4HostKey { slot, net24: *net24 }, *hosts, 0)
+                    .insert(
+                        Bl4HostKey {
+                            slot,
+                            net24: *net24,
+                        },
+                        *hosts,
+                        0,
+                    )
                     .map_err(LoaderError::map(MAP_BL4_HOSTS))?;
             }
         }
-        sync_lpm(&mut self.bl6, MAP_BL6, &old.bl6, &new.bl6, |n| key6(0, slot, n))?;
+        sync_lpm(&mut self.bl6, MAP_BL6, &old.bl6, &new.bl6, |n| {
+            key6(0, slot, n)
+        })?;
         self.config
             .set(slot, new.config, 0)
             .map_err(LoaderError::map(MAP_CONFIG))
@@ -179,7 +210,10 @@ impl Maps {
     /// Reads everything `slot` holds back from the kernel.
     pub fn read_slot(&self, slot: u32) -> Result<SlotImage, LoaderError> {
         let mut img = SlotImage {
-            config: self.config.get(&slot, 0).map_err(LoaderError::map(MAP_CONFIG))?,
+            config: self
+                .config
+                .get(&slot, 0)
+                .map_err(LoaderError::map(MAP_CONFIG))?,
             ..SlotImage::default()
         };
         for k in 0..NUM_PORT_PROTOS * 65536 {

@@ -48,7 +48,10 @@ pub enum LoaderError {
     TooManyZones(usize),
     #[error("port {port} is claimed by zones {} and {}", zones.0, zones.1)]
     PortClaimedTwice { port: u32, zones: (u16, u16) },
-    #[error("failsafe rules overlap in too many different ways (over {} port groups)", filter_common::MAX_FAILSAFE_GROUPS)]
+    #[error(
+        "failsafe rules overlap in too many different ways (over {} port groups)",
+        filter_common::MAX_FAILSAFE_GROUPS
+    )]
     TooManyFailsafeGroups,
 }
 
@@ -96,17 +99,15 @@ impl Filter {
             return Err(LoaderError::NoObject);
         }
         let mut ebpf = EbpfLoader::new().load(OBJECT)?;
-        // The logger must live as long as the program (it owns the log map).
-        let logger = if opts.log_packets {
-            match aya_log::EbpfLogger::init(&mut ebpf) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::warn!("packet logging unavailable: {e}");
-                    None
-                }
+        // The logger must live as long as the program (it owns the log map). It
+        // is always attached; whether packets are logged is the slot's
+        // LOG_PACKETS flag, so turning logging on is a policy write, not a reload.
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("datapath log unavailable: {e}");
+                None
             }
-        } else {
-            None
         };
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
@@ -198,8 +199,24 @@ impl Filter {
         Ok(self.program()?.test_run(opts)?.return_value)
     }
 
+    /// Runs `frame` `repeat` times in the kernel; the mean time per run as the
+    /// kernel measured it (for benchmarks; counters move by `repeat`).
+    pub fn time_run(&self, frame: &[u8], repeat: u32) -> Result<Duration, LoaderError> {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
+        Ok(self.program()?.test_run(opts)?.duration)
+    }
+
     /// One counter, summed over CPUs.
-    pub fn counter(&self, rule: u32, reason: Reason, verdict: Verdict) -> Result<Counter, LoaderError> {
+    pub fn counter(
+        &self,
+        rule: u32,
+        reason: Reason,
+        verdict: Verdict,
+    ) -> Result<Counter, LoaderError> {
         self.maps.counter(counter_index(rule, reason, verdict))
     }
 
