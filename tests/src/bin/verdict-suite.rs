@@ -1,0 +1,188 @@
+//! The verdict suite: named fixtures, the evasion corpus, loader checks and the
+//! differential test against the reference model, all on the real XDP object
+//! through BPF_PROG_TEST_RUN. Needs root. Prints one summary line per part and
+//! exits non-zero on any failure.
+use std::{
+    collections::HashMap,
+    process::ExitCode,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use portcullis_tests::{
+    case::Case,
+    evasion, fixtures, gen,
+    harness::{Harness, Observed, MAX_FRAME},
+    loader_checks, model,
+    packet::hex,
+};
+use rand::{rngs::SmallRng, SeedableRng};
+
+#[derive(Parser)]
+struct Args {
+    /// At least 1,000,000 differential cases (default 200,000).
+    #[arg(long)]
+    long: bool,
+    /// Seed of the differential test; random (and printed) by default.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override the number of differential cases.
+    #[arg(long)]
+    cases: Option<u64>,
+    /// Skip the 1M-prefix scale check (for quick local runs).
+    #[arg(long)]
+    no_scale: bool,
+}
+
+const FRAMES_PER_POLICY: u64 = 500;
+/// Reproducers printed in full; later mismatches are only counted.
+const REPRODUCERS: u64 = 3;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("verdict-suite: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<bool> {
+    loader_checks::install_log_capture();
+    let mut h = Harness::new().context("loading the XDP object")?;
+
+    let (fp, ff) = run_cases(&mut h, "fixture", &fixtures::fixtures())?;
+    let (ep, ef) = run_cases(&mut h, "evasion", &evasion::corpus())?;
+    let (lp, lf) = loader_checks::run(&mut h, !args.no_scale)?;
+
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let total = args
+        .cases
+        .unwrap_or(if args.long { 1_000_000 } else { 200_000 });
+    let started = Instant::now();
+    let (cases, mismatches) = differential(&mut h, seed, total)?;
+    eprintln!(
+        "differential: {:.1}s, {:.1} µs per case",
+        started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64() * 1e6 / cases.max(1) as f64
+    );
+
+    println!("verdict-fixtures: {fp} passed, {ff} failed");
+    println!("evasion-corpus: {ep} passed, {ef} failed");
+    println!("loader-checks: {lp} passed, {lf} failed");
+    println!("differential: {cases} cases, {mismatches} mismatches (seed {seed})");
+    Ok(ff == 0 && ef == 0 && lf == 0 && mismatches == 0)
+}
+
+/// Runs named cases with hand-written expectations; applies each distinct
+/// policy once.
+fn run_cases(h: &mut Harness, kind: &str, cases: &[Case]) -> Result<(u64, u64)> {
+    let mut applied: Option<String> = None;
+    let (mut passed, mut failed) = (0, 0);
+    for case in cases {
+        let toml = case.policy.to_toml();
+        if applied.as_deref() != Some(toml.as_str()) {
+            h.apply(&case.policy)
+                .with_context(|| format!("{kind} {}: applying its policy", case.name))?;
+            applied = Some(toml);
+        }
+        let expect = Observed::from(&case.expect);
+        match h.check(&case.frame, expect)? {
+            None => passed += 1,
+            Some(got) => {
+                failed += 1;
+                println!(
+                    "FAIL {kind} {}: expected {expect}, got {got}\n  what: {}\n  frame: {}",
+                    case.name,
+                    case.what,
+                    hex(&case.frame)
+                );
+            }
+        }
+    }
+    Ok((passed, failed))
+}
+
+fn differential(h: &mut Harness, seed: u64, total: u64) -> Result<(u64, u64)> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let (mut cases, mut mismatches) = (0u64, 0u64);
+    let mut policies = 0u64;
+    let mut reasons: HashMap<&'static str, u64> = HashMap::new();
+    while cases < total {
+        let spec = gen::random_policy(&mut rng);
+        h.apply(&spec)
+            .with_context(|| format!("generated policy rejected:\n{}", spec.to_toml()))?;
+        policies += 1;
+        for _ in 0..FRAMES_PER_POLICY {
+            let frame = gen::random_frame(&mut rng, &spec);
+            if frame.len() < 14 || frame.len() > MAX_FRAME {
+                continue; // BPF_PROG_TEST_RUN cannot run these sizes.
+            }
+            let j = model::judge(&spec, &frame);
+            let expect = Observed {
+                verdict: j.verdict,
+                reason: j.reason,
+                rule: j.rule,
+            };
+            *reasons.entry(j.reason.as_str()).or_default() += 1;
+            cases += 1;
+            if let Some(got) = h.check(&frame, expect)? {
+                mismatches += 1;
+                if mismatches <= REPRODUCERS {
+                    report_mismatch(h, &spec, &frame, expect, got)?;
+                }
+            }
+            if cases >= total {
+                break;
+            }
+        }
+    }
+    let mut mix: Vec<_> = reasons.into_iter().collect();
+    mix.sort();
+    eprintln!("differential: {policies} policies; reasons {mix:?}");
+    Ok((cases, mismatches))
+}
+
+/// Shrinks a mismatching (policy, frame) and prints a reproducer.
+fn report_mismatch(
+    h: &mut Harness,
+    spec: &portcullis_tests::spec::PolicySpec,
+    frame: &[u8],
+    expect: Observed,
+    got: Observed,
+) -> Result<()> {
+    println!("MISMATCH model says {expect}, program did {got}");
+    let (spec, frame) = gen::minimize(spec.clone(), frame.to_vec(), |s, f| {
+        if h.apply(s).is_err() || f.len() < 14 {
+            return false;
+        }
+        let j = model::judge(s, f);
+        let e = Observed {
+            verdict: j.verdict,
+            reason: j.reason,
+            rule: j.rule,
+        };
+        matches!(h.check(f, e), Ok(Some(_)))
+    });
+    let j = model::judge(&spec, &frame);
+    h.apply(&spec)?;
+    let got = h.observe(&frame)?;
+    println!(
+        "minimal reproducer: model {} ({}, rule {}), program {got}\n--- policy ---\n{}--- frame ---\n{}",
+        j.verdict.as_str(),
+        j.reason.as_str(),
+        j.rule,
+        spec.to_toml(),
+        hex(&frame)
+    );
+    Ok(())
+}

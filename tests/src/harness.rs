@@ -1,0 +1,211 @@
+//! Runs frames through the real XDP object (BPF_PROG_TEST_RUN) under policies
+//! compiled by the real compiler, and checks verdict, reason and rule.
+//!
+//! The program returns only the XDP action; the reason and rule are observed
+//! through the counters: every frame increments exactly one counter, indexed by
+//! (rule, reason, verdict), so "the expected counter grew by one and the action
+//! matches" means the program decided exactly as expected.
+use std::{collections::HashMap, fmt, path::Path, time::Duration};
+
+use filter_common::{Reason, Verdict, NUM_COUNTERS, NUM_REASONS};
+use filter_user::{
+    loader::{Filter, LoadOptions, LoaderError},
+    policy::{self, PolicyError},
+};
+
+use crate::{case::Expect, spec::PolicySpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    #[error("policy does not compile:\n{0}")]
+    Policy(#[from] PolicyError),
+    #[error("frame of {0} bytes: BPF_PROG_TEST_RUN needs 14..=3500")]
+    FrameSize(usize),
+}
+
+/// What the program did with one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    pub verdict: Verdict,
+    pub reason: Reason,
+    pub rule: u32,
+}
+
+impl fmt::Display for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}, rule {})",
+            self.verdict.as_str(),
+            self.reason.as_str(),
+            self.rule
+        )
+    }
+}
+
+impl From<&Expect> for Observed {
+    fn from(e: &Expect) -> Self {
+        Observed {
+            verdict: e.verdict,
+            reason: e.reason,
+            rule: e.rule,
+        }
+    }
+}
+
+pub struct Harness {
+    filter: Filter,
+    /// Last known packet count per counter index.
+    seen: HashMap<u32, u64>,
+}
+
+/// Largest frame BPF_PROG_TEST_RUN accepts for XDP on 4 KiB pages (headroom and
+/// skb_shared_info are taken from the page).
+pub const MAX_FRAME: usize = 3500;
+
+impl Harness {
+    pub fn new() -> Result<Harness, HarnessError> {
+        Ok(Harness {
+            // Nothing is attached and TEST_RUN is synchronous: no packet can be
+            // in flight on the old slot, so no quiescence wait is needed.
+            filter: Filter::load(LoadOptions {
+                quiesce: Duration::ZERO,
+                ..LoadOptions::default()
+            })?,
+            seen: HashMap::new(),
+        })
+    }
+
+    pub fn filter(&mut self) -> &mut Filter {
+        &mut self.filter
+    }
+
+    /// Compiles `spec` through its TOML form, as an operator's file would be.
+    pub fn apply(&mut self, spec: &PolicySpec) -> Result<(), HarnessError> {
+        let compiled = policy::compile_str(&spec.to_toml(), Path::new("generated.toml"))?;
+        self.filter.apply(&compiled)?;
+        Ok(())
+    }
+
+    fn packets(&mut self, index: u32, o: &Observed) -> Result<u64, HarnessError> {
+        let packets = self.filter.counter(o.rule, o.reason, o.verdict)?.packets;
+        self.seen.insert(index, packets);
+        Ok(packets)
+    }
+
+    /// Runs `frame`; `Ok(None)` if the program did exactly `expect`, else what
+    /// it did instead.
+    pub fn check(
+        &mut self,
+        frame: &[u8],
+        expect: Observed,
+    ) -> Result<Option<Observed>, HarnessError> {
+        if frame.len() < 14 || frame.len() > MAX_FRAME {
+            return Err(HarnessError::FrameSize(frame.len()));
+        }
+        let index = index_of(&expect);
+        let before = match self.seen.get(&index) {
+            Some(p) => *p,
+            None => self.packets(index, &expect)?,
+        };
+        let action = self.filter.test_run(frame)?;
+        let after = self.packets(index, &expect)?;
+        let verdict_ok = action == xdp_action(expect.verdict);
+        if verdict_ok && after == before + 1 {
+            return Ok(None);
+        }
+        Ok(Some(self.observe(frame)?))
+    }
+
+    /// Mean kernel time of one run of `frame` over `repeat` runs.
+    pub fn time(&mut self, frame: &[u8], repeat: u32) -> Result<Duration, HarnessError> {
+        self.seen.clear(); // the counters move by `repeat`
+        Ok(self.filter.time_run(frame, repeat)?)
+    }
+
+    /// Runs `frame` again and finds the one counter that moved (slow: reads all
+    /// counters twice; used to explain mismatches).
+    pub fn observe(&mut self, frame: &[u8]) -> Result<Observed, HarnessError> {
+        let snapshot = |f: &Filter| -> Result<Vec<u64>, HarnessError> {
+            (0..NUM_COUNTERS)
+                .map(|i| {
+                    let (rule, reason, verdict) = decode(i);
+                    Ok(f.counter(rule, reason, verdict)?.packets)
+                })
+                .collect()
+        };
+        let before = snapshot(&self.filter)?;
+        let action = self.filter.test_run(frame)?;
+        let after = snapshot(&self.filter)?;
+        self.seen.clear();
+        let moved: Vec<u32> = (0..NUM_COUNTERS)
+            .filter(|i| after[*i as usize] != before[*i as usize])
+            .collect();
+        let (rule, reason, verdict) = match moved.as_slice() {
+            [one] => decode(*one),
+            // Not exactly one counter moved: report the action with a marker reason.
+            _ => (
+                u32::MAX,
+                Reason::NoPolicy,
+                if action == xdp_action(Verdict::Drop) {
+                    Verdict::Drop
+                } else {
+                    Verdict::Pass
+                },
+            ),
+        };
+        Ok(Observed {
+            verdict,
+            reason,
+            rule,
+        })
+    }
+}
+
+fn index_of(o: &Observed) -> u32 {
+    filter_common::counter_index(o.rule, o.reason, o.verdict)
+}
+
+/// (rule, reason, verdict) of a counter index.
+fn decode(index: u32) -> (u32, Reason, Verdict) {
+    let verdict = if index % 2 == 1 {
+        Verdict::Drop
+    } else {
+        Verdict::Pass
+    };
+    let rest = index / 2;
+    (
+        rest / NUM_REASONS,
+        Reason::ALL[(rest % NUM_REASONS) as usize],
+        verdict,
+    )
+}
+
+pub fn xdp_action(v: Verdict) -> u32 {
+    match v {
+        Verdict::Pass => 2, // XDP_PASS
+        Verdict::Drop => 1, // XDP_DROP
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filter_common::counter_index;
+
+    #[test]
+    fn decode_inverts_counter_index() {
+        for rule in [0, 1, 17, filter_common::RULE_FAILSAFE] {
+            for reason in Reason::ALL {
+                for verdict in [Verdict::Pass, Verdict::Drop] {
+                    assert_eq!(
+                        decode(counter_index(rule, reason, verdict)),
+                        (rule, reason, verdict)
+                    );
+                }
+            }
+        }
+    }
+}

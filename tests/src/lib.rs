@@ -1,0 +1,18 @@
+//! portcullis verdict and integration harness.
+//!
+//! - `packet`: a builder for valid and deliberately broken test frames.
+//! - `spec`: a policy as the tests see it, rendered to policy file format v1.
+//! - `model`: the independent reference model of docs/parsing-contract.md.
+//! - `gen`: seeded random policies and frames, and a minimiser, for differential tests.
+//! - `case`, `fixtures`, `evasion`: named cases with hand-written expectations.
+//! - `harness`, `loader_checks`: run frames through the real XDP object (root).
+
+pub mod case;
+pub mod evasion;
+pub mod fixtures;
+pub mod gen;
+pub mod harness;
+pub mod loader_checks;
+pub mod model;
+pub mod packet;
+pub mod spec;

@@ -1,0 +1,444 @@
+//! Checks of the loader against the kernel: slot images round-trip, a failed
+//! write leaves the enforcing policy alone, packet logging is off unless asked
+//! for, and the blocklist holds 1M IPv4 + 100k IPv6 prefixes.
+use std::{
+    collections::HashSet,
+    fmt::Write as _,
+    io::Write as _,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use filter_common::{slot_of, Reason, Verdict, RULE_GLOBAL};
+use filter_user::{
+    loader::{Filter, ImageOptions, LoadOptions, SlotImage},
+    policy::{self, CompiledPolicy},
+};
+use ipnet::Ipv6Net;
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+
+use crate::{
+    gen,
+    harness::{Harness, HarnessError, Observed},
+    packet::Frame,
+};
+
+type Check = fn(&mut Harness) -> Result<(), String>;
+
+/// Runs every check; returns (passed, failed).
+pub fn run(h: &mut Harness, scale: bool) -> Result<(u64, u64), HarnessError> {
+    let mut checks: Vec<(&str, Check)> = vec![
+        ("slot_writer_round_trips_random_policies", slot_round_trip),
+        (
+            "failed_write_keeps_old_policy_enforcing",
+            failed_write_keeps_old_policy,
+        ),
+        (
+            "packet_logging_is_off_unless_asked_for",
+            logging_off_by_default,
+        ),
+        ("packet_logging_reports_each_decision", logging_on),
+    ];
+    if scale {
+        checks.push((
+            "blocklist_holds_1m_v4_and_100k_v6_prefixes",
+            million_prefixes,
+        ));
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for (name, check) in checks {
+        let started = Instant::now();
+        match check(h) {
+            Ok(()) => {
+                passed += 1;
+                eprintln!(
+                    "loader check {name}: ok ({:.2}s)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAIL loader check {name}: {e}");
+            }
+        }
+    }
+    Ok((passed, failed))
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn expect(
+    h: &mut Harness,
+    frame: &[u8],
+    verdict: Verdict,
+    reason: Reason,
+    rule: u32,
+) -> Result<(), String> {
+    let want = Observed {
+        verdict,
+        reason,
+        rule,
+    };
+    match h.check(frame, want).map_err(err)? {
+        None => Ok(()),
+        Some(got) => Err(format!("expected {want}, got {got}")),
+    }
+}
+
+fn compile(toml: &str) -> Result<CompiledPolicy, String> {
+    policy::compile_str(toml, Path::new("check.toml")).map_err(err)
+}
+
+/// After each apply the active slot holds exactly the new image and the other
+/// slot still holds the previous one: the writer never touches the live slot.
+fn slot_round_trip(h: &mut Harness) -> Result<(), String> {
+    let mut rng = SmallRng::seed_from_u64(0x5107);
+    let mut previous: Option<SlotImage> = None;
+    for i in 0..12 {
+        let spec = gen::random_policy(&mut rng);
+        let compiled = compile(&spec.to_toml())?;
+        let image = SlotImage::build(&compiled, ImageOptions::default()).map_err(err)?;
+        let f = h.filter();
+        f.apply(&compiled).map_err(err)?;
+        let active = slot_of(f.generation());
+        let held = f.read_slot(active).map_err(err)?;
+        if held != image {
+            return Err(format!(
+                "policy {i}: active slot differs from its image: {}\n{}",
+                differences(&held, &image),
+                spec.to_toml()
+            ));
+        }
+        if let Some(prev) = previous.take() {
+            if f.read_slot(1 - active).map_err(err)? != prev {
+                return Err(format!("policy {i}: the previous slot was modified"));
+            }
+        }
+        previous = Some(image);
+    }
+    Ok(())
+}
+
+/// Which parts of two slot images differ, for failure messages.
+fn differences(held: &SlotImage, want: &SlotImage) -> String {
+    let mut out = String::new();
+    if held.config != want.config {
+        let _ = write!(out, "config {:?} vs {:?}; ", held.config, want.config);
+    }
+    if held.ports != want.ports {
+        let extra: Vec<_> = held
+            .ports
+            .iter()
+            .filter(|(k, v)| want.ports.get(k) != Some(v))
+            .take(5)
+            .collect();
+        let missing: Vec<_> = want
+            .ports
+            .iter()
+            .filter(|(k, v)| held.ports.get(k) != Some(v))
+            .take(5)
+            .collect();
+        let _ = write!(out, "ports held-only {extra:?} wanted-only {missing:?}; ");
+    }
+    if held.zones != want.zones {
+        let _ = write!(out, "zones {:?} vs {:?}; ", held.zones, want.zones);
+    }
+    if held.allow4 != want.allow4 {
+        let _ = write!(
+            out,
+            "allow4 held-only {:?} wanted-only {:?}; ",
+            held.allow4
+                .difference(&want.allow4)
+                .take(5)
+                .collect::<Vec<_>>(),
+            want.allow4
+                .difference(&held.allow4)
+                .take(5)
+                .collect::<Vec<_>>()
+        );
+    }
+    if held.allow6 != want.allow6 {
+        let _ = write!(
+            out,
+            "allow6 held-only {:?} wanted-only {:?}; ",
+            held.allow6
+                .difference(&want.allow6)
+                .take(5)
+                .collect::<Vec<_>>(),
+            want.allow6
+                .difference(&held.allow6)
+                .take(5)
+                .collect::<Vec<_>>()
+        );
+    }
+    if held.bl4_words != want.bl4_words {
+        let _ = write!(
+            out,
+            "bl4_words ({} vs {}); ",
+            held.bl4_words.len(),
+            want.bl4_words.len()
+        );
+    }
+    if held.bl4_hosts != want.bl4_hosts {
+        let _ = write!(
+            out,
+            "bl4_hosts ({} vs {}); ",
+            held.bl4_hosts.len(),
+            want.bl4_hosts.len()
+        );
+    }
+    if held.bl6 != want.bl6 {
+        let _ = write!(
+            out,
+            "bl6 held-only {:?} wanted-only {:?}; ",
+            held.bl6.difference(&want.bl6).take(5).collect::<Vec<_>>(),
+            want.bl6.difference(&held.bl6).take(5).collect::<Vec<_>>()
+        );
+    }
+    out
+}
+
+const GUARDED: &str =
+    "version = 1\n[[zone]]\nname = \"guarded\"\nports = [\"7000/tcp\"]\nallow = [\"10.0.0.0/8\"]\n";
+
+fn failed_write_keeps_old_policy(h: &mut Harness) -> Result<(), String> {
+    let frame = Frame::ipv4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(10, 9, 9, 9))
+        .tcp(40000, 7000)
+        .build();
+    let guarded = compile(GUARDED)?;
+    h.filter().apply(&guarded).map_err(err)?;
+    expect(h, &frame, Verdict::Drop, Reason::NotAllowed, 1)?;
+
+    // More IPv6 allow prefixes than ALLOW6 can hold: the write fails part-way.
+    let mut too_big = guarded.clone();
+    too_big.zones[0].allow_v6 = (0..300_000u32)
+        .map(|i| {
+            // Every other /64, so no two can merge.
+            let n = i << 1;
+            let addr = Ipv6Addr::new(0x2001, 0xdb8, (n >> 16) as u16, n as u16, 0, 0, 0, 0);
+            Ipv6Net::new(addr, 64).expect("valid /64")
+        })
+        .collect();
+    let before = h.filter().generation();
+    if h.filter().apply(&too_big).is_ok() {
+        return Err("a policy larger than the maps was accepted".into());
+    }
+    if h.filter().generation() != before {
+        return Err("a failed write flipped the generation".into());
+    }
+    expect(h, &frame, Verdict::Drop, Reason::NotAllowed, 1)?;
+
+    // The half-written slot is recovered on the next apply.
+    let open = compile(&GUARDED.replace("10.0.0.0/8", "any"))?;
+    h.filter().apply(&open).map_err(err)?;
+    expect(h, &frame, Verdict::Pass, Reason::Allowed, 1)?;
+    let f = h.filter();
+    let image = SlotImage::build(&open, ImageOptions::default()).map_err(err)?;
+    if f.read_slot(slot_of(f.generation())).map_err(err)? != image {
+        return Err("recovered slot differs from its image".into());
+    }
+    Ok(())
+}
+
+// --- packet logging ---------------------------------------------------------
+
+static LOG_LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        if let Ok(mut lines) = LOG_LINES.lock() {
+            lines.push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Routes aya-log records into a buffer the logging checks read.
+pub fn install_log_capture() {
+    static CAPTURE: Capture = Capture;
+    if log::set_logger(&CAPTURE).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+}
+
+fn logged_lines(log_packets: bool, frames: usize) -> Result<Vec<String>, String> {
+    let mut f = Filter::load(LoadOptions {
+        log_packets,
+        quiesce: Duration::ZERO,
+    })
+    .map_err(err)?;
+    f.apply(&compile(GUARDED)?).map_err(err)?;
+    LOG_LINES.lock().map_err(err)?.clear();
+    let frame = Frame::ipv4(Ipv4Addr::new(10, 1, 2, 3), Ipv4Addr::new(10, 9, 9, 9))
+        .tcp(40000, 7000)
+        .build();
+    for _ in 0..frames {
+        f.test_run(&frame).map_err(err)?;
+    }
+    f.flush_log();
+    Ok(LOG_LINES.lock().map_err(err)?.clone())
+}
+
+fn logging_off_by_default(_: &mut Harness) -> Result<(), String> {
+    let lines = logged_lines(false, 3)?;
+    if !lines.is_empty() {
+        return Err(format!(
+            "logging off, yet {} records: {lines:?}",
+            lines.len()
+        ));
+    }
+    Ok(())
+}
+
+fn logging_on(_: &mut Harness) -> Result<(), String> {
+    let lines = logged_lines(true, 3)?;
+    let decisions = lines
+        .iter()
+        .filter(|l| l.contains("verdict 0 reason 6 rule 1"))
+        .count();
+    if decisions != 3 {
+        return Err(format!("expected 3 'allowed' records, got {lines:?}"));
+    }
+    Ok(())
+}
+
+// --- scale ------------------------------------------------------------------
+
+const V4_PREFIXES: usize = 1_000_000;
+const V6_PREFIXES: usize = 100_000;
+const PROBES: usize = 20_000;
+/// 100.64.0.0
+const NETS_BASE: u32 = 100 << 24 | 64 << 16;
+
+/// 1M IPv4 + 100k IPv6 prefixes from a list file, through the real compiler and
+/// loader; random probes inside and outside agree with a plain set lookup.
+fn million_prefixes(h: &mut Harness) -> Result<(), String> {
+    let mut rng = SmallRng::seed_from_u64(0xb10c);
+    // Even /32s never merge with each other; the /24s (every other one, so they
+    // cannot merge either) live in 100.64.0.0/10, which the /32s avoid: every
+    // prefix survives merging.
+    let mut hosts = HashSet::with_capacity(V4_PREFIXES);
+    while hosts.len() < V4_PREFIXES - 1000 {
+        let a: u32 = rng.gen::<u32>() & !1;
+        if a >> 22 != (100 << 2 | 1) {
+            hosts.insert(a);
+        }
+    }
+    let host_list: Vec<u32> = hosts.iter().copied().collect();
+    let nets24: Vec<u32> = (0..1000u32).map(|i| NETS_BASE + (i << 9)).collect();
+    let in_nets24 = |a: u32| {
+        let off = a.wrapping_sub(NETS_BASE);
+        off < 1000 << 9 && (off >> 8).is_multiple_of(2)
+    };
+    let v6: Vec<u64> = (0..V6_PREFIXES as u64)
+        .map(|i| 0x2001_0db8_0000 + 2 * i)
+        .collect();
+
+    let dir = std::env::temp_dir().join(format!("portcullis-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    let result = (|| {
+        let list = dir.join("big.netset");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&list).map_err(err)?);
+        for a in &hosts {
+            writeln!(out, "{}", Ipv4Addr::from(*a)).map_err(err)?;
+        }
+        for n in &nets24 {
+            writeln!(out, "{}/24", Ipv4Addr::from(*n)).map_err(err)?;
+        }
+        for p in &v6 {
+            let addr = Ipv6Addr::from((*p as u128) << 80);
+            writeln!(out, "{addr}/48").map_err(err)?;
+        }
+        out.flush().map_err(err)?;
+        drop(out);
+        let policy_path = dir.join("policy.toml");
+        std::fs::write(
+            &policy_path,
+            "version = 1\n[blocklist]\nfiles = [\"big.netset\"]\n",
+        )
+        .map_err(err)?;
+
+        let t = Instant::now();
+        let compiled = policy::load(&policy_path).map_err(err)?;
+        let compile_s = t.elapsed().as_secs_f64();
+        let n4 = compiled.blocklist_v4.len();
+        let n6 = compiled.blocklist_v6.len();
+        if n4 != V4_PREFIXES || n6 != V6_PREFIXES {
+            return Err(format!("compiled {n4} v4 / {n6} v6 prefixes"));
+        }
+        let t = Instant::now();
+        h.filter().apply(&compiled).map_err(err)?;
+        eprintln!(
+            "scale: {n4} v4 + {n6} v6 prefixes: compile {compile_s:.2}s, write {:.2}s",
+            t.elapsed().as_secs_f64()
+        );
+
+        let mut report = String::new();
+        for i in 0..PROBES {
+            let (frame, blocked) = match i % 4 {
+                0 => (v4_frame(host_list[rng.gen_range(0..host_list.len())]), true),
+                1 => {
+                    // Random sources, plus sources in and between the /24s.
+                    let a: u32 = if i % 8 == 1 {
+                        rng.gen()
+                    } else {
+                        NETS_BASE + rng.gen_range(0..1000u32 << 9)
+                    };
+                    (v4_frame(a), hosts.contains(&a) || in_nets24(a))
+                }
+                2 => {
+                    let p = v6[rng.gen_range(0..v6.len())];
+                    let addr = Ipv6Addr::from(((p as u128) << 80) | rng.gen_range(0..1u128 << 80));
+                    (v6_frame(addr), true)
+                }
+                _ => {
+                    let p = 0x2001_0db8_0000u64 + 2 * rng.gen_range(0..V6_PREFIXES as u64) + 1;
+                    (v6_frame(Ipv6Addr::from((p as u128) << 80)), false)
+                }
+            };
+            let (verdict, reason) = if blocked {
+                (Verdict::Drop, Reason::Blocklist)
+            } else {
+                (Verdict::Pass, Reason::Unmatched)
+            };
+            if let Err(e) = expect(h, &frame, verdict, reason, RULE_GLOBAL) {
+                let _ = writeln!(report, "probe {i}: {e}");
+                if report.len() > 2000 {
+                    break;
+                }
+            }
+        }
+        // Clear both slots so later checks run on small maps.
+        let empty = compile("version = 1\n")?;
+        h.filter().apply(&empty).map_err(err)?;
+        h.filter().apply(&empty).map_err(err)?;
+        if report.is_empty() {
+            Ok(())
+        } else {
+            Err(report)
+        }
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn v4_frame(src: u32) -> Vec<u8> {
+    Frame::ipv4(Ipv4Addr::from(src), Ipv4Addr::new(192, 0, 2, 1))
+        .udp(5353, 53)
+        .build()
+}
+
+fn v6_frame(src: Ipv6Addr) -> Vec<u8> {
+    Frame::ipv6(src, "2001:db8::1".parse().expect("valid"))
+        .udp(5353, 53)
+        .build()
+}

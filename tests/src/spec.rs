@@ -1,0 +1,442 @@
+//! A policy as the tests see it, independent of the daemon's policy compiler. It
+//! renders to the policy file format v1 (`to_toml`) so the real compiler can load the
+//! same policy the reference model judges by.
+
+use std::fmt::Write as _;
+
+use ipnet::IpNet;
+
+/// `pass` or `drop`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Act {
+    Pass,
+    Drop,
+}
+
+impl Act {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Act::Pass => "pass",
+            Act::Drop => "drop",
+        }
+    }
+}
+
+/// `defaults.fragments`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fragments {
+    FilterFirst,
+    Drop,
+}
+
+impl Fragments {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fragments::FilterFirst => "filter-first",
+            Fragments::Drop => "drop",
+        }
+    }
+}
+
+/// The `[defaults]` table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Defaults {
+    pub unmatched: Act,
+    pub non_ip: Act,
+    pub other_protocols: Act,
+    pub fragments: Fragments,
+}
+
+impl Default for Defaults {
+    /// The documented defaults: everything passes, fragments filter-first.
+    fn default() -> Self {
+        Defaults {
+            unmatched: Act::Pass,
+            non_ip: Act::Pass,
+            other_protocols: Act::Pass,
+            fragments: Fragments::FilterFirst,
+        }
+    }
+}
+
+/// A layer-4 protocol with ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Proto {
+    pub const ALL: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Sctp];
+
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Sctp => 132,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Proto> {
+        match n {
+            6 => Some(Proto::Tcp),
+            17 => Some(Proto::Udp),
+            132 => Some(Proto::Sctp),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Sctp => "sctp",
+        }
+    }
+}
+
+/// `(proto, first, last)`, inclusive; a single port has `first == last`.
+pub type PortRange = (Proto, u16, u16);
+
+/// Does any of `ranges` cover (`proto`, `port`)?
+pub fn ports_cover(ranges: &[PortRange], proto: Proto, port: u16) -> bool {
+    ranges
+        .iter()
+        .any(|&(p, lo, hi)| p == proto && lo <= port && port <= hi)
+}
+
+/// One entry of a zone's `allow` list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Allow {
+    /// `"any"`: 0.0.0.0/0 and ::/0.
+    Any,
+    Net(IpNet),
+}
+
+/// A `[[failsafe]]` rule.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RuleSpec {
+    pub ports: Vec<PortRange>,
+    pub from: Vec<IpNet>,
+}
+
+/// A `[[zone]]`, always with `action = "drop"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZoneSpec {
+    pub name: String,
+    pub ports: Vec<PortRange>,
+    pub allow: Vec<Allow>,
+    pub audit: bool,
+}
+
+impl ZoneSpec {
+    pub fn new(name: impl Into<String>, ports: Vec<PortRange>, allow: Vec<Allow>) -> Self {
+        ZoneSpec {
+            name: name.into(),
+            ports,
+            allow,
+            audit: false,
+        }
+    }
+
+    pub fn audit(mut self) -> Self {
+        self.audit = true;
+        self
+    }
+}
+
+/// A whole policy. Zone ids are 1.. in `zones` order (id = index + 1).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PolicySpec {
+    pub defaults: Defaults,
+    pub blocklist: Vec<IpNet>,
+    pub failsafe: Vec<RuleSpec>,
+    pub zones: Vec<ZoneSpec>,
+}
+
+/// Parse a CIDR or bare address (test helper; panics on a typo).
+pub fn net(s: &str) -> IpNet {
+    if let Ok(n) = s.parse::<IpNet>() {
+        return n;
+    }
+    match s.parse::<std::net::IpAddr>() {
+        Ok(a) => IpNet::from(a),
+        Err(_) => panic!("not a prefix: {s:?}"),
+    }
+}
+
+/// Parse a list of prefixes (test helper).
+pub fn nets(list: &[&str]) -> Vec<IpNet> {
+    list.iter().map(|s| net(s)).collect()
+}
+
+/// An allow entry from a prefix string, or `"any"` (test helper).
+pub fn allow(s: &str) -> Allow {
+    if s == "any" {
+        Allow::Any
+    } else {
+        Allow::Net(net(s))
+    }
+}
+
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn string_array(items: impl IntoIterator<Item = String>) -> String {
+    let quoted: Vec<String> = items.into_iter().map(|s| quote(&s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// `N/proto` or `N-M/proto`.
+pub fn port_string(&(proto, lo, hi): &PortRange) -> String {
+    if lo == hi {
+        format!("{lo}/{}", proto.as_str())
+    } else {
+        format!("{lo}-{hi}/{}", proto.as_str())
+    }
+}
+
+impl PolicySpec {
+    /// Zone id of `zones[index]`.
+    pub fn zone_id(index: usize) -> u32 {
+        index as u32 + 1
+    }
+
+    /// All port ranges mentioned anywhere (zones and failsafe rules).
+    pub fn all_ports(&self) -> Vec<PortRange> {
+        let mut v: Vec<PortRange> = self.failsafe.iter().flat_map(|r| r.ports.clone()).collect();
+        v.extend(self.zones.iter().flat_map(|z| z.ports.clone()));
+        v
+    }
+
+    /// All prefixes mentioned anywhere (blocklist, failsafe, zone allow lists).
+    pub fn all_prefixes(&self) -> Vec<IpNet> {
+        let mut v = self.blocklist.clone();
+        v.extend(self.failsafe.iter().flat_map(|r| r.from.clone()));
+        for z in &self.zones {
+            for a in &z.allow {
+                if let Allow::Net(n) = a {
+                    v.push(*n);
+                }
+            }
+        }
+        v
+    }
+
+    /// The checks the real compiler makes that matter for generated policies:
+    /// host bits clear, no port claimed by two zones, non-empty port lists, valid
+    /// ranges. Returns every problem found.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        for p in self.all_prefixes() {
+            if p.addr() != p.network() {
+                errors.push(format!("{p}: host bits set"));
+            }
+        }
+        for (_, lo, hi) in self.all_ports() {
+            if lo > hi {
+                errors.push(format!("{lo}-{hi}: empty range"));
+            }
+        }
+        for (i, a) in self.zones.iter().enumerate() {
+            if a.ports.is_empty() {
+                errors.push(format!("zone {}: no ports", a.name));
+            }
+            for b in &self.zones[i + 1..] {
+                for ra in &a.ports {
+                    for rb in &b.ports {
+                        if ra.0 == rb.0 && ra.1 <= rb.2 && rb.1 <= ra.2 {
+                            errors.push(format!(
+                                "zones {} and {} both claim {} / {}",
+                                a.name,
+                                b.name,
+                                port_string(ra),
+                                port_string(rb)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for (i, r) in self.failsafe.iter().enumerate() {
+            if r.ports.is_empty() {
+                errors.push(format!("failsafe #{}: no ports", i + 1));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The policy in policy file format v1.
+    pub fn to_toml(&self) -> String {
+        let mut s = String::new();
+        let d = &self.defaults;
+        s.push_str("version = 1\n\n[defaults]\n");
+        let _ = writeln!(s, "unmatched = {}", quote(d.unmatched.as_str()));
+        let _ = writeln!(s, "non_ip = {}", quote(d.non_ip.as_str()));
+        let _ = writeln!(s, "other_protocols = {}", quote(d.other_protocols.as_str()));
+        let _ = writeln!(s, "fragments = {}", quote(d.fragments.as_str()));
+        s.push_str("\n[blocklist]\n");
+        let _ = writeln!(
+            s,
+            "cidrs = {}",
+            string_array(self.blocklist.iter().map(|n| n.to_string()))
+        );
+        for rule in &self.failsafe {
+            s.push_str("\n[[failsafe]]\n");
+            let _ = writeln!(
+                s,
+                "ports = {}",
+                string_array(rule.ports.iter().map(port_string))
+            );
+            let _ = writeln!(
+                s,
+                "from = {}",
+                string_array(rule.from.iter().map(|n| n.to_string()))
+            );
+        }
+        for zone in &self.zones {
+            s.push_str("\n[[zone]]\n");
+            let _ = writeln!(s, "name = {}", quote(&zone.name));
+            let _ = writeln!(
+                s,
+                "ports = {}",
+                string_array(zone.ports.iter().map(port_string))
+            );
+            let allow = zone.allow.iter().map(|a| match a {
+                Allow::Any => "any".to_string(),
+                Allow::Net(n) => n.to_string(),
+            });
+            let _ = writeln!(s, "allow = {}", string_array(allow));
+            s.push_str("action = \"drop\"\n");
+            let _ = writeln!(s, "audit = {}", zone.audit);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keep() -> PolicySpec {
+        PolicySpec {
+            defaults: Defaults {
+                unmatched: Act::Drop,
+                fragments: Fragments::Drop,
+                ..Defaults::default()
+            },
+            blocklist: nets(&["203.0.113.0/24", "2001:db8:bad::/48", "198.51.100.7"]),
+            failsafe: vec![RuleSpec {
+                ports: vec![(Proto::Tcp, 22, 22)],
+                from: nets(&["10.0.0.0/8"]),
+            }],
+            zones: vec![
+                ZoneSpec::new("keep-api", vec![(Proto::Tcp, 8880, 8880)], vec![Allow::Any]),
+                ZoneSpec::new(
+                    "keep-admin",
+                    vec![(Proto::Tcp, 8889, 8890), (Proto::Udp, 9000, 9010)],
+                    vec![allow("10.20.0.0/16"), allow("fd20::/48")],
+                )
+                .audit(),
+            ],
+        }
+    }
+
+    #[test]
+    fn to_toml_renders_the_v1_structure() {
+        let t = keep().to_toml();
+        let expected = r#"version = 1
+
+[defaults]
+unmatched = "drop"
+non_ip = "pass"
+other_protocols = "pass"
+fragments = "drop"
+
+[blocklist]
+cidrs = ["203.0.113.0/24", "2001:db8:bad::/48", "198.51.100.7/32"]
+
+[[failsafe]]
+ports = ["22/tcp"]
+from = ["10.0.0.0/8"]
+
+[[zone]]
+name = "keep-api"
+ports = ["8880/tcp"]
+allow = ["any"]
+action = "drop"
+audit = false
+
+[[zone]]
+name = "keep-admin"
+ports = ["8889-8890/tcp", "9000-9010/udp"]
+allow = ["10.20.0.0/16", "fd20::/48"]
+action = "drop"
+audit = true
+"#;
+        assert_eq!(t, expected);
+    }
+
+    #[test]
+    fn empty_policy_renders_an_empty_blocklist_and_defaults() {
+        let t = PolicySpec::default().to_toml();
+        assert!(t.starts_with("version = 1\n"));
+        assert!(t.contains("fragments = \"filter-first\""));
+        assert!(t.contains("cidrs = []"));
+        assert!(!t.contains("[[zone]]"));
+        assert!(!t.contains("[[failsafe]]"));
+    }
+
+    #[test]
+    fn zone_names_are_escaped() {
+        let mut p = PolicySpec::default();
+        p.zones.push(ZoneSpec::new(
+            "a\"b\\c",
+            vec![(Proto::Sctp, 1, 2)],
+            vec![Allow::Any],
+        ));
+        assert!(p.to_toml().contains(r#"name = "a\"b\\c""#));
+        assert!(p.to_toml().contains(r#"ports = ["1-2/sctp"]"#));
+    }
+
+    #[test]
+    fn check_finds_host_bits_and_double_claims() {
+        assert!(keep().check().is_ok());
+        let mut p = keep();
+        p.blocklist.push("10.0.0.1/8".parse().unwrap());
+        p.zones[1].ports.push((Proto::Tcp, 8000, 8880));
+        let errors = p.check().unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+    }
+
+    #[test]
+    fn ports_cover_is_inclusive_and_per_protocol() {
+        let r = [(Proto::Tcp, 10, 20)];
+        assert!(ports_cover(&r, Proto::Tcp, 10));
+        assert!(ports_cover(&r, Proto::Tcp, 20));
+        assert!(!ports_cover(&r, Proto::Tcp, 21));
+        assert!(!ports_cover(&r, Proto::Udp, 15));
+    }
+}
