@@ -6,7 +6,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{bail, Result};
 
-use crate::{clean_cargo, run};
+use crate::{clean_cargo, exec};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -46,7 +46,7 @@ fn nightly() -> Result<()> {
         return Ok(());
     }
     say("nightly toolchain", "missing, installing");
-    run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
+    exec(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
 }
 
 fn rust_src() -> Result<()> {
@@ -59,7 +59,7 @@ fn rust_src() -> Result<()> {
         return Ok(());
     }
     say("rust-src (nightly)", "missing, installing");
-    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    exec(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
 fn bpf_linker() -> Result<()> {
@@ -68,21 +68,22 @@ fn bpf_linker() -> Result<()> {
             say("bpf-linker", &format!("present ({})", v.trim()));
             return Ok(());
         }
-        say("bpf-linker", &format!("found {}, need {BPF_LINKER_VERSION}", v.trim()));
+        say(
+            "bpf-linker",
+            &format!("found {}, need {BPF_LINKER_VERSION}", v.trim()),
+        );
     }
     llvm()?;
     say("bpf-linker", "building against LLVM 22 (about 3 minutes)");
-    run(clean_cargo(None)
-        .env("LLVM_PREFIX", LLVM_PREFIX)
-        .args([
-            "install",
-            "bpf-linker",
-            "--version",
-            BPF_LINKER_VERSION,
-            "--no-default-features",
-            "--features",
-            "llvm-22",
-        ]))
+    exec(clean_cargo(None).env("LLVM_PREFIX", LLVM_PREFIX).args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--no-default-features",
+        "--features",
+        "llvm-22",
+    ]))
 }
 
 fn llvm() -> Result<()> {
@@ -107,10 +108,12 @@ fn llvm() -> Result<()> {
     let known = output(Command::new("apt-cache").args(["policy", LLVM_PACKAGES[0]]))
         .is_some_and(|s| s.contains("Candidate:") && !s.contains("Candidate: (none)"));
     if !known {
-        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        exec(Command::new("apt-get").args(["update", "-qq"]))?;
     }
-    run(Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-qq"])
-        .args(LLVM_PACKAGES))
+    exec(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq"])
+            .args(LLVM_PACKAGES),
+    )
 }

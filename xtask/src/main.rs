@@ -80,11 +80,9 @@ pub(crate) fn clean_cargo(toolchain: Option<&str>) -> Command {
     cmd
 }
 
-pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn exec(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {cmd:?}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -92,24 +90,26 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn build_ebpf(root: &Path) -> Result<PathBuf> {
-    run(clean_cargo(Some("nightly"))
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "-Z",
-            "build-std=core",
-            "--target",
-            "bpfel-unknown-none",
-            "-p",
-            "filter-ebpf",
-            "--target-dir",
-        ])
-        .arg(root.join("target/ebpf"))
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            "--cfg=bpf_target_arch=\"x86_64\"",
-        ))?;
+    exec(
+        clean_cargo(Some("nightly"))
+            .current_dir(root)
+            .args([
+                "build",
+                "--release",
+                "-Z",
+                "build-std=core",
+                "--target",
+                "bpfel-unknown-none",
+                "-p",
+                "filter-ebpf",
+                "--target-dir",
+            ])
+            .arg(root.join("target/ebpf"))
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                "--cfg=bpf_target_arch=\"x86_64\"",
+            ),
+    )?;
     let obj = root.join("target/ebpf/bpfel-unknown-none/release/filter-ebpf");
     if !obj.is_file() {
         bail!("build succeeded but {} is missing", obj.display());
@@ -122,10 +122,12 @@ fn test(root: &Path, long: bool, seed: Option<u64>, no_lint: bool) -> Result<()>
     bootstrap::run()?;
     build_ebpf(root)?;
     if !no_lint {
-        run(clean_cargo(None)
-            .current_dir(root)
-            .args(["fmt", "--all", "--", "--check"]))?;
-        run(clean_cargo(None).current_dir(root).args([
+        exec(
+            clean_cargo(None)
+                .current_dir(root)
+                .args(["fmt", "--all", "--", "--check"]),
+        )?;
+        exec(clean_cargo(None).current_dir(root).args([
             "clippy",
             "--all-targets",
             "--",
@@ -134,7 +136,11 @@ fn test(root: &Path, long: bool, seed: Option<u64>, no_lint: bool) -> Result<()>
         ]))?;
     }
     // Unit tests (policy compiler, image builder, reference model, packet builder).
-    run(clean_cargo(None).current_dir(root).args(["test", "--release"]))?;
+    exec(
+        clean_cargo(None)
+            .current_dir(root)
+            .args(["test", "--release"]),
+    )?;
     if !bootstrap::is_root() {
         bail!("the verdict suite loads BPF programs: run `cargo xtask test` as root");
     }
@@ -155,5 +161,5 @@ fn test(root: &Path, long: bool, seed: Option<u64>, no_lint: bool) -> Result<()>
     if let Some(s) = seed {
         suite.args(["--seed", &s.to_string()]);
     }
-    run(&mut suite)
+    exec(&mut suite)
 }
