@@ -178,6 +178,24 @@ fn two_failsafe() -> PolicySpec {
     }
 }
 
+/// 22/tcp is both a failsafe port (from 10.0.0.0/8) and claimed by zone 1 "ssh"
+/// (allow 192.168.0.0/16): failsafe sources pass first, the zone judges the rest.
+fn failsafe_and_zone_share_port() -> PolicySpec {
+    PolicySpec {
+        defaults: Defaults::default(),
+        blocklist: nets(&["10.66.0.0/16", "192.168.66.0/24"]),
+        failsafe: vec![RuleSpec {
+            ports: vec![tcp(22)],
+            from: nets(&["10.0.0.0/8"]),
+        }],
+        zones: vec![ZoneSpec::new(
+            "ssh",
+            vec![tcp(22)],
+            vec![allow("192.168.0.0/16")],
+        )],
+    }
+}
+
 /// Blocklist of every shape (v4 /32, /8, /25; v6 /48, /128) in front of a zone
 /// open to `any` on 443/tcp (zone 1).
 fn blocklist() -> PolicySpec {
@@ -406,6 +424,17 @@ pub fn fixtures() -> Vec<Case> {
             two_failsafe(), tcp4("10.66.0.5", 8080), drop(R::Blocklist)),
         case("failsafe_source_icmp_blocklisted", "ICMP from blocklisted failsafe source 10.66.0.5 has no port: blocklist",
             two_failsafe(), f4("10.66.0.5").icmp().build(), drop(R::Blocklist)),
+
+        case("failsafe_and_zone_port_failsafe_source_passes_as_failsafe", "22/tcp is failsafe (10/8) and zone ssh (192.168/16): 10.1.1.1 passes as failsafe",
+            failsafe_and_zone_share_port(), tcp4("10.1.1.1", 22), failsafe()),
+        case("failsafe_and_zone_port_zone_source_allowed", "22/tcp is failsafe and zone ssh: 192.168.1.1 is judged by the zone and allowed",
+            failsafe_and_zone_share_port(), tcp4("192.168.1.1", 22), allowed(1)),
+        case("failsafe_and_zone_port_other_source_not_allowed", "22/tcp is failsafe and zone ssh: 203.0.113.9 is in neither and dropped by the zone",
+            failsafe_and_zone_share_port(), tcp4("203.0.113.9", 22), not_allowed(1)),
+        case("failsafe_and_zone_port_blocklisted_zone_source_dropped", "22/tcp is failsafe and zone ssh: blocklisted 192.168.66.1 loses its zone allow",
+            failsafe_and_zone_share_port(), tcp4("192.168.66.1", 22), drop(R::Blocklist)),
+        case("failsafe_and_zone_port_blocklisted_failsafe_source_passes", "22/tcp is failsafe and zone ssh: blocklisted 10.66.0.1 still passes as failsafe",
+            failsafe_and_zone_share_port(), tcp4("10.66.0.1", 22), failsafe()),
 
         // --- blocklist -------------------------------------------------------
         case("blocklist_v4_host_32", "198.51.100.7/32 blocklisted",

@@ -417,6 +417,8 @@ fn million_prefixes(h: &mut Harness) -> Result<(), String> {
                 }
             }
         }
+        report_cost(h, &compiled, &host_list)?;
+
         // Clear both slots so later checks run on small maps.
         let empty = compile("version = 1\n")?;
         h.filter().apply(&empty).map_err(err)?;
@@ -429,6 +431,73 @@ fn million_prefixes(h: &mut Harness) -> Result<(), String> {
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// Prints the per-packet cost of lookups at 1M IPv4 prefixes and at 1k (both
+/// with the same 100k IPv6 prefixes): a figure for docs/architecture.md, not an
+/// assertion (timings do not belong in pass/fail tests).
+fn report_cost(h: &mut Harness, big: &CompiledPolicy, host_list: &[u32]) -> Result<(), String> {
+    let listed = host_list[0];
+    let partial_miss = host_list[1] + 1; // hosts are even: +1 is unlisted, same /24
+    let frames = [
+        ("v4 listed host (bitmap + hash)", v4_frame(listed)),
+        ("v4 in a listed /24 (bitmap)", v4_frame(NETS_BASE + 5)),
+        ("v4 unlisted, partial /24", v4_frame(partial_miss)),
+        (
+            "v4 unlisted, empty /24",
+            v4_frame(u32::from(Ipv4Addr::new(100, 127, 255, 1))),
+        ),
+        (
+            "v6 listed /48 (LPM)",
+            v6_frame(Ipv6Addr::from(0x2001_0db8_0000u128 << 80)),
+        ),
+        (
+            "v6 unlisted (LPM)",
+            v6_frame(Ipv6Addr::from(0x2001_0db8_0001u128 << 80)),
+        ),
+    ];
+    let measure = |h: &mut Harness| -> Result<Vec<f64>, String> {
+        frames
+            .iter()
+            .map(|(_, f)| {
+                let mut runs = (0..5)
+                    .map(|_| h.time(f, 100_000).map(|d| d.as_nanos() as f64))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?;
+                runs.sort_by(f64::total_cmp);
+                Ok(runs[2])
+            })
+            .collect()
+    };
+    let at_1m = measure(h)?;
+    // 1k IPv4 prefixes that still contain the probes' prefixes.
+    let mut small = big.clone();
+    let keep: Vec<_> = big
+        .blocklist_v4
+        .iter()
+        .filter(|n| {
+            let a = u32::from(n.network());
+            a == listed || a == host_list[1] || a == NETS_BASE
+        })
+        .chain(big.blocklist_v4.iter().step_by(1000))
+        .copied()
+        .take(1000)
+        .collect();
+    small.blocklist_v4 = policy::merge_v4(keep);
+    h.filter().apply(&small).map_err(err)?;
+    let at_1k = measure(h)?;
+    eprintln!(
+        "blocklist lookup cost (ns/packet, BPF_PROG_TEST_RUN, median of 5 x 100k), {} vs {} IPv4 prefixes:",
+        big.blocklist_v4.len(),
+        small.blocklist_v4.len()
+    );
+    for (((name, _), big_ns), small_ns) in frames.iter().zip(&at_1m).zip(&at_1k) {
+        eprintln!(
+            "  {name:34} 1M {big_ns:6.1}  1k {small_ns:6.1}  growth {:.2}",
+            big_ns / small_ns
+        );
+    }
+    Ok(())
 }
 
 fn v4_frame(src: u32) -> Vec<u8> {
