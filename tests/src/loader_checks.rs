@@ -2,8 +2,9 @@
 //! write leaves the enforcing policy alone, packet logging is off unless asked
 //! for, and the blocklist holds 1M IPv4 + 100k IPv6 prefixes.
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     fmt::Write as _,
+    hash::Hash,
     io::Write as _,
     net::{Ipv4Addr, Ipv6Addr},
     path::Path,
@@ -129,77 +130,61 @@ fn differences(held: &SlotImage, want: &SlotImage) -> String {
     if held.config != want.config {
         let _ = write!(out, "config {:?} vs {:?}; ", held.config, want.config);
     }
-    if held.ports != want.ports {
-        let extra: Vec<_> = held
-            .ports
-            .iter()
-            .filter(|(k, v)| want.ports.get(k) != Some(v))
-            .take(5)
-            .collect();
-        let missing: Vec<_> = want
-            .ports
-            .iter()
-            .filter(|(k, v)| held.ports.get(k) != Some(v))
-            .take(5)
-            .collect();
-        let _ = write!(out, "ports held-only {extra:?} wanted-only {missing:?}; ");
-    }
-    if held.zones != want.zones {
-        let _ = write!(out, "zones {:?} vs {:?}; ", held.zones, want.zones);
-    }
-    if held.allow4 != want.allow4 {
-        let _ = write!(
-            out,
-            "allow4 held-only {:?} wanted-only {:?}; ",
-            held.allow4
-                .difference(&want.allow4)
-                .take(5)
-                .collect::<Vec<_>>(),
-            want.allow4
-                .difference(&held.allow4)
-                .take(5)
-                .collect::<Vec<_>>()
-        );
-    }
-    if held.allow6 != want.allow6 {
-        let _ = write!(
-            out,
-            "allow6 held-only {:?} wanted-only {:?}; ",
-            held.allow6
-                .difference(&want.allow6)
-                .take(5)
-                .collect::<Vec<_>>(),
-            want.allow6
-                .difference(&held.allow6)
-                .take(5)
-                .collect::<Vec<_>>()
-        );
-    }
-    if held.bl4_words != want.bl4_words {
-        let _ = write!(
-            out,
-            "bl4_words ({} vs {}); ",
-            held.bl4_words.len(),
-            want.bl4_words.len()
-        );
-    }
-    if held.bl4_hosts != want.bl4_hosts {
-        let _ = write!(
-            out,
-            "bl4_hosts ({} vs {}); ",
-            held.bl4_hosts.len(),
-            want.bl4_hosts.len()
-        );
-    }
-    if held.bl6 != want.bl6 {
-        let _ = write!(
-            out,
-            "bl6 held-only {:?} wanted-only {:?}; ",
-            held.bl6.difference(&want.bl6).take(5).collect::<Vec<_>>(),
-            want.bl6.difference(&held.bl6).take(5).collect::<Vec<_>>()
-        );
-    }
+    diff_sets(&mut out, "allow4", &held.allow4, &want.allow4);
+    diff_sets(&mut out, "allow6", &held.allow6, &want.allow6);
+    diff_sets(&mut out, "bl6", &held.bl6, &want.bl6);
+    diff_maps(&mut out, "ports", &held.ports, &want.ports);
+    diff_maps(&mut out, "bl4_words", &held.bl4_words, &want.bl4_words);
+    diff_maps(&mut out, "bl4_hosts", &held.bl4_hosts, &want.bl4_hosts);
+    let zones = |z: &std::collections::BTreeMap<u32, _>| z.clone().into_iter().collect();
+    diff_maps(&mut out, "zones", &zones(&held.zones), &zones(&want.zones));
     out
+}
+
+/// Up to 5 entries only the kernel holds and 5 only the image wants.
+fn diff_sets<T: std::fmt::Debug + Eq + Hash>(
+    out: &mut String,
+    name: &str,
+    held: &HashSet<T>,
+    want: &HashSet<T>,
+) {
+    if held != want {
+        let only = |a: &HashSet<T>, b: &HashSet<T>| {
+            a.difference(b)
+                .take(5)
+                .map(|x| format!("{x:?}"))
+                .collect::<Vec<_>>()
+        };
+        let _ = write!(
+            out,
+            "{name} held-only {:?} wanted-only {:?}; ",
+            only(held, want),
+            only(want, held)
+        );
+    }
+}
+
+fn diff_maps<V: std::fmt::Debug + PartialEq>(
+    out: &mut String,
+    name: &str,
+    held: &HashMap<u32, V>,
+    want: &HashMap<u32, V>,
+) {
+    if held != want {
+        let only = |a: &HashMap<u32, V>, b: &HashMap<u32, V>| {
+            a.iter()
+                .filter(|(k, v)| b.get(*k) != Some(*v))
+                .take(5)
+                .map(|e| format!("{e:?}"))
+                .collect::<Vec<_>>()
+        };
+        let _ = write!(
+            out,
+            "{name} held-only {:?} wanted-only {:?}; ",
+            only(held, want),
+            only(want, held)
+        );
+    }
 }
 
 const GUARDED: &str =

@@ -89,27 +89,33 @@ pub(crate) fn exec(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The nightly cargo invocation for the eBPF crate (`build`, `clippy`).
+fn ebpf_cargo(root: &Path, subcommand: &str) -> Command {
+    let mut cmd = clean_cargo(Some("nightly"));
+    cmd.current_dir(root)
+        .args([
+            subcommand,
+            "--release",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+            "-p",
+            "filter-ebpf",
+            "--target-dir",
+        ])
+        .arg(root.join("target/ebpf"))
+        // aya-ebpf reads the architecture it is built for from this cfg; the
+        // program runs on the host it is built on.
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
+        );
+    cmd
+}
+
 fn build_ebpf(root: &Path) -> Result<PathBuf> {
-    exec(
-        clean_cargo(Some("nightly"))
-            .current_dir(root)
-            .args([
-                "build",
-                "--release",
-                "-Z",
-                "build-std=core",
-                "--target",
-                "bpfel-unknown-none",
-                "-p",
-                "filter-ebpf",
-                "--target-dir",
-            ])
-            .arg(root.join("target/ebpf"))
-            .env(
-                "CARGO_ENCODED_RUSTFLAGS",
-                "--cfg=bpf_target_arch=\"x86_64\"",
-            ),
-    )?;
+    exec(&mut ebpf_cargo(root, "build"))?;
     let obj = root.join("target/ebpf/bpfel-unknown-none/release/filter-ebpf");
     if !obj.is_file() {
         bail!("build succeeded but {} is missing", obj.display());
@@ -134,6 +140,7 @@ fn test(root: &Path, long: bool, seed: Option<u64>, no_lint: bool) -> Result<()>
             "-D",
             "warnings",
         ]))?;
+        exec(ebpf_cargo(root, "clippy").args(["--", "-D", "warnings"]))?;
     }
     // Unit tests (policy compiler, image builder, reference model, packet builder).
     exec(

@@ -757,3 +757,69 @@ fn summary_lists_zones_and_counts() {
     assert_eq!(json["zones"][0]["allow_v4"][0], "0.0.0.0/0");
     assert_eq!(json["defaults"]["fragments"], "filter-first");
 }
+
+/// Seeded edits of the shipped examples (insert, delete and replace characters,
+/// duplicate or drop lines): the compiler never panics, and every diagnostic
+/// about the policy file points at a line and column that exist in it.
+#[test]
+fn mutated_examples_never_panic_and_errors_stay_in_bounds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let alphabet: Vec<char> = "[]{}=\"',.:/*-#;\n 0123456789abcdefxyz_".chars().collect();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let mut rejected = 0;
+    for example in ["keep.toml", "keycloak.toml"] {
+        let path = dir.join(example);
+        let original = std::fs::read_to_string(&path).unwrap();
+        for _ in 0..1500 {
+            let mut chars: Vec<char> = original.chars().collect();
+            for _ in 0..1 + next(4) {
+                if chars.is_empty() {
+                    break;
+                }
+                let at = next(chars.len());
+                match next(5) {
+                    0 => {
+                        let i = at.min(chars.len() - 1);
+                        chars.remove(i);
+                    }
+                    1 => chars.insert(at, alphabet[next(alphabet.len())]),
+                    2 => {
+                        let i = at.min(chars.len() - 1);
+                        chars[i] = alphabet[next(alphabet.len())];
+                    }
+                    3 => {
+                        let text: String = chars.iter().collect();
+                        let lines: Vec<&str> = text.lines().collect();
+                        let i = next(lines.len());
+                        let mut out = lines.clone();
+                        out.insert(i, lines[i]);
+                        chars = out.join("\n").chars().collect();
+                    }
+                    _ => chars.truncate(at),
+                }
+            }
+            let text: String = chars.iter().collect();
+            if let Err(e) = compile_str(&text, &path) {
+                rejected += 1;
+                let lines = text.lines().count().max(1);
+                for d in e.diagnostics.iter().filter(|d| d.path == path) {
+                    assert!(
+                        d.line >= 1 && d.line <= lines + 1 && d.column >= 1,
+                        "diagnostic {d:?} outside the {lines}-line text:\n{text}"
+                    );
+                }
+            }
+        }
+    }
+    // The edits must actually break most policies, or this test tests nothing.
+    assert!(
+        rejected > 1500,
+        "only {rejected} of 3000 mutated policies rejected"
+    );
+}
