@@ -30,8 +30,10 @@ pub const MAP_ALLOW6: &str = "ALLOW6";
 pub const MAP_BL4_WORDS: &str = "BL4_WORDS";
 pub const MAP_BL4_HOSTS: &str = "BL4_HOSTS";
 pub const MAP_BL6: &str = "BL6";
+pub const MAP_IFACES: &str = "IFACES";
+pub const MAP_META: &str = "META";
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 12] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -42,6 +44,8 @@ pub const ALL_MAPS: [&str; 10] = [
     MAP_BL4_WORDS,
     MAP_BL4_HOSTS,
     MAP_BL6,
+    MAP_IFACES,
+    MAP_META,
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
@@ -130,19 +134,52 @@ impl Verdict {
     }
 }
 
-/// Largest zone id; zone ids are 1..=MAX_ZONES, in policy order.
-pub const MAX_ZONES: u32 = 255;
+/// Largest zone id; zone ids are 1..=MAX_ZONES. (A zone holds any number of
+/// ports and prefixes; the cap keeps the per-CPU counter array small.)
+pub const MAX_ZONES: u32 = 64;
 /// Counter rule for verdicts that belong to no zone (defaults, blocklist, …).
 pub const RULE_GLOBAL: u32 = 0;
 /// Counter rule for failsafe passes.
 pub const RULE_FAILSAFE: u32 = MAX_ZONES + 1;
 pub const NUM_RULES: u32 = MAX_ZONES + 2;
+/// Counters per interface slot.
 pub const NUM_COUNTERS: u32 = NUM_RULES * NUM_REASONS * 2;
 
-/// Index into `COUNTERS` for (rule, reason, verdict).
+/// Index of (rule, reason, verdict) within one interface's counters.
 #[inline(always)]
 pub const fn counter_index(rule: u32, reason: Reason, verdict: Verdict) -> u32 {
     (rule * NUM_REASONS + reason as u32) * 2 + verdict as u32
+}
+
+/// (rule, reason, verdict) of a per-interface counter index; the inverse of
+/// `counter_index`.
+pub const fn decode_counter_index(index: u32) -> (u32, Reason, Verdict) {
+    let verdict = if index % 2 == 1 {
+        Verdict::Drop
+    } else {
+        Verdict::Pass
+    };
+    let rest = index / 2;
+    (
+        rest / NUM_REASONS,
+        Reason::ALL[(rest % NUM_REASONS) as usize],
+        verdict,
+    )
+}
+
+/// Interface slots for counters: `IFACES[ifindex]` gives the slot of an
+/// attached interface; slot 0 counts frames of interfaces not registered there
+/// (and BPF_PROG_TEST_RUN frames).
+pub const MAX_IFACE_SLOTS: u32 = 16;
+/// `IFACES` is indexed by ifindex; larger ifindexes count in slot 0.
+pub const IFACES_LEN: u32 = 1 << 16;
+/// Length of `COUNTERS`: one block of `NUM_COUNTERS` per interface slot.
+pub const COUNTERS_LEN: u32 = MAX_IFACE_SLOTS * NUM_COUNTERS;
+
+/// Index into `COUNTERS` of a per-interface counter index.
+#[inline(always)]
+pub const fn iface_counter_index(iface_slot: u32, index: u32) -> u32 {
+    iface_slot * NUM_COUNTERS + index
 }
 
 /// One per-CPU counter cell.
@@ -323,6 +360,22 @@ pub struct Bl4Hosts {
 
 // IPv6 blocklist: LPM trie `BL6` keyed by `Tagged6` with set id 0.
 
+// ---------------------------------------------------------------------------
+// `META[0]`: the daemon's record of what it loaded (policy hash, zone names,
+// interfaces), kept in a pinned map so `status` works from the pins alone. The
+// datapath never reads it. `len` bytes of `data` hold JSON.
+// ---------------------------------------------------------------------------
+
+pub const META_CAPACITY: usize = 65528;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MetaBlob {
+    pub len: u32,
+    pub _pad: u32,
+    pub data: [u8; META_CAPACITY],
+}
+
 /// Default capacities (the loader may raise them with `set_max_entries`).
 pub const DEFAULT_BL4_HOSTS_MAX: u32 = 1 << 21;
 pub const DEFAULT_BL6_MAX: u32 = 1 << 19;
@@ -341,6 +394,7 @@ mod pod {
     unsafe impl aya::Pod for Bl4Word {}
     unsafe impl aya::Pod for Bl4HostKey {}
     unsafe impl aya::Pod for Bl4Hosts {}
+    unsafe impl aya::Pod for MetaBlob {}
 }
 
 #[cfg(test)]
@@ -356,6 +410,28 @@ mod tests {
         assert_eq!(
             counter_index(1, Reason::NonIp, Verdict::Pass),
             2 * NUM_REASONS
+        );
+    }
+
+    #[test]
+    fn decode_inverts_counter_index() {
+        for rule in [0, 1, 17, RULE_FAILSAFE] {
+            for reason in Reason::ALL {
+                for verdict in [Verdict::Pass, Verdict::Drop] {
+                    let index = counter_index(rule, reason, verdict);
+                    assert_eq!(decode_counter_index(index), (rule, reason, verdict));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn interface_blocks_do_not_overlap() {
+        let last = counter_index(NUM_RULES - 1, Reason::NoPolicy, Verdict::Drop);
+        assert_eq!(iface_counter_index(1, 0), last + 1);
+        assert_eq!(
+            iface_counter_index(MAX_IFACE_SLOTS - 1, last),
+            COUNTERS_LEN - 1
         );
     }
 

@@ -8,27 +8,35 @@ mod parse;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::info;
-use filter_common::{counter_index, slot_of, Config, Reason, Verdict, RULE_GLOBAL};
+use filter_common::{
+    counter_index, iface_counter_index, slot_of, Config, Reason, Verdict, MAX_IFACE_SLOTS,
+    RULE_GLOBAL,
+};
 
-use crate::maps::{count, ACTIVE, CONFIG};
+use crate::maps::{count, ACTIVE, CONFIG, IFACES};
 
 #[xdp]
 pub fn portcullis(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let iface = match IFACES.get(ctx.ingress_ifindex() as u32) {
+        Some(slot) if *slot < MAX_IFACE_SLOTS => *slot,
+        _ => 0,
+    };
     // Read the generation once: every lookup below uses this slot only.
     let generation = ACTIVE.get(0).copied().unwrap_or(0);
     let slot = slot_of(generation);
     let cfg = CONFIG.get(slot).copied().unwrap_or_default();
     if !cfg.has(Config::VALID) {
-        count(
-            counter_index(RULE_GLOBAL, Reason::NoPolicy, Verdict::Pass),
-            bytes,
-        );
+        let index = counter_index(RULE_GLOBAL, Reason::NoPolicy, Verdict::Pass);
+        count(iface_counter_index(iface, index), bytes);
         return xdp_action::XDP_PASS;
     }
 
     let d = decide::decide(slot, &cfg, parse::parse(&ctx));
-    count(counter_index(d.rule, d.reason, d.verdict), bytes);
+    count(
+        iface_counter_index(iface, counter_index(d.rule, d.reason, d.verdict)),
+        bytes,
+    );
     if cfg.has(Config::LOG_PACKETS) {
         info!(
             &ctx,

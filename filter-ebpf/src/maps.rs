@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
 };
 use filter_common::{
-    Bl4HostKey, Bl4Hosts, Bl4Word, Config, Counter, PortEntry, Tagged4, Tagged6, ZoneInfo,
-    BL4_WORDS_PER_SLOT, DEFAULT_ALLOW_MAX, DEFAULT_BL4_HOSTS_MAX, DEFAULT_BL6_MAX, NUM_COUNTERS,
-    NUM_SLOTS, PORTS_PER_SLOT, ZONE_SLOTS,
+    Bl4HostKey, Bl4Hosts, Bl4Word, Config, Counter, MetaBlob, PortEntry, Tagged4, Tagged6,
+    ZoneInfo, BL4_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_HOSTS_MAX,
+    DEFAULT_BL6_MAX, IFACES_LEN, NUM_SLOTS, PORTS_PER_SLOT, ZONE_SLOTS,
 };
 
 #[map]
@@ -16,7 +16,13 @@ pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(NUM_SLOTS, 0);
 #[map]
-pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+#[map]
+pub static IFACES: Array<u32> = Array::with_max_entries(IFACES_LEN, 0);
+/// Written and read by the daemon only; declared here so it lives (and is
+/// pinned) with the program's other maps.
+#[map]
+pub static META: Array<MetaBlob> = Array::with_max_entries(1, 0);
 #[map]
 pub static PORTS: Array<PortEntry> = Array::with_max_entries(NUM_SLOTS * PORTS_PER_SLOT, 0);
 #[map]

@@ -7,7 +7,7 @@
 //! matches" means the program decided exactly as expected.
 use std::{collections::HashMap, fmt, path::Path, time::Duration};
 
-use filter_common::{Reason, Verdict, NUM_COUNTERS, NUM_REASONS};
+use filter_common::{decode_counter_index, Reason, Verdict, NUM_COUNTERS};
 use filter_user::{
     loader::{Filter, LoadOptions, LoaderError},
     policy::{self, PolicyError},
@@ -131,7 +131,7 @@ impl Harness {
         let snapshot = |f: &Filter| -> Result<Vec<u64>, HarnessError> {
             (0..NUM_COUNTERS)
                 .map(|i| {
-                    let (rule, reason, verdict) = decode(i);
+                    let (rule, reason, verdict) = decode_counter_index(i);
                     Ok(f.counter(rule, reason, verdict)?.packets)
                 })
                 .collect()
@@ -144,7 +144,7 @@ impl Harness {
             .filter(|i| after[*i as usize] != before[*i as usize])
             .collect();
         let (rule, reason, verdict) = match moved.as_slice() {
-            [one] => decode(*one),
+            [one] => decode_counter_index(*one),
             // Not exactly one counter moved: report the action with a marker reason.
             _ => (
                 u32::MAX,
@@ -168,44 +168,9 @@ fn index_of(o: &Observed) -> u32 {
     filter_common::counter_index(o.rule, o.reason, o.verdict)
 }
 
-/// (rule, reason, verdict) of a counter index.
-fn decode(index: u32) -> (u32, Reason, Verdict) {
-    let verdict = if index % 2 == 1 {
-        Verdict::Drop
-    } else {
-        Verdict::Pass
-    };
-    let rest = index / 2;
-    (
-        rest / NUM_REASONS,
-        Reason::ALL[(rest % NUM_REASONS) as usize],
-        verdict,
-    )
-}
-
 pub fn xdp_action(v: Verdict) -> u32 {
     match v {
         Verdict::Pass => 2, // XDP_PASS
         Verdict::Drop => 1, // XDP_DROP
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use filter_common::counter_index;
-
-    #[test]
-    fn decode_inverts_counter_index() {
-        for rule in [0, 1, 17, filter_common::RULE_FAILSAFE] {
-            for reason in Reason::ALL {
-                for verdict in [Verdict::Pass, Verdict::Drop] {
-                    assert_eq!(
-                        decode(counter_index(rule, reason, verdict)),
-                        (rule, reason, verdict)
-                    );
-                }
-            }
-        }
     }
 }

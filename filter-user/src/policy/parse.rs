@@ -102,7 +102,7 @@ pub(crate) fn compile(text: &str, path: &Path) -> Result<CompiledPolicy, PolicyE
         .into_iter()
         .enumerate()
         .map(|(i, z)| CompiledZone {
-            // Validated above: at most MAX_ZONES (255) zones.
+            // Validated above: at most MAX_ZONES zones.
             id: u16::try_from(i + 1).unwrap_or(u16::MAX),
             name: z.name,
             ports: merge_ports(z.ports.into_iter().map(|(r, _)| r).collect()),

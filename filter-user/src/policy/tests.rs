@@ -337,25 +337,26 @@ fn zone_with_no_ports_is_an_error() {
 
 #[test]
 fn too_many_zones_is_an_error() {
+    let max = filter_common::MAX_ZONES as usize;
     let mut text = String::from("version = 1\n");
-    for i in 0..256 {
+    for i in 0..=max {
         text.push_str(&format!(
             "[[zone]]\nname = \"z{i}\"\nports = [\"{}/tcp\"]\nallow = []\n",
             1000 + i
         ));
     }
     let d = errors(&text);
-    let e = find(&d, "too many zones: 256 (at most 255)");
-    assert_eq!(e.line, 2 + 255 * 4);
+    let e = find(&d, &format!("too many zones: {} (at most {max})", max + 1));
+    assert_eq!(e.line, 2 + max * 4);
     assert_eq!(d.len(), 1);
 
-    // 255 is fine, and ids are 1-based in policy order.
+    // MAX_ZONES is fine, and ids are 1-based in policy order.
     let cut = text.rfind("[[zone]]").unwrap();
     let p = compile(&text[..cut]).unwrap();
-    assert_eq!(p.zones.len(), 255);
+    assert_eq!(p.zones.len(), max);
     assert_eq!(p.zones[0].id, 1);
-    assert_eq!(p.zones[254].id, 255);
-    assert_eq!(p.zones[254].name, "z254");
+    assert_eq!(p.zones[max - 1].id as usize, max);
+    assert_eq!(p.zones[max - 1].name, format!("z{}", max - 1));
 }
 
 #[test]
