@@ -1,4 +1,6 @@
-//! portcullis user side: the policy compiler and the loader that writes compiled
-//! policies into the XDP program's maps.
+//! portcullis user side: the policy compiler, the loader that writes compiled
+//! policies into the XDP program's maps, and the daemon.
+pub mod daemon;
 pub mod loader;
 pub mod policy;
+pub mod status;

@@ -6,7 +6,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use filter_user::policy;
+use filter_user::{
+    daemon::{
+        self,
+        control::{self, Request, DEFAULT_CONTROL_SOCKET},
+        RunOptions,
+    },
+    loader::{PinRoot, DEFAULT_PIN_ROOT},
+    policy,
+};
 use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 
@@ -28,6 +36,65 @@ enum Command {
     /// Exit status 0 if the policy is valid, 1 if it has errors (all of them are
     /// printed to stderr, each as path:line:col with a hint).
     Check(CheckArgs),
+    /// Run the daemon: load, attach, pin, and keep the policy enforced.
+    ///
+    /// Reloads on SIGHUP, on a change of the policy or a list file, and on
+    /// `portcullis reload`; an invalid policy is reported and the old one keeps
+    /// enforcing. On SIGTERM the filter stays in force unless --detach-on-exit.
+    Run(RunArgs),
+    /// Ask the running daemon to reload its policy; exit 1 with the errors if
+    /// the new policy is invalid (the old one keeps enforcing).
+    Reload(SocketArgs),
+    /// Show interfaces, policy, generation and counters (also while the daemon
+    /// is down: read from the pins).
+    Status(StatusArgs),
+    /// Remove the filter: detach the program and delete the pins.
+    Detach(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The policy file.
+    #[arg(
+        long,
+        short = 'p',
+        value_name = "FILE",
+        default_value = "/etc/portcullis/policy.toml"
+    )]
+    policy: PathBuf,
+    /// Interface to filter (repeatable); overrides the policy's `interfaces`.
+    #[arg(long = "iface", short = 'i', value_name = "IF")]
+    ifaces: Vec<String>,
+    /// Where maps and links are pinned (must be on a bpffs).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
+    pin_root: PathBuf,
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
+    control_socket: PathBuf,
+    /// Metrics address; overrides the policy's [metrics] listen.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Remove the filter when the daemon exits (default: it stays in force).
+    #[arg(long)]
+    detach_on_exit: bool,
+    /// Log every packet's decision (debugging; costs per packet).
+    #[arg(long)]
+    log_packets: bool,
+}
+
+#[derive(Debug, Args)]
+struct SocketArgs {
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
+    control_socket: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
+    pin_root: PathBuf,
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
+    control_socket: PathBuf,
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +118,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => check(&args),
+        Command::Run(args) => run(args),
+        Command::Reload(args) => reload(&args),
+        Command::Status(args) => status(&args),
+        Command::Detach(args) => detach(&args),
     };
     match result {
         Ok(code) => code,
@@ -61,14 +132,91 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr, `warn` and up unless RUST_LOG says otherwise, so that
-/// stdout carries only the command's output.
+/// Logs go to stderr, `info` for the daemon and `warn` for the other commands
+/// unless RUST_LOG says otherwise, so that stdout carries only the output.
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let daemon = std::env::args().nth(1).as_deref() == Some("run");
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(if daemon { "info" } else { "warn" }));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // journald and log files want plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    daemon::run(RunOptions {
+        policy: args.policy,
+        ifaces: args.ifaces,
+        pin_root: args.pin_root,
+        control_socket: args.control_socket,
+        metrics_listen: args.metrics_listen,
+        detach_on_exit: args.detach_on_exit,
+        log_packets: args.log_packets,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reload(args: &SocketArgs) -> Result<ExitCode> {
+    // Large policies take seconds to write; the daemon answers when enforced.
+    let answer = control::request(
+        &args.control_socket,
+        &Request::Reload,
+        std::time::Duration::from_secs(300),
+    )?;
+    if answer.ok {
+        println!("reloaded: generation {}", answer.generation.unwrap_or(0));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{}", answer.error.unwrap_or_default());
+        eprintln!("reload rejected; the previous policy keeps enforcing");
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn status(args: &StatusArgs) -> Result<ExitCode> {
+    let status = daemon::status(&args.pin_root, &args.control_socket).with_context(|| {
+        format!(
+            "no portcullis filter found under {} (is it running with this --pin-root?)",
+            args.pin_root.display()
+        )
+    })?;
+    match args.output {
+        Output::Text => write_stdout(&status.to_string())?,
+        Output::Json => write_stdout(&serde_json::to_string_pretty(&status)?)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn detach(args: &StatusArgs) -> Result<ExitCode> {
+    let root = PinRoot::new(&args.pin_root);
+    let interfaces = root.pinned_links();
+    if control::ping(&args.control_socket) {
+        // The daemon removes the pins itself and exits, releasing its handles.
+        let answer = control::request(
+            &args.control_socket,
+            &Request::Detach,
+            std::time::Duration::from_secs(30),
+        )?;
+        if !answer.ok {
+            anyhow::bail!("the daemon refused: {}", answer.error.unwrap_or_default());
+        }
+        for _ in 0..100 {
+            if !control::ping(&args.control_socket) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    root.remove_all()?;
+    if interfaces.is_empty() {
+        println!("no filter was attached under {}", args.pin_root.display());
+    } else {
+        println!("filter removed from {}", interfaces.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(args: &CheckArgs) -> Result<ExitCode> {

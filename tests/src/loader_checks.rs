@@ -259,6 +259,7 @@ fn logged_lines(log_packets: bool, frames: usize) -> Result<Vec<String>, String>
     let mut f = Filter::load(LoadOptions {
         log_packets,
         quiesce: Duration::ZERO,
+        ..LoadOptions::default()
     })
     .map_err(err)?;
     f.apply(&compile(GUARDED)?).map_err(err)?;

@@ -7,13 +7,13 @@ use aya::{
 };
 use filter_common::{
     bl4_word_index, port_index, set_tag, zone_index, Bl4HostKey, Bl4Hosts, Bl4Word, Config,
-    Counter, PortEntry, Tagged4, Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, MAP_ACTIVE, MAP_ALLOW4,
-    MAP_ALLOW6, MAP_BL4_HOSTS, MAP_BL4_WORDS, MAP_BL6, MAP_CONFIG, MAP_COUNTERS, MAP_PORTS,
-    MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS, ZONE_SLOTS,
+    Counter, MetaBlob, PortEntry, Tagged4, Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, MAP_ACTIVE,
+    MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_HOSTS, MAP_BL4_WORDS, MAP_BL6, MAP_CONFIG, MAP_COUNTERS,
+    MAP_IFACES, MAP_META, MAP_PORTS, MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS, ZONE_SLOTS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use super::{image::SlotImage, LoaderError};
+use super::{image::SlotImage, meta::Meta, pins::read_counters, LoaderError};
 
 pub struct Maps {
     active: Array<MapData, u32>,
@@ -26,6 +26,8 @@ pub struct Maps {
     bl4_words: Array<MapData, Bl4Word>,
     bl4_hosts: BpfHashMap<MapData, Bl4HostKey, Bl4Hosts>,
     bl6: LpmTrie<MapData, Tagged6, u8>,
+    ifaces: Array<MapData, u32>,
+    meta: Array<MapData, MetaBlob>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoaderError>
@@ -107,7 +109,37 @@ impl Maps {
             bl4_words: take(ebpf, MAP_BL4_WORDS)?,
             bl4_hosts: take(ebpf, MAP_BL4_HOSTS)?,
             bl6: take(ebpf, MAP_BL6)?,
+            ifaces: take(ebpf, MAP_IFACES)?,
+            meta: take(ebpf, MAP_META)?,
         })
+    }
+
+    /// Frames arriving on `ifindex` count in counter slot `slot`. Interfaces
+    /// with ifindex >= IFACES_LEN keep counting in slot 0.
+    pub fn set_iface_slot(&mut self, ifindex: u32, slot: u32) -> Result<(), LoaderError> {
+        if ifindex >= filter_common::IFACES_LEN {
+            tracing::warn!(
+                "ifindex {ifindex} is beyond the counter table; its frames count as interface \"other\""
+            );
+            return Ok(());
+        }
+        self.ifaces
+            .set(ifindex, slot, 0)
+            .map_err(LoaderError::map(MAP_IFACES))
+    }
+
+    pub fn meta(&self) -> Result<Meta, LoaderError> {
+        Meta::decode(&self.meta.get(&0, 0).map_err(LoaderError::map(MAP_META))?)
+    }
+
+    pub fn set_meta(&mut self, meta: &Meta) -> Result<(), LoaderError> {
+        self.meta
+            .set(0, meta.encode()?, 0)
+            .map_err(LoaderError::map(MAP_META))
+    }
+
+    pub fn counters(&self, iface_slot: u32) -> Result<Vec<Counter>, LoaderError> {
+        read_counters(&self.counters, iface_slot)
     }
 
     pub fn active_generation(&self) -> Result<u32, LoaderError> {

@@ -6,8 +6,11 @@
 //! one whole policy.
 mod image;
 mod maps;
+mod meta;
+mod pins;
 
 use std::{
+    path::PathBuf,
     thread,
     time::{Duration, Instant},
 };
@@ -22,6 +25,8 @@ use filter_common::{
 };
 pub use image::{ImageOptions, SlotImage};
 pub use maps::Maps;
+pub use meta::{IfaceMeta, Meta};
+pub use pins::{AttachMode, PinRoot, PinnedState, DEFAULT_PIN_ROOT};
 
 use crate::policy::CompiledPolicy;
 
@@ -53,15 +58,44 @@ pub enum LoaderError {
         filter_common::MAX_FAILSAFE_GROUPS
     )]
     TooManyFailsafeGroups,
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not on a bpffs; mount one there first (mount -t bpf bpf DIR)", .0.display())]
+    NotBpffs(PathBuf),
+    #[error("pinned map {} belongs to an incompatible build ({detail}); run `portcullis detach` to remove the old filter first", path.display())]
+    IncompatiblePin { path: PathBuf, detail: String },
+    #[error("parsing the eBPF object: {0}")]
+    Object(String),
+    #[error("interface {iface}: {detail}")]
+    Link { iface: String, detail: String },
+    #[error("the META record: {0}")]
+    Meta(String),
+    #[error("no interface named {0}")]
+    NoSuchInterface(String),
+    #[error("at most {} interfaces can be attached", filter_common::MAX_IFACE_SLOTS - 1)]
+    TooManyInterfaces,
 }
 
 impl LoaderError {
     pub(crate) fn map(map: &'static str) -> impl FnOnce(MapError) -> LoaderError {
         move |source| LoaderError::Map { map, source }
     }
+
+    /// For map names only known at run time (from the object).
+    pub(crate) fn map_named(name: &str) -> impl FnOnce(MapError) -> LoaderError {
+        let map = filter_common::ALL_MAPS
+            .into_iter()
+            .find(|m| *m == name)
+            .unwrap_or("(object map)");
+        move |source| LoaderError::Map { map, source }
+    }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Log each packet's decision through aya-log (debugging; costs per packet).
     pub log_packets: bool,
@@ -69,6 +103,8 @@ pub struct LoadOptions {
     /// that read the old generation just before the flip finish with it. XDP
     /// runs in microseconds; the default is generous.
     pub quiesce: Duration,
+    /// Pin the maps under this root, reusing what a previous run pinned there.
+    pub pin_root: Option<PinRoot>,
 }
 
 impl Default for LoadOptions {
@@ -76,6 +112,7 @@ impl Default for LoadOptions {
         LoadOptions {
             log_packets: false,
             quiesce: Duration::from_millis(10),
+            pin_root: None,
         }
     }
 }
@@ -93,12 +130,29 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Loads (verifies) the program; nothing is attached.
+    /// Loads (verifies) the program; nothing is attached. With a pin root, the
+    /// maps a previous run pinned there are adopted (policy slots, generation,
+    /// counters) after checking they fit this build; missing ones are created
+    /// and pinned.
     pub fn load(opts: LoadOptions) -> Result<Filter, LoaderError> {
         if OBJECT.is_empty() {
             return Err(LoaderError::NoObject);
         }
-        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        let mut loader = EbpfLoader::new();
+        let mut adopted = false;
+        let pin_paths: Vec<(&str, PathBuf)> = match &opts.pin_root {
+            Some(root) => {
+                root.prepare()?;
+                root.check_compatible(OBJECT)?;
+                adopted = root.has_maps();
+                ALL_MAPS.iter().map(|m| (*m, root.map(m))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT)?;
         // The logger must live as long as the program (it owns the log map). It
         // is always attached; whether packets are logged is the slot's
         // LOG_PACKETS flag, so turning logging on is a policy write, not a reload.
@@ -121,11 +175,13 @@ impl Filter {
         }
         let maps = Maps::take(&mut ebpf)?;
         let generation = maps.active_generation()?;
+        // Fresh maps are empty; adopted slots hold whatever the previous run
+        // wrote and are read back before their first write.
+        let known = (!adopted).then(SlotImage::default);
         Ok(Filter {
             ebpf,
             maps,
-            // A fresh object's maps are empty: both slots are known-empty.
-            shadow: [Some(SlotImage::default()), Some(SlotImage::default())],
+            shadow: [known.clone(), known],
             generation,
             last_flip: None,
             opts,
@@ -136,6 +192,43 @@ impl Filter {
     /// The active generation (0 until the first policy is applied).
     pub fn generation(&self) -> u32 {
         self.generation
+    }
+
+    /// Attaches to `iface` (or atomically replaces the program in its pinned
+    /// link) and counts its frames in counter slot `slot`. Returns the new
+    /// mode, or `None` when an existing link was adopted.
+    pub fn attach(
+        &mut self,
+        root: &PinRoot,
+        iface: &str,
+        slot: u32,
+    ) -> Result<Option<AttachMode>, LoaderError> {
+        let ifindex = nix::net::if_::if_nametoindex(iface)
+            .map_err(|_| LoaderError::NoSuchInterface(iface.to_string()))?;
+        if slot == 0 || slot >= filter_common::MAX_IFACE_SLOTS {
+            return Err(LoaderError::TooManyInterfaces);
+        }
+        // Register the counter slot first so no attached frame is miscounted.
+        self.maps.set_iface_slot(ifindex, slot)?;
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(LoaderError::Missing(PROGRAM_NAME))?
+            .try_into()?;
+        root.attach(program, iface)
+    }
+
+    pub fn meta(&self) -> Result<Meta, LoaderError> {
+        self.maps.meta()
+    }
+
+    pub fn set_meta(&mut self, meta: &Meta) -> Result<(), LoaderError> {
+        self.maps.set_meta(meta)
+    }
+
+    /// All counters of one interface slot, by per-interface index.
+    pub fn counters(&self, iface_slot: u32) -> Result<Vec<Counter>, LoaderError> {
+        self.maps.counters(iface_slot)
     }
 
     pub fn program(&self) -> Result<&Xdp, LoaderError> {
@@ -210,7 +303,8 @@ impl Filter {
         Ok(self.program()?.test_run(opts)?.duration)
     }
 
-    /// One counter, summed over CPUs.
+    /// One counter of interface slot 0 (where BPF_PROG_TEST_RUN frames
+    /// count), summed over CPUs.
     pub fn counter(
         &self,
         rule: u32,

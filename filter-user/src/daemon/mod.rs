@@ -1,0 +1,391 @@
+//! `portcullis run`: load, attach, pin, reload atomically, serve status and
+//! metrics, and leave the filter in force when the daemon goes away.
+//!
+//! Start-up order matters for "no gap": the policy is written and flipped in
+//! first (an adopted, still-running program from the previous daemon sees it at
+//! once, since the maps are shared through the pins), then each interface's
+//! pinned link is updated to the new program atomically, and only then is
+//! systemd told the daemon is ready.
+pub mod control;
+mod metrics;
+mod watch;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    loader::{AttachMode, Filter, IfaceMeta, LoadOptions, LoaderError, Meta, PinRoot},
+    policy::{self, BasicAuth, CompiledPolicy, PolicyError},
+    status::{counter_rows, Status},
+};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub policy: PathBuf,
+    pub ifaces: Vec<String>,
+    pub pin_root: PathBuf,
+    pub control_socket: PathBuf,
+    pub metrics_listen: Option<SocketAddr>,
+    pub detach_on_exit: bool,
+    pub log_packets: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("the policy is not valid; nothing was changed:\n{0}")]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    #[error("no interface to attach to: pass --iface or set `interfaces` in the policy")]
+    NoInterfaces,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another portcullis daemon answers on {0}")]
+    AlreadyRunning(PathBuf),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
+}
+
+/// What a reload changes; locked only by the (serialised) reload path.
+struct Core {
+    filter: Filter,
+    meta: Meta,
+    root: PinRoot,
+    policy_path: PathBuf,
+    interfaces: Vec<String>,
+}
+
+/// Shared between the reload loop, the control socket and the metrics server.
+pub struct Shared {
+    core: Mutex<Core>,
+    root: PinRoot,
+    reloads_ok: AtomicU64,
+    reloads_error: AtomicU64,
+    /// Prefix counts and auth of the enforced policy, for metrics.
+    current: RwLock<Current>,
+    detach_requested: AtomicBool,
+}
+
+#[derive(Default, Clone)]
+struct Current {
+    blocklist: (usize, usize),
+    allow: (usize, usize),
+    failsafe: (usize, usize),
+    basic_auth: Option<BasicAuth>,
+    list_files: Vec<PathBuf>,
+}
+
+impl Current {
+    fn of(p: &CompiledPolicy) -> Current {
+        let sum = |it: &mut dyn Iterator<Item = (usize, usize)>| {
+            it.fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+        };
+        Current {
+            blocklist: (p.blocklist_v4.len(), p.blocklist_v6.len()),
+            allow: sum(&mut p.zones.iter().map(|z| (z.allow_v4.len(), z.allow_v6.len()))),
+            failsafe: sum(&mut p
+                .failsafe
+                .iter()
+                .map(|f| (f.from_v4.len(), f.from_v6.len()))),
+            basic_auth: p.metrics.basic_auth.clone(),
+            list_files: p.list_files.iter().map(|l| l.path.clone()).collect(),
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Core {
+    /// Writes `policy` into the inactive slot, flips, and records it in META.
+    fn apply(&mut self, mut policy: CompiledPolicy) -> Result<(u32, Current), LoaderError> {
+        let mut meta = self.meta.clone();
+        meta.assign_zone_ids(&mut policy);
+        let generation = self.filter.apply(&policy)?;
+        meta.policy_hash = policy.source_hash_hex();
+        meta.policy_path = self.policy_path.display().to_string();
+        meta.applied_at = now();
+        self.filter.set_meta(&meta)?;
+        self.meta = meta;
+        if !policy.interfaces.is_empty() && policy.interfaces != self.interfaces {
+            tracing::warn!(
+                "the policy now names interfaces {:?}; the daemon keeps {:?} until restarted",
+                policy.interfaces,
+                self.interfaces
+            );
+        }
+        Ok((generation, Current::of(&policy)))
+    }
+
+    fn attach_all(&mut self) -> Result<(), LoaderError> {
+        for iface in self.interfaces.clone() {
+            let slot = self
+                .meta
+                .iface_slot(&iface)
+                .ok_or(LoaderError::TooManyInterfaces)?;
+            let ifindex = nix::net::if_::if_nametoindex(iface.as_str())
+                .map_err(|_| LoaderError::NoSuchInterface(iface.clone()))?;
+            let before = self
+                .meta
+                .interfaces
+                .iter()
+                .find(|m| m.name == iface)
+                .map(|m| m.mode);
+            let mode = match self.filter.attach(&self.root, &iface, slot)? {
+                Some(mode) => {
+                    tracing::info!("{iface}: attached ({} XDP)", mode.as_str());
+                    mode
+                }
+                None => {
+                    tracing::info!("{iface}: adopted the pinned link; program replaced atomically");
+                    before.unwrap_or(AttachMode::Native)
+                }
+            };
+            self.meta.interfaces.retain(|m| m.name != iface);
+            self.meta.interfaces.push(IfaceMeta {
+                name: iface.clone(),
+                ifindex,
+                slot,
+                mode,
+            });
+        }
+        // Links a previous run pinned for interfaces no longer listed.
+        for stale in self.root.pinned_links() {
+            if !self.interfaces.contains(&stale) {
+                self.root.unpin_link(&stale)?;
+                self.meta.interfaces.retain(|m| m.name != stale);
+                tracing::warn!("{stale}: no longer listed; its filter was removed");
+            }
+        }
+        self.meta.interfaces.sort_by_key(|m| m.slot);
+        self.filter.set_meta(&self.meta)
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (or `portcullis detach`).
+pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    let policy = policy::load(&opts.policy)?;
+    let interfaces = if opts.ifaces.is_empty() {
+        policy.interfaces.clone()
+    } else {
+        opts.ifaces.clone()
+    };
+    if interfaces.is_empty() {
+        return Err(DaemonError::NoInterfaces);
+    }
+    if control::ping(&opts.control_socket) {
+        return Err(DaemonError::AlreadyRunning(opts.control_socket.clone()));
+    }
+    let root = PinRoot::new(&opts.pin_root);
+    let filter = Filter::load(LoadOptions {
+        log_packets: opts.log_packets,
+        pin_root: Some(root.clone()),
+        ..LoadOptions::default()
+    })?;
+    let adopted = filter.generation() != 0;
+    let meta = filter.meta()?;
+    let mut core = Core {
+        filter,
+        meta,
+        root: root.clone(),
+        policy_path: opts.policy.clone(),
+        interfaces,
+    };
+    let (generation, current) = core.apply(policy)?;
+    core.attach_all()?;
+    tracing::info!(
+        "enforcing {} (generation {generation}{}) on {:?}",
+        opts.policy.display(),
+        if adopted {
+            ", adopted the running filter"
+        } else {
+            ""
+        },
+        core.interfaces
+    );
+    let shared = Arc::new(Shared {
+        core: Mutex::new(core),
+        root,
+        reloads_ok: AtomicU64::new(0),
+        reloads_error: AtomicU64::new(0),
+        current: RwLock::new(current),
+        detach_requested: AtomicBool::new(false),
+    });
+    let metrics_listen = opts.metrics_listen.unwrap_or_else(|| {
+        policy::load(&opts.policy)
+            .map(|p| p.metrics.listen)
+            .unwrap_or(policy::DEFAULT_METRICS_LISTEN)
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io_err("starting the runtime"))?;
+    runtime.block_on(serve(shared.clone(), opts.clone(), metrics_listen))?;
+
+    let _ = std::fs::remove_file(&opts.control_socket);
+    if opts.detach_on_exit || shared.detach_requested.load(Ordering::SeqCst) {
+        shared.root.remove_all()?;
+        tracing::info!("filter detached and pins removed");
+    } else {
+        tracing::info!(
+            "exiting; the filter stays in force (pinned under {})",
+            opts.pin_root.display()
+        );
+    }
+    Ok(())
+}
+
+/// A request for the reload loop; `reply` gets the generation or the errors.
+pub(crate) struct Reload {
+    why: &'static str,
+    reply: Option<oneshot::Sender<Result<u32, String>>>,
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    opts: RunOptions,
+    metrics_listen: SocketAddr,
+) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let (reload_tx, mut reload_rx) = mpsc::channel::<Reload>(16);
+    let (shutdown_tx, mut shutdown_rx) = mpsc::channel::<()>(1);
+    let listener = control::bind(&opts.control_socket)?;
+    tokio::spawn(control::serve(
+        listener,
+        shared.clone(),
+        reload_tx.clone(),
+        shutdown_tx,
+    ));
+    let metrics = metrics::bind(metrics_listen).await?;
+    tokio::spawn(metrics::serve(metrics, shared.clone()));
+    let (changed_tx, mut changed_rx) = mpsc::channel::<()>(64);
+    let mut watcher = watch::Watcher::new(changed_tx);
+    watcher.watch(&watched_paths(&opts.policy, &shared));
+
+    let mut hup = signal(SignalKind::hangup()).map_err(io_err("SIGHUP handler"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
+    let mut log_tick = tokio::time::interval(Duration::from_millis(200));
+
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("sd_notify: {e}");
+    }
+    loop {
+        let request = tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = shutdown_rx.recv() => break,
+            _ = hup.recv() => Reload { why: "SIGHUP", reply: None },
+            Some(r) = reload_rx.recv() => r,
+            Some(()) = changed_rx.recv() => {
+                // Editors write in several steps: let the burst settle.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                while changed_rx.try_recv().is_ok() {}
+                Reload { why: "file change", reply: None }
+            }
+            _ = log_tick.tick() => {
+                if opts.log_packets {
+                    let s = shared.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Ok(mut core) = s.core.lock() {
+                            core.filter.flush_log();
+                        }
+                    })
+                    .await;
+                }
+                continue;
+            }
+        };
+        let s = shared.clone();
+        let result = tokio::task::spawn_blocking(move || reload(&s, request.why))
+            .await
+            .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+        if result.is_ok() {
+            watcher.watch(&watched_paths(&opts.policy, &shared));
+        }
+        if let Some(reply) = request.reply {
+            let _ = reply.send(result);
+        }
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    Ok(())
+}
+
+fn watched_paths(policy: &Path, shared: &Shared) -> Vec<PathBuf> {
+    let mut paths = vec![policy.to_path_buf()];
+    if let Ok(c) = shared.current.read() {
+        paths.extend(c.list_files.iter().cloned());
+    }
+    paths
+}
+
+/// Recompiles and applies the policy file. On any error the enforcing policy
+/// is untouched; the error is logged and counted.
+fn reload(shared: &Shared, why: &str) -> Result<u32, String> {
+    let mut core = shared
+        .core
+        .lock()
+        .map_err(|_| "daemon state poisoned".to_string())?;
+    let path = core.policy_path.clone();
+    let outcome = policy::load(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|p| core.apply(p).map_err(|e| e.to_string()));
+    match outcome {
+        Ok((generation, current)) => {
+            shared.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut c) = shared.current.write() {
+                *c = current;
+            }
+            tracing::info!(
+                "reloaded {} ({why}): generation {generation}",
+                path.display()
+            );
+            Ok(generation)
+        }
+        Err(e) => {
+            shared.reloads_error.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                "reload of {} ({why}) rejected; the previous policy keeps enforcing:\n{e}",
+                path.display()
+            );
+            Err(e)
+        }
+    }
+}
+
+/// Status from the pins; `daemon_running` says whether a daemon answers.
+pub fn status(pin_root: &Path, control_socket: &Path) -> Result<Status, LoaderError> {
+    let root = PinRoot::new(pin_root);
+    let pins = root.open()?;
+    let meta = pins.meta()?;
+    let rows = counter_rows(&meta, |slot| pins.counters(slot))?;
+    Ok(Status::new(
+        control::ping(control_socket),
+        &pin_root.display().to_string(),
+        pins.generation()?,
+        &meta,
+        rows,
+    ))
+}

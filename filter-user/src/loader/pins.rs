@@ -1,0 +1,289 @@
+//! The pin root: where maps and XDP links live so the filter outlasts the daemon.
+//!
+//! ```text
+//! <root>/maps/<MAP>     every map of the object (shared by old and new program)
+//! <root>/links/<iface>  one XDP bpf_link per interface
+//! ```
+//!
+//! A new daemon loads its program over the pinned maps (same policy slots,
+//! counters, generation) and swaps the program inside each pinned link with
+//! `bpf_link_update`: the old program filters until the new one takes over.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Array, Map, MapData, MapInfo, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpMode},
+        Xdp,
+    },
+};
+use filter_common::{
+    iface_counter_index, Counter, MetaBlob, MAP_ACTIVE, MAP_COUNTERS, MAP_META, NUM_COUNTERS,
+};
+
+use super::{meta::Meta, LoaderError};
+
+/// Default pin root.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/portcullis";
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+#[derive(Debug, Clone)]
+pub struct PinRoot {
+    root: PathBuf,
+}
+
+/// How an interface ended up filtered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// In the driver (XDP native).
+    Native,
+    /// In the generic stack path (the driver refused native XDP).
+    Generic,
+}
+
+impl AttachMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LoaderError + '_ {
+    move |source| LoaderError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl PinRoot {
+    pub fn new(root: impl Into<PathBuf>) -> PinRoot {
+        PinRoot { root: root.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.root.join("maps").join(name)
+    }
+
+    pub fn link(&self, iface: &str) -> PathBuf {
+        self.root.join("links").join(iface)
+    }
+
+    /// True when a previous run left maps here.
+    pub fn has_maps(&self) -> bool {
+        self.map(MAP_ACTIVE).exists()
+    }
+
+    /// Creates `maps/` and `links/` on a bpffs. The default root's bpffs is
+    /// mounted if missing; any other root must already be on one.
+    pub fn prepare(&self) -> Result<(), LoaderError> {
+        let parent = self.root.parent().unwrap_or(Path::new("/"));
+        if !is_bpffs(parent) && !is_bpffs(&self.root) {
+            if self.root == Path::new(DEFAULT_PIN_ROOT) {
+                mount_bpffs(parent)?;
+            } else {
+                return Err(LoaderError::NotBpffs(self.root.clone()));
+            }
+        }
+        for dir in [self.root.join("maps"), self.root.join("links")] {
+            fs::create_dir_all(&dir).map_err(io(&dir))?;
+        }
+        Ok(())
+    }
+
+    /// Interfaces with a pinned link.
+    pub fn pinned_links(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.root.join("links"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Checks every pinned map against the object's definition: a pin from an
+    /// incompatible build must not be handed to this program.
+    pub fn check_compatible(&self, object: &[u8]) -> Result<(), LoaderError> {
+        let obj = aya_obj::Object::parse(object).map_err(|e| LoaderError::Object(e.to_string()))?;
+        for (name, def) in &obj.maps {
+            let path = self.map(name);
+            if !path.exists() {
+                continue;
+            }
+            let info = MapInfo::from_pin(&path).map_err(LoaderError::map_named(name))?;
+            let found = (info.key_size(), info.value_size(), info.max_entries());
+            let want = (def.key_size(), def.value_size(), def.max_entries());
+            if found != want {
+                return Err(LoaderError::IncompatiblePin {
+                    path,
+                    detail: format!(
+                        "pinned (key, value, entries) = {found:?}, this build needs {want:?}"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches `program` to `iface`: atomically into an existing pinned link,
+    /// else as a new link (native mode, generic if the driver refuses) that is
+    /// pinned. Returns the mode, or `None` for an adopted link (mode unchanged).
+    pub fn attach(
+        &self,
+        program: &mut Xdp,
+        iface: &str,
+    ) -> Result<Option<AttachMode>, LoaderError> {
+        let path = self.link(iface);
+        if path.exists() {
+            let pinned = PinnedLink::from_pin(&path).map_err(|e| LoaderError::Link {
+                iface: iface.into(),
+                detail: e.to_string(),
+            })?;
+            let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| LoaderError::Link {
+                iface: iface.into(),
+                detail: e.to_string(),
+            })?;
+            // bpf_link_update: the old program runs until this returns.
+            program.attach_to_link(link)?;
+            return Ok(None);
+        }
+        let (id, mode) = match program.attach(iface, XdpMode::Driver) {
+            Ok(id) => (id, AttachMode::Native),
+            Err(native) => {
+                tracing::warn!(
+                    "{iface}: native XDP refused ({native}); using generic XDP, which runs \
+                     later in the stack and is slower"
+                );
+                (program.attach(iface, XdpMode::Skb)?, AttachMode::Generic)
+            }
+        };
+        let link = program.take_link(id)?;
+        let fd_link = FdLink::try_from(link).map_err(|e| LoaderError::Link {
+            iface: iface.into(),
+            detail: format!("the kernel attached without a bpf_link, which cannot be pinned: {e}"),
+        })?;
+        fd_link.pin(&path).map_err(|e| LoaderError::Link {
+            iface: iface.into(),
+            detail: format!("pinning at {}: {e}", path.display()),
+        })?;
+        Ok(Some(mode))
+    }
+
+    /// Removes the pinned link of `iface`: the kernel detaches the program once
+    /// no process holds the link any more.
+    pub fn unpin_link(&self, iface: &str) -> Result<(), LoaderError> {
+        let path = self.link(iface);
+        fs::remove_file(&path).map_err(io(&path))
+    }
+
+    /// Removes every pin and the root itself: the filter is gone once the
+    /// daemon (if any) lets go of its handles.
+    pub fn remove_all(&self) -> Result<(), LoaderError> {
+        for sub in ["links", "maps"] {
+            let dir = self.root.join(sub);
+            if let Ok(entries) = fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    fs::remove_file(e.path()).map_err(io(&e.path()))?;
+                }
+            }
+            if dir.exists() {
+                fs::remove_dir(&dir).map_err(io(&dir))?;
+            }
+        }
+        if self.root.exists() {
+            fs::remove_dir(&self.root).map_err(io(&self.root))?;
+        }
+        Ok(())
+    }
+
+    /// Opens the pinned state read-only (for `status` without a daemon).
+    pub fn open(&self) -> Result<PinnedState, LoaderError> {
+        let open = |name: &'static str| -> Result<Map, LoaderError> {
+            let data = MapData::from_pin(self.map(name)).map_err(LoaderError::map(name))?;
+            Map::from_map_data(data).map_err(LoaderError::map(name))
+        };
+        Ok(PinnedState {
+            active: Array::try_from(open(MAP_ACTIVE)?).map_err(LoaderError::map(MAP_ACTIVE))?,
+            counters: PerCpuArray::try_from(open(MAP_COUNTERS)?)
+                .map_err(LoaderError::map(MAP_COUNTERS))?,
+            meta: Array::try_from(open(MAP_META)?).map_err(LoaderError::map(MAP_META))?,
+        })
+    }
+}
+
+/// Read-only handles on the pinned maps that describe the running filter.
+pub struct PinnedState {
+    active: Array<MapData, u32>,
+    counters: PerCpuArray<MapData, Counter>,
+    meta: Array<MapData, MetaBlob>,
+}
+
+impl PinnedState {
+    pub fn generation(&self) -> Result<u32, LoaderError> {
+        self.active.get(&0, 0).map_err(LoaderError::map(MAP_ACTIVE))
+    }
+
+    pub fn meta(&self) -> Result<Meta, LoaderError> {
+        let blob = self.meta.get(&0, 0).map_err(LoaderError::map(MAP_META))?;
+        Meta::decode(&blob)
+    }
+
+    /// One interface slot's counters, summed over CPUs, by per-interface index.
+    pub fn counters(&self, iface_slot: u32) -> Result<Vec<Counter>, LoaderError> {
+        read_counters(&self.counters, iface_slot)
+    }
+}
+
+/// All `NUM_COUNTERS` cells of one interface slot, summed over CPUs.
+pub(crate) fn read_counters(
+    map: &PerCpuArray<MapData, Counter>,
+    iface_slot: u32,
+) -> Result<Vec<Counter>, LoaderError> {
+    (0..NUM_COUNTERS)
+        .map(|i| {
+            let per_cpu = map
+                .get(&iface_counter_index(iface_slot, i), 0)
+                .map_err(LoaderError::map(MAP_COUNTERS))?;
+            Ok(per_cpu.iter().fold(Counter::default(), |a, c| Counter {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+            }))
+        })
+        .collect()
+}
+
+// The field's integer type differs between architectures.
+#[allow(clippy::unnecessary_cast)]
+fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}
+
+fn mount_bpffs(at: &Path) -> Result<(), LoaderError> {
+    fs::create_dir_all(at).map_err(io(at))?;
+    tracing::info!("mounting bpffs at {}", at.display());
+    nix::mount::mount(
+        Some("bpf"),
+        at,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| LoaderError::Io {
+        path: at.to_path_buf(),
+        source: e.into(),
+    })
+}
