@@ -57,7 +57,7 @@ impl Response {
 }
 
 /// Binds the socket, replacing a stale file no daemon answers on.
-pub(super) fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
+pub(super) fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
     }
@@ -67,10 +67,13 @@ pub(super) fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
         }
         std::fs::remove_file(path).map_err(io_err(format!("removing stale {}", path.display())))?;
     }
-    let listener =
-        UnixListener::bind(path).map_err(io_err(format!("binding {}", path.display())))?;
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .map_err(io_err(format!("binding {}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(io_err(format!("chmod 0600 {}", path.display())))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("control socket"))?;
     Ok(listener)
 }
 

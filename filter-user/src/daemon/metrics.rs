@@ -24,13 +24,16 @@ use crate::{policy::BasicAuth, status::counter_rows};
 
 type Labels = Vec<(String, String)>;
 
-pub(super) async fn bind(addr: SocketAddr) -> Result<TcpListener, DaemonError> {
+pub(super) fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, DaemonError> {
     if !addr.ip().is_loopback() {
         tracing::warn!("metrics listen on {addr}, beyond loopback");
     }
-    TcpListener::bind(addr)
-        .await
-        .map_err(io_err(format!("metrics listener on {addr}")))
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(io_err(format!("metrics listener on {addr}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("metrics listener"))?;
+    Ok(listener)
 }
 
 pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {

@@ -193,9 +193,11 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     if interfaces.is_empty() {
         return Err(DaemonError::NoInterfaces);
     }
-    if control::ping(&opts.control_socket) {
-        return Err(DaemonError::AlreadyRunning(opts.control_socket.clone()));
-    }
+    // Claim the sockets before touching the filter: a second daemon or a busy
+    // port must fail without changing what is enforced.
+    let control_listener = control::bind(&opts.control_socket)?;
+    let metrics_listen = opts.metrics_listen.unwrap_or(policy.metrics.listen);
+    let metrics_listener = metrics::bind(metrics_listen)?;
     let root = PinRoot::new(&opts.pin_root);
     let filter = Filter::load(LoadOptions {
         log_packets: opts.log_packets,
@@ -231,17 +233,17 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         current: RwLock::new(current),
         detach_requested: AtomicBool::new(false),
     });
-    let metrics_listen = opts.metrics_listen.unwrap_or_else(|| {
-        policy::load(&opts.policy)
-            .map(|p| p.metrics.listen)
-            .unwrap_or(policy::DEFAULT_METRICS_LISTEN)
-    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(io_err("starting the runtime"))?;
-    runtime.block_on(serve(shared.clone(), opts.clone(), metrics_listen))?;
+    runtime.block_on(serve(
+        shared.clone(),
+        opts.clone(),
+        control_listener,
+        metrics_listener,
+    ))?;
 
     let _ = std::fs::remove_file(&opts.control_socket);
     if opts.detach_on_exit || shared.detach_requested.load(Ordering::SeqCst) {
@@ -265,20 +267,23 @@ pub(crate) struct Reload {
 async fn serve(
     shared: Arc<Shared>,
     opts: RunOptions,
-    metrics_listen: SocketAddr,
+    control_listener: std::os::unix::net::UnixListener,
+    metrics_listener: std::net::TcpListener,
 ) -> Result<(), DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<Reload>(16);
     let (shutdown_tx, mut shutdown_rx) = mpsc::channel::<()>(1);
-    let listener = control::bind(&opts.control_socket)?;
+    let listener =
+        tokio::net::UnixListener::from_std(control_listener).map_err(io_err("control socket"))?;
     tokio::spawn(control::serve(
         listener,
         shared.clone(),
         reload_tx.clone(),
         shutdown_tx,
     ));
-    let metrics = metrics::bind(metrics_listen).await?;
+    let metrics =
+        tokio::net::TcpListener::from_std(metrics_listener).map_err(io_err("metrics listener"))?;
     tokio::spawn(metrics::serve(metrics, shared.clone()));
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(64);
     let mut watcher = watch::Watcher::new(changed_tx);
