@@ -118,7 +118,17 @@ fn now() -> u64 {
 
 impl Core {
     /// Writes `policy` into the inactive slot, flips, and records it in META.
-    fn apply(&mut self, mut policy: CompiledPolicy) -> Result<(u32, Current), LoaderError> {
+    /// Unless `force`, a policy identical to the enforced one (same hash of
+    /// the policy and its list files) changes nothing and keeps the generation.
+    fn apply(
+        &mut self,
+        mut policy: CompiledPolicy,
+        force: bool,
+    ) -> Result<(u32, Current), LoaderError> {
+        if !force && policy.source_hash_hex() == self.meta.policy_hash {
+            tracing::info!("policy unchanged; generation {} stays", self.filter.generation());
+            return Ok((self.filter.generation(), Current::of(&policy)));
+        }
         let mut meta = self.meta.clone();
         meta.assign_zone_ids(&mut policy);
         let generation = self.filter.apply(&policy)?;
@@ -184,6 +194,12 @@ impl Core {
 
 /// Runs the daemon until SIGTERM/SIGINT (or `portcullis detach`).
 pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    // A parent may hand us blocked signals; SIGTERM and SIGHUP must arrive.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
     let policy = policy::load(&opts.policy)?;
     let interfaces = if opts.ifaces.is_empty() {
         policy.interfaces.clone()
@@ -213,7 +229,8 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         policy_path: opts.policy.clone(),
         interfaces,
     };
-    let (generation, current) = core.apply(policy)?;
+    // Always write at start-up: the slots may come from another build.
+    let (generation, current) = core.apply(policy, true)?;
     core.attach_all()?;
     tracing::info!(
         "enforcing {} (generation {generation}{}) on {:?}",
@@ -293,11 +310,20 @@ async fn serve(
     let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
     let mut log_tick = tokio::time::interval(Duration::from_millis(200));
+    // A file change reloads 300 ms after the first event of a burst (editors
+    // write in several steps); the loop keeps serving meanwhile.
+    let mut change_due: Option<tokio::time::Instant> = None;
 
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         tracing::warn!("sd_notify: {e}");
     }
     loop {
+        let debounce = async {
+            match change_due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let request = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -305,9 +331,11 @@ async fn serve(
             _ = hup.recv() => Reload { why: "SIGHUP", reply: None },
             Some(r) = reload_rx.recv() => r,
             Some(()) = changed_rx.recv() => {
-                // Editors write in several steps: let the burst settle.
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                while changed_rx.try_recv().is_ok() {}
+                change_due.get_or_insert(tokio::time::Instant::now() + Duration::from_millis(300));
+                continue;
+            }
+            _ = debounce => {
+                change_due = None;
                 Reload { why: "file change", reply: None }
             }
             _ = log_tick.tick() => {
@@ -356,7 +384,7 @@ fn reload(shared: &Shared, why: &str) -> Result<u32, String> {
     let path = core.policy_path.clone();
     let outcome = policy::load(&path)
         .map_err(|e| e.to_string())
-        .and_then(|p| core.apply(p).map_err(|e| e.to_string()));
+        .and_then(|p| core.apply(p, false).map_err(|e| e.to_string()));
     match outcome {
         Ok((generation, current)) => {
             shared.reloads_ok.fetch_add(1, Ordering::Relaxed);

@@ -202,10 +202,12 @@ impl PinRoot {
                 fs::remove_dir(&dir).map_err(io(&dir))?;
             }
         }
-        if self.root.exists() {
-            fs::remove_dir(&self.root).map_err(io(&self.root))?;
+        match fs::remove_dir(&self.root) {
+            // A root that is itself a bpffs mount point stays, empty.
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(io(&self.root)),
         }
-        Ok(())
     }
 
     /// Opens the pinned state read-only (for `status` without a daemon).
