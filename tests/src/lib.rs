@@ -8,6 +8,7 @@
 //! - `harness`, `loader_checks`: run frames through the real XDP object (root).
 
 pub mod case;
+pub mod e2e;
 pub mod evasion;
 pub mod fixtures;
 pub mod gen;

@@ -1,0 +1,105 @@
+//! The end-to-end suite: real TCP/UDP probes between network namespaces
+//! against `portcullis run` in a "host" namespace (see `portcullis_tests::e2e`).
+//! Needs root. Prints one line per scenario and `e2e: N passed, M failed`;
+//! exits non-zero on any failure. Everything it creates is removed on exit,
+//! on panic and on SIGINT/SIGTERM.
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use portcullis_tests::e2e::{cleanup, daemon::Sandbox, policies, scenarios};
+
+#[derive(Parser)]
+struct Args {
+    /// The `portcullis` binary (default: next to this one).
+    #[arg(long)]
+    portcullis: Option<PathBuf>,
+    /// deploy/examples (keep.toml and its lists).
+    #[arg(long)]
+    examples: Option<PathBuf>,
+    /// Run only scenarios whose name contains this (repeatable).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Only the scenarios that prove the harness itself (no daemon needed).
+    #[arg(long)]
+    harness_only: bool,
+    /// Reloads in the flip scenario.
+    #[arg(long, default_value_t = 100)]
+    flips: usize,
+    /// Echo the daemons' logs.
+    #[arg(long, short)]
+    verbose: bool,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("e2e-suite: {e:#}");
+            println!("e2e: 0 passed, 1 failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<bool> {
+    let all = scenarios::all();
+    if args.list {
+        for s in &all {
+            println!(
+                "{}{}",
+                s.name,
+                if s.harness_only { " (harness)" } else { "" }
+            );
+        }
+        return Ok(true);
+    }
+    cleanup::install_signal_handler()?;
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("the e2e suite creates network namespaces and loads XDP: run it as root");
+    }
+    for what in cleanup::sweep_leftovers() {
+        eprintln!("e2e: removed leftover {what}");
+    }
+    let bin = match &args.portcullis {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe has a directory")?
+            .join("portcullis"),
+    };
+    let selected: Vec<_> = all
+        .into_iter()
+        .filter(|s| !args.harness_only || s.harness_only)
+        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| s.name.contains(o.as_str())))
+        .collect();
+    let started = Instant::now();
+    let sb = if args.harness_only {
+        // The harness scenarios never start the daemon: any file will do.
+        Sandbox::new(&std::env::current_exe()?, args.verbose)?
+    } else {
+        Sandbox::new(&bin, args.verbose)?
+    };
+    eprintln!(
+        "e2e: sandbox {} ready in {:.2} s (daemon: {})",
+        sb.topo.prefix,
+        started.elapsed().as_secs_f64(),
+        bin.display()
+    );
+    let examples = args.examples.clone().unwrap_or_else(policies::examples_dir);
+    let keep = policies::install_keep(&examples, &sb.dir)?;
+    let (passed, failed, skipped) = scenarios::run_all(&sb, &selected, args.flips, keep);
+    drop(sb);
+    println!("e2e: {:.1} s in all", started.elapsed().as_secs_f64());
+    if skipped > 0 {
+        println!("e2e: {passed} passed, {failed} failed, {skipped} skipped");
+    } else {
+        println!("e2e: {passed} passed, {failed} failed");
+    }
+    Ok(failed == 0)
+}
