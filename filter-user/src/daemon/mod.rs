@@ -126,7 +126,10 @@ impl Core {
         force: bool,
     ) -> Result<(u32, Current), LoaderError> {
         if !force && policy.source_hash_hex() == self.meta.policy_hash {
-            tracing::info!("policy unchanged; generation {} stays", self.filter.generation());
+            tracing::info!(
+                "policy unchanged; generation {} stays",
+                self.filter.generation()
+            );
             return Ok((self.filter.generation(), Current::of(&policy)));
         }
         let mut meta = self.meta.clone();
