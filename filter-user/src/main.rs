@@ -193,6 +193,7 @@ fn status(args: &StatusArgs) -> Result<ExitCode> {
 fn detach(args: &StatusArgs) -> Result<ExitCode> {
     let root = PinRoot::new(&args.pin_root);
     let interfaces = root.pinned_links();
+    let link_ids = root.link_ids();
     if control::ping(&args.control_socket) {
         // The daemon removes the pins itself and exits, releasing its handles.
         let answer = control::request(
@@ -211,6 +212,13 @@ fn detach(args: &StatusArgs) -> Result<ExitCode> {
         }
     }
     root.remove_all()?;
+    let alive = PinRoot::wait_links_released(&link_ids, std::time::Duration::from_secs(5));
+    if !alive.is_empty() {
+        anyhow::bail!(
+            "pins removed, but XDP links {alive:?} are still held open by another process \
+             (see `bpftool link show`); the filter stays until it closes them"
+        );
+    }
     if interfaces.is_empty() {
         println!("no filter was attached under {}", args.pin_root.display());
     } else {

@@ -181,6 +181,33 @@ impl PinRoot {
         Ok(Some(mode))
     }
 
+    /// Kernel ids of the pinned XDP links (to watch them go away).
+    pub fn link_ids(&self) -> Vec<u32> {
+        self.pinned_links()
+            .iter()
+            .filter_map(|iface| PinnedLink::from_pin(self.link(iface)).ok())
+            .filter_map(|pinned| FdLink::from(pinned).info().ok().map(|i| i.id()))
+            .collect()
+    }
+
+    /// Waits until none of `ids` is a live link any more: the kernel releases
+    /// an unpinned link shortly after its last handle closes, not at once.
+    /// Returns the ids still alive at the deadline.
+    pub fn wait_links_released(ids: &[u32], timeout: std::time::Duration) -> Vec<u32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let alive: Vec<u32> = aya::programs::loaded_links()
+                .filter_map(Result::ok)
+                .map(|l| l.id())
+                .filter(|id| ids.contains(id))
+                .collect();
+            if alive.is_empty() || std::time::Instant::now() >= deadline {
+                return alive;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Removes the pinned link of `iface`: the kernel detaches the program once
     /// no process holds the link any more.
     pub fn unpin_link(&self, iface: &str) -> Result<(), LoaderError> {
