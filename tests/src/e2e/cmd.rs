@@ -98,5 +98,5 @@ pub fn check(cmd: &mut Command, timeout: Duration) -> Result<String> {
 
 /// `ip ARGS…`, checked.
 pub fn ip(args: &[&str]) -> Result<String> {
-    check(Command::new("ip").args(args), CMD_TIMEOUT)
+    check(Command::new("ip").args(args), super::patience(CMD_TIMEOUT))
 }

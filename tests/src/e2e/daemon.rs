@@ -56,8 +56,9 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Builds everything under the run prefix `pc<pid>`.
-    pub fn new(bin: &Path, verbose: bool) -> Result<Sandbox> {
+    /// Builds everything under the run prefix `pc<pid>`; the VLAN path only
+    /// with `vlan` (and where tcx exists, see [`Topology::build`]).
+    pub fn new(bin: &Path, verbose: bool, vlan: bool) -> Result<Sandbox> {
         if !bin.is_file() {
             bail!(
                 "{} not found: build it first (cargo build --release -p filter-user)",
@@ -88,7 +89,7 @@ impl Sandbox {
                 eprintln!("cleanup: unmounting {}: {e}", p.display());
             }
         });
-        let topo = Topology::build(&prefix)?;
+        let topo = Topology::build(&prefix, vlan)?;
         let listeners = Listeners::start(topo.host_ns())?;
         Ok(Sandbox {
             bin: bin.to_path_buf(),
@@ -131,7 +132,7 @@ impl Sandbox {
             all.push(self.control.display().to_string());
         }
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        cmd::run(&mut self.portcullis(&refs), CMD_TIMEOUT)
+        cmd::run(&mut self.portcullis(&refs), super::patience(CMD_TIMEOUT))
     }
 
     /// `status --output json`, parsed.
@@ -423,10 +424,11 @@ impl Daemon {
         };
         let mut buf = [0u8; 4096];
         loop {
-            if started.elapsed() > READY_TIMEOUT {
+            let limit = super::patience(READY_TIMEOUT);
+            if started.elapsed() > limit {
                 d.kill9();
                 bail!(
-                    "daemon sent no READY=1 within {READY_TIMEOUT:?}; its log:\n{}",
+                    "daemon sent no READY=1 within {limit:?}; its log:\n{}",
                     d.log_tail(60)
                 );
             }
@@ -476,10 +478,11 @@ impl Daemon {
             return Ok(st);
         }
         self.signal(Signal::SIGTERM)?;
-        match cmd::wait_bounded(&mut self.child, STOP_TIMEOUT) {
+        let limit = super::patience(STOP_TIMEOUT);
+        match cmd::wait_bounded(&mut self.child, limit) {
             Some(st) => Ok(st),
             None => bail!(
-                "daemon {} did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed); log:\n{}",
+                "daemon {} did not exit within {limit:?} of SIGTERM (killed); log:\n{}",
                 self.pid,
                 self.log_tail(40)
             ),

@@ -79,7 +79,7 @@ fn verdict(o: &probe::Outcome) -> &'static str {
 /// Runs the demo; false if a probe disagreed with the policy.
 pub fn run(bin: &Path, policy: &Path, verbose: bool) -> Result<bool> {
     let started = Instant::now();
-    let sb = Sandbox::new(bin, verbose)?;
+    let sb = Sandbox::new(bin, verbose, true)?;
     println!(
         "sandbox {}: namespaces {}, {}, {} (built in {} ms)",
         sb.topo.prefix,

@@ -14,6 +14,11 @@
 //! - `scenarios`: the scenarios of `e2e-suite`.
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
 
+use std::{
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
 pub mod cleanup;
 pub mod cmd;
 pub mod daemon;
@@ -25,3 +30,18 @@ pub mod probe;
 pub mod scenarios;
 pub mod topology;
 pub mod vlan;
+
+/// How much slower than the development host the machine is (1 there; the VM
+/// subset under QEMU TCG sets 4): scales the harness's waiting limits, never
+/// what a probe must see.
+static SLOWDOWN: AtomicU32 = AtomicU32::new(1);
+
+/// Sets the factor [`patience`] multiplies limits by.
+pub fn set_slowdown(factor: u32) {
+    SLOWDOWN.store(factor.max(1), Ordering::Relaxed);
+}
+
+/// A waiting limit (READY=1, SIGTERM, CLI calls, polls) scaled by the slowdown.
+pub fn patience(d: Duration) -> Duration {
+    d * SLOWDOWN.load(Ordering::Relaxed)
+}

@@ -177,6 +177,9 @@ pub struct Topology {
     /// off), so XDP on the host's `mgmt0` sees them, rather than passing them
     /// out of band as veth does by default.
     pub vlan_tags_inband: bool,
+    /// Why there is no VLAN path (not asked for, or tcx is missing: Linux < 6.6);
+    /// `None` when it was built.
+    pub vlan_skipped: Option<String>,
 }
 
 impl Topology {
@@ -185,7 +188,9 @@ impl Topology {
         format!("pc{}", std::process::id())
     }
 
-    pub fn build(prefix: &str) -> Result<Topology> {
+    /// Builds the namespaces and links; the VLAN path only when `vlan` is set
+    /// and the kernel can attach its tc programs (tcx, Linux ≥ 6.6).
+    pub fn build(prefix: &str, vlan: bool) -> Result<Topology> {
         let internet = Netns::create(&format!("{prefix}-internet"))?;
         let mgmt = Netns::create(&format!("{prefix}-mgmt"))?;
         let host = Netns::create(&format!("{prefix}-host"))?;
@@ -195,6 +200,7 @@ impl Topology {
             mgmt,
             host,
             vlan_tags_inband: false,
+            vlan_skipped: (!vlan).then(|| "no VLAN path asked for (--no-vlan/--vm-subset)".into()),
         };
         topo.configure().context("building the topology")?;
         Ok(topo)
@@ -209,6 +215,57 @@ impl Topology {
 
     pub fn host_ns(&self) -> &str {
         self.host.name()
+    }
+
+    /// Whether probes from `s` can run: its path exists.
+    pub fn has_source(&self, s: &Source) -> bool {
+        s.path != Path::Vlan || self.vlan_skipped.is_none()
+    }
+
+    /// The sources whose path exists.
+    pub fn sources(&self) -> Vec<Source> {
+        ALL_SOURCES
+            .into_iter()
+            .filter(|s| self.has_source(s))
+            .collect()
+    }
+
+    /// The VLAN path (see `vlan`): on each side a veth pair `vlan100` ↔
+    /// `vlan100p` bridged to the trunk by two tcx programs. When tcx attach is
+    /// refused (Linux < 6.6: EINVAL for the unknown attach type), the pairs are
+    /// removed again and the reason returned as `Ok(Some(reason))`.
+    fn build_vlan(&mut self, h: &str, m: &str) -> Result<Option<String>> {
+        for (ns, trunk) in [(h, HOST_MGMT_IF), (m, "eth0")] {
+            ip(&[
+                "-n",
+                ns,
+                "link",
+                "add",
+                VLAN_IF,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                VLAN_PEER_IF,
+            ])?;
+            for dev in [VLAN_IF, VLAN_PEER_IF] {
+                ip(&["-n", ns, "link", "set", dev, "up"])?;
+            }
+            if let Err(e) = netns::run_in(ns, || vlan::bridge_vlan(VLAN_PEER_IF, trunk, VLAN_ID))? {
+                let tcx_missing = format!("{e:#}").contains("attaching a tcx");
+                for ns in [h, m] {
+                    let _ = ip(&["-n", ns, "link", "del", VLAN_IF]);
+                }
+                if tcx_missing {
+                    return Ok(Some(format!("no VLAN path: {e:#} (tcx needs Linux ≥ 6.6)")));
+                }
+                return Err(e);
+            }
+        }
+        // Tags in the frame on the wire (see `vlan_tags_inband`).
+        self.vlan_tags_inband = netns::run_in(m, || set_tx_vlan_offload("eth0", false))??;
+        netns::run_in(h, || set_tx_vlan_offload(HOST_MGMT_IF, false))??;
+        Ok(None)
     }
 
     fn configure(&mut self) -> Result<()> {
@@ -258,27 +315,10 @@ impl Topology {
         ])?;
         // VLAN 100 over the mgmt link, on both sides (see `vlan`): `vlan100`
         // holds the addresses, its peer `vlan100p` tags into / untags from the trunk.
-        for (ns, trunk) in [(&h, HOST_MGMT_IF), (&m, "eth0")] {
-            ip(&[
-                "-n",
-                ns,
-                "link",
-                "add",
-                VLAN_IF,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                VLAN_PEER_IF,
-            ])?;
-            for dev in [VLAN_IF, VLAN_PEER_IF] {
-                ip(&["-n", ns, "link", "set", dev, "up"])?;
-            }
-            netns::run_in(ns, || vlan::bridge_vlan(VLAN_PEER_IF, trunk, VLAN_ID))??;
+        if self.vlan_skipped.is_none() {
+            self.vlan_skipped = self.build_vlan(&h, &m)?;
         }
-        // Tags in the frame on the wire (see `vlan_tags_inband`).
-        self.vlan_tags_inband = netns::run_in(&m, || set_tx_vlan_offload("eth0", false))??;
-        netns::run_in(&h, || set_tx_vlan_offload(HOST_MGMT_IF, false))??;
+        let vlan = self.vlan_skipped.is_none();
 
         let addrs: &[(&str, &str, &str)] = &[
             (&h, HOST_INET_IF, "198.18.0.1/24"),
@@ -304,6 +344,9 @@ impl Topology {
             (&m, VLAN_IF, "2001:db8:100::2/128"),
         ];
         for (ns, dev, a) in addrs {
+            if *dev == VLAN_IF && !vlan {
+                continue;
+            }
             let mut args = vec!["-n", ns, "addr", "add", a, "dev", dev];
             if a.contains(':') {
                 args.push("nodad");
@@ -334,6 +377,9 @@ impl Topology {
             (&h, "2001:db8:100::2/128", "fd20:4b45:4550:100::2", VLAN_IF),
         ];
         for (ns, dst, via, dev) in routes {
+            if *dev == VLAN_IF && !vlan {
+                continue;
+            }
             let fam = if via.contains(':') { "-6" } else { "-4" };
             ip(&["-n", ns, fam, "route", "add", dst, "via", via, "dev", dev])?;
         }
