@@ -1,16 +1,13 @@
 //! A compiled policy turned into the exact map entries of one slot. Pure data:
 //! building it touches no kernel state, so it is unit-tested without BPF, and the
 //! writer can diff two images to touch only what changed.
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use filter_common::{
-    Bl4Hosts, Bl4Word, Config, PortEntry, ZoneInfo, FAILSAFE_SET_BASE, MAX_FAILSAFE_GROUPS,
-    MAX_ZONES, PROTO_INDEX_SCTP, PROTO_INDEX_TCP, PROTO_INDEX_UDP,
-};
+use filter_common::{Bl4Hosts, Bl4Word, Config, PortEntry, ZoneInfo};
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use super::LoaderError;
-use crate::policy::{Action, CompiledPolicy, FragmentMode, PortRange, Proto};
+use super::{compact::Compact, LoaderError};
+use crate::policy::CompiledPolicy;
 
 /// Everything one slot holds. Keys are slot-relative; the writer adds the slot.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -36,154 +33,20 @@ pub struct ImageOptions {
     pub log_packets: bool,
 }
 
-fn proto_index(p: Proto) -> u32 {
-    match p {
-        Proto::Tcp => PROTO_INDEX_TCP,
-        Proto::Udp => PROTO_INDEX_UDP,
-        Proto::Sctp => PROTO_INDEX_SCTP,
-    }
-}
-
-fn port_keys(r: &PortRange) -> impl Iterator<Item = u32> {
-    let base = proto_index(r.proto) * 65536;
-    (r.first as u32..=r.last as u32).map(move |p| base + p)
-}
-
 impl SlotImage {
+    /// Every map entry of `policy`'s slot. Built through the compact form the
+    /// writer uses (`compact.rs`), so the two cannot disagree.
     pub fn build(policy: &CompiledPolicy, opts: ImageOptions) -> Result<Self, LoaderError> {
-        let mut img = SlotImage {
-            config: config(policy, opts),
-            ..SlotImage::default()
-        };
-
-        if policy.zones.len() > MAX_ZONES as usize {
-            return Err(LoaderError::TooManyZones(policy.zones.len()));
-        }
-        for zone in &policy.zones {
-            let id = zone.id as u32;
-            let flags = ZoneInfo::PRESENT | if zone.audit { ZoneInfo::AUDIT } else { 0 };
-            img.zones.insert(id, ZoneInfo { flags });
-            for r in &zone.ports {
-                for key in port_keys(r) {
-                    let e = img.ports.entry(key).or_default();
-                    if e.zone != 0 && e.zone as u32 != id {
-                        return Err(LoaderError::PortClaimedTwice {
-                            port: key & 0xffff,
-                            zones: (e.zone, zone.id),
-                        });
-                    }
-                    e.zone = zone.id;
-                }
-            }
-            img.allow4.extend(zone.allow_v4.iter().map(|n| (id, *n)));
-            img.allow6.extend(zone.allow_v6.iter().map(|n| (id, *n)));
-        }
-
-        img.add_failsafe(policy)?;
-        for net in &policy.blocklist_v4 {
-            img.add_bl4(*net);
-        }
-        img.bl6.extend(policy.blocklist_v6.iter().copied());
-        if !img.bl4_words.is_empty() {
-            img.config.flags |= Config::HAS_BL4;
-        }
-        if !img.bl6.is_empty() {
-            img.config.flags |= Config::HAS_BL6;
-        }
-        Ok(img)
+        Ok(Compact::build(policy, opts)?.expand())
     }
-
-    /// Each port covered by failsafe rules gets the group of exactly those rules;
-    /// the group's allow set is the union of their `from` lists.
-    fn add_failsafe(&mut self, policy: &CompiledPolicy) -> Result<(), LoaderError> {
-        // Ordered, so group ids are a function of the policy alone: the same
-        // policy always yields the same image (no churn on reload).
-        let mut covering: BTreeMap<u32, BTreeSet<usize>> = BTreeMap::new();
-        for (i, rule) in policy.failsafe.iter().enumerate() {
-            for r in &rule.ports {
-                for key in port_keys(r) {
-                    covering.entry(key).or_default().insert(i);
-                }
-            }
-        }
-        let mut groups: BTreeMap<BTreeSet<usize>, u16> = BTreeMap::new();
-        for (key, rules) in covering {
-            let next = groups.len() as u32 + 1;
-            if next > MAX_FAILSAFE_GROUPS {
-                return Err(LoaderError::TooManyFailsafeGroups);
-            }
-            let group = *groups.entry(rules).or_insert(next as u16);
-            self.ports.entry(key).or_default().failsafe = group;
-        }
-        for (rules, group) in groups {
-            let set = FAILSAFE_SET_BASE + group as u32;
-            for i in rules {
-                let rule = &policy.failsafe[i];
-                self.allow4.extend(rule.from_v4.iter().map(|n| (set, *n)));
-                self.allow6.extend(rule.from_v6.iter().map(|n| (set, *n)));
-            }
-        }
-        if !policy.failsafe.is_empty() {
-            self.config.flags |= Config::HAS_FAILSAFE;
-        }
-        Ok(())
-    }
-
-    /// Prefixes up to /24 set whole-/24 bits; longer ones set host bits.
-    fn add_bl4(&mut self, net: Ipv4Net) {
-        let first = u32::from(net.network());
-        if net.prefix_len() <= 24 {
-            let lo = first >> 8;
-            let hi = u32::from(net.broadcast()) >> 8;
-            for w in (lo >> 6)..=(hi >> 6) {
-                let wlo = (w << 6).max(lo);
-                let whi = ((w << 6) | 63).min(hi);
-                let mask = bit_range(wlo & 63, whi & 63);
-                self.bl4_words.entry(w).or_default().full |= mask;
-            }
-        } else {
-            let net24 = first >> 8;
-            let lo = first & 0xff;
-            let hi = u32::from(net.broadcast()) & 0xff;
-            let hosts = self.bl4_hosts.entry(net24).or_default();
-            for h in lo..=hi {
-                hosts.bits[(h >> 6) as usize] |= 1 << (h & 63);
-            }
-            self.bl4_words.entry(net24 >> 6).or_default().part |= 1 << (net24 & 63);
-        }
-    }
-}
-
-/// Bits lo..=hi of a u64 set.
-fn bit_range(lo: u32, hi: u32) -> u64 {
-    let upper = if hi == 63 {
-        u64::MAX
-    } else {
-        (1u64 << (hi + 1)) - 1
-    };
-    upper & !((1u64 << lo) - 1)
-}
-
-fn config(policy: &CompiledPolicy, opts: ImageOptions) -> Config {
-    let d = &policy.defaults;
-    let mut flags = Config::VALID;
-    let mut set = |cond: bool, flag: u32| {
-        if cond {
-            flags |= flag;
-        }
-    };
-    set(d.non_ip == Action::Drop, Config::NON_IP_DROP);
-    set(d.unmatched == Action::Drop, Config::UNMATCHED_DROP);
-    set(d.other_protocols == Action::Drop, Config::OTHER_DROP);
-    set(d.fragments == FragmentMode::Drop, Config::FRAGMENTS_DROP);
-    set(opts.log_packets, Config::LOG_PACKETS);
-    Config { flags }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::compact::bit_range;
     use super::*;
     use crate::policy::compile_str;
+    use filter_common::FAILSAFE_SET_BASE;
     use std::path::Path;
 
     fn image(toml: &str) -> SlotImage {

@@ -2,7 +2,11 @@
 use std::{collections::HashSet, hash::Hash};
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap as BpfHashMap, LpmTrie, MapData, PerCpuArray},
+    maps::{
+        lpm_trie::Key, Array, HashMap as BpfHashMap, IterableMap, LpmTrie, MapData, MapError,
+        PerCpuArray,
+    },
+    sys::SyscallError,
     Ebpf, Pod,
 };
 use filter_common::{
@@ -13,7 +17,14 @@ use filter_common::{
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use super::{image::SlotImage, meta::Meta, pins::read_counters, LoaderError};
+use super::{
+    batch::{self, BATCH},
+    compact::{keyed_diff, sorted_diff, touched_words, word, Compact},
+    image::SlotImage,
+    meta::Meta,
+    pins::read_counters,
+    LoaderError,
+};
 
 pub struct Maps {
     active: Array<MapData, u32>,
@@ -94,6 +105,159 @@ fn sync_array<V: Pod + Default + PartialEq>(
         }
     }
     Ok(())
+}
+
+fn batch_error(name: &'static str, call: &'static str, io_error: std::io::Error) -> LoaderError {
+    LoaderError::Map {
+        map: name,
+        source: MapError::SyscallError(SyscallError { call, io_error }),
+    }
+}
+
+/// Writes `keys[i] → values[i]`, `BATCH` entries per syscall; one per entry
+/// where the map has no batch support (map type or kernel). Needs only a
+/// shared reference, so disjoint ranges can be written from several threads.
+fn put_all<K: Pod, V: Pod>(
+    map: &MapData,
+    name: &'static str,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), LoaderError> {
+    for (ks, vs) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
+        let done = batch::update(map, ks, vs);
+        if done.error.is_none() {
+            continue;
+        }
+        if !done.unsupported() {
+            let e = done.into_error("bpf_map_update_batch");
+            return Err(batch_error(name, e.call, e.io_error));
+        }
+        for (k, v) in ks.iter().zip(vs).skip(done.processed) {
+            batch::update_one(map, k, v)
+                .map_err(|e| batch_error(name, "bpf_map_update_elem", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes `keys`, `BATCH` per syscall (one per entry without batch support).
+fn del_all<K: Pod>(map: &MapData, name: &'static str, keys: &[K]) -> Result<(), LoaderError> {
+    for ks in keys.chunks(BATCH) {
+        let done = batch::delete(map, ks);
+        if done.error.is_none() {
+            continue;
+        }
+        if !done.unsupported() {
+            let e = done.into_error("bpf_map_delete_batch");
+            return Err(batch_error(name, e.call, e.io_error));
+        }
+        for k in ks.iter().skip(done.processed) {
+            batch::delete_one(map, k).map_err(|e| batch_error(name, "bpf_map_delete_elem", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Brings an LPM trie from the sorted set `old` to the sorted set `new`.
+fn sync_lpm_sorted<T: Ord, K: Pod>(
+    map: &LpmTrie<MapData, K, u8>,
+    name: &'static str,
+    old: &[T],
+    new: &[T],
+    key: impl Fn(&T) -> Key<K>,
+) -> Result<(), LoaderError> {
+    let (gone, added) = sorted_diff(old, new);
+    let gone: Vec<Key<K>> = gone.into_iter().map(&key).collect();
+    del_all(map.map(), name, &gone)?;
+    drop(gone);
+    let added: Vec<Key<K>> = added.into_iter().map(&key).collect();
+    put_all(map.map(), name, &added, &vec![1u8; added.len()])
+}
+
+/// Merges two ascending, duplicate-free lists.
+fn union_sorted(a: Vec<u32>, b: Vec<u32>) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let x = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) if x == y => {
+                i += 1;
+                j += 1;
+                *x
+            }
+            (Some(x), Some(y)) if x < y => {
+                i += 1;
+                *x
+            }
+            (Some(x), None) => {
+                i += 1;
+                *x
+            }
+            (_, Some(y)) => {
+                j += 1;
+                *y
+            }
+            (None, None) => unreachable!(),
+        };
+        out.push(x);
+    }
+    out
+}
+
+/// The IPv4 bitmap maps of one slot being rewritten from `old` to `new`.
+struct Bl4Maps<'a> {
+    slot: u32,
+    words: &'a MapData,
+    hosts: &'a MapData,
+    old: &'a [Ipv4Net],
+    new: &'a [Ipv4Net],
+}
+
+impl Bl4Maps<'_> {
+    /// Rewrites `words` (and their host bitmaps) where their content differs
+    /// between `old` and `new`, in batches.
+    fn write(&self, words: &[u32]) -> Result<(), LoaderError> {
+        let slot = self.slot;
+        let mut word_keys = Vec::new();
+        let mut word_values = Vec::new();
+        let mut host_gone = Vec::new();
+        let mut host_keys = Vec::new();
+        let mut host_values = Vec::new();
+        let (mut old_hosts, mut new_hosts) = (Vec::new(), Vec::new());
+        let last = words.last().copied();
+        for &w in words {
+            old_hosts.clear();
+            new_hosts.clear();
+            let before = word(self.old, w, &mut old_hosts);
+            let after = word(self.new, w, &mut new_hosts);
+            if before != after {
+                word_keys.push(slot * BL4_WORDS_PER_SLOT + w);
+                word_values.push(after);
+            }
+            if !old_hosts.is_empty() || !new_hosts.is_empty() {
+                let (gone, set) = keyed_diff(&old_hosts, &new_hosts);
+                host_gone.extend(gone.into_iter().map(|net24| Bl4HostKey { slot, net24 }));
+                for (net24, hosts) in set {
+                    host_keys.push(Bl4HostKey { slot, net24 });
+                    host_values.push(hosts);
+                }
+            }
+            let full =
+                word_keys.len() >= BATCH || host_keys.len() >= BATCH || host_gone.len() >= BATCH;
+            if full || Some(w) == last {
+                // Deletes first: both slots share the hash map's capacity.
+                del_all(self.hosts, MAP_BL4_HOSTS, &host_gone)?;
+                put_all(self.hosts, MAP_BL4_HOSTS, &host_keys, &host_values)?;
+                put_all(self.words, MAP_BL4_WORDS, &word_keys, &word_values)?;
+                word_keys.clear();
+                word_values.clear();
+                host_gone.clear();
+                host_keys.clear();
+                host_values.clear();
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Maps {
@@ -233,6 +397,81 @@ impl Maps {
         }
         sync_lpm(&mut self.bl6, MAP_BL6, &old.bl6, &new.bl6, |n| {
             key6(0, slot, n)
+        })?;
+        self.config
+            .set(slot, new.config, 0)
+            .map_err(LoaderError::map(MAP_CONFIG))
+    }
+
+    /// Turns `slot` from `old` into `new` (both compact), touching only what
+    /// differs, in batches. The config is written last.
+    pub(crate) fn write_compact(
+        &mut self,
+        slot: u32,
+        old: &Compact,
+        new: &Compact,
+    ) -> Result<(), LoaderError> {
+        if old.config.has(Config::VALID) {
+            self.config
+                .set(slot, Config::default(), 0)
+                .map_err(LoaderError::map(MAP_CONFIG))?;
+        }
+        let (gone, set) = keyed_diff(&old.ports, &new.ports);
+        let (keys, values): (Vec<u32>, Vec<PortEntry>) = gone
+            .into_iter()
+            .map(|k| (k, PortEntry::default()))
+            .chain(set)
+            .map(|(k, v)| (port_index(slot, k >> 16, k as u16), v))
+            .unzip();
+        put_all(self.ports.map(), MAP_PORTS, &keys, &values)?;
+        let (gone, set) = keyed_diff(&old.zones, &new.zones);
+        let (keys, values): (Vec<u32>, Vec<ZoneInfo>) = gone
+            .into_iter()
+            .map(|k| (k, ZoneInfo::default()))
+            .chain(set)
+            .map(|(k, v)| (zone_index(slot, k), v))
+            .unzip();
+        put_all(self.zones.map(), MAP_ZONES, &keys, &values)?;
+        sync_lpm_sorted(
+            &self.allow4,
+            MAP_ALLOW4,
+            &old.allow4,
+            &new.allow4,
+            |(s, n)| key4(*s, slot, n),
+        )?;
+        sync_lpm_sorted(
+            &self.allow6,
+            MAP_ALLOW6,
+            &old.allow6,
+            &new.allow6,
+            |(s, n)| key6(*s, slot, n),
+        )?;
+        // The IPv4 bitmap (mostly kernel time in hash inserts, ~1 µs each)
+        // in two halves on two threads; IPv6 beside it.
+        let (gone, added) = sorted_diff(&old.bl4, &new.bl4);
+        let words = union_sorted(
+            touched_words(gone.into_iter()).collect(),
+            touched_words(added.into_iter()).collect(),
+        );
+        let (first, second) = words.split_at(words.len() / 2);
+        let bl4 = Bl4Maps {
+            slot,
+            words: self.bl4_words.map(),
+            hosts: self.bl4_hosts.map(),
+            old: &old.bl4,
+            new: &new.bl4,
+        };
+        let bl6 = &self.bl6;
+        std::thread::scope(|s| -> Result<(), LoaderError> {
+            let other = s.spawn(|| -> Result<(), LoaderError> {
+                bl4.write(second)?;
+                sync_lpm_sorted(bl6, MAP_BL6, &old.bl6, &new.bl6, |n| key6(0, slot, n))
+            });
+            let mine = bl4.write(first);
+            other
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            mine
         })?;
         self.config
             .set(slot, new.config, 0)

@@ -4,6 +4,8 @@
 //! the entries that differ from what that slot holds), then flipping `ACTIVE`
 //! with one 4-byte write. Packets read `ACTIVE` once, so each one sees exactly
 //! one whole policy.
+mod batch;
+mod compact;
 mod image;
 mod maps;
 mod meta;
@@ -20,6 +22,7 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfError, EbpfLoader,
 };
+use compact::Compact;
 use filter_common::{
     counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, NUM_SLOTS, PROGRAM_NAME,
 };
@@ -121,12 +124,25 @@ impl Default for LoadOptions {
 pub struct Filter {
     ebpf: Ebpf,
     maps: Maps,
-    /// What each slot holds in the kernel; `None` = unknown (read it back first).
-    shadow: [Option<SlotImage>; NUM_SLOTS as usize],
+    /// What each slot holds in the kernel, in compact form; `None` = unknown
+    /// (read it back first).
+    shadow: [Option<Compact>; NUM_SLOTS as usize],
     generation: u32,
     last_flip: Option<Instant>,
     opts: LoadOptions,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+}
+
+/// Hands memory freed by compiling and writing a large policy (the list
+/// files' text, temporary vectors) back to the kernel, so the daemon's RSS is
+/// what it keeps (the two compact shadows), not its peak. glibc keeps freed
+/// heap otherwise.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
 }
 
 impl Filter {
@@ -177,7 +193,7 @@ impl Filter {
         let generation = maps.active_generation()?;
         // Fresh maps are empty; adopted slots hold whatever the previous run
         // wrote and are read back before their first write.
-        let known = (!adopted).then(SlotImage::default);
+        let known = (!adopted).then(Compact::default);
         Ok(Filter {
             ebpf,
             maps,
@@ -242,16 +258,20 @@ impl Filter {
     /// Writes `policy` into the inactive slot and flips to it. On error the
     /// active policy is untouched and keeps enforcing.
     pub fn apply(&mut self, policy: &CompiledPolicy) -> Result<u32, LoaderError> {
-        let image = SlotImage::build(
+        let image = Compact::build(
             policy,
             ImageOptions {
                 log_packets: self.opts.log_packets,
             },
         )?;
-        self.apply_image(image)
+        self.apply_compact(image)
     }
 
     pub fn apply_image(&mut self, image: SlotImage) -> Result<u32, LoaderError> {
+        self.apply_compact(Compact::from_image(&image))
+    }
+
+    fn apply_compact(&mut self, image: Compact) -> Result<u32, LoaderError> {
         let next = self.generation.wrapping_add(1);
         let slot = slot_of(next);
         if let Some(at) = self.last_flip {
@@ -260,18 +280,23 @@ impl Filter {
                 thread::sleep(self.opts.quiesce - since);
             }
         }
-        let old = match self.shadow[slot as usize].take() {
-            Some(old) => old,
-            None => self.maps.read_slot(slot)?,
-        };
         // Until the write completes the slot's content is unknown; a failure
         // leaves `None` so the next attempt reads it back instead of trusting
         // a stale shadow.
-        self.maps.write_slot(slot, &old, &image)?;
+        match self.shadow[slot as usize].take() {
+            Some(old) => self.maps.write_compact(slot, &old, &image)?,
+            // Read back from the kernel: possibly inconsistent after a failed
+            // write, so diff entry by entry against the expanded image.
+            None => {
+                let old = self.maps.read_slot(slot)?;
+                self.maps.write_slot(slot, &old, &image.expand())?;
+            }
+        }
         self.shadow[slot as usize] = Some(image);
         self.maps.set_active(next)?;
         self.generation = next;
         self.last_flip = Some(Instant::now());
+        release_freed_memory();
         Ok(next)
     }
 
