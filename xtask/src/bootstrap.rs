@@ -117,3 +117,61 @@ fn llvm() -> Result<()> {
             .args(LLVM_PACKAGES),
     )
 }
+
+/// What `vm-test` needs on the host (Debian packages). `kmod` provides
+/// `depmod`: kernel packages ship no modules.dep (their postinst generates it),
+/// so the xtask runs `depmod -b` on the extracted tree. `xz-utils` unpacks
+/// trixie's compressed modules for busybox's `insmod`.
+const VM_PACKAGES: [&str; 5] = [
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "kmod",
+    "xz-utils",
+];
+
+fn installed(package: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_some_and(|s| s.trim() == "install ok installed")
+}
+
+/// Installs what the VM tests need (QEMU, a static busybox for the
+/// initramfs, cpio, depmod, xz), skipping what is present.
+pub fn vm() -> Result<()> {
+    let mut missing = Vec::new();
+    for package in VM_PACKAGES {
+        if installed(package) {
+            say(package, "present");
+        } else {
+            say(package, "missing");
+            missing.push(package);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let install = format!("apt-get install -y {}", missing.join(" "));
+    if !is_root() || !Path::new("/etc/debian_version").exists() {
+        eprintln!(
+            "[bootstrap] VM tests need packages this user cannot install. Run:\n  sudo {install}"
+        );
+        bail!("missing VM test packages: {}", missing.join(", "));
+    }
+    say(
+        "VM test packages",
+        &format!("installing {}", missing.join(" ")),
+    );
+    let known = missing.iter().all(|p| {
+        output(Command::new("apt-cache").args(["policy", p]))
+            .is_some_and(|s| s.contains("Candidate:") && !s.contains("Candidate: (none)"))
+    });
+    if !known {
+        exec(Command::new("apt-get").args(["update", "-qq"]))?;
+    }
+    exec(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing),
+    )
+}

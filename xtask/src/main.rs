@@ -1,5 +1,7 @@
 //! `cargo xtask`: bootstrap the toolchain, build the eBPF object, run the tests.
+mod bench;
 mod bootstrap;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -33,6 +35,40 @@ enum Cmd {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Skip the VM run (the verdict suite on Debian's 6.1 kernel under QEMU).
+        #[arg(long)]
+        no_vm: bool,
+        /// Skip the network-namespace end-to-end suite (daemon, probes, reloads).
+        #[arg(long)]
+        no_e2e: bool,
+    },
+    /// The sandbox demo: deploy/examples/keep.toml enforced in network namespaces,
+    /// which probes are admitted and dropped, the counters that moved (root).
+    Demo,
+    /// Benchmarks: per-packet cost, veth throughput vs nftables/iptables, control plane (root).
+    /// Writes bench/results.json and bench/results.svg.
+    Bench {
+        /// Smaller counts and fewer repeats (a few minutes).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// The verdict suite inside QEMU on Debian kernels, plus the host kernel (root).
+    VmTest {
+        /// Kernel to test: 6.1 (bookworm) or 6.12 (trixie); repeatable. Default: both.
+        #[arg(long = "kernel", value_name = "VERSION")]
+        kernels: Vec<String>,
+        /// Seed for the differential test (default: random, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Differential cases per kernel.
+        #[arg(long, default_value_t = vm::DEFAULT_CASES)]
+        cases: u64,
+        /// Per-VM timeout in seconds (QEMU is killed after it).
+        #[arg(long, default_value_t = vm::DEFAULT_TIMEOUT_SECS)]
+        timeout: u64,
+        /// Skip the row for the host kernel.
+        #[arg(long)]
+        no_host: bool,
     },
 }
 
@@ -49,7 +85,31 @@ fn main() -> Result<()> {
             long,
             seed,
             no_lint,
-        } => test(&root, long, seed, no_lint),
+            no_vm,
+            no_e2e,
+        } => test(&root, long, seed, no_lint, no_vm, no_e2e),
+        Cmd::Demo => demo(&root),
+        Cmd::Bench { quick } => bench::run(&root, quick),
+        Cmd::VmTest {
+            kernels,
+            seed,
+            cases,
+            timeout,
+            no_host,
+        } => vm::run(
+            &root,
+            &vm::Options {
+                kernels: if kernels.is_empty() {
+                    vec!["6.1".into(), "6.12".into()]
+                } else {
+                    kernels
+                },
+                seed,
+                cases,
+                timeout: std::time::Duration::from_secs(timeout),
+                host: !no_host,
+            },
+        ),
     }
 }
 
@@ -124,7 +184,14 @@ fn build_ebpf(root: &Path) -> Result<PathBuf> {
     Ok(obj)
 }
 
-fn test(root: &Path, long: bool, seed: Option<u64>, no_lint: bool) -> Result<()> {
+fn test(
+    root: &Path,
+    long: bool,
+    seed: Option<u64>,
+    no_lint: bool,
+    no_vm: bool,
+    no_e2e: bool,
+) -> Result<()> {
     bootstrap::run()?;
     build_ebpf(root)?;
     if !no_lint {
@@ -141,6 +208,18 @@ fn test(root: &Path, long: bool, seed: Option<u64>, no_lint: bool) -> Result<()>
             "warnings",
         ]))?;
         exec(ebpf_cargo(root, "clippy").args(["--", "-D", "warnings"]))?;
+        // The bench runner only builds with its feature (it links the loader).
+        exec(clean_cargo(None).current_dir(root).args([
+            "clippy",
+            "-p",
+            "xtask",
+            "--features",
+            "bench",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     // Unit tests (policy compiler, image builder, reference model, packet builder).
     exec(
@@ -168,5 +247,69 @@ fn test(root: &Path, long: bool, seed: Option<u64>, no_lint: bool) -> Result<()>
     if let Some(s) = seed {
         suite.args(["--seed", &s.to_string()]);
     }
-    exec(&mut suite)
+    exec(&mut suite)?;
+    if no_e2e {
+        eprintln!("end-to-end suite skipped (--no-e2e)");
+    } else {
+        e2e(root)?;
+    }
+    if no_vm {
+        eprintln!("VM run skipped (--no-vm)");
+        return Ok(());
+    }
+    // The host kernel was just covered above; the VM adds Debian's 6.1.
+    vm::run(
+        root,
+        &vm::Options {
+            kernels: vec!["6.1".into()],
+            seed,
+            cases: vm::DEFAULT_CASES,
+            timeout: std::time::Duration::from_secs(vm::DEFAULT_TIMEOUT_SECS),
+            host: false,
+        },
+    )
+}
+
+/// The daemon and the harness binaries (release, workspace target dir).
+fn build_release_bins(root: &Path) -> Result<PathBuf> {
+    exec(clean_cargo(None).current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "filter-user",
+        "-p",
+        "portcullis-tests",
+        "--bins",
+    ]))?;
+    Ok(root.join("target/release"))
+}
+
+/// The network-namespace end-to-end suite against the real daemon (root).
+fn e2e(root: &Path) -> Result<()> {
+    let bin = build_release_bins(root)?;
+    exec(
+        Command::new(bin.join("e2e-suite"))
+            .arg("--portcullis")
+            .arg(bin.join("portcullis"))
+            .arg("--examples")
+            .arg(root.join("deploy/examples")),
+    )
+}
+
+fn demo(root: &Path) -> Result<()> {
+    bootstrap::run()?;
+    build_ebpf(root)?;
+    if !bootstrap::is_root() {
+        bail!(
+            "the demo creates network namespaces and attaches XDP: run `cargo xtask demo` as root"
+        );
+    }
+    let bin = build_release_bins(root)?;
+    exec(
+        Command::new(bin.join("demo"))
+            .arg("--portcullis")
+            .arg(bin.join("portcullis"))
+            .arg("--policy")
+            .arg(root.join("deploy/examples/keep.toml")),
+    )
 }

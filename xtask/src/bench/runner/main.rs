@@ -1,0 +1,138 @@
+//! `portcullis-bench`: the measurements behind `cargo xtask bench` (which builds
+//! and starts this binary as root; see xtask/src/bench/mod.rs).
+//!
+//! 1. per-packet cost through BPF_PROG_TEST_RUN (`perpkt`);
+//! 2. control plane: load, one-line reload, free stall (`control`);
+//! 3. throughput on a veth pair driven by a live-frames XDP_TX generator,
+//!    against empty XDP_DROP, nftables and iptables + ipset (`veth`), with the
+//!    daemon's RSS;
+//! 4. a table on stdout, `bench/results.json` and `bench/results.svg` (`report`).
+mod control;
+mod frame;
+mod nft;
+mod perpkt;
+mod policies;
+mod report;
+mod sys;
+mod veth;
+
+use std::{path::PathBuf, time::Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "portcullis benchmarks (run through `cargo xtask bench`)")]
+pub struct Args {
+    /// Smaller counts and fewer repeats (finishes within minutes).
+    #[arg(long)]
+    pub quick: bool,
+    /// Output directory for results.json and results.svg.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The bench eBPF object (baselines and generator).
+    #[arg(long)]
+    pub bench_object: PathBuf,
+    /// The portcullis binary (for the daemon RSS and the veth runs).
+    #[arg(long)]
+    pub portcullis: PathBuf,
+    /// Skip parts (for development): perpkt, control, veth. Keys of skipped
+    /// parts are missing from results.json and the run fails at the end.
+    #[arg(long, value_delimiter = ',')]
+    pub skip: Vec<String>,
+}
+
+/// Counts and durations of one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub quick: bool,
+    pub sizes: Vec<usize>,
+    pub v6_prefixes: usize,
+    pub zones: u32,
+    pub repeat: u32,
+    pub runs: usize,
+    pub probes_per_kind: usize,
+    /// Sizes for which `nft -f` is timed in the control-plane part (the 1M
+    /// set is timed when the veth part loads it).
+    pub nft_sizes: Vec<usize>,
+    pub veth_trials: usize,
+    pub veth_window_ms: u64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                sizes: vec![1_000, 10_000, 100_000, 1_000_000],
+                v6_prefixes: 100_000,
+                zones: 32,
+                repeat: 200_000,
+                runs: 3,
+                probes_per_kind: 3,
+                nft_sizes: vec![1_000, 10_000, 100_000],
+                veth_trials: 2,
+                veth_window_ms: 1_000,
+            }
+        } else {
+            Plan {
+                quick,
+                sizes: vec![1_000, 10_000, 100_000, 1_000_000],
+                v6_prefixes: 100_000,
+                zones: 32,
+                repeat: 1_000_000,
+                runs: 5,
+                probes_per_kind: 8,
+                nft_sizes: vec![1_000, 10_000, 100_000],
+                veth_trials: 3,
+                veth_window_ms: 2_000,
+            }
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let plan = Plan::new(args.quick);
+    let started = Instant::now();
+    std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
+    let work = sys::TempDir::new("portcullis-bench")?;
+    let mut results = report::Results::new(&plan);
+
+    eprintln!("[bench] generating policies {:?}", plan.sizes);
+    let set = policies::PolicySet::generate(&plan, work.path())?;
+
+    let skip = |part: &str| {
+        let s = args.skip.iter().any(|p| p == part);
+        if s {
+            eprintln!("[bench] {part} skipped (--skip)");
+        }
+        s
+    };
+    if !skip("perpkt") {
+        eprintln!("[bench] per-packet cost (BPF_PROG_TEST_RUN)");
+        perpkt::run(&plan, &args, &set, &mut results)?;
+    }
+
+    // The daemon pins under /sys/fs/bpf (a bpffs on most hosts, not all).
+    sys::sh(
+        None,
+        "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
+    )?;
+    // The namespace and veth pair (nft -f runs there too); removed on drop.
+    let _env = veth::Env::create()?;
+
+    if !skip("control") {
+        eprintln!("[bench] control plane");
+        control::run(&plan, &set, veth::NETNS, &mut results)?;
+    }
+    if !skip("veth") {
+        eprintln!("[bench] veth throughput");
+        veth::run(&plan, &args, &set, work.path(), &mut results)?;
+    }
+
+    results.set_num("duration_s", started.elapsed().as_secs_f64());
+    report::write(&args.out, &results)?;
+    report::print_table(&results);
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Per-packet cost through BPF_PROG_TEST_RUN: the kernel runs one frame
+//! `repeat` times and reports the mean; we take the median of `runs` such runs
+//! and average over several probe sources of the same kind.
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use aya::{
+    programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use filter_user::{
+    loader::{Filter, LoadOptions},
+    policy,
+};
+
+use crate::{
+    frame::{self, L4, RX_ADDR},
+    policies::PolicySet,
+    report::Results,
+    sys::median,
+    Args, Plan,
+};
+
+/// Probe kinds: (key, description, IPv4?).
+pub const KINDS: [(&str, &str, bool); 6] = [
+    (
+        "v4_listed_host",
+        "IPv4 listed /32 (bitmap + hash): drop",
+        true,
+    ),
+    ("v4_listed_net", "IPv4 in a listed /24 (bitmap): drop", true),
+    (
+        "v4_unlisted_partial",
+        "IPv4 unlisted, /24 partly listed, zone port, not allowed: drop",
+        true,
+    ),
+    (
+        "v4_allowed",
+        "IPv4 unlisted, zone port, allowlisted: pass",
+        true,
+    ),
+    ("v6_listed", "IPv6 listed /48 (LPM): drop", false),
+    (
+        "v6_allowed",
+        "IPv6 unlisted, zone port, allowlisted: pass",
+        false,
+    ),
+];
+
+fn probes(set: &PolicySet, kind: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|k| {
+            let z = &set.zones[k % set.zones.len()];
+            let v4 = |src: u32, dport: u16| {
+                frame::ipv4(Ipv4Addr::from(src), RX_ADDR, L4::Udp, 5353, dport)
+            };
+            let v6 = |src: Ipv6Addr, dport: u16| {
+                frame::ipv6_udp(src, "2001:db8:ffff::2".parse().unwrap(), 5353, dport)
+            };
+            match kind {
+                "v4_listed_host" => v4(set.hosts[k * 7919 % 900], 53),
+                "v4_listed_net" => v4(set.nets[k * 13 % 100] + 7, 53),
+                "v4_unlisted_partial" => v4(set.hosts[k * 7919 % 900] + 1, z.udp),
+                "v4_allowed" => v4(u32::from(Ipv4Addr::new(10, z.id as u8, 1, k as u8)), z.udp),
+                "v6_listed" => v6(
+                    Ipv6Addr::from(u128::from(set.v6[k * 101 % 1000].network()) | 0x1234),
+                    53,
+                ),
+                _ => v6(
+                    Ipv6Addr::new(0xfd00, z.id as u16, 0, 0, 0, 0, 0, k as u16 + 1),
+                    z.udp,
+                ),
+            }
+        })
+        .collect()
+}
+
+fn time(run: &dyn Fn(&[u8], u32) -> Result<Duration>, frame: &[u8], plan: &Plan) -> Result<f64> {
+    let runs = (0..plan.runs)
+        .map(|_| run(frame, plan.repeat).map(|d| d.as_nanos() as f64))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(median(runs))
+}
+
+fn xdp_time(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<Duration> {
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..Default::default()
+    };
+    Ok(prog.test_run(opts)?.duration)
+}
+
+pub fn run(plan: &Plan, args: &Args, set: &PolicySet, results: &mut Results) -> Result<()> {
+    // Baselines from the bench object.
+    let mut bench = Ebpf::load_file(&args.bench_object)
+        .with_context(|| format!("loading {}", args.bench_object.display()))?;
+    let base_frame = &probes(set, "v4_allowed", 1)[0];
+    let mut baseline = |name: &str| -> Result<f64> {
+        let prog: &mut Xdp = bench
+            .program_mut(name)
+            .with_context(|| format!("program {name}"))?
+            .try_into()?;
+        prog.load()?;
+        let prog: &Xdp = prog;
+        time(&|f, r| xdp_time(prog, f, r), base_frame, plan)
+    };
+    let empty = baseline("bench_pass")?;
+    let parse = baseline("bench_parse")?;
+    results.set_num("empty_pass_ns", empty);
+    results.set_num("parse_only_ns", parse);
+    eprintln!("  empty XDP_PASS {empty:.1} ns, parse-only {parse:.1} ns");
+
+    let mut filter = Filter::load(LoadOptions {
+        quiesce: Duration::ZERO,
+        ..LoadOptions::default()
+    })?;
+    let frames: Vec<Vec<Vec<u8>>> = KINDS
+        .iter()
+        .map(|(k, _, _)| probes(set, k, plan.probes_per_kind))
+        .collect();
+    let mut table: Vec<Vec<f64>> = vec![Vec::new(); KINDS.len()];
+    for &n in &plan.sizes {
+        let compiled = policy::load(&set.policy_path(n))?;
+        filter.apply(&compiled)?;
+        for (i, fs) in frames.iter().enumerate() {
+            let per = fs
+                .iter()
+                .map(|f| time(&|f, r| Ok(filter.time_run(f, r)?), f, plan))
+                .collect::<Result<Vec<_>>>()?;
+            let mean = per.iter().sum::<f64>() / per.len() as f64;
+            table[i].push(mean);
+        }
+        eprintln!(
+            "  {n:>8} prefixes: {}",
+            KINDS
+                .iter()
+                .zip(&table)
+                .map(|((k, _, _), v)| format!("{k} {:.1}", v.last().unwrap()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    // Leave small maps behind for the other parts.
+    let empty_policy = policy::compile_str("version = 1\n", std::path::Path::new("empty.toml"))?;
+    filter.apply(&empty_policy)?;
+    filter.apply(&empty_policy)?;
+    results.set_per_packet(&plan.sizes, &table, empty, parse);
+    Ok(())
+}
