@@ -121,6 +121,21 @@ fn slot_round_trip(h: &mut Harness) -> Result<(), String> {
         }
         previous = Some(image);
     }
+    // Pre-filling copies the enforced policy into the standby slot, unflipped.
+    let f = h.filter();
+    let generation = f.generation();
+    if !f.prefill_standby().map_err(err)? {
+        return Err("prefill_standby did nothing after a policy change".into());
+    }
+    let active = slot_of(generation);
+    if f.generation() != generation
+        || f.read_slot(1 - active).map_err(err)? != f.read_slot(active).map_err(err)?
+    {
+        return Err("prefill_standby flipped or left the standby slot different".into());
+    }
+    if f.prefill_standby().map_err(err)? {
+        return Err("a second prefill_standby wrote again".into());
+    }
     Ok(())
 }
 

@@ -320,6 +320,18 @@ async fn serve(
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         tracing::warn!("sd_notify: {e}");
     }
+    // Copy the enforced policy into the standby slot off the critical path, so
+    // the first reload is a diff too (a reload meanwhile waits for the lock).
+    let s = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Ok(mut core) = s.core.lock() {
+            match core.filter.prefill_standby() {
+                Ok(true) => tracing::info!("standby slot pre-filled"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("pre-filling the standby slot: {e}"),
+            }
+        }
+    });
     loop {
         let debounce = async {
             match change_due {

@@ -267,13 +267,26 @@ impl Filter {
         self.apply_compact(image)
     }
 
-    pub fn apply_image(&mut self, image: SlotImage) -> Result<u32, LoaderError> {
-        self.apply_compact(Compact::from_image(&image))
+    /// Writes the enforced policy into the standby slot as well (no flip), so
+    /// the next apply is a diff against it rather than a full write into an
+    /// empty or stale slot. Returns false when there was nothing to do.
+    pub fn prefill_standby(&mut self) -> Result<bool, LoaderError> {
+        let active = slot_of(self.generation);
+        let standby = 1 - active;
+        let Some(image) = self.shadow[active as usize].clone() else {
+            return Ok(false);
+        };
+        if self.generation == 0 || self.shadow[standby as usize].as_ref() == Some(&image) {
+            return Ok(false);
+        }
+        self.write_into(standby, image)?;
+        Ok(true)
     }
 
-    fn apply_compact(&mut self, image: Compact) -> Result<u32, LoaderError> {
-        let next = self.generation.wrapping_add(1);
-        let slot = slot_of(next);
+    /// Makes inactive `slot` hold `image`, touching only what differs.
+    fn write_into(&mut self, slot: u32, image: Compact) -> Result<(), LoaderError> {
+        // The slot was live until the last flip: let packets that read the
+        // old generation finish with it first.
         if let Some(at) = self.last_flip {
             let since = at.elapsed();
             if since < self.opts.quiesce {
@@ -293,10 +306,20 @@ impl Filter {
             }
         }
         self.shadow[slot as usize] = Some(image);
+        release_freed_memory();
+        Ok(())
+    }
+
+    pub fn apply_image(&mut self, image: SlotImage) -> Result<u32, LoaderError> {
+        self.apply_compact(Compact::from_image(&image))
+    }
+
+    fn apply_compact(&mut self, image: Compact) -> Result<u32, LoaderError> {
+        let next = self.generation.wrapping_add(1);
+        self.write_into(slot_of(next), image)?;
         self.maps.set_active(next)?;
         self.generation = next;
         self.last_flip = Some(Instant::now());
-        release_freed_memory();
         Ok(next)
     }
 
