@@ -3,9 +3,9 @@
 //! the counters that moved. Needs root; removes everything it creates.
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
-use portcullis_tests::e2e::{cleanup, demo, policies};
+use portcullis_tests::e2e::{demo, policies};
 
 #[derive(Parser)]
 struct Args {
@@ -33,20 +33,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<bool> {
-    cleanup::install_signal_handler()?;
-    if !nix::unistd::Uid::effective().is_root() {
-        bail!("the demo creates network namespaces and loads XDP: run it as root");
-    }
-    for what in cleanup::sweep_leftovers() {
-        eprintln!("demo: removed leftover {what}");
-    }
-    let bin = match &args.portcullis {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("exe has a directory")?
-            .join("portcullis"),
-    };
+    let bin = portcullis_tests::e2e::prepare("demo", args.portcullis.as_deref())?;
     let policy = args
         .policy
         .clone()

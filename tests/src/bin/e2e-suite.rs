@@ -5,9 +5,9 @@
 //! on panic and on SIGINT/SIGTERM.
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use portcullis_tests::e2e::{cleanup, daemon::Sandbox, policies, scenarios};
+use portcullis_tests::e2e::{daemon::Sandbox, policies, scenarios};
 
 #[derive(Parser)]
 struct Args {
@@ -74,20 +74,7 @@ fn run(args: &Args) -> Result<bool> {
         }
         return Ok(true);
     }
-    cleanup::install_signal_handler()?;
-    if !nix::unistd::Uid::effective().is_root() {
-        bail!("the e2e suite creates network namespaces and loads XDP: run it as root");
-    }
-    for what in cleanup::sweep_leftovers() {
-        eprintln!("e2e: removed leftover {what}");
-    }
-    let bin = match &args.portcullis {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("exe has a directory")?
-            .join("portcullis"),
-    };
+    let bin = portcullis_tests::e2e::prepare("e2e suite", args.portcullis.as_deref())?;
     portcullis_tests::e2e::set_slowdown(args.slowdown.unwrap_or(if args.vm_subset {
         4
     } else {

@@ -15,9 +15,12 @@
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
 
 use std::{
+    path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
+
+use anyhow::{bail, Context, Result};
 
 pub mod cleanup;
 pub mod cmd;
@@ -44,4 +47,24 @@ pub fn set_slowdown(factor: u32) {
 /// A waiting limit (READY=1, SIGTERM, CLI calls, polls) scaled by the slowdown.
 pub fn patience(d: Duration) -> Duration {
     d * SLOWDOWN.load(Ordering::Relaxed)
+}
+
+/// The common start of the netns programs (`what` names them in messages):
+/// cleanup on signals, root, leftovers of crashed runs swept, and the
+/// `portcullis` binary to run (default: beside the running executable).
+pub fn prepare(what: &str, portcullis: Option<&Path>) -> Result<PathBuf> {
+    cleanup::install_signal_handler()?;
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("the {what} creates network namespaces and loads XDP: run it as root");
+    }
+    for leftover in cleanup::sweep_leftovers() {
+        eprintln!("{what}: removed leftover {leftover}");
+    }
+    match portcullis {
+        Some(p) => Ok(p.to_path_buf()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("exe has a directory")?
+            .join("portcullis")),
+    }
 }
