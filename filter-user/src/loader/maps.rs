@@ -22,7 +22,7 @@ use super::{
     compact::{keyed_diff, sorted_diff, touched_words, word, Compact},
     image::SlotImage,
     meta::Meta,
-    pins::read_counters,
+    pins::{read_counter, read_counters},
     LoaderError,
 };
 
@@ -317,14 +317,7 @@ impl Maps {
     }
 
     pub fn counter(&self, index: u32) -> Result<Counter, LoaderError> {
-        let per_cpu = self
-            .counters
-            .get(&index, 0)
-            .map_err(LoaderError::map(MAP_COUNTERS))?;
-        Ok(per_cpu.iter().fold(Counter::default(), |a, c| Counter {
-            packets: a.packets + c.packets,
-            bytes: a.bytes + c.bytes,
-        }))
+        read_counter(&self.counters, index)
     }
 
     /// Turns `slot` from `old` into `new`, touching only differing entries. The

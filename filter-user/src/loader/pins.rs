@@ -281,16 +281,20 @@ pub(crate) fn read_counters(
     iface_slot: u32,
 ) -> Result<Vec<Counter>, LoaderError> {
     (0..NUM_COUNTERS)
-        .map(|i| {
-            let per_cpu = map
-                .get(&iface_counter_index(iface_slot, i), 0)
-                .map_err(LoaderError::map(MAP_COUNTERS))?;
-            Ok(per_cpu.iter().fold(Counter::default(), |a, c| Counter {
-                packets: a.packets + c.packets,
-                bytes: a.bytes + c.bytes,
-            }))
-        })
+        .map(|i| read_counter(map, iface_counter_index(iface_slot, i)))
         .collect()
+}
+
+/// One `COUNTERS` cell, summed over CPUs.
+pub(crate) fn read_counter(
+    map: &PerCpuArray<MapData, Counter>,
+    index: u32,
+) -> Result<Counter, LoaderError> {
+    let per_cpu = map.get(&index, 0).map_err(LoaderError::map(MAP_COUNTERS))?;
+    Ok(per_cpu.iter().fold(Counter::default(), |a, c| Counter {
+        packets: a.packets + c.packets,
+        bytes: a.bytes + c.bytes,
+    }))
 }
 
 // The field's integer type differs between architectures.
