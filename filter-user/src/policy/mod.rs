@@ -61,6 +61,15 @@ pub fn load(path: &Path) -> Result<CompiledPolicy, PolicyError> {
     compile_str(&text, path)
 }
 
+/// Parses one list file's bytes as `blocklist.files` would, without touching the
+/// filesystem: the entries accepted and the diagnostics (located in `path`).
+/// The entry point for fuzzing and for checking a list on its own.
+pub fn parse_list_bytes(bytes: &[u8], path: &Path) -> (usize, Vec<Diagnostic>) {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    let parsed = lists::parse_list(bytes, path, &mut v4, &mut v6);
+    (parsed.entries, parsed.diagnostics)
+}
+
 /// Validates and compiles policy text. `path` names the policy in messages, and
 /// list files are resolved relative to its directory (and read from disk).
 pub fn compile_str(text: &str, path: &Path) -> Result<CompiledPolicy, PolicyError> {
