@@ -96,6 +96,12 @@ pub(super) async fn serve(
     }
 }
 
+/// One request line (JSON, trailing newline optional) → the request, or the
+/// answer's error text. Pure, so that it can be fuzzed.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))
+}
+
 async fn handle(
     conn: UnixStream,
     shared: Arc<Shared>,
@@ -106,8 +112,8 @@ async fn handle(
     let mut line = String::new();
     let mut reader = AsyncBufReader::new(read.take(MAX_REQUEST as u64));
     reader.read_line(&mut line).await?;
-    let response = match serde_json::from_str::<Request>(&line) {
-        Err(e) => Response::error(format!("bad request: {e}")),
+    let response = match parse_request(line.as_bytes()) {
+        Err(e) => Response::error(e),
         Ok(Request::Ping) => Response::ok(None),
         Ok(Request::Reload) => {
             let (tx, rx) = oneshot::channel();
