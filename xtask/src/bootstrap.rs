@@ -1,6 +1,6 @@
 //! Installs what building the XDP object needs, idempotently and visibly:
 //! nightly rust-src (for `-Z build-std=core`), Debian's LLVM 22 development
-//! files, and bpf-linker 0.13 built against them. Where it cannot install (not
+//! files, bpf-linker 0.13 built against them, and cargo-fuzz. Where it cannot install (not
 //! root, not Debian) it prints the exact commands instead.
 use std::{path::Path, process::Command};
 
@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use crate::{clean_cargo, exec};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const LLVM_PACKAGES: [&str; 2] = ["llvm-22-dev", "libpolly-22-dev"];
 
@@ -35,7 +36,24 @@ pub fn run() -> Result<()> {
     nightly()?;
     rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     Ok(())
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz` (the targets build with nightly).
+pub fn cargo_fuzz() -> Result<()> {
+    if let Some(v) = output(clean_cargo(None).args(["fuzz", "--version"])) {
+        say("cargo-fuzz", &format!("present ({})", v.trim()));
+        return Ok(());
+    }
+    say("cargo-fuzz", "missing, installing (about 2 minutes)");
+    exec(clean_cargo(None).args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
 }
 
 fn nightly() -> Result<()> {

@@ -1,6 +1,7 @@
 //! `cargo xtask`: bootstrap the toolchain, build the eBPF object, run the tests.
 mod bench;
 mod bootstrap;
+mod fuzz;
 mod vm;
 
 use std::{
@@ -52,6 +53,16 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Build the libFuzzer targets in fuzz/ (nightly, cargo-fuzz) and run each in turn.
+    /// Non-zero exit and the reproducer's path if any input crashed.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS)]
+        seconds: u64,
+        /// Target to run (policy, list, control, metrics); repeatable. Default: all.
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
+    },
     /// The verdict suite inside QEMU on Debian kernels, plus the host kernel (root).
     VmTest {
         /// Kernel to test: 6.1 (bookworm) or 6.12 (trixie); repeatable. Default: both.
@@ -90,6 +101,7 @@ fn main() -> Result<()> {
         } => test(&root, long, seed, no_lint, no_vm, no_e2e),
         Cmd::Demo => demo(&root),
         Cmd::Bench { quick } => bench::run(&root, quick),
+        Cmd::Fuzz { seconds, targets } => fuzz::run(&root, seconds, &targets),
         Cmd::VmTest {
             kernels,
             seed,
@@ -227,6 +239,8 @@ fn test(
             .current_dir(root)
             .args(["test", "--release"]),
     )?;
+    // A short pass over every fuzz target (fuzz/regressions ran in the unit tests).
+    fuzz::run(root, fuzz::TEST_SECONDS, &[])?;
     if !bootstrap::is_root() {
         bail!("the verdict suite loads BPF programs: run `cargo xtask test` as root");
     }
