@@ -13,6 +13,12 @@ pub struct Status {
     pub daemon_running: bool,
     pub pin_root: String,
     pub generation: u32,
+    /// The generation the META record describes. When it differs from
+    /// `generation` an apply was interrupted between writing META and the
+    /// flip (or another writer touched the maps): the policy hash and path
+    /// are then not known to be what is enforced.
+    #[serde(default)]
+    pub meta_generation: u32,
     pub policy_hash: String,
     pub policy_path: String,
     pub interfaces: Vec<IfaceStatus>,
@@ -92,6 +98,7 @@ impl Status {
             daemon_running,
             pin_root: pin_root.to_string(),
             generation,
+            meta_generation: meta.generation,
             policy_hash: meta.policy_hash.clone(),
             policy_path: meta.policy_path.clone(),
             interfaces: meta
@@ -104,6 +111,13 @@ impl Status {
                 .collect(),
             counters,
         }
+    }
+}
+
+impl Status {
+    /// Do the policy hash and path describe the enforced generation?
+    pub fn policy_known(&self) -> bool {
+        self.generation != 0 && self.meta_generation == self.generation
     }
 }
 
@@ -120,11 +134,20 @@ impl fmt::Display for Status {
         )?;
         writeln!(f, "pin root    {}", self.pin_root)?;
         writeln!(f, "generation  {}", self.generation)?;
-        writeln!(
-            f,
-            "policy      {} (sha256 {})",
-            self.policy_path, self.policy_hash
-        )?;
+        if self.policy_known() {
+            writeln!(
+                f,
+                "policy      {} (sha256 {})",
+                self.policy_path, self.policy_hash
+            )?;
+        } else {
+            writeln!(
+                f,
+                "policy      unknown: the META record describes generation {}, not the \
+                 enforced {} (an apply was interrupted); the next reload rewrites it",
+                self.meta_generation, self.generation
+            )?;
+        }
         for i in &self.interfaces {
             writeln!(f, "interface   {} ({} XDP)", i.name, i.mode)?;
         }

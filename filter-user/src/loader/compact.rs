@@ -36,6 +36,16 @@ pub struct Compact {
     pub bl6: Vec<Ipv6Net>,
 }
 
+/// Entries a slot occupies in the maps both slots share (LPM tries and the
+/// host-bitmap hash): what the capacity check before a write adds up.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SharedEntries {
+    pub allow4: usize,
+    pub allow6: usize,
+    pub bl4_hosts: usize,
+    pub bl6: usize,
+}
+
 fn proto_index(p: Proto) -> u32 {
     match p {
         Proto::Tcp => PROTO_INDEX_TCP,
@@ -155,6 +165,26 @@ impl Compact {
         })
     }
 
+    /// What this slot occupies in the shared maps. `bl4` is sorted and
+    /// disjoint, so the /24s holding a host bitmap come in ascending runs.
+    pub(crate) fn shared_entries(&self) -> SharedEntries {
+        let mut hosts = 0;
+        let mut last = None;
+        for n in self.bl4.iter().filter(|n| n.prefix_len() > 24) {
+            let net24 = u32::from(n.network()) >> 8;
+            if last != Some(net24) {
+                hosts += 1;
+                last = Some(net24);
+            }
+        }
+        SharedEntries {
+            allow4: self.allow4.len(),
+            allow6: self.allow6.len(),
+            bl4_hosts: hosts,
+            bl6: self.bl6.len(),
+        }
+    }
+
     /// The expanded image (every map entry), for checks and for writing
     /// against a slot read back from the kernel.
     pub fn expand(&self) -> SlotImage {
@@ -176,6 +206,7 @@ impl Compact {
         img
     }
 
+    #[cfg(test)]
     /// The compact form of an expanded image (as read back from the kernel).
     /// Exact for consistent images (every `part` bit has its host bitmap and
     /// no /24 is both full and partial); the writer never relies on it for

@@ -19,7 +19,8 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{
     batch::{self, BATCH},
-    compact::{keyed_diff, sorted_diff, touched_words, word, Compact},
+    compact::{keyed_diff, sorted_diff, touched_words, word, Compact, SharedEntries},
+    fault::Faults,
     image::SlotImage,
     meta::Meta,
     pins::{read_counter, read_counters},
@@ -39,6 +40,7 @@ pub struct Maps {
     bl6: LpmTrie<MapData, Tagged6, u8>,
     ifaces: Array<MapData, u32>,
     meta: Array<MapData, MetaBlob>,
+    pub(crate) faults: Faults,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoaderError>
@@ -73,14 +75,17 @@ fn key6(set: u32, slot: u32, net: &Ipv6Net) -> Key<Tagged6> {
 fn sync_lpm<T: Eq + Hash, K: Pod>(
     map: &mut LpmTrie<MapData, K, u8>,
     name: &'static str,
+    faults: &Faults,
     old: &HashSet<T>,
     new: &HashSet<T>,
     key: impl Fn(&T) -> Key<K>,
 ) -> Result<(), LoaderError> {
     for gone in old.difference(new) {
+        faults.step(name)?;
         map.remove(&key(gone)).map_err(LoaderError::map(name))?;
     }
     for added in new.difference(old) {
+        faults.step(name)?;
         map.insert(&key(added), 1, 0)
             .map_err(LoaderError::map(name))?;
     }
@@ -91,16 +96,19 @@ fn sync_lpm<T: Eq + Hash, K: Pod>(
 fn sync_array<V: Pod + Default + PartialEq>(
     map: &mut Array<MapData, V>,
     name: &'static str,
+    faults: &Faults,
     old: &std::collections::HashMap<u32, V>,
     new: &std::collections::HashMap<u32, V>,
     index: impl Fn(u32) -> u32,
 ) -> Result<(), LoaderError> {
     for k in old.keys().filter(|k| !new.contains_key(k)) {
+        faults.step(name)?;
         map.set(index(*k), V::default(), 0)
             .map_err(LoaderError::map(name))?;
     }
     for (k, v) in new {
         if old.get(k) != Some(v) {
+            faults.step(name)?;
             map.set(index(*k), *v, 0).map_err(LoaderError::map(name))?;
         }
     }
@@ -120,10 +128,12 @@ fn batch_error(name: &'static str, call: &'static str, io_error: std::io::Error)
 fn put_all<K: Pod, V: Pod>(
     map: &MapData,
     name: &'static str,
+    faults: &Faults,
     keys: &[K],
     values: &[V],
 ) -> Result<(), LoaderError> {
     for (ks, vs) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
+        faults.step(name)?;
         let done = batch::update(map, ks, vs);
         if done.error.is_none() {
             continue;
@@ -141,8 +151,14 @@ fn put_all<K: Pod, V: Pod>(
 }
 
 /// Deletes `keys`, `BATCH` per syscall (one per entry without batch support).
-fn del_all<K: Pod>(map: &MapData, name: &'static str, keys: &[K]) -> Result<(), LoaderError> {
+fn del_all<K: Pod>(
+    map: &MapData,
+    name: &'static str,
+    faults: &Faults,
+    keys: &[K],
+) -> Result<(), LoaderError> {
     for ks in keys.chunks(BATCH) {
+        faults.step(name)?;
         let done = batch::delete(map, ks);
         if done.error.is_none() {
             continue;
@@ -162,16 +178,17 @@ fn del_all<K: Pod>(map: &MapData, name: &'static str, keys: &[K]) -> Result<(), 
 fn sync_lpm_sorted<T: Ord, K: Pod>(
     map: &LpmTrie<MapData, K, u8>,
     name: &'static str,
+    faults: &Faults,
     old: &[T],
     new: &[T],
     key: impl Fn(&T) -> Key<K>,
 ) -> Result<(), LoaderError> {
     let (gone, added) = sorted_diff(old, new);
     let gone: Vec<Key<K>> = gone.into_iter().map(&key).collect();
-    del_all(map.map(), name, &gone)?;
+    del_all(map.map(), name, faults, &gone)?;
     drop(gone);
     let added: Vec<Key<K>> = added.into_iter().map(&key).collect();
-    put_all(map.map(), name, &added, &vec![1u8; added.len()])
+    put_all(map.map(), name, faults, &added, &vec![1u8; added.len()])
 }
 
 /// Merges two ascending, duplicate-free lists.
@@ -211,6 +228,7 @@ struct Bl4Maps<'a> {
     hosts: &'a MapData,
     old: &'a [Ipv4Net],
     new: &'a [Ipv4Net],
+    faults: &'a Faults,
 }
 
 impl Bl4Maps<'_> {
@@ -246,9 +264,21 @@ impl Bl4Maps<'_> {
                 word_keys.len() >= BATCH || host_keys.len() >= BATCH || host_gone.len() >= BATCH;
             if full || Some(w) == last {
                 // Deletes first: both slots share the hash map's capacity.
-                del_all(self.hosts, MAP_BL4_HOSTS, &host_gone)?;
-                put_all(self.hosts, MAP_BL4_HOSTS, &host_keys, &host_values)?;
-                put_all(self.words, MAP_BL4_WORDS, &word_keys, &word_values)?;
+                del_all(self.hosts, MAP_BL4_HOSTS, self.faults, &host_gone)?;
+                put_all(
+                    self.hosts,
+                    MAP_BL4_HOSTS,
+                    self.faults,
+                    &host_keys,
+                    &host_values,
+                )?;
+                put_all(
+                    self.words,
+                    MAP_BL4_WORDS,
+                    self.faults,
+                    &word_keys,
+                    &word_values,
+                )?;
                 word_keys.clear();
                 word_values.clear();
                 host_gone.clear();
@@ -275,6 +305,20 @@ impl Maps {
             bl6: take(ebpf, MAP_BL6)?,
             ifaces: take(ebpf, MAP_IFACES)?,
             meta: take(ebpf, MAP_META)?,
+            faults: Faults::default(),
+        })
+    }
+
+    /// Capacities of the maps both slots share, as the kernel created them.
+    pub(crate) fn shared_capacity(&self) -> Result<SharedEntries, LoaderError> {
+        let max = |m: &MapData, name: &'static str| -> Result<usize, LoaderError> {
+            Ok(m.info().map_err(LoaderError::map(name))?.max_entries() as usize)
+        };
+        Ok(SharedEntries {
+            allow4: max(self.allow4.map(), MAP_ALLOW4)?,
+            allow6: max(self.allow6.map(), MAP_ALLOW6)?,
+            bl4_hosts: max(self.bl4_hosts.map(), MAP_BL4_HOSTS)?,
+            bl6: max(self.bl6.map(), MAP_BL6)?,
         })
     }
 
@@ -293,12 +337,22 @@ impl Maps {
     }
 
     pub fn meta(&self) -> Result<Meta, LoaderError> {
-        Meta::decode(&self.meta.get(&0, 0).map_err(LoaderError::map(MAP_META))?)
+        Meta::decode(&self.meta_blob()?)
+    }
+
+    pub fn meta_blob(&self) -> Result<MetaBlob, LoaderError> {
+        self.meta.get(&0, 0).map_err(LoaderError::map(MAP_META))
     }
 
     pub fn set_meta(&mut self, meta: &Meta) -> Result<(), LoaderError> {
+        self.set_meta_blob(meta.encode()?)
+    }
+
+    /// One 64 KiB array write: the kernel replaces the record whole.
+    pub fn set_meta_blob(&mut self, blob: MetaBlob) -> Result<(), LoaderError> {
+        self.faults.step(MAP_META)?;
         self.meta
-            .set(0, meta.encode()?, 0)
+            .set(0, blob, 0)
             .map_err(LoaderError::map(MAP_META))
     }
 
@@ -311,6 +365,7 @@ impl Maps {
     }
 
     pub fn set_active(&mut self, generation: u32) -> Result<(), LoaderError> {
+        self.faults.step(MAP_ACTIVE)?;
         self.active
             .set(0, generation, 0)
             .map_err(LoaderError::map(MAP_ACTIVE))
@@ -328,22 +383,23 @@ impl Maps {
         old: &SlotImage,
         new: &SlotImage,
     ) -> Result<(), LoaderError> {
+        let faults = self.faults.clone();
+        let f = &faults;
         if old.config.has(Config::VALID) {
-            self.config
-                .set(slot, Config::default(), 0)
-                .map_err(LoaderError::map(MAP_CONFIG))?;
+            self.set_config(slot, Config::default())?;
         }
-        sync_array(&mut self.ports, MAP_PORTS, &old.ports, &new.ports, |k| {
+        sync_array(&mut self.ports, MAP_PORTS, f, &old.ports, &new.ports, |k| {
             port_index(slot, k >> 16, k as u16)
         })?;
         let old_zones = old.zones.iter().map(|(k, v)| (*k, *v)).collect();
         let new_zones = new.zones.iter().map(|(k, v)| (*k, *v)).collect();
-        sync_array(&mut self.zones, MAP_ZONES, &old_zones, &new_zones, |z| {
+        sync_array(&mut self.zones, MAP_ZONES, f, &old_zones, &new_zones, |z| {
             zone_index(slot, z)
         })?;
         sync_lpm(
             &mut self.allow4,
             MAP_ALLOW4,
+            f,
             &old.allow4,
             &new.allow4,
             |(s, n)| key4(*s, slot, n),
@@ -351,6 +407,7 @@ impl Maps {
         sync_lpm(
             &mut self.allow6,
             MAP_ALLOW6,
+            f,
             &old.allow6,
             &new.allow6,
             |(s, n)| key6(*s, slot, n),
@@ -358,6 +415,7 @@ impl Maps {
         sync_array(
             &mut self.bl4_words,
             MAP_BL4_WORDS,
+            f,
             &old.bl4_words,
             &new.bl4_words,
             |w| slot * BL4_WORDS_PER_SLOT + w,
@@ -367,6 +425,7 @@ impl Maps {
             .keys()
             .filter(|k| !new.bl4_hosts.contains_key(k))
         {
+            f.step(MAP_BL4_HOSTS)?;
             self.bl4_hosts
                 .remove(&Bl4HostKey {
                     slot,
@@ -376,6 +435,7 @@ impl Maps {
         }
         for (net24, hosts) in &new.bl4_hosts {
             if old.bl4_hosts.get(net24) != Some(hosts) {
+                f.step(MAP_BL4_HOSTS)?;
                 self.bl4_hosts
                     .insert(
                         Bl4HostKey {
@@ -388,11 +448,18 @@ impl Maps {
                     .map_err(LoaderError::map(MAP_BL4_HOSTS))?;
             }
         }
-        sync_lpm(&mut self.bl6, MAP_BL6, &old.bl6, &new.bl6, |n| {
+        sync_lpm(&mut self.bl6, MAP_BL6, f, &old.bl6, &new.bl6, |n| {
             key6(0, slot, n)
         })?;
+        self.set_config(slot, new.config)
+    }
+
+    /// Writes one slot's config: the first write of a slot rewrite marks it
+    /// invalid, the last one valid.
+    fn set_config(&mut self, slot: u32, config: Config) -> Result<(), LoaderError> {
+        self.faults.step(MAP_CONFIG)?;
         self.config
-            .set(slot, new.config, 0)
+            .set(slot, config, 0)
             .map_err(LoaderError::map(MAP_CONFIG))
     }
 
@@ -404,10 +471,10 @@ impl Maps {
         old: &Compact,
         new: &Compact,
     ) -> Result<(), LoaderError> {
+        let faults = self.faults.clone();
+        let f = &faults;
         if old.config.has(Config::VALID) {
-            self.config
-                .set(slot, Config::default(), 0)
-                .map_err(LoaderError::map(MAP_CONFIG))?;
+            self.set_config(slot, Config::default())?;
         }
         let (gone, set) = keyed_diff(&old.ports, &new.ports);
         let (keys, values): (Vec<u32>, Vec<PortEntry>) = gone
@@ -416,7 +483,7 @@ impl Maps {
             .chain(set)
             .map(|(k, v)| (port_index(slot, k >> 16, k as u16), v))
             .unzip();
-        put_all(self.ports.map(), MAP_PORTS, &keys, &values)?;
+        put_all(self.ports.map(), MAP_PORTS, f, &keys, &values)?;
         let (gone, set) = keyed_diff(&old.zones, &new.zones);
         let (keys, values): (Vec<u32>, Vec<ZoneInfo>) = gone
             .into_iter()
@@ -424,10 +491,11 @@ impl Maps {
             .chain(set)
             .map(|(k, v)| (zone_index(slot, k), v))
             .unzip();
-        put_all(self.zones.map(), MAP_ZONES, &keys, &values)?;
+        put_all(self.zones.map(), MAP_ZONES, f, &keys, &values)?;
         sync_lpm_sorted(
             &self.allow4,
             MAP_ALLOW4,
+            f,
             &old.allow4,
             &new.allow4,
             |(s, n)| key4(*s, slot, n),
@@ -435,6 +503,7 @@ impl Maps {
         sync_lpm_sorted(
             &self.allow6,
             MAP_ALLOW6,
+            f,
             &old.allow6,
             &new.allow6,
             |(s, n)| key6(*s, slot, n),
@@ -453,12 +522,13 @@ impl Maps {
             hosts: self.bl4_hosts.map(),
             old: &old.bl4,
             new: &new.bl4,
+            faults: f,
         };
         let bl6 = &self.bl6;
         std::thread::scope(|s| -> Result<(), LoaderError> {
             let other = s.spawn(|| -> Result<(), LoaderError> {
                 bl4.write(second)?;
-                sync_lpm_sorted(bl6, MAP_BL6, &old.bl6, &new.bl6, |n| key6(0, slot, n))
+                sync_lpm_sorted(bl6, MAP_BL6, f, &old.bl6, &new.bl6, |n| key6(0, slot, n))
             });
             let mine = bl4.write(first);
             other
@@ -466,9 +536,7 @@ impl Maps {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
             mine
         })?;
-        self.config
-            .set(slot, new.config, 0)
-            .map_err(LoaderError::map(MAP_CONFIG))
+        self.set_config(slot, new.config)
     }
 
     /// Reads everything `slot` holds back from the kernel.

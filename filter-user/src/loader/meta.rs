@@ -12,6 +12,12 @@ use crate::policy::CompiledPolicy;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
+    /// The generation this record describes. Written before the flip and
+    /// restored if the flip fails, so a record whose generation differs from
+    /// `ACTIVE` tells of an apply that was interrupted (and is not trusted).
+    /// Absent (0) in records of builds before it existed.
+    #[serde(default)]
+    pub generation: u32,
     pub policy_hash: String,
     pub policy_path: String,
     /// Zone name → counter rule id, for every zone name seen (up to MAX_ZONES).
@@ -103,6 +109,11 @@ impl Meta {
             return Some(m.slot);
         }
         (1..MAX_IFACE_SLOTS).find(|s| !self.interfaces.iter().any(|m| m.slot == *s))
+    }
+
+    /// Does this record describe what `active_generation` enforces?
+    pub fn describes(&self, active_generation: u32) -> bool {
+        active_generation != 0 && self.generation == active_generation
     }
 
     pub fn zone_name(&self, id: u32) -> Option<&str> {

@@ -6,6 +6,7 @@
 //! one whole policy.
 mod batch;
 mod compact;
+mod fault;
 mod image;
 mod maps;
 mod meta;
@@ -81,6 +82,19 @@ pub enum LoaderError {
     NoSuchInterface(String),
     #[error("at most {} interfaces can be attached", filter_common::MAX_IFACE_SLOTS - 1)]
     TooManyInterfaces,
+    #[error(
+        "map {map} would need {need} entries (enforced policy {active} + new policy {new}), \
+         it holds {max}; shrink the policy (merge prefixes) or apply a smaller one first"
+    )]
+    Capacity {
+        map: &'static str,
+        need: usize,
+        active: usize,
+        new: usize,
+        max: usize,
+    },
+    #[error("map {0}: injected fault (test hook)")]
+    Injected(&'static str),
 }
 
 impl LoaderError {
@@ -255,16 +269,124 @@ impl Filter {
             .try_into()?)
     }
 
-    /// Writes `policy` into the inactive slot and flips to it. On error the
-    /// active policy is untouched and keeps enforcing.
+    /// Writes `policy` into the inactive slot and flips to it, keeping the
+    /// META record as it is (but for the generation it describes). On error
+    /// the active policy is untouched and keeps enforcing.
     pub fn apply(&mut self, policy: &CompiledPolicy) -> Result<u32, LoaderError> {
+        let meta = self.maps.meta()?;
+        self.apply_with_meta(policy, &meta)
+    }
+
+    /// The whole apply, all-or-nothing: everything that can be checked
+    /// (image, capacities, the META record's size) is checked first; the
+    /// inactive slot is written, then META (describing the new generation),
+    /// then `ACTIVE` is flipped. If the flip fails, META is put back. So
+    /// whatever fails, packets see exactly the old policy or exactly the new
+    /// one, and META says which.
+    pub fn apply_with_meta(
+        &mut self,
+        policy: &CompiledPolicy,
+        meta: &Meta,
+    ) -> Result<u32, LoaderError> {
+        self.resync()?;
         let image = Compact::build(
             policy,
             ImageOptions {
                 log_packets: self.opts.log_packets,
             },
         )?;
-        self.apply_compact(image)
+        let next = self.generation.wrapping_add(1);
+        self.check_capacity(slot_of(next), &image)?;
+        let blob = Meta {
+            generation: next,
+            ..meta.clone()
+        }
+        .encode()?;
+        let previous = self.maps.meta_blob()?;
+        self.write_into(slot_of(next), image)?;
+        self.maps.set_meta_blob(blob)?;
+        if let Err(e) = self.maps.set_active(next) {
+            if let Err(undo) = self.maps.set_meta_blob(previous) {
+                tracing::error!(
+                    "the flip failed ({e}) and restoring the META record failed too ({undo}); \
+                     `status` will report the policy as unknown until the next apply"
+                );
+            }
+            return Err(e);
+        }
+        self.generation = next;
+        self.last_flip = Some(Instant::now());
+        Ok(next)
+    }
+
+    /// The enforced slot and the new image must fit the shared maps together
+    /// (checked only when the enforced slot's content is known; otherwise a
+    /// write that overflows fails cleanly part-way, in the inactive slot).
+    fn check_capacity(&self, target: u32, image: &Compact) -> Result<(), LoaderError> {
+        let Some(active) = self.shadow[1 - target as usize].as_ref() else {
+            return Ok(());
+        };
+        let (a, n, max) = (
+            active.shared_entries(),
+            image.shared_entries(),
+            self.maps.shared_capacity()?,
+        );
+        for (map, active, new, max) in [
+            (filter_common::MAP_ALLOW4, a.allow4, n.allow4, max.allow4),
+            (filter_common::MAP_ALLOW6, a.allow6, n.allow6, max.allow6),
+            (
+                filter_common::MAP_BL4_HOSTS,
+                a.bl4_hosts,
+                n.bl4_hosts,
+                max.bl4_hosts,
+            ),
+            (filter_common::MAP_BL6, a.bl6, n.bl6, max.bl6),
+        ] {
+            if active + new > max {
+                return Err(LoaderError::Capacity {
+                    map,
+                    need: active + new,
+                    active,
+                    new,
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Trusts nothing it did not read: if `ACTIVE` is not the generation this
+    /// loader last flipped to (another writer, or a flip whose outcome is
+    /// unknown), both slot shadows are dropped and read back before use.
+    fn resync(&mut self) -> Result<(), LoaderError> {
+        let kernel = self.maps.active_generation()?;
+        if kernel != self.generation {
+            tracing::warn!(
+                "ACTIVE is generation {kernel}, this loader expected {}; re-reading both slots",
+                self.generation
+            );
+            self.generation = kernel;
+            self.shadow = [None, None];
+        }
+        Ok(())
+    }
+
+    /// The generation `ACTIVE` holds in the kernel now.
+    pub fn kernel_generation(&self) -> Result<u32, LoaderError> {
+        self.maps.active_generation()
+    }
+
+    /// Test hook: fail the map writer's `after`-th write step from now on
+    /// (`None` disarms). See [`fault`].
+    #[doc(hidden)]
+    pub fn inject_fault(&self, after: Option<u64>) {
+        self.maps.faults.arm(after);
+    }
+
+    /// Test hook: true while an armed fault has not fired yet.
+    #[doc(hidden)]
+    pub fn fault_pending(&self) -> bool {
+        self.maps.faults.pending()
     }
 
     /// Writes the enforced policy into the standby slot as well (no flip), so
@@ -308,19 +430,6 @@ impl Filter {
         self.shadow[slot as usize] = Some(image);
         release_freed_memory();
         Ok(())
-    }
-
-    pub fn apply_image(&mut self, image: SlotImage) -> Result<u32, LoaderError> {
-        self.apply_compact(Compact::from_image(&image))
-    }
-
-    fn apply_compact(&mut self, image: Compact) -> Result<u32, LoaderError> {
-        let next = self.generation.wrapping_add(1);
-        self.write_into(slot_of(next), image)?;
-        self.maps.set_active(next)?;
-        self.generation = next;
-        self.last_flip = Some(Instant::now());
-        Ok(next)
     }
 
     /// What the kernel holds in `slot`, read entry by entry (slow; for checks
