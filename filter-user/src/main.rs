@@ -233,6 +233,22 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
     tracing::info!(elapsed = ?started.elapsed(), "policy checked");
     match loaded {
         Ok(compiled) => {
+            // The daemon reads the TLS files itself; `check` tries them too.
+            match daemon::check_metrics(&compiled.metrics) {
+                Ok(warnings) => {
+                    for w in warnings {
+                        eprintln!("{}: warning: {w}", args.policy.display());
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{}: error: {e}", args.policy.display());
+                    eprintln!(
+                        "{}: 1 error; the policy is not valid",
+                        args.policy.display()
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            }
             print_ok(&args.policy, &compiled, args.output)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -7,8 +7,11 @@
 //! pinned link is updated to the new program atomically, and only then is
 //! systemd told the daemon is ready.
 pub mod control;
+mod limits;
 mod metrics;
 mod watch;
+
+pub use metrics::check as check_metrics;
 
 use std::{
     net::SocketAddr,
@@ -55,6 +58,8 @@ pub enum DaemonError {
     },
     #[error("another portcullis daemon answers on {0}")]
     AlreadyRunning(PathBuf),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -80,6 +85,7 @@ pub struct Shared {
     /// Prefix counts and auth of the enforced policy, for metrics.
     current: RwLock<Current>,
     detach_requested: AtomicBool,
+    metrics: metrics::Metrics,
 }
 
 #[derive(Default, Clone)]
@@ -203,6 +209,11 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         Some(&nix::sys::signal::SigSet::empty()),
         None,
     );
+    match limits::raise_nofile() {
+        Ok((from, to)) if from < to => tracing::info!("fd limit raised from {from} to {to}"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
     let policy = policy::load(&opts.policy)?;
     let interfaces = if opts.ifaces.is_empty() {
         policy.interfaces.clone()
@@ -215,8 +226,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     // Claim the sockets before touching the filter: a second daemon or a busy
     // port must fail without changing what is enforced.
     let control_listener = control::bind(&opts.control_socket)?;
-    let metrics_listen = opts.metrics_listen.unwrap_or(policy.metrics.listen);
-    let metrics_listener = metrics::bind(metrics_listen)?;
+    let metrics = metrics::Metrics::new(opts.metrics_listen, &policy.metrics)?;
     let root = PinRoot::new(&opts.pin_root);
     let filter = Filter::load(LoadOptions {
         log_packets: opts.log_packets,
@@ -252,18 +262,14 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         reloads_error: AtomicU64::new(0),
         current: RwLock::new(current),
         detach_requested: AtomicBool::new(false),
+        metrics,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(io_err("starting the runtime"))?;
-    runtime.block_on(serve(
-        shared.clone(),
-        opts.clone(),
-        control_listener,
-        metrics_listener,
-    ))?;
+    runtime.block_on(serve(shared.clone(), opts.clone(), control_listener))?;
 
     let _ = std::fs::remove_file(&opts.control_socket);
     if opts.detach_on_exit || shared.detach_requested.load(Ordering::SeqCst) {
@@ -288,7 +294,6 @@ async fn serve(
     shared: Arc<Shared>,
     opts: RunOptions,
     control_listener: std::os::unix::net::UnixListener,
-    metrics_listener: std::net::TcpListener,
 ) -> Result<(), DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
 
@@ -302,9 +307,7 @@ async fn serve(
         reload_tx.clone(),
         shutdown_tx,
     ));
-    let metrics =
-        tokio::net::TcpListener::from_std(metrics_listener).map_err(io_err("metrics listener"))?;
-    tokio::spawn(metrics::serve(metrics, shared.clone()));
+    tokio::spawn(metrics::serve(shared.clone()));
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(64);
     let mut watcher = watch::Watcher::new(changed_tx);
     watcher.watch(&watched_paths(&opts.policy, &shared));
@@ -386,6 +389,7 @@ fn watched_paths(policy: &Path, shared: &Shared) -> Vec<PathBuf> {
     if let Ok(c) = shared.current.read() {
         paths.extend(c.list_files.iter().cloned());
     }
+    paths.extend(shared.metrics.watched());
     paths
 }
 
@@ -399,7 +403,14 @@ fn reload(shared: &Shared, why: &str) -> Result<u32, String> {
     let path = core.policy_path.clone();
     let outcome = policy::load(&path)
         .map_err(|e| e.to_string())
-        .and_then(|p| core.apply(p, false).map_err(|e| e.to_string()));
+        .and_then(|p| {
+            // A changed metrics `listen` is bound (and TLS files read) first:
+            // if that fails, the reload is rejected before anything changes.
+            let staged = shared.metrics.stage(&p.metrics)?;
+            let applied = core.apply(p, false).map_err(|e| e.to_string())?;
+            shared.metrics.commit(staged);
+            Ok(applied)
+        });
     match outcome {
         Ok((generation, current)) => {
             shared.reloads_ok.fetch_add(1, Ordering::Relaxed);

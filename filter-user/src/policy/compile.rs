@@ -214,11 +214,21 @@ impl fmt::Debug for BasicAuth {
     }
 }
 
+/// `[metrics] tls`: PEM files, resolved against the policy file's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// `[metrics]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
     pub listen: SocketAddr,
     pub basic_auth: Option<BasicAuth>,
+    /// Serve HTTPS with these files instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Default metrics listener: loopback only.
@@ -230,6 +240,7 @@ impl Default for MetricsConfig {
         MetricsConfig {
             listen: DEFAULT_METRICS_LISTEN,
             basic_auth: None,
+            tls: None,
         }
     }
 }

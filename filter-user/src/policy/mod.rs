@@ -21,7 +21,7 @@ use std::path::Path;
 pub use compile::{
     merge_ports, merge_v4, merge_v6, Action, BasicAuth, CompiledFailsafe, CompiledPolicy,
     CompiledZone, Defaults, FragmentMode, ListFileInfo, MetricsConfig, PortRange, Proto,
-    DEFAULT_METRICS_LISTEN,
+    TlsFiles, DEFAULT_METRICS_LISTEN,
 };
 pub use diag::{Diagnostic, PolicyError};
 pub use parse::POLICY_VERSION;

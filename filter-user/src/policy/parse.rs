@@ -13,7 +13,7 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 use super::addr::{self, Use};
 use super::compile::{
     merge_ports, merge_v4, merge_v6, Action, BasicAuth, CompiledFailsafe, CompiledPolicy,
-    CompiledZone, Defaults, FragmentMode, ListFileInfo, MetricsConfig, PortRange,
+    CompiledZone, Defaults, FragmentMode, ListFileInfo, MetricsConfig, PortRange, TlsFiles,
 };
 use super::diag::{nearest, Diags, PolicyError};
 use super::lists;
@@ -34,8 +34,9 @@ const DEFAULTS_KEYS: &[&str] = &["unmatched", "non_ip", "other_protocols", "frag
 const BLOCKLIST_KEYS: &[&str] = &["cidrs", "files"];
 const FAILSAFE_KEYS: &[&str] = &["ports", "from"];
 const ZONE_KEYS: &[&str] = &["name", "ports", "allow", "action", "audit"];
-const METRICS_KEYS: &[&str] = &["listen", "basic_auth"];
+const METRICS_KEYS: &[&str] = &["listen", "basic_auth", "tls"];
 const BASIC_AUTH_KEYS: &[&str] = &["user", "password_hash"];
+const TLS_KEYS: &[&str] = &["cert", "key"];
 
 /// The policy format version this build reads.
 pub const POLICY_VERSION: i64 = 1;
@@ -93,7 +94,7 @@ pub(crate) fn compile(text: &str, path: &Path) -> Result<CompiledPolicy, PolicyE
     let (blocklist_v4, blocklist_v6, list_files) = w.blocklist(root, path, &mut hasher);
     let failsafe = w.failsafe(root);
     let zones = w.zones(root);
-    let metrics = w.metrics(root);
+    let metrics = w.metrics(root, path);
 
     if !w.diags.is_empty() {
         return Err(w.diags.into_error());
@@ -715,7 +716,54 @@ impl Walker<'_> {
         }
     }
 
-    fn metrics(&mut self, root: &dyn TableLike) -> MetricsConfig {
+    /// `[metrics] tls = { cert, key }`, resolved against the policy's
+    /// directory. The files are read by the daemon (and by `check`).
+    fn metrics_tls(&mut self, item: &Item, policy_path: &Path) -> Option<TlsFiles> {
+        const EXAMPLE: &str = "tls = { cert = \"metrics.crt\", key = \"metrics.key\" }";
+        let Some(t) = item.as_table_like() else {
+            self.type_error(item, "metrics.tls", "a table", EXAMPLE);
+            return None;
+        };
+        self.check_keys(t, TLS_KEYS, "in metrics.tls");
+        let dir = match policy_path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let span = item.span();
+        let cert = self.tls_file(t, span.clone(), "cert", "cert = \"metrics.crt\"");
+        let key = self.tls_file(t, span, "key", "key = \"metrics.key\"");
+        Some(TlsFiles {
+            cert: dir.join(cert?),
+            key: dir.join(key?),
+        })
+    }
+
+    fn tls_file(
+        &mut self,
+        t: &dyn TableLike,
+        span: Span,
+        key: &str,
+        example: &str,
+    ) -> Option<String> {
+        match self.string(t, key, &format!("metrics.tls.{key}"), example) {
+            Field::Missing => {
+                self.missing(span, "metrics.tls", key, example);
+                None
+            }
+            Field::Bad => None,
+            Field::Ok((v, vspan)) if v.trim().is_empty() => {
+                self.diags.at(
+                    vspan,
+                    format!("empty `metrics.tls.{key}`"),
+                    Some(format!("name a PEM file, e.g. {example}")),
+                );
+                None
+            }
+            Field::Ok((v, _)) => Some(v.to_string()),
+        }
+    }
+
+    fn metrics(&mut self, root: &dyn TableLike, policy_path: &Path) -> MetricsConfig {
         let mut m = MetricsConfig::default();
         let Some(t) = self.section(root, "metrics") else {
             return m;
@@ -735,6 +783,9 @@ impl Walker<'_> {
                     ),
                 ),
             }
+        }
+        if let Some(item) = t.get("tls") {
+            m.tls = self.metrics_tls(item, policy_path);
         }
         if let Some(item) = t.get("basic_auth") {
             let Some(auth) = item.as_table_like() else {

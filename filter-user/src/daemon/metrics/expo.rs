@@ -1,0 +1,254 @@
+//! The exposition (OpenMetrics text) from a snapshot of the counters.
+//!
+//! prometheus-client 0.23 writes label values as given, so a zone or
+//! interface name holding `"` or `\` or a newline would end the value early
+//! and inject labels or lines. Every value goes through [`Escaped`], which
+//! escapes them as the text format requires.
+use std::fmt::Write as _;
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelValue, LabelValueEncoder},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::status::CounterRow;
+
+/// A label value, escaped when encoded (`\` → `\\`, `"` → `\"`, newline → `\n`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct Escaped(pub String);
+
+impl EncodeLabelValue for Escaped {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+type Labels = Vec<(&'static str, Escaped)>;
+
+fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (*k, Escaped(v.to_string())))
+        .collect()
+}
+
+/// What one scrape shows.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub rows: Vec<CounterRow>,
+    pub generation: u32,
+    pub reloads_ok: u64,
+    pub reloads_error: u64,
+    /// (list, IPv4 prefixes, IPv6 prefixes); empty if unknown.
+    pub prefixes: Vec<(&'static str, usize, usize)>,
+    /// (interface, XDP mode).
+    pub modes: Vec<(String, String)>,
+}
+
+pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+
+    let packets = Family::<Labels, Counter>::default();
+    let bytes = Family::<Labels, Counter>::default();
+    for r in &s.rows {
+        let l = labels(&[
+            ("interface", &r.interface),
+            ("zone", &r.zone),
+            ("reason", &r.reason),
+            ("verdict", &r.verdict),
+        ]);
+        packets.get_or_create(&l).inc_by(r.packets);
+        bytes.get_or_create(&l).inc_by(r.bytes);
+    }
+    registry.register(
+        "portcullis_packets",
+        "Frames judged, by interface, zone, reason and verdict",
+        packets,
+    );
+    registry.register("portcullis_bytes", "Bytes of the frames judged", bytes);
+
+    let generation = Gauge::<i64>::default();
+    generation.set(i64::from(s.generation));
+    registry.register(
+        "portcullis_policy_generation",
+        "Generation of the enforced policy",
+        generation,
+    );
+
+    let reloads = Family::<Labels, Counter>::default();
+    reloads
+        .get_or_create(&labels(&[("result", "ok")]))
+        .inc_by(s.reloads_ok);
+    reloads
+        .get_or_create(&labels(&[("result", "error")]))
+        .inc_by(s.reloads_error);
+    registry.register(
+        "portcullis_reloads",
+        "Policy reloads since the daemon started",
+        reloads,
+    );
+
+    let prefixes = Family::<Labels, Gauge>::default();
+    for &(list, v4, v6) in &s.prefixes {
+        prefixes
+            .get_or_create(&labels(&[("list", list), ("family", "ipv4")]))
+            .set(v4 as i64);
+        prefixes
+            .get_or_create(&labels(&[("list", list), ("family", "ipv6")]))
+            .set(v6 as i64);
+    }
+    registry.register(
+        "portcullis_prefixes",
+        "Prefixes in the enforced policy, after merging",
+        prefixes,
+    );
+
+    let modes = Family::<Labels, Gauge>::default();
+    for (iface, mode) in &s.modes {
+        modes
+            .get_or_create(&labels(&[("interface", iface), ("mode", mode)]))
+            .set(1);
+    }
+    registry.register(
+        "portcullis_attach_mode",
+        "1 for the XDP mode each interface runs in",
+        modes,
+    );
+
+    let mut out = String::new();
+    encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(interface: &str, zone: &str) -> CounterRow {
+        CounterRow {
+            interface: interface.into(),
+            zone: zone.into(),
+            reason: "not_allowed".into(),
+            verdict: "drop".into(),
+            packets: 7,
+            bytes: 420,
+        }
+    }
+
+    /// The label values of a sample line, unescaped by a strict reader of
+    /// the text format: every value must be a quoted string whose only
+    /// escapes are `\\`, `\"` and `\n`, and the line must end after `}`
+    /// with exactly one value.
+    fn strict_labels(line: &str) -> Vec<(String, String)> {
+        let open = line.find('{').expect("labels");
+        let mut chars = line[open + 1..].chars();
+        let mut out = Vec::new();
+        loop {
+            let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+            assert!(
+                !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "bad label name {key:?} in {line:?}"
+            );
+            assert_eq!(chars.next(), Some('"'), "{line:?}");
+            let mut value = String::new();
+            loop {
+                match chars.next().expect("unterminated value") {
+                    '\\' => match chars.next() {
+                        Some('\\') => value.push('\\'),
+                        Some('"') => value.push('"'),
+                        Some('n') => value.push('\n'),
+                        other => panic!("bad escape {other:?} in {line:?}"),
+                    },
+                    '"' => break,
+                    '\n' => panic!("raw newline in a value: {line:?}"),
+                    c => value.push(c),
+                }
+            }
+            out.push((key, value));
+            match chars.next() {
+                Some(',') => continue,
+                Some('}') => break,
+                other => panic!("expected , or }} after a value, got {other:?} in {line:?}"),
+            }
+        }
+        let rest: String = chars.collect();
+        assert_eq!(rest.split_whitespace().count(), 1, "{line:?}");
+        out
+    }
+
+    #[test]
+    fn hostile_zone_and_interface_names_are_escaped_in_label_values() {
+        let zone = "x\",verdict=\"pass";
+        let iface = "a\"b=\\c";
+        let multi = "evil\nportcullis_policy_generation 999";
+        let snap = Snapshot {
+            rows: vec![row(iface, zone), row("eth0", multi), row("eth\\", "z\\\"")],
+            generation: 3,
+            reloads_ok: 1,
+            reloads_error: 0,
+            prefixes: vec![("blocklist", 2, 1)],
+            modes: vec![(iface.into(), "native".into())],
+        };
+        let text = render(&snap).unwrap();
+        assert!(text.contains(r#"interface="a\"b=\\c",zone="x\",verdict=\"pass","#));
+        assert!(text.contains(r#"zone="evil\nportcullis_policy_generation 999""#));
+        // One generation line: the newline in a zone name injected none.
+        let gen: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("portcullis_policy_generation"))
+            .collect();
+        assert_eq!(gen, ["portcullis_policy_generation 3"]);
+        let mut seen = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("portcullis_packets_total{"))
+        {
+            let l = strict_labels(line);
+            let names: Vec<&str> = l.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(names, ["interface", "zone", "reason", "verdict"], "{line}");
+            assert_eq!(l[3].1, "drop", "{line}");
+            seen.push((l[0].1.clone(), l[1].1.clone()));
+        }
+        seen.sort();
+        let mut want = vec![
+            (iface.to_string(), zone.to_string()),
+            ("eth0".to_string(), multi.to_string()),
+            ("eth\\".to_string(), "z\\\"".to_string()),
+        ];
+        want.sort();
+        assert_eq!(seen, want);
+        let mode = text
+            .lines()
+            .find(|l| l.starts_with("portcullis_attach_mode{"))
+            .unwrap();
+        assert_eq!(
+            strict_labels(mode),
+            [
+                ("interface".to_string(), iface.to_string()),
+                ("mode".to_string(), "native".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn plain_names_are_written_unchanged() {
+        let text = render(&Snapshot {
+            rows: vec![row("inet0", "keep-admin")],
+            ..Snapshot::default()
+        })
+        .unwrap();
+        assert!(text.contains(
+            "portcullis_packets_total{interface=\"inet0\",zone=\"keep-admin\",reason=\"not_allowed\",verdict=\"drop\"} 7"
+        ));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
