@@ -1,6 +1,7 @@
 //! Installs what building the XDP object needs, idempotently and visibly:
 //! nightly rust-src (for `-Z build-std=core`), Debian's LLVM 22 development
-//! files, bpf-linker 0.13 built against them, and cargo-fuzz. Where it cannot install (not
+//! files, bpf-linker 0.13 built against them, cargo-fuzz, and the test tools
+//! (openssl, Python's prometheus_client). Where it cannot install (not
 //! root, not Debian) it prints the exact commands instead.
 use std::{path::Path, process::Command};
 
@@ -37,6 +38,67 @@ pub fn run() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     cargo_fuzz()?;
+    test_tools()?;
+    Ok(())
+}
+
+/// What the tests check the daemon with: openssl(1) makes the metrics TLS
+/// certificates, Python's `prometheus_client` parses the exposition.
+pub fn test_tools() -> Result<()> {
+    let works = |prog: &str, args: &[&str]| {
+        Command::new(prog)
+            .args(args)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let mut apt: Vec<&str> = Vec::new();
+    if works("openssl", &["version"]) {
+        say("openssl", "present");
+    } else {
+        apt.push("openssl");
+    }
+    if !works("python3", &["--version"]) {
+        apt.push("python3");
+    }
+    if !apt.is_empty() {
+        say(&apt.join(", "), "missing, installing");
+        if !is_root() {
+            bail!("as root: apt-get install -y {}", apt.join(" "));
+        }
+        exec(Command::new("apt-get").args(["update", "-qq"]))?;
+        exec(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq"])
+                .args(&apt),
+        )?;
+    }
+    let import = || works("python3", &["-c", "import prometheus_client"]);
+    if import() {
+        say("python3 prometheus_client", "present");
+        return Ok(());
+    }
+    say("python3 prometheus_client", "missing, installing with pip");
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "prometheus_client"])
+            .args(extra)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    // A Debian python3 refuses pip installs outside a venv (PEP 668).
+    if !pip(&[]) && !pip(&["--break-system-packages"]) && is_root() {
+        let _ = exec(Command::new("apt-get").args([
+            "install",
+            "-y",
+            "-qq",
+            "python3-prometheus-client",
+        ]));
+    }
+    if !import() {
+        bail!("python3 cannot import prometheus_client: python3 -m pip install prometheus_client");
+    }
     Ok(())
 }
 
