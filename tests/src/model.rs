@@ -102,6 +102,11 @@ pub const V6_ATOMIC_FRAGMENT_IS_FIRST: bool = false;
 pub const MAX_EXT_HEADERS: usize = 8;
 /// At most this many VLAN tags; the next one is malformed.
 pub const MAX_VLAN_TAGS: usize = 2;
+/// A header starting more than this many bytes into the frame is malformed.
+// CONTRACT: only a layer-4 header can start that far in (the 8th IPv6 extension
+// header starts at most 8 + 54 + 7 × 2,048 = 14,398 bytes in; IPv4's layer 4 at
+// most 82), and only one with ports is read, so that is the one place it is checked.
+pub const MAX_HEADER_OFFSET: usize = 16 * 1024;
 
 type Parse<T> = Result<T, &'static str>;
 
@@ -149,13 +154,14 @@ fn parse_frame(frame: &[u8]) -> Parse<Parsed> {
     }
     let l3 = slice_at(frame, offset, frame.len(), "no bytes after layer 2")?;
     match ethertype {
-        0x0800 => parse_ipv4(l3).map(Parsed::Ip),
-        0x86dd => parse_ipv6(l3).map(Parsed::Ip),
+        0x0800 => parse_ipv4(l3, offset).map(Parsed::Ip),
+        0x86dd => parse_ipv6(l3, offset).map(Parsed::Ip),
         other => Ok(Parsed::NonIp { ethertype: other }),
     }
 }
 
-fn parse_ipv4(p: &[u8]) -> Parse<IpInfo> {
+/// `p` is the frame from the IPv4 header on, which starts `l3` bytes in.
+fn parse_ipv4(p: &[u8], l3: usize) -> Parse<IpInfo> {
     if p.len() < 20 {
         return Err("IPv4: fewer than 20 bytes");
     }
@@ -206,7 +212,7 @@ fn parse_ipv4(p: &[u8]) -> Parse<IpInfo> {
     } else {
         Fragment::No
     };
-    let transport = read_transport(protocol, l4_region)?;
+    let transport = read_transport(protocol, l4_region, l3 + header_len)?;
     Ok(IpInfo {
         src: IpAddr::V4(src),
         fragment,
@@ -214,7 +220,8 @@ fn parse_ipv4(p: &[u8]) -> Parse<IpInfo> {
     })
 }
 
-fn parse_ipv6(p: &[u8]) -> Parse<IpInfo> {
+/// `p` is the frame from the IPv6 header on, which starts `l3` bytes in.
+fn parse_ipv6(p: &[u8], l3: usize) -> Parse<IpInfo> {
     if p.len() < 40 {
         return Err("IPv6: fewer than 40 bytes");
     }
@@ -305,7 +312,7 @@ fn parse_ipv6(p: &[u8]) -> Parse<IpInfo> {
     }
 
     let l4_region = slice_at(region, pos, region.len(), "IPv6: bad layer-4 region")?;
-    let transport = read_transport(next_header, l4_region)?;
+    let transport = read_transport(next_header, l4_region, l3 + 40 + pos)?;
     Ok(IpInfo {
         src,
         fragment,
@@ -313,20 +320,24 @@ fn parse_ipv6(p: &[u8]) -> Parse<IpInfo> {
     })
 }
 
-/// Layer 4 of an unfragmented packet or a first fragment.
+/// Layer 4 of an unfragmented packet or a first fragment; its header starts
+/// `at` bytes into the frame.
 ///
 /// CONTRACT: the minimal-header rule exists only for TCP, UDP and SCTP; a first
 /// fragment (or unfragmented packet) of any other protocol — ICMP with 2 bytes, an
 /// empty GRE — is not malformed. Over IPv4 every protocol number other than these
 /// three has no ports, including IPv6 extension-header numbers such as 51 (AH):
 /// IPv4 walks no extension headers.
-fn read_transport(protocol: u8, l4_region: &[u8]) -> Parse<Transport> {
+fn read_transport(protocol: u8, l4_region: &[u8], at: usize) -> Parse<Transport> {
     let (proto, min_header) = match protocol {
         6 => (Proto::Tcp, 20),
         17 => (Proto::Udp, 8),
         132 => (Proto::Sctp, 12),
         _ => return Ok(Transport::NoPorts { protocol }),
     };
+    if at > MAX_HEADER_OFFSET {
+        return Err("layer-4 header starts beyond the 16 KiB bound");
+    }
     if l4_region.len() < min_header {
         return Err("layer-4 header not inside the layer-4 region");
     }
