@@ -27,6 +27,9 @@ use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
 pub(super) use http::serve;
+// The request path up to the auth verdict, public for the fuzz targets (fuzz/).
+pub use auth::{credentials, Auth, Verdict, Verifier};
+pub use http::{MAX_HEADERS, MAX_HEADER_BYTES};
 
 use super::Shared;
 use crate::{
