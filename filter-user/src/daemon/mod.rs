@@ -8,7 +8,7 @@
 //! systemd told the daemon is ready.
 pub mod control;
 mod limits;
-mod metrics;
+pub mod metrics;
 mod watch;
 
 pub use metrics::check as check_metrics;
