@@ -153,9 +153,11 @@ fn run_target(fuzz: &Path, bin_dir: &Path, target: &str, seconds: u64) -> Result
         let line = line?;
         writeln!(log, "{line}")?;
         // libFuzzer prints a line per corpus change; show progress, not those.
-        let quiet = [" NEW ", " REDUCE ", "INFO: ", "\tNEW_FUNC"]
-            .iter()
-            .any(|p| line.contains(p));
+        let kind = line.split_whitespace().nth(1).unwrap_or_default();
+        let quiet = (line.starts_with('#') && matches!(kind, "NEW" | "REDUCE"))
+            || line.contains("NEW_FUNC")
+            || line.starts_with("INFO: ")
+            || line.contains("# Uses: ");
         if !quiet {
             eprintln!("[{target}] {line}");
         }
