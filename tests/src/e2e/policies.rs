@@ -112,6 +112,15 @@ pub fn policy_a_auth(listen: &str, user: &str, hash: &str) -> String {
     )
 }
 
+/// B, with the metrics endpoint on `listen` behind basic auth.
+pub fn policy_b_auth(listen: &str, user: &str, hash: &str) -> String {
+    format!(
+        "{HEADER}{BLOCKLIST}{}{}",
+        zones(MGMT_NETS, r#""any""#, INTERNET_NETS),
+        metrics(listen, Some((user, hash)))
+    )
+}
+
 /// The blocklist beats allowlists: 203.0.113.0/24 and 2001:db8:bad::/48 are
 /// in keep-admin's `allow` *and* on the blocklist; keep-api allows `any`;
 /// a list file adds 198.51.100.0/24.
@@ -197,6 +206,7 @@ mod tests {
             ("a.toml", policy_a()),
             ("b.toml", policy_b()),
             ("auth.toml", policy_a_auth("127.0.0.1:9470", "prom", &hash)),
+            ("auth-b.toml", policy_b_auth("127.0.0.1:9470", "u", &hash)),
             ("bl.toml", policy_blocklist_wins()),
             ("fs.toml", policy_failsafe_wins()),
         ] {

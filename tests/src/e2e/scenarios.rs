@@ -167,7 +167,7 @@ pub fn check(sb: &Sandbox, rows: &[(Probe, Exp)]) -> Result<()> {
 }
 
 /// The probes whose source has a path here (see [`check`]).
-fn usable(sb: &Sandbox, probes: Vec<Probe>) -> Vec<Probe> {
+pub(crate) fn usable(sb: &Sandbox, probes: Vec<Probe>) -> Vec<Probe> {
     probes
         .into_iter()
         .filter(|p| sb.topo.has_source(&p.from))
@@ -199,7 +199,7 @@ fn u(p: Source, port: u16) -> Probe {
 use Exp::{Blocked as B, Open as O, Refused as R};
 
 /// Probes with their outcome under policy A and under policy B.
-fn table_ab() -> Vec<(Probe, Exp, Exp)> {
+pub(crate) fn table_ab() -> Vec<(Probe, Exp, Exp)> {
     vec![
         (t(INET4, 8880), O, B),
         (t(INET6, 8880), O, B),
@@ -228,7 +228,7 @@ fn rows_b() -> Vec<(Probe, Exp)> {
 
 /// Two fast probes that tell A from B: (INET4→8880, MGMT4 udp 7008) are
 /// (open, open) under A and (blocked, blocked) under B.
-fn which_policy(sb: &Sandbox) -> Option<char> {
+pub(crate) fn which_policy(sb: &Sandbox) -> Option<char> {
     let got = probe::run_batch(&sb.topo, &[t(INET4, 8880), u(MGMT4, 7008)]);
     match (&got[0], &got[1]) {
         (Outcome::Open, Outcome::Open) => Some('A'),
@@ -237,7 +237,7 @@ fn which_policy(sb: &Sandbox) -> Option<char> {
     }
 }
 
-fn metric(samples: &[http::Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn metric(samples: &[http::Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .filter(|s| {
@@ -254,11 +254,11 @@ fn reloads(samples: &[http::Sample], result: &str) -> f64 {
     metric(samples, "portcullis_reloads_total", &[("result", result)]).unwrap_or(0.0)
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1e3)
 }
 
-fn stats(v: &mut [Duration]) -> String {
+pub(crate) fn stats(v: &mut [Duration]) -> String {
     if v.is_empty() {
         return "none".into();
     }
