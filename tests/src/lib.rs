@@ -6,6 +6,7 @@
 //! - `gen`: seeded random policies and frames, and a minimiser, for differential tests.
 //! - `case`, `fixtures`, `evasion`: named cases with hand-written expectations.
 //! - `harness`, `loader_checks`: run frames through the real XDP object (root).
+//! - `e2e`, `soak`: the daemon in network namespaces, for seconds and for minutes (root).
 
 pub mod case;
 pub mod e2e;
@@ -16,4 +17,5 @@ pub mod harness;
 pub mod loader_checks;
 pub mod model;
 pub mod packet;
+pub mod soak;
 pub mod spec;
