@@ -53,6 +53,14 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// The soak: the e2e sandbox under a flood, a reload every second (some invalid),
+    /// kill -9 and restart every minute, metrics scraping and hostile metrics clients,
+    /// with every probe judged against the two policies (root).
+    Soak {
+        /// How long to run (`cargo xtask test` runs 2).
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+    },
     /// Build the libFuzzer targets in fuzz/ (nightly, cargo-fuzz) and run each in turn.
     /// Non-zero exit and the reproducer's path if any input crashed.
     Fuzz {
@@ -102,6 +110,7 @@ fn main() -> Result<()> {
         Cmd::Demo => demo(&root),
         Cmd::Bench { quick } => bench::run(&root, quick),
         Cmd::Fuzz { seconds, targets } => fuzz::run(&root, seconds, &targets),
+        Cmd::Soak { minutes } => soak(&root, minutes),
         Cmd::VmTest {
             kernels,
             seed,
@@ -266,6 +275,7 @@ fn test(
         eprintln!("end-to-end suite skipped (--no-e2e)");
     } else {
         e2e(root)?;
+        soak_run(root, SOAK_TEST_MINUTES)?;
     }
     if no_vm {
         eprintln!("VM run skipped (--no-vm)");
@@ -307,6 +317,32 @@ fn e2e(root: &Path) -> Result<()> {
             .arg(bin.join("portcullis"))
             .arg("--examples")
             .arg(root.join("deploy/examples")),
+    )
+}
+
+/// The soak's length in `cargo xtask test`.
+const SOAK_TEST_MINUTES: f64 = 2.0;
+
+/// `cargo xtask soak`: everything it needs, then the run.
+fn soak(root: &Path, minutes: f64) -> Result<()> {
+    bootstrap::run()?;
+    build_ebpf(root)?;
+    if !bootstrap::is_root() {
+        bail!(
+            "the soak creates network namespaces and attaches XDP: run `cargo xtask soak` as root"
+        );
+    }
+    soak_run(root, minutes)
+}
+
+fn soak_run(root: &Path, minutes: f64) -> Result<()> {
+    let bin = build_release_bins(root)?;
+    exec(
+        Command::new(bin.join("soak"))
+            .arg("--portcullis")
+            .arg(bin.join("portcullis"))
+            .arg("--minutes")
+            .arg(minutes.to_string()),
     )
 }
 
