@@ -183,9 +183,14 @@ fn offset_of(line: &str, part: &str) -> usize {
     (part.as_ptr() as usize).saturating_sub(line.as_ptr() as usize)
 }
 
-/// 1-based character column of a byte offset in `line`.
+/// 1-based character column of a byte offset in `line`. An offset inside a
+/// character (serde_json counts bytes) is that character's column.
 fn column(line: &str, offset: usize) -> usize {
-    line.get(..offset).map_or(offset, |s| s.chars().count()) + 1
+    let mut end = offset.min(line.len());
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end].chars().count() + 1
 }
 
 #[cfg(test)]
