@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::diag::Problem;
+use super::diag::{excerpt, Problem};
 
 /// One parsed address entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +43,12 @@ pub(crate) fn parse_addr(s: &str, usage: Use) -> Result<Addr, Problem> {
         };
         if everything {
             return Err(Problem::new(
-                format!("`{s}` in a blocklist would drop every source"),
+                format!("`{}` in a blocklist would drop every source", excerpt(s)),
                 "remove it; to drop traffic no zone claims, set defaults.unmatched = \"drop\"",
+            )
+            .blind(
+                "`any` or a /0 in a blocklist would drop every source",
+                "remove the line; a blocklist names the sources to drop",
             ));
         }
     }
@@ -53,7 +57,7 @@ pub(crate) fn parse_addr(s: &str, usage: Use) -> Result<Addr, Problem> {
 
 fn parse_form(s: &str) -> Result<Addr, Problem> {
     if s.is_empty() {
-        return Err(Problem::new("empty address", FORMS));
+        return Err(Problem::new("empty address", FORMS).blind("empty address", FORMS));
     }
     if s.eq_ignore_ascii_case("any") {
         return Ok(Addr::Any);
@@ -68,9 +72,10 @@ fn parse_form(s: &str) -> Result<Addr, Problem> {
         Ok(IpAddr::V4(a)) => Ok(Addr::V4(Ipv4Net::from(a))),
         Ok(IpAddr::V6(a)) => Ok(from_v6(Ipv6Net::from(a))),
         Err(_) => Err(Problem::new(
-            format!("`{s}` is not an address or prefix"),
+            format!("`{}` is not an address or prefix", excerpt(s)),
             FORMS,
-        )),
+        )
+        .blind("not an address or prefix", FORMS)),
     }
 }
 
@@ -81,8 +86,12 @@ fn parse_cidr(s: &str) -> Result<Addr, Problem> {
             if clean != net {
                 let host = IpNet::from(net.addr());
                 return Err(Problem::new(
-                    format!("`{s}` has host bits set"),
+                    format!("`{}` has host bits set", excerpt(s)),
                     format!("did you mean {clean}? (or {host} for the single host)"),
+                )
+                .blind(
+                    "prefix has host bits set",
+                    "a prefix starts at its network address: 192.0.2.0/24, not 192.0.2.7/24",
                 ));
             }
             Ok(match net {
@@ -97,14 +106,24 @@ fn parse_cidr(s: &str) -> Result<Addr, Problem> {
 /// Explains why `ipnet` refused a prefix (its own error says only "invalid").
 fn diagnose_cidr(s: &str) -> Problem {
     let Some((addr, len)) = s.split_once('/') else {
-        return Problem::new(format!("`{s}` is not a prefix"), FORMS);
+        return Problem::new(format!("`{}` is not a prefix", excerpt(s)), FORMS)
+            .blind("not a prefix", FORMS);
     };
     let max = match addr.parse::<IpAddr>() {
         Ok(IpAddr::V4(_)) => 32,
         Ok(IpAddr::V6(_)) => 128,
         Err(_) => {
             return Problem::new(
-                format!("`{addr}` in `{s}` is not an IPv4 or IPv6 address"),
+                format!(
+                    "`{}` in `{}` is not an IPv4 or IPv6 address",
+                    excerpt(addr),
+                    excerpt(s)
+                ),
+                "write the network address in dotted decimal (10.0.0.0/8) or IPv6 notation \
+                 (2001:db8::/32)",
+            )
+            .blind(
+                "the address before `/` is not an IPv4 or IPv6 address",
                 "write the network address in dotted decimal (10.0.0.0/8) or IPv6 notation \
                  (2001:db8::/32)",
             )
@@ -113,14 +132,29 @@ fn diagnose_cidr(s: &str) -> Problem {
     let family = if max == 32 { "IPv4" } else { "IPv6" };
     if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
         return Problem::new(
-            format!("prefix length `{len}` in `{s}` is not a number"),
+            format!(
+                "prefix length `{}` in `{}` is not a number",
+                excerpt(len),
+                excerpt(s)
+            ),
             format!("write a prefix length from 0 to {max} after the `/`, e.g. {addr}/{max}"),
+        )
+        .blind(
+            "prefix length is not a number",
+            "write a prefix length after the `/`: 0-32 for IPv4, 0-128 for IPv6",
         );
     }
     // Any digit string that ipnet refused is out of range (or absurdly long).
     Problem::new(
-        format!("prefix length /{len} is out of range for {family} (0-{max})"),
+        format!(
+            "prefix length /{} is out of range for {family} (0-{max})",
+            excerpt(len)
+        ),
         format!("{family} prefixes are /0 to /{max}; a single host is {addr}/{max}"),
+    )
+    .blind(
+        "prefix length is out of range",
+        "IPv4 prefixes are /0 to /32, IPv6 prefixes /0 to /128",
     )
 }
 
@@ -128,7 +162,11 @@ fn diagnose_cidr(s: &str) -> Problem {
 fn parse_wildcard(s: &str) -> Result<Ipv4Net, Problem> {
     if s.contains('/') {
         return Err(Problem::new(
-            format!("`{s}` mixes a wildcard and a prefix length"),
+            format!("`{}` mixes a wildcard and a prefix length", excerpt(s)),
+            "use one or the other: 10.1.*.* or 10.1.0.0/16",
+        )
+        .blind(
+            "wildcard mixed with a prefix length",
             "use one or the other: 10.1.*.* or 10.1.0.0/16",
         ));
     }
@@ -147,13 +185,25 @@ fn parse_wildcard(s: &str) -> Result<Ipv4Net, Problem> {
         }
         if seen_star {
             return Err(Problem::new(
-                format!("`{s}`: only trailing octets may be wildcards"),
+                format!("`{}`: only trailing octets may be wildcards", excerpt(s)),
                 "`*` may replace the last octets only (10.1.*.*); list the other networks one by one",
+            )
+            .blind(
+                "only trailing octets may be wildcards",
+                "`*` may replace the last octets only (10.1.*.*)",
             ));
         }
         let octet = parse_octet(part).ok_or_else(|| {
             Problem::new(
-                format!("`{part}` in `{s}` is not an octet (0-255) or `*`"),
+                format!(
+                    "`{}` in `{}` is not an octet (0-255) or `*`",
+                    excerpt(part),
+                    excerpt(s)
+                ),
+                "write four dot-separated octets, e.g. 10.1.*.*",
+            )
+            .blind(
+                "wildcard octet is not 0-255 or `*`",
                 "write four dot-separated octets, e.g. 10.1.*.*",
             )
         })?;
@@ -170,13 +220,17 @@ fn parse_wildcard(s: &str) -> Result<Ipv4Net, Problem> {
         } else {
             "an IPv4 wildcard has exactly four octets, e.g. 10.1.*.*".to_string()
         };
-        return Err(Problem::new(
-            format!("`{s}` does not have four octets"),
-            hint,
-        ));
+        return Err(
+            Problem::new(format!("`{}` does not have four octets", excerpt(s)), hint).blind(
+                "wildcard does not have four octets",
+                "an IPv4 wildcard has four octets, e.g. 10.1.*.*",
+            ),
+        );
     }
-    Ipv4Net::new(Ipv4Addr::from(octets), fixed * 8)
-        .map_err(|_| Problem::new(format!("`{s}` is not a valid wildcard"), FORMS))
+    Ipv4Net::new(Ipv4Addr::from(octets), fixed * 8).map_err(|_| {
+        Problem::new(format!("`{}` is not a valid wildcard", excerpt(s)), FORMS)
+            .blind("not a valid wildcard", FORMS)
+    })
 }
 
 /// A decimal octet without sign or leading zeros (as `Ipv4Addr` parses them).

@@ -72,17 +72,56 @@ impl PolicyError {
 /// A problem with one value, before it is located in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Problem {
+    /// May quote the value (as an [`excerpt`]): for the policy file.
     pub message: String,
     pub help: String,
+    /// The same problem told without a byte of the value, for list files: a
+    /// list file may be a symlink to anything root can read.
+    pub blind: (&'static str, &'static str),
 }
+
+/// What a [`Problem`] without a blind form says about a list-file entry.
+const BLIND_DEFAULT: (&str, &str) = (
+    "not an address or prefix",
+    "one address or prefix per line, e.g. 192.0.2.0/24 or 2001:db8::/32",
+);
 
 impl Problem {
     pub fn new(message: impl Into<String>, help: impl Into<String>) -> Self {
         Problem {
             message: message.into(),
             help: help.into(),
+            blind: BLIND_DEFAULT,
         }
     }
+
+    /// Sets the content-free message and help (see [`Problem::blind`]).
+    pub fn blind(mut self, message: &'static str, help: &'static str) -> Self {
+        self.blind = (message, help);
+        self
+    }
+}
+
+/// Characters of a value quoted in a message; longer values are cut.
+pub(crate) const EXCERPT_CHARS: usize = 40;
+
+/// `s` as quoted in a message: at most [`EXCERPT_CHARS`] characters, then `…`,
+/// with control characters escaped (`\n`, `\u{1b}`), so a hostile value can
+/// neither flood an answer or a log nor rewrite a terminal.
+pub(crate) fn excerpt(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == EXCERPT_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Byte offset → (line, column) for one text.
@@ -207,6 +246,17 @@ mod tests {
         assert_eq!(nearest("zones", &["zone", "failsafe"]), Some("zone"));
         assert_eq!(nearest("Name", &["name"]), Some("name"));
         assert_eq!(nearest("colour", &["name", "allow"]), None);
+    }
+
+    #[test]
+    fn excerpt_cuts_long_values_and_escapes_control_characters() {
+        assert_eq!(excerpt("10.0.0.0/33"), "10.0.0.0/33");
+        let long = "x".repeat(40_000);
+        let cut = excerpt(&long);
+        assert_eq!(cut.chars().count(), EXCERPT_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(excerpt("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
+        assert_eq!(excerpt(&"é".repeat(41)).chars().count(), 41);
     }
 
     #[test]

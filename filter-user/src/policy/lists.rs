@@ -7,6 +7,11 @@
 //!
 //! Feeds hold a million lines and more, so the parser works on borrowed line slices
 //! and allocates only for errors.
+//!
+//! Diagnostics never quote a list file's content, only where a line is wrong and
+//! what kind of wrong: a list file may be a symlink to a root-only file (a
+//! secret) or a multi-megabyte line, and errors go to the reload answer and the
+//! log.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -96,7 +101,7 @@ pub(crate) fn parse_list(
                     }
                     Err(p) => {
                         let offset = line.len() - body.len() + at;
-                        report(&mut out, lineno, column(line, offset), p);
+                        report(&mut out, lineno, column(line, offset), blind(p));
                     }
                 },
                 Err((p, at)) => {
@@ -119,7 +124,7 @@ pub(crate) fn parse_list(
                 lineno,
                 column(line, offset_of(line, extra)),
                 Problem::new(
-                    format!("unexpected `{extra}` after `{entry}`"),
+                    "unexpected second word after the entry",
                     "one address or prefix per line; put notes after `#` or `;`",
                 ),
             );
@@ -130,7 +135,7 @@ pub(crate) fn parse_list(
                 addr::push(a, v4, v6);
                 out.entries += 1;
             }
-            Err(p) => report(&mut out, lineno, column(line, entry_offset), p),
+            Err(p) => report(&mut out, lineno, column(line, entry_offset), blind(p)),
         }
     }
     if let Some((line, column)) = first_suppressed {
@@ -147,15 +152,27 @@ pub(crate) fn parse_list(
     out
 }
 
+/// `p` told without the entry's text (see the module comment).
+fn blind(p: Problem) -> Problem {
+    let (message, help) = p.blind;
+    Problem::new(message, help)
+}
+
 /// An entry and the byte offset in its line where it starts.
 type Located<T> = (T, usize);
 
 /// `Ok(Some(cidr))`, or `Ok(None)` for a metadata line.
 fn parse_json_line(line: &str) -> Result<Option<Located<Cow<'_, str>>>, Located<Problem>> {
     let parsed: DropJson<'_> = serde_json::from_str(line).map_err(|e| {
+        // serde_json's own message may quote the line: only its category.
+        let what = match e.classify() {
+            serde_json::error::Category::Eof => "invalid JSON line: it ends early",
+            serde_json::error::Category::Data => "invalid JSON line: a field has the wrong type",
+            _ => "invalid JSON line: syntax error",
+        };
         (
             Problem::new(
-                format!("invalid JSON line: {e}"),
+                what,
                 "Spamhaus DROP JSON lines look like {\"cidr\":\"1.10.16.0/20\",\"sblid\":\"SBL256894\"}",
             ),
             // serde_json's column is 1-based bytes on this single line.
@@ -258,9 +275,9 @@ mod tests {
         let d = &r.diagnostics;
         assert_eq!(d.len(), 2);
         assert_eq!((d[0].line, d[0].column), (2, 3));
-        assert!(d[0].message.contains("/33"));
+        assert_eq!(d[0].message, "prefix length is out of range");
         assert_eq!((d[1].line, d[1].column), (3, 9));
-        assert!(d[1].message.contains("unexpected `5.6.7.8`"));
+        assert_eq!(d[1].message, "unexpected second word after the entry");
     }
 
     #[test]
@@ -282,6 +299,49 @@ mod tests {
         assert_eq!(v4, nets4(&["10.0.0.0/8"]));
         assert_eq!(r.diagnostics.len(), 1);
         assert_eq!((r.diagnostics[0].line, r.diagnostics[0].column), (2, 5));
+    }
+
+    /// Every byte of every diagnostic, as the reload answer would carry it.
+    fn rendered(r: &ListParse) -> String {
+        r.diagnostics.iter().map(|d| format!("{d}\n")).collect()
+    }
+
+    #[test]
+    fn list_errors_never_quote_the_file() {
+        // What a list file symlinked to /etc/shadow would hold.
+        let secret = "root:$y$j9T$SECRETTOKEN42:19700:0:99999:7:::\n\
+                      {\"cidr\":\"SECRETTOKEN42\"}\n\
+                      {\"cidr\":7,\"x\":\"SECRETTOKEN42\"}\n\
+                      10.0.0.1/8 SECRETTOKEN42\n\
+                      SECRETTOKEN42/8\n10.0.0.0/SECRETTOKEN42\nSECRETTOKEN42.*.*.*\n\
+                      {\"SECRETTOKEN42\n";
+        let (_, _, r) = parse(secret);
+        assert_eq!(r.diagnostics.len(), 8, "{:#?}", r.diagnostics);
+        let all = rendered(&r);
+        for part in ["SECRET", "TOKEN42", "root:", "$y$"] {
+            assert!(!all.contains(part), "`{part}` echoed:\n{all}");
+        }
+        assert!(
+            all.contains("l.txt:1:1: error: not an address or prefix"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn a_20_mb_line_gives_a_short_error() {
+        let line = "A".repeat(20 << 20);
+        let (_, _, r) = parse(&line);
+        assert_eq!(r.diagnostics.len(), 1);
+        assert!(rendered(&r).len() < 512, "{}", rendered(&r).len());
+    }
+
+    #[test]
+    fn errors_of_a_junk_file_stay_small() {
+        // 100,000 bad lines of 200 bytes: 20 errors and a summary, a few KB.
+        let text = format!("{}\n", "x".repeat(200)).repeat(100_000);
+        let (_, _, r) = parse(&text);
+        assert_eq!(r.diagnostics.len(), MAX_ERRORS_PER_FILE + 1);
+        assert!(rendered(&r).len() < 8 << 10, "{}", rendered(&r).len());
     }
 
     #[test]

@@ -8,11 +8,14 @@
 mod addr;
 mod compile;
 mod diag;
+mod files;
 mod lists;
 mod parse;
 mod ports;
 mod summary;
 
+#[cfg(test)]
+mod input_tests;
 #[cfg(test)]
 mod tests;
 
@@ -20,8 +23,8 @@ use std::path::Path;
 
 pub use compile::{
     merge_ports, merge_v4, merge_v6, Action, BasicAuth, CompiledFailsafe, CompiledPolicy,
-    CompiledZone, Defaults, FragmentMode, ListFileInfo, MetricsConfig, PortRange, Proto,
-    TlsFiles, DEFAULT_METRICS_LISTEN,
+    CompiledZone, Defaults, FragmentMode, ListFileInfo, MetricsConfig, PortRange, Proto, TlsFiles,
+    DEFAULT_METRICS_LISTEN,
 };
 pub use diag::{Diagnostic, PolicyError};
 pub use parse::POLICY_VERSION;
@@ -32,15 +35,16 @@ pub use summary::{
 
 /// Reads, validates and compiles the policy at `path` and the list files it names.
 pub fn load(path: &Path) -> Result<CompiledPolicy, PolicyError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        single(
-            path,
-            1,
-            1,
-            format!("cannot read policy file: {e}"),
-            "check the path given with --policy and the file's permissions",
-        )
-    })?;
+    load_with(path, files::ReadLimits::standard())
+}
+
+/// [`load`] with other caps (tests use small ones).
+pub(crate) fn load_with(
+    path: &Path,
+    limits: files::ReadLimits,
+) -> Result<CompiledPolicy, PolicyError> {
+    let bytes = files::read_regular(path, files::POLICY_MAX_BYTES, limits.deadline)
+        .map_err(|e| single(path, 1, 1, e.describe("policy file"), policy_file_help(&e)))?;
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -58,7 +62,7 @@ pub fn load(path: &Path) -> Result<CompiledPolicy, PolicyError> {
             ));
         }
     };
-    compile_str(&text, path)
+    parse::compile(&text, path, limits)
 }
 
 /// Parses one list file's bytes as `blocklist.files` would, without touching the
@@ -73,7 +77,18 @@ pub fn parse_list_bytes(bytes: &[u8], path: &Path) -> (usize, Vec<Diagnostic>) {
 /// Validates and compiles policy text. `path` names the policy in messages, and
 /// list files are resolved relative to its directory (and read from disk).
 pub fn compile_str(text: &str, path: &Path) -> Result<CompiledPolicy, PolicyError> {
-    parse::compile(text, path)
+    parse::compile(text, path, files::ReadLimits::standard())
+}
+
+fn policy_file_help(e: &files::FileError) -> &'static str {
+    match e {
+        files::FileError::TooLarge { .. } => {
+            "a policy file is at most 4 MiB; put large prefix sets in list files \
+             ([blocklist] files = [...])"
+        }
+        files::FileError::NotRegular(_) => "point --policy at a regular file",
+        _ => "check the path given with --policy and the file's permissions",
+    }
 }
 
 fn single(path: &Path, line: usize, column: usize, message: String, help: &str) -> PolicyError {

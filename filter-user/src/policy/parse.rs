@@ -15,7 +15,8 @@ use super::compile::{
     merge_ports, merge_v4, merge_v6, Action, BasicAuth, CompiledFailsafe, CompiledPolicy,
     CompiledZone, Defaults, FragmentMode, ListFileInfo, MetricsConfig, PortRange, TlsFiles,
 };
-use super::diag::{nearest, Diags, PolicyError};
+use super::diag::{excerpt, nearest, Diags, PolicyError};
+use super::files::{self, FileError, ReadLimits};
 use super::lists;
 use super::ports::parse_port;
 
@@ -61,18 +62,38 @@ struct ZoneDraft {
 
 struct Walker<'a> {
     diags: Diags<'a>,
+    /// Caps and deadline for the list files.
+    limits: ReadLimits,
 }
 
+/// Longest TOML parser message quoted (it may quote a key).
+const TOML_MESSAGE_CHARS: usize = 200;
+
 /// Parses, validates and compiles a policy. List files are read from disk,
-/// relative to `path`'s directory.
-pub(crate) fn compile(text: &str, path: &Path) -> Result<CompiledPolicy, PolicyError> {
+/// relative to `path`'s directory, within `limits`.
+pub(crate) fn compile(
+    text: &str,
+    path: &Path,
+    limits: ReadLimits,
+) -> Result<CompiledPolicy, PolicyError> {
     let mut w = Walker {
         diags: Diags::new(path, text),
+        limits,
     };
     let doc = match ImDocument::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
-            let message = e.message().trim().replace('\n', ": ");
+            let mut message: String = e
+                .message()
+                .trim()
+                .replace('\n', ": ")
+                .chars()
+                .take(TOML_MESSAGE_CHARS + 1)
+                .collect();
+            if message.chars().count() > TOML_MESSAGE_CHARS {
+                message = message.chars().take(TOML_MESSAGE_CHARS).collect();
+                message.push('…');
+            }
             w.diags.at(
                 e.span(),
                 format!("invalid TOML: {message}"),
@@ -125,6 +146,106 @@ pub(crate) fn compile(text: &str, path: &Path) -> Result<CompiledPolicy, PolicyE
     })
 }
 
+/// Longest zone name, in characters (all ASCII): fits a Prometheus label, and
+/// MAX_ZONES names twice over (the META record keeps the names seen and the
+/// active ones) stay far under META_CAPACITY.
+pub(crate) const ZONE_NAME_MAX: usize = 64;
+
+/// Names that label counters which belong to no zone (see status.rs).
+const RESERVED_ZONE_NAMES: &[&str] = &["global", "failsafe"];
+
+const ZONE_NAME_HELP: &str = "a zone name is 1 to 64 letters, digits, `.`, `_` or `-`, \
+    starting with a letter or digit, e.g. name = \"keep-admin\"";
+
+/// Zone names match `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`: they label metrics,
+/// appear in `status` and in the pinned META record.
+fn zone_name_problem(name: &str) -> Option<(String, String)> {
+    if name.trim().is_empty() {
+        return Some((
+            "zone name is empty".into(),
+            "name the zone; the name labels its metrics, e.g. name = \"admin\"".into(),
+        ));
+    }
+    let len = name.chars().count();
+    if len > ZONE_NAME_MAX {
+        return Some((
+            format!(
+                "zone name \"{}\" is {len} characters long (at most {ZONE_NAME_MAX})",
+                excerpt(name)
+            ),
+            ZONE_NAME_HELP.into(),
+        ));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if let Some(bad) = name.chars().find(|&c| !allowed(c)) {
+        return Some((
+            format!("zone name \"{}\" contains {bad:?}", excerpt(name)),
+            ZONE_NAME_HELP.into(),
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Some((
+            format!("zone name \"{name}\" does not start with a letter or digit"),
+            ZONE_NAME_HELP.into(),
+        ));
+    }
+    if RESERVED_ZONE_NAMES.contains(&name) {
+        return Some((
+            format!("zone name \"{name}\" is reserved"),
+            "`global` and `failsafe` label the counters of the blocklist and defaults and \
+             of failsafe rules; choose another name"
+                .into(),
+        ));
+    }
+    None
+}
+
+/// Longest list file name (Linux's PATH_MAX).
+const LIST_NAME_MAX: usize = 4096;
+
+/// Message and help for a list file that was not read.
+fn list_file_error(
+    e: &FileError,
+    subject: &str,
+    dir: &Path,
+    limits: &ReadLimits,
+) -> (String, String) {
+    let message = e.describe(subject);
+    let help = match e {
+        FileError::Open(_) | FileError::Read(_) => format!(
+            "list file paths are relative to the policy file's directory ({})",
+            dir.display()
+        ),
+        FileError::NotRegular(_) => "a list file must be a regular file (a symlink to one is \
+            fine); to feed a list from a program, write it to a temporary file and rename \
+            that into place (the daemon reloads on the change)"
+            .into(),
+        FileError::TooLarge { size, .. } if *size <= limits.list_max => {
+            return (
+                format!(
+                    "{subject} ({size} bytes) would bring the list files to more than \
+                     {} in all",
+                    files::mib(limits.lists_total_max)
+                ),
+                format!(
+                    "all list files of a policy together hold at most {}; drop a feed \
+                     or keep only the prefixes it needs (see docs/policy.md)",
+                    files::mib(limits.lists_total_max)
+                ),
+            );
+        }
+        FileError::TooLarge { .. } => format!(
+            "a list file holds at most {} (a 1,000,000-prefix feed is about 20 MB as text, \
+             70 MB as JSON lines): is this the list you meant?",
+            files::mib(limits.list_max)
+        ),
+        FileError::TimedOut { .. } => "the file system is too slow to read the lists in \
+            time; keep list files on a local disk"
+            .into(),
+    };
+    (message, help)
+}
+
 /// Length-prefixed, so that moving bytes between chunks changes the hash.
 fn hash_chunk(h: &mut Sha256, bytes: &[u8]) {
     h.update((bytes.len() as u64).to_le_bytes());
@@ -158,7 +279,7 @@ impl Walker<'_> {
             };
             self.diags.at(
                 key_span(t, key),
-                format!("unknown key `{key}` {section}"),
+                format!("unknown key `{}` {section}", excerpt(key)),
                 Some(help),
             );
         }
@@ -258,7 +379,7 @@ impl Walker<'_> {
         };
         self.diags.at(
             span,
-            format!("`{dotted}` must be {valid}, found \"{s}\""),
+            format!("`{dotted}` must be {valid}, found \"{}\"", excerpt(s)),
             Some(help),
         );
         None
@@ -349,14 +470,16 @@ impl Walker<'_> {
                 Some("interface name is empty".to_string())
             } else if name.len() > IFNAME_MAX {
                 Some(format!(
-                    "interface name `{name}` is longer than {IFNAME_MAX} bytes"
+                    "interface name `{}` is longer than {IFNAME_MAX} bytes",
+                    excerpt(name)
                 ))
             } else if name.contains(['/', '\0'])
                 || name.contains(char::is_whitespace)
+                || name.contains(char::is_control)
                 || name == "."
                 || name == ".."
             {
-                Some(format!("`{name}` is not a valid interface name"))
+                Some(format!("`{}` is not a valid interface name", excerpt(name)))
             } else if out.iter().any(|n| n == name) {
                 Some(format!("interface `{name}` is listed twice"))
             } else {
@@ -458,6 +581,7 @@ impl Walker<'_> {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let mut total = 0u64;
         for (name, span) in files {
             if name.trim().is_empty() {
                 self.diags.at(
@@ -467,21 +591,32 @@ impl Walker<'_> {
                 );
                 continue;
             }
+            if name.len() > LIST_NAME_MAX {
+                self.diags.at(
+                    span,
+                    format!(
+                        "list file name `{}` is {} bytes long (at most {LIST_NAME_MAX})",
+                        excerpt(name),
+                        name.len()
+                    ),
+                    Some("name the file by a shorter path".into()),
+                );
+                continue;
+            }
             let resolved = dir.join(name);
-            let bytes = match std::fs::read(&resolved) {
-                Ok(b) => b,
-                Err(e) => {
-                    self.diags.at(
-                        span,
-                        format!("cannot read list file `{}`: {e}", resolved.display()),
-                        Some(format!(
-                            "list file paths are relative to the policy file's directory ({})",
-                            dir.display()
-                        )),
-                    );
-                    continue;
-                }
-            };
+            let limits = self.limits;
+            let room = limits.lists_total_max.saturating_sub(total);
+            let bytes =
+                match files::read_regular(&resolved, limits.list_max.min(room), limits.deadline) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let subject = format!("list file `{}`", resolved.display());
+                        let (message, help) = list_file_error(&e, &subject, &dir, &limits);
+                        self.diags.at(span, message, Some(help));
+                        continue;
+                    }
+                };
+            total += bytes.len() as u64;
             hash_chunk(hasher, name.as_bytes());
             hash_chunk(hasher, &bytes);
             let parsed = lists::parse_list(&bytes, &resolved, &mut v4, &mut v6);
@@ -575,21 +710,8 @@ impl Walker<'_> {
                 Field::Bad => {}
                 Field::Ok((name, nspan)) => {
                     let line = self.diags.line_of(nspan.clone());
-                    if name.trim().is_empty() {
-                        self.diags.at(
-                            nspan,
-                            "zone name is empty",
-                            Some(
-                                "name the zone; the name labels its metrics, e.g. name = \"admin\""
-                                    .into(),
-                            ),
-                        );
-                    } else if name.chars().any(char::is_control) {
-                        self.diags.at(
-                            nspan,
-                            "zone name contains control characters",
-                            Some("use letters, digits and -_. only".into()),
-                        );
+                    if let Some((message, help)) = zone_name_problem(name) {
+                        self.diags.at(nspan, message, Some(help));
                     } else if let Some(first) = names.get(name) {
                         self.diags.at(
                             nspan,
@@ -636,7 +758,7 @@ impl Walker<'_> {
                     ),
                     other => self.diags.at(
                         aspan,
-                        format!("unknown zone action \"{other}\""),
+                        format!("unknown zone action \"{}\"", excerpt(other)),
                         Some("the only action is \"drop\" (\"reject\" is planned); to let traffic through while watching, set audit = true".into()),
                     ),
                 }
@@ -776,7 +898,10 @@ impl Walker<'_> {
                 Ok(a) => m.listen = a,
                 Err(_) => self.diags.at(
                     span,
-                    format!("`metrics.listen` \"{listen}\" is not an IP address and port"),
+                    format!(
+                        "`metrics.listen` \"{}\" is not an IP address and port",
+                        excerpt(listen)
+                    ),
                     Some(
                         "e.g. \"127.0.0.1:9469\" or \"[::1]:9469\" (host names are not resolved)"
                             .into(),

@@ -1,7 +1,7 @@
 //! Port forms: `N/proto`, `N-M/proto`, proto ∈ tcp, udp, sctp.
 
 use super::compile::{PortRange, Proto};
-use super::diag::Problem;
+use super::diag::{excerpt, Problem};
 
 const FORMS: &str = "write a port or an inclusive range with its protocol: \"22/tcp\", \
                      \"9000-9010/udp\" (protocols: tcp, udp, sctp)";
@@ -10,11 +10,14 @@ const FORMS: &str = "write a port or an inclusive range with its protocol: \"22/
 pub(crate) fn parse_port(s: &str) -> Result<PortRange, Problem> {
     let Some((ports, proto)) = s.rsplit_once('/') else {
         let example = if s.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !s.is_empty() {
-            format!("write the protocol too, e.g. \"{s}/tcp\"")
+            format!("write the protocol too, e.g. \"{}/tcp\"", excerpt(s))
         } else {
             FORMS.to_string()
         };
-        return Err(Problem::new(format!("port `{s}` has no protocol"), example));
+        return Err(Problem::new(
+            format!("port `{}` has no protocol", excerpt(s)),
+            example,
+        ));
     };
     let proto = match proto.to_ascii_lowercase().as_str() {
         "tcp" => Proto::Tcp,
@@ -22,7 +25,7 @@ pub(crate) fn parse_port(s: &str) -> Result<PortRange, Problem> {
         "sctp" => Proto::Sctp,
         _ => {
             return Err(Problem::new(
-                format!("unknown protocol `{proto}` in `{s}`"),
+                format!("unknown protocol `{}` in `{}`", excerpt(proto), excerpt(s)),
                 "ports exist for tcp, udp and sctp only; ICMP and other port-less protocols \
                  follow defaults.other_protocols",
             ))
@@ -37,7 +40,10 @@ pub(crate) fn parse_port(s: &str) -> Result<PortRange, Problem> {
     };
     if first > last {
         return Err(Problem::new(
-            format!("port range `{s}` is backwards ({first} > {last})"),
+            format!(
+                "port range `{}` is backwards ({first} > {last})",
+                excerpt(s)
+            ),
             format!("did you mean \"{last}-{first}/{proto}\"?"),
         ));
     }
@@ -48,14 +54,22 @@ fn parse_number(n: &str, whole: &str) -> Result<u16, Problem> {
     let n = n.trim();
     if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Problem::new(
-            format!("`{n}` in `{whole}` is not a port number"),
+            format!(
+                "`{}` in `{}` is not a port number",
+                excerpt(n),
+                excerpt(whole)
+            ),
             FORMS,
         ));
     }
     // Digits only, so a parse failure means "too large".
     n.parse::<u16>().map_err(|_| {
         Problem::new(
-            format!("port {n} in `{whole}` is out of range (0-65535)"),
+            format!(
+                "port {} in `{}` is out of range (0-65535)",
+                excerpt(n),
+                excerpt(whole)
+            ),
             "ports are 0 to 65535",
         )
     })
