@@ -1,4 +1,4 @@
-//! Process limits the daemon sets for itself at start.
+//! Process-wide settings the daemon makes for itself at start.
 //!
 //! The metrics server caps its connections far below the fd limit, but the
 //! control socket, the watcher, BPF maps and list files need fds too: raise
@@ -32,6 +32,19 @@ pub fn raise_nofile() -> Result<(u64, u64), LimitsError> {
         source,
     })?;
     Ok((soft, hard))
+}
+
+/// Allocations of 4 MiB and more are mmapped and returned at free. glibc
+/// otherwise raises its mmap threshold after the first large free, and
+/// argon2's m KiB per basic-auth check then stays in (and fragments) the
+/// heap: 40 checks with the default m = 19 MiB in one thread left 216 MB
+/// resident, against 2 MB with this (peak 21 MB either way).
+pub fn return_large_allocations() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
 }
 
 #[cfg(test)]

@@ -214,6 +214,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         Ok(_) => {}
         Err(e) => tracing::warn!("{e}"),
     }
+    limits::return_large_allocations();
     let policy = policy::load(&opts.policy)?;
     let interfaces = if opts.ifaces.is_empty() {
         policy.interfaces.clone()

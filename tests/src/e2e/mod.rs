@@ -27,6 +27,7 @@ pub mod cmd;
 pub mod daemon;
 pub mod demo;
 pub mod http;
+pub mod metrics_hardening;
 pub mod netns;
 pub mod policies;
 pub mod probe;

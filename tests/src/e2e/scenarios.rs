@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 
 use super::{
     daemon::{Daemon, Sandbox, Status},
-    http, policies,
+    http, metrics_hardening as mh, policies,
     probe::{self, Outcome, Probe, ProbeLoop, Sample, CLOSED_TCP_PORT},
     topology::*,
 };
@@ -133,6 +133,38 @@ pub fn all() -> Vec<Scenario> {
         s("counters-monotonic", false, false, counters_monotonic),
         s("metrics-basic-auth", false, false, metrics_basic_auth),
         s("detach-removes-filter", false, true, detach),
+        s("metrics-idle-flood", false, false, mh::idle_flood),
+        s(
+            "metrics-wrong-password-burst",
+            false,
+            false,
+            mh::wrong_password_burst,
+        ),
+        s(
+            "metrics-auth-timing-hides-users",
+            false,
+            false,
+            mh::auth_timing_hides_users,
+        ),
+        s(
+            "metrics-auth-scheme-and-routing",
+            false,
+            false,
+            mh::auth_scheme_and_routing,
+        ),
+        s(
+            "metrics-exposition-parses",
+            false,
+            false,
+            mh::exposition_parses,
+        ),
+        s(
+            "metrics-listen-follows-reload",
+            false,
+            false,
+            mh::listen_follows_reload,
+        ),
+        s("metrics-tls", false, false, mh::tls_listener),
     ]
 }
 

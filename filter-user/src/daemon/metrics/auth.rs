@@ -94,6 +94,56 @@ pub struct Auth {
     cache: Mutex<Vec<([u8; 32], Instant)>>,
     /// (configured hash, its dummy).
     dummy: Mutex<Option<(String, String)>>,
+    workers: Workers,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads verifications run on. argon2's memory (m KiB per check) is
+/// allocated and freed on these only: on tokio's blocking pool, many threads
+/// would each keep an allocator arena of that size (see also
+/// `limits::return_large_allocations`).
+struct Workers {
+    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+impl Workers {
+    fn start(n: usize) -> Workers {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..n {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("metrics-auth-{i}"))
+                .spawn(move || loop {
+                    // The lock is held only while waiting for the next job.
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return, // the Auth is gone
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!("metrics auth worker: {e}");
+            }
+        }
+        Workers {
+            jobs: Mutex::new(tx),
+        }
+    }
+
+    /// Runs `f` on a worker; None if it could not run.
+    async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs.lock().ok()?.send(job).ok()?;
+        rx.await.ok()
+    }
 }
 
 impl Default for Auth {
@@ -135,6 +185,7 @@ impl Auth {
             wait,
             cache: Mutex::new(Vec::new()),
             dummy: Mutex::new(None),
+            workers: Workers::start(MAX_VERIFYING),
         }
     }
 
@@ -158,12 +209,14 @@ impl Auth {
         };
         let this = self.clone();
         let cfg = cfg.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            this.verify(&user, &password, &cfg)
-        })
-        .await
-        .unwrap_or(false);
+        let ok = self
+            .workers
+            .run(move || {
+                let _permit = permit;
+                this.verify(&user, &password, &cfg)
+            })
+            .await
+            .unwrap_or(false);
         if ok {
             self.remember(key);
             Verdict::Allowed
