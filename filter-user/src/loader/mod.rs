@@ -159,6 +159,34 @@ fn release_freed_memory() {
     }
 }
 
+/// ARPHRD_ETHER and ARPHRD_LOOPBACK (whose frames carry a zeroed Ethernet
+/// header): the only link types whose frames start where the parser expects.
+const ETHERNET_LINK_TYPES: [u32; 2] = [1, 772];
+
+/// Refuses devices whose frames have no Ethernet header (GRE, IPIP, SIT,
+/// WireGuard, TUN: ARPHRD_NONE and the tunnel types). The program would read
+/// their IP header as Ethernet and misjudge every frame, mostly as `non_ip`,
+/// which passes by default: a silent fail-open.
+fn check_link_type(iface: &str) -> Result<(), LoaderError> {
+    let path = format!("/sys/class/net/{iface}/type");
+    // Without sysfs (unusual containers) there is nothing to check against.
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    match text.trim().parse::<u32>() {
+        Ok(t) if ETHERNET_LINK_TYPES.contains(&t) => Ok(()),
+        Ok(t) => Err(LoaderError::Link {
+            iface: iface.to_string(),
+            detail: format!(
+                "link type {t} (see /sys/class/net/{iface}/type) has no Ethernet header; \
+                 portcullis parses Ethernet frames only. Attach to the Ethernet device the \
+                 tunnel runs over (its traffic is judged by the outer header) instead"
+            ),
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
 impl Filter {
     /// Loads (verifies) the program; nothing is attached. With a pin root, the
     /// maps a previous run pinned there are adopted (policy slots, generation,
@@ -238,6 +266,7 @@ impl Filter {
         if slot == 0 || slot >= filter_common::MAX_IFACE_SLOTS {
             return Err(LoaderError::TooManyInterfaces);
         }
+        check_link_type(iface)?;
         // Register the counter slot first so no attached frame is miscounted.
         self.maps.set_iface_slot(ifindex, slot)?;
         let program: &mut Xdp = self
