@@ -5,9 +5,11 @@
 //! - `model`: the independent reference model of docs/parsing-contract.md.
 //! - `gen`: seeded random policies and frames, and a minimiser, for differential tests.
 //! - `case`, `fixtures`, `evasion`: named cases with hand-written expectations.
-//! - `harness`, `loader_checks`: run frames through the real XDP object (root).
+//! - `harness`, `loader_checks`, `apply_faults`: run frames through the real XDP
+//!   object (root); `apply_faults` fails every write step of an apply.
 //! - `e2e`, `soak`: the daemon in network namespaces, for seconds and for minutes (root).
 
+pub mod apply_faults;
 pub mod case;
 pub mod e2e;
 pub mod evasion;

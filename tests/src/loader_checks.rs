@@ -41,6 +41,14 @@ pub fn run(h: &mut Harness, scale: bool) -> Result<(u64, u64), HarnessError> {
             logging_off_by_default,
         ),
         ("packet_logging_reports_each_decision", logging_on),
+        (
+            "fault_at_every_apply_step_leaves_old_or_new_policy",
+            crate::apply_faults::fault_at_every_step_leaves_old_or_new,
+        ),
+        (
+            "oversized_meta_record_changes_nothing",
+            crate::apply_faults::oversized_meta_changes_nothing,
+        ),
     ];
     if scale {
         checks.push((

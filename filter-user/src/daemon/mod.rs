@@ -123,28 +123,33 @@ fn now() -> u64 {
 }
 
 impl Core {
-    /// Writes `policy` into the inactive slot, flips, and records it in META.
-    /// Unless `force`, a policy identical to the enforced one (same hash of
-    /// the policy and its list files) changes nothing and keeps the generation.
+    /// Writes `policy` into the inactive slot, records it in META and flips,
+    /// all-or-nothing (see [`Filter::apply_with_meta`]). Unless `force`, a
+    /// policy identical to the enforced one changes nothing and keeps the
+    /// generation — judged from what the kernel holds (ACTIVE and the META
+    /// record describing it), never from what this daemon last believed.
     fn apply(
         &mut self,
         mut policy: CompiledPolicy,
         force: bool,
     ) -> Result<(u32, Current), LoaderError> {
-        if !force && policy.source_hash_hex() == self.meta.policy_hash {
-            tracing::info!(
-                "policy unchanged; generation {} stays",
-                self.filter.generation()
-            );
-            return Ok((self.filter.generation(), Current::of(&policy)));
+        let enforced = self.filter.meta()?;
+        let active = self.filter.kernel_generation()?;
+        let hash = policy.source_hash_hex();
+        if !force && enforced.describes(active) && enforced.policy_hash == hash {
+            tracing::info!("policy unchanged; generation {active} stays");
+            self.meta = enforced;
+            return Ok((active, Current::of(&policy)));
         }
-        let mut meta = self.meta.clone();
+        // Start from the kernel's record: zone ids and interfaces must match
+        // the counters already in the maps.
+        let mut meta = enforced;
         meta.assign_zone_ids(&mut policy);
-        let generation = self.filter.apply(&policy)?;
-        meta.policy_hash = policy.source_hash_hex();
+        meta.policy_hash = hash;
         meta.policy_path = self.policy_path.display().to_string();
         meta.applied_at = now();
-        self.filter.set_meta(&meta)?;
+        let generation = self.filter.apply_with_meta(&policy, &meta)?;
+        meta.generation = generation;
         self.meta = meta;
         if !policy.interfaces.is_empty() && policy.interfaces != self.interfaces {
             tracing::warn!(
@@ -270,7 +275,10 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(io_err("starting the runtime"))?;
-    runtime.block_on(serve(shared.clone(), opts.clone(), control_listener))?;
+    let served = runtime.block_on(serve(shared.clone(), opts.clone(), control_listener));
+    // Don't wait on a reload still running in the blocking pool.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    served?;
 
     let _ = std::fs::remove_file(&opts.control_socket);
     if opts.detach_on_exit || shared.detach_requested.load(Ordering::SeqCst) {
@@ -371,9 +379,16 @@ async fn serve(
             }
         };
         let s = shared.clone();
-        let result = tokio::task::spawn_blocking(move || reload(&s, request.why))
-            .await
-            .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+        let task = tokio::task::spawn_blocking(move || reload(&s, request.why));
+        // A stop request is honoured even while a reload runs: the reload
+        // writes only the inactive slot until its flip, so leaving it behind
+        // cannot leave half a policy enforced.
+        let result = tokio::select! {
+            r = task => r.unwrap_or_else(|e| Err(format!("reload task failed: {e}"))),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = shutdown_rx.recv() => break,
+        };
         if result.is_ok() {
             watcher.watch(&watched_paths(&opts.policy, &shared));
         }

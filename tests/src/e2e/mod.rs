@@ -11,7 +11,10 @@
 //! - `daemon`: a `portcullis run` inside the host namespace, readiness via
 //!   sd_notify, the CLI (`status`, `reload`, `detach`), metrics over HTTP.
 //! - `policies`: the policies the scenarios load.
-//! - `scenarios`: the scenarios of `e2e-suite`.
+//! - `scenarios`: the scenarios of `e2e-suite`; `apply`: all-or-nothing apply;
+//!   `attach`: link types the parser can read.
+//! - `inputs`: hostile local inputs (FIFO, huge and secret list files, the
+//!   control socket's path and silent clients).
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
 
 use std::{
@@ -22,11 +25,14 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+pub mod apply;
+pub mod attach;
 pub mod cleanup;
 pub mod cmd;
 pub mod daemon;
 pub mod demo;
 pub mod http;
+pub mod inputs;
 pub mod metrics_hardening;
 pub mod netns;
 pub mod policies;

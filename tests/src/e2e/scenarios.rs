@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 
 use super::{
     daemon::{Daemon, Sandbox, Status},
-    http, metrics_hardening as mh, policies,
+    http, inputs, metrics_hardening as mh, policies,
     probe::{self, Outcome, Probe, ProbeLoop, Sample, CLOSED_TCP_PORT},
     topology::*,
 };
@@ -63,15 +63,15 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn note(&mut self, s: impl Into<String>) {
+    pub(crate) fn note(&mut self, s: impl Into<String>) {
         self.notes.push(s.into());
     }
 
-    fn policy(&self, name: &str, text: &str) -> Result<PathBuf> {
+    pub(crate) fn policy(&self, name: &str, text: &str) -> Result<PathBuf> {
         policies::write(&self.policy_dir, name, text)
     }
 
-    fn start(&mut self, policy: &std::path::Path, extra: &[&str]) -> Result<Daemon> {
+    pub(crate) fn start(&mut self, policy: &std::path::Path, extra: &[&str]) -> Result<Daemon> {
         let d = self.sb.start_daemon(policy, extra)?;
         self.note(format!(
             "daemon {} ready (READY=1) after {} ms",
@@ -132,6 +132,31 @@ pub fn all() -> Vec<Scenario> {
         s("restart-adopts", false, true, restart_adopts),
         s("counters-monotonic", false, false, counters_monotonic),
         s("metrics-basic-auth", false, false, metrics_basic_auth),
+        s("list-file-fifo", false, false, inputs::fifo_list_file),
+        s(
+            "list-file-huge-line",
+            false,
+            false,
+            inputs::huge_line_list_file,
+        ),
+        s(
+            "list-file-secret-symlink",
+            false,
+            false,
+            inputs::secret_behind_symlink,
+        ),
+        s(
+            "control-socket-regular-file",
+            false,
+            false,
+            inputs::control_socket_regular_file,
+        ),
+        s(
+            "control-socket-silent-clients",
+            false,
+            false,
+            inputs::control_socket_silent_clients,
+        ),
         s("detach-removes-filter", false, true, detach),
         s("metrics-idle-flood", false, false, mh::idle_flood),
         s(
@@ -165,6 +190,24 @@ pub fn all() -> Vec<Scenario> {
             mh::listen_follows_reload,
         ),
         s("metrics-tls", false, false, mh::tls_listener),
+        s(
+            "rejected-reload-changes-nothing",
+            false,
+            true,
+            super::apply::rejected_reload_changes_nothing,
+        ),
+        s(
+            "unchanged-is-judged-from-the-kernel",
+            false,
+            false,
+            super::apply::unchanged_is_judged_from_the_kernel,
+        ),
+        s(
+            "non-ethernet-link-is-refused",
+            false,
+            false,
+            super::attach::non_ethernet_link_is_refused,
+        ),
     ]
 }
 
@@ -251,10 +294,10 @@ pub(crate) fn table_ab() -> Vec<(Probe, Exp, Exp)> {
     ]
 }
 
-fn rows_a() -> Vec<(Probe, Exp)> {
+pub(crate) fn rows_a() -> Vec<(Probe, Exp)> {
     table_ab().into_iter().map(|(p, a, _)| (p, a)).collect()
 }
-fn rows_b() -> Vec<(Probe, Exp)> {
+pub(crate) fn rows_b() -> Vec<(Probe, Exp)> {
     table_ab().into_iter().map(|(p, _, b)| (p, b)).collect()
 }
 
