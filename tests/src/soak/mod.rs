@@ -645,14 +645,17 @@ pub fn run(bin: &Path, o: &Options) -> Result<bool> {
     }
     let incs = incarnations.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Some(path) = &o.samples {
-        let mut csv = String::from("daemon,pid,seconds_since_ready,fds,rss_kib\n");
+        let mut csv = String::from("daemon,pid,seconds_since_ready,fds,sockets,rss_kib\n");
         for (i, inc) in incs.iter().enumerate() {
-            for (t, f, r) in &inc.samples {
+            for x in &inc.samples {
                 csv.push_str(&format!(
-                    "{},{},{:.1},{f},{r}\n",
+                    "{},{},{:.1},{},{},{}\n",
                     i + 1,
                     inc.pid,
-                    t.as_secs_f64()
+                    x.at.as_secs_f64(),
+                    x.fds,
+                    x.sockets,
+                    x.rss_kib
                 ));
             }
         }
@@ -781,7 +784,7 @@ pub fn run(bin: &Path, o: &Options) -> Result<bool> {
             inc.lived
         };
         println!(
-            "soak: daemon {} (pid {}, {:.0} s, {} samples): fds {} -> {} (max {}), \
+            "soak: daemon {} (pid {}, {:.0} s, {} samples): fds {} -> {} (max {}; not sockets {} -> {}), \
              RSS {:.1} (early max {:.1}) -> {:.1} MiB (peak {:.1}){}",
             i + 1,
             inc.pid,
@@ -790,6 +793,8 @@ pub fn run(bin: &Path, o: &Options) -> Result<bool> {
             f.fds_early,
             f.fds_late,
             f.fds_max,
+            f.files_early,
+            f.files_late,
             f.rss_early_kib as f64 / 1024.0,
             f.rss_early_max_kib as f64 / 1024.0,
             f.rss_late_kib as f64 / 1024.0,

@@ -6,11 +6,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Open fds of `pid` (entries of /proc/PID/fd); `None` once it is gone.
-pub fn fds(pid: i32) -> Option<usize> {
-    fs::read_dir(format!("/proc/{pid}/fd"))
-        .ok()
-        .map(|d| d.count())
+/// Open fds of `pid` (entries of /proc/PID/fd) and how many of them are
+/// sockets; `None` once it is gone.
+pub fn fds(pid: i32) -> Option<(usize, usize)> {
+    let d = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let (mut all, mut sockets) = (0, 0);
+    for e in d.flatten() {
+        all += 1;
+        if fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")) {
+            sockets += 1;
+        }
+    }
+    Some((all, sockets))
 }
 
 /// VmRSS of `pid` in KiB; `None` once it is gone.
@@ -42,12 +49,23 @@ pub const MAX_RSS_GROWTH_KIB: i64 = 20 * 1024;
 /// of issue 8 took it to 1.2 GB).
 pub const MAX_RSS_KIB: i64 = 512 * 1024;
 
-/// One daemon process and its samples (time since READY=1, fds, RSS KiB).
+/// One reading of a daemon.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Since READY=1.
+    pub at: Duration,
+    pub fds: usize,
+    /// Of `fds`, sockets (metrics clients come and go: the rest should not move).
+    pub sockets: usize,
+    pub rss_kib: u64,
+}
+
+/// One daemon process and its samples.
 pub struct Incarnation {
     pub pid: i32,
     pub ready: Instant,
     pub lived: Duration,
-    pub samples: Vec<(Duration, usize, u64)>,
+    pub samples: Vec<Sample>,
 }
 
 /// What one incarnation's samples say.
@@ -57,6 +75,9 @@ pub struct Figures {
     pub fds_early: i64,
     pub fds_late: i64,
     pub fds_max: i64,
+    /// Median non-socket fds in the early and late windows.
+    pub files_early: i64,
+    pub files_late: i64,
     pub rss_early_kib: i64,
     pub rss_early_max_kib: i64,
     pub rss_late_kib: i64,
@@ -83,8 +104,13 @@ impl Incarnation {
     /// Takes one sample now; false when the process is gone.
     pub fn sample(&mut self) -> bool {
         match (fds(self.pid), rss_kib(self.pid)) {
-            (Some(f), Some(r)) => {
-                self.samples.push((self.ready.elapsed(), f, r));
+            (Some((fds, sockets)), Some(rss_kib)) => {
+                self.samples.push(Sample {
+                    at: self.ready.elapsed(),
+                    fds,
+                    sockets,
+                    rss_kib,
+                });
                 true
             }
             _ => false,
@@ -94,30 +120,31 @@ impl Incarnation {
     /// Early window: [WARMUP, WARMUP + WINDOW); late window: the last WINDOW
     /// of samples. Needs the two windows not to overlap.
     pub fn figures(&self) -> Figures {
-        let end = self.samples.last().map(|s| s.0).unwrap_or_default();
-        let early: Vec<_> = self
+        let end = self.samples.last().map(|s| s.at).unwrap_or_default();
+        let early: Vec<&Sample> = self
             .samples
             .iter()
-            .filter(|s| s.0 >= WARMUP && s.0 < WARMUP + WINDOW)
+            .filter(|s| s.at >= WARMUP && s.at < WARMUP + WINDOW)
             .collect();
-        let late: Vec<_> = self
+        let late: Vec<&Sample> = self
             .samples
             .iter()
-            .filter(|s| s.0 + WINDOW > end && s.0 >= WARMUP + WINDOW)
+            .filter(|s| s.at + WINDOW > end && s.at >= WARMUP + WINDOW)
             .collect();
         let too_short = early.is_empty() || late.is_empty();
-        let pick = |w: &[&(Duration, usize, u64)], f: fn(&(Duration, usize, u64)) -> i64| {
-            median(w.iter().map(|s| f(s)).collect())
-        };
+        let pick = |w: &[&Sample], f: fn(&Sample) -> i64| median(w.iter().map(|s| f(s)).collect());
+        let all = |f: fn(&Sample) -> i64| self.samples.iter().map(f).max().unwrap_or(0);
         Figures {
             samples: self.samples.len(),
-            fds_early: pick(&early, |s| s.1 as i64),
-            fds_late: pick(&late, |s| s.1 as i64),
-            fds_max: self.samples.iter().map(|s| s.1 as i64).max().unwrap_or(0),
-            rss_early_kib: pick(&early, |s| s.2 as i64),
-            rss_early_max_kib: early.iter().map(|s| s.2 as i64).max().unwrap_or(0),
-            rss_late_kib: pick(&late, |s| s.2 as i64),
-            rss_peak_kib: self.samples.iter().map(|s| s.2 as i64).max().unwrap_or(0),
+            fds_early: pick(&early, |s| s.fds as i64),
+            fds_late: pick(&late, |s| s.fds as i64),
+            fds_max: all(|s| s.fds as i64),
+            files_early: pick(&early, |s| (s.fds - s.sockets) as i64),
+            files_late: pick(&late, |s| (s.fds - s.sockets) as i64),
+            rss_early_kib: pick(&early, |s| s.rss_kib as i64),
+            rss_early_max_kib: early.iter().map(|s| s.rss_kib as i64).max().unwrap_or(0),
+            rss_late_kib: pick(&late, |s| s.rss_kib as i64),
+            rss_peak_kib: all(|s| s.rss_kib as i64),
             too_short,
         }
     }
@@ -138,6 +165,12 @@ impl Figures {
         let rss = self.rss_late_kib - self.rss_early_max_kib;
         if !self.too_short && fd.abs() > MAX_FD_DRIFT {
             why.push(format!("fds {fd:+} (bound ±{MAX_FD_DRIFT})"));
+        }
+        let files = self.files_late - self.files_early;
+        if !self.too_short && files.abs() > MAX_FD_DRIFT {
+            why.push(format!(
+                "fds other than sockets {files:+} (bound ±{MAX_FD_DRIFT})"
+            ));
         }
         if !self.too_short && rss > MAX_RSS_GROWTH_KIB {
             why.push(format!(
@@ -161,7 +194,12 @@ mod tests {
             lived: Duration::ZERO,
             samples: samples
                 .iter()
-                .map(|&(s, f, r)| (Duration::from_secs(s), f, r))
+                .map(|&(s, fds, rss_kib)| Sample {
+                    at: Duration::from_secs(s),
+                    fds,
+                    sockets: fds / 2,
+                    rss_kib,
+                })
                 .collect(),
         }
     }
@@ -169,7 +207,7 @@ mod tests {
     #[test]
     fn own_process_is_sampled() {
         let me = std::process::id() as i32;
-        assert!(fds(me).is_some_and(|n| n >= 3));
+        assert!(fds(me).is_some_and(|(n, sockets)| n >= 3 && sockets <= n));
         assert!(rss_kib(me).is_some_and(|r| r > 0));
         assert_eq!(fds(i32::MAX), None);
     }
@@ -186,7 +224,10 @@ mod tests {
             .collect();
         let f = inc(&leaking).figures();
         let why = f.growth_problem().expect("growth must be reported");
-        assert!(why.contains("fds") && why.contains("RSS"), "{why}");
+        assert!(
+            why.contains("fds") && why.contains("other than sockets") && why.contains("RSS"),
+            "{why}"
+        );
 
         // Whole argon2 blocks coming and going: jitter, not growth.
         let jitter: Vec<_> = (0..60)
