@@ -280,7 +280,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     runtime.shutdown_timeout(Duration::from_secs(2));
     served?;
 
-    let _ = std::fs::remove_file(&opts.control_socket);
+    control::unbind(&opts.control_socket);
     if opts.detach_on_exit || shared.detach_requested.load(Ordering::SeqCst) {
         shared.root.remove_all()?;
         tracing::info!("filter detached and pins removed");
