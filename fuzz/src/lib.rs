@@ -300,9 +300,33 @@ pub fn list(data: &[u8]) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// control: one request line.
+// control: the bytes a control-socket client sends.
 
 pub fn control(data: &[u8]) -> bool {
+    use filter_user::daemon::control::{read_request, RequestError, MAX_REQUEST};
+    // The framing the daemon applies: one line, at most MAX_REQUEST bytes.
+    let framed = runtime().block_on(read_request(data, std::time::Duration::from_secs(1)));
+    let newline = data.iter().take(MAX_REQUEST).position(|&b| b == b'\n');
+    match (&framed, newline) {
+        (Ok(line), Some(i)) => assert_eq!(line.as_slice(), &data[..=i], "not the first line"),
+        (Ok(line), None) => {
+            assert!(
+                data.len() < MAX_REQUEST,
+                "an over-long request was accepted"
+            );
+            assert_eq!(line.as_slice(), data, "not the whole request");
+        }
+        (Err(RequestError::TooLong), None) => assert!(data.len() >= MAX_REQUEST),
+        (other, _) => panic!("framing gave {other:?} (newline at {newline:?})"),
+    }
+    check_request(data);
+    if let Ok(line) = &framed {
+        check_request(line);
+    }
+    true
+}
+
+fn check_request(data: &[u8]) {
     use filter_user::daemon::control::parse_request;
     let parsed = parse_request(data);
     match &parsed {
@@ -324,7 +348,6 @@ pub fn control(data: &[u8]) -> bool {
         parsed.is_ok(),
         "a trailing newline changed the outcome"
     );
-    true
 }
 
 // ---------------------------------------------------------------------------

@@ -241,7 +241,7 @@ where
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RequestError {
+pub enum RequestError {
     #[error("no request line within {0:?}")]
     Timeout(Duration),
     #[error("request longer than {MAX_REQUEST} bytes")]
@@ -251,7 +251,7 @@ pub(crate) enum RequestError {
 }
 
 /// Reads one request line: at most [`MAX_REQUEST`] bytes, within `timeout`.
-pub(crate) async fn read_request<R: AsyncRead + Unpin>(
+pub async fn read_request<R: AsyncRead + Unpin>(
     read: R,
     timeout: Duration,
 ) -> Result<Vec<u8>, RequestError> {
