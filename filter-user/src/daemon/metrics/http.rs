@@ -24,7 +24,8 @@ use tokio::{
 use super::{auth::Verdict, Shared};
 
 pub const MAX_CONNECTIONS: usize = 64;
-/// Request line and headers must arrive within this (TLS handshake too).
+/// Request line and headers must arrive within this (TLS handshake too);
+/// hyper also runs it while a keep-alive connection waits for the next request.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection is closed this long after it was accepted.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
