@@ -150,6 +150,11 @@ impl<'a> LineIndex<'a> {
     }
 }
 
+/// Diagnostics reported per policy (its file and all its list files); the rest
+/// are counted in one last message, so that no policy, however broken, makes a
+/// reload answer or a log entry of unbounded size.
+pub(crate) const MAX_DIAGNOSTICS: usize = 100;
+
 /// Collects diagnostics from the policy file and its list files.
 pub(crate) struct Diags<'a> {
     path: &'a Path,
@@ -208,9 +213,19 @@ impl<'a> Diags<'a> {
     pub fn into_error(mut self) -> PolicyError {
         self.items
             .sort_by(|(ra, a), (rb, b)| (ra, a.line, a.column).cmp(&(rb, b.line, b.column)));
-        PolicyError {
-            diagnostics: self.items.into_iter().map(|(_, d)| d).collect(),
+        let mut diagnostics: Vec<Diagnostic> = self.items.into_iter().map(|(_, d)| d).collect();
+        if diagnostics.len() > MAX_DIAGNOSTICS {
+            let hidden = diagnostics.split_off(MAX_DIAGNOSTICS);
+            let first = &hidden[0];
+            diagnostics.push(Diagnostic {
+                path: first.path.clone(),
+                line: first.line,
+                column: first.column,
+                message: format!("{} more errors from here on (not shown)", hidden.len()),
+                help: Some("fix the errors above and run `portcullis check` again".into()),
+            });
         }
+        PolicyError { diagnostics }
     }
 }
 

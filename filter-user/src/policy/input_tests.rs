@@ -348,3 +348,22 @@ fn the_largest_meta_record_fits() {
     let blob = meta.encode().expect("fits in META");
     assert!((blob.len as usize) < filter_common::META_CAPACITY / 2);
 }
+
+#[test]
+fn diagnostics_are_capped_per_policy() {
+    let bad: Vec<String> = (0..500).map(|i| format!("\"bad{i}\"")).collect();
+    let text = format!(
+        "version = 1\n[blocklist]\ncidrs = [\n{}\n]\n",
+        bad.join(",\n")
+    );
+    let err = compile_str(&text, Path::new("p.toml")).unwrap_err();
+    assert_eq!(err.len(), diag::MAX_DIAGNOSTICS + 1);
+    let last = err.diagnostics.last().unwrap();
+    assert_eq!(last.message, "400 more errors from here on (not shown)");
+    assert_eq!((last.line, last.column), (104, 1));
+    assert!(
+        err.to_string().len() < 32 << 10,
+        "{}",
+        err.to_string().len()
+    );
+}
