@@ -243,6 +243,10 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
                 Err(e) => {
                     eprintln!("{}: error: {e}", args.policy.display());
                     eprintln!(
+                        "  help: fix the file or `[metrics] tls` (paths are relative to the \
+                         policy file's directory)"
+                    );
+                    eprintln!(
                         "{}: 1 error; the policy is not valid",
                         args.policy.display()
                     );

@@ -909,7 +909,7 @@ pub fn tls_listener(cx: &mut Ctx) -> Result<()> {
         .cli(&["check", "--policy", &clear.display().to_string()])?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(
-        out.status.success() && err.contains("warning:") && err.contains("without tls"),
+        out.status.success() && err.contains("warning") && err.contains("without tls"),
         "check of basic auth on 0.0.0.0 without TLS: {} {err}",
         out.status
     );

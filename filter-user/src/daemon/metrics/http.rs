@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpStream,
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
 };
 
 use super::{auth::Verdict, Shared};
@@ -42,12 +42,58 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// Serves until the daemon stops; takes a new listener when one is
 /// committed by a reload (see [`super::Metrics::commit`]).
 pub async fn serve(shared: Arc<Shared>) {
-    let m = &shared.metrics;
-    let Some(mut listener) = m.take_listener() else {
+    let Some(listener) = shared.metrics.take_listener() else {
         tracing::error!("metrics server: no listener");
         return;
     };
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let s = shared.clone();
+    accept_loop(
+        listener,
+        MAX_CONNECTIONS,
+        &shared.metrics.swapped,
+        || {
+            let l = shared.metrics.take_listener()?;
+            tracing::info!("metrics now served on {}", shared.metrics.addr());
+            Some(l)
+        },
+        move |stream, permit| {
+            tokio::spawn(connection(stream, s.clone(), permit));
+        },
+    )
+    .await
+}
+
+/// What the accept loop needs of a listener (a trait, so that tests can
+/// make `accept` fail).
+pub trait Accept: Send {
+    type Conn: Send + 'static;
+    fn accept(&mut self) -> impl std::future::Future<Output = std::io::Result<Self::Conn>> + Send;
+    /// Answers 503 and closes, without waiting.
+    fn refuse(conn: Self::Conn);
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Conn = TcpStream;
+    async fn accept(&mut self) -> std::io::Result<TcpStream> {
+        tokio::net::TcpListener::accept(self).await.map(|(s, _)| s)
+    }
+    fn refuse(stream: TcpStream) {
+        // A fresh socket's send buffer is empty: this never blocks.
+        let _ = stream.try_write(BUSY);
+    }
+}
+
+/// Accepts until the task is dropped: at most `max` connections served at
+/// once (`serve` gets each with its slot), the rest refused at once; on
+/// `swapped`, `next` may hand over a new listener.
+pub async fn accept_loop<A: Accept>(
+    mut listener: A,
+    max: usize,
+    swapped: &Notify,
+    mut next: impl FnMut() -> Option<A>,
+    mut serve: impl FnMut(A::Conn, OwnedSemaphorePermit),
+) {
+    let slots = Arc::new(Semaphore::new(max));
     let mut refused: u64 = 0;
     let mut last_warning: Option<tokio::time::Instant> = None;
     let mut warn = |what: String| {
@@ -60,9 +106,8 @@ pub async fn serve(shared: Arc<Shared>) {
     };
     loop {
         let accepted = tokio::select! {
-            _ = m.swapped.notified() => {
-                if let Some(l) = m.take_listener() {
-                    tracing::info!("metrics now served on {}", m.addr());
+            _ = swapped.notified() => {
+                if let Some(l) = next() {
                     listener = l;
                 }
                 continue;
@@ -70,17 +115,13 @@ pub async fn serve(shared: Arc<Shared>) {
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((stream, _peer)) => match slots.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    tokio::spawn(connection(stream, shared.clone(), permit));
-                }
+            Ok(conn) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => serve(conn, permit),
                 Err(_) => {
                     refused += 1;
-                    // A fresh socket's send buffer is empty: this never blocks.
-                    let _ = stream.try_write(BUSY);
-                    drop(stream);
+                    A::refuse(conn);
                     warn(format!(
-                        "{MAX_CONNECTIONS} connections open; refused {refused} so far (503)"
+                        "{max} connections open; refused {refused} so far (503)"
                     ));
                 }
             },
@@ -238,5 +279,146 @@ async fn route(
             )
         }
         Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "render task failed\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Every accept fails with `errno`.
+    struct Failing(Arc<AtomicUsize>, i32);
+
+    impl Accept for Failing {
+        type Conn = ();
+        async fn accept(&mut self) -> std::io::Result<()> {
+            self.0.fetch_add(1, SeqCst);
+            Err(std::io::Error::from_raw_os_error(self.1))
+        }
+        fn refuse(_: ()) {}
+    }
+
+    #[test]
+    fn emfile_and_enfile_on_accept_pause_instead_of_spinning() {
+        for errno in [libc_errno::EMFILE, libc_errno::ENFILE] {
+            let attempts = Arc::new(AtomicUsize::new(0));
+            let notify = Notify::new();
+            runtime().block_on(async {
+                let run = accept_loop(
+                    Failing(attempts.clone(), errno),
+                    4,
+                    &notify,
+                    || None,
+                    |(), _| {},
+                );
+                let _ = tokio::time::timeout(Duration::from_millis(1100), run).await;
+            });
+            let n = attempts.load(SeqCst);
+            // One try per 250 ms pause; a busy loop makes millions.
+            assert!((3..=6).contains(&n), "errno {errno}: {n} accepts in 1.1 s");
+        }
+    }
+
+    /// `n` connections at once, then nothing; refusals are counted.
+    struct Burst {
+        left: usize,
+        refused: Arc<AtomicUsize>,
+    }
+
+    struct Conn(Arc<AtomicUsize>);
+
+    impl Accept for Burst {
+        type Conn = Conn;
+        async fn accept(&mut self) -> std::io::Result<Conn> {
+            if self.left == 0 {
+                std::future::pending::<()>().await;
+            }
+            self.left -= 1;
+            Ok(Conn(self.refused.clone()))
+        }
+        fn refuse(conn: Conn) {
+            conn.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    #[test]
+    fn connections_past_the_limit_are_refused_at_once_and_slots_come_back() {
+        let refused = Arc::new(AtomicUsize::new(0));
+        let held = std::sync::Mutex::new(Vec::new());
+        let notify = Notify::new();
+        let served = AtomicUsize::new(0);
+        runtime().block_on(async {
+            let run = accept_loop(
+                Burst {
+                    left: 300,
+                    refused: refused.clone(),
+                },
+                MAX_CONNECTIONS,
+                &notify,
+                || None,
+                |_conn, permit| {
+                    served.fetch_add(1, SeqCst);
+                    held.lock().unwrap().push(permit);
+                },
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(200), run).await;
+        });
+        assert_eq!(served.load(SeqCst), MAX_CONNECTIONS);
+        assert_eq!(refused.load(SeqCst), 300 - MAX_CONNECTIONS);
+        // Closing the served connections frees their slots.
+        held.lock().unwrap().clear();
+        let (refused2, served2) = (Arc::new(AtomicUsize::new(0)), AtomicUsize::new(0));
+        runtime().block_on(async {
+            let run = accept_loop(
+                Burst {
+                    left: 10,
+                    refused: refused2.clone(),
+                },
+                2,
+                &notify,
+                || None,
+                |_conn, _permit| {
+                    served2.fetch_add(1, SeqCst);
+                },
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(100), run).await;
+        });
+        assert_eq!((served2.load(SeqCst), refused2.load(SeqCst)), (10, 0));
+    }
+
+    #[test]
+    fn a_committed_listener_replaces_the_old_one() {
+        let notify = Notify::new();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let served = AtomicUsize::new(0);
+        let mut handed = Some(Burst {
+            left: 3,
+            refused: refused.clone(),
+        });
+        notify.notify_one();
+        runtime().block_on(async {
+            let run = accept_loop(
+                Burst {
+                    left: 0,
+                    refused: refused.clone(),
+                },
+                8,
+                &notify,
+                || handed.take(),
+                |_conn, _permit| {
+                    served.fetch_add(1, SeqCst);
+                },
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(100), run).await;
+        });
+        assert_eq!(served.load(SeqCst), 3);
     }
 }
