@@ -48,6 +48,9 @@ enum Command {
     /// Show interfaces, policy, generation and counters (also while the daemon
     /// is down: read from the pins).
     Status(StatusArgs),
+    /// Show what the filter in force does with one packet, and which policy
+    /// lines decide it (runs the pinned program; works with the daemon down).
+    Explain(filter_user::explain::cli::ExplainArgs),
     /// Remove the filter: detach the program and delete the pins.
     Detach(StatusArgs),
 }
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
         Command::Reload(args) => reload(&args),
         Command::Status(args) => status(&args),
         Command::Detach(args) => detach(&args),
+        Command::Explain(args) => filter_user::explain::cli::run(&args),
     };
     match result {
         Ok(code) => code,
