@@ -59,6 +59,46 @@ fn parse_form(s: &str) -> Result<Addr, Problem> {
     if s.is_empty() {
         return Err(Problem::new("empty address", FORMS).blind("empty address", FORMS));
     }
+    if s.contains(char::is_whitespace) {
+        let joined: String = s.split_whitespace().collect();
+        return Err(Problem::new(
+            format!("`{}` contains whitespace", excerpt(s)),
+            format!("write the entry without spaces: {}", excerpt(&joined)),
+        )
+        .blind(
+            "entry contains whitespace",
+            "write the entry without spaces, e.g. 10.0.0.0/8",
+        ));
+    }
+    if let Some((_, zone)) = s.split_once('%') {
+        let zone = zone.split('/').next().unwrap_or_default();
+        return Err(Problem::new(
+            format!("`{}`: IPv6 zone ids are not supported", excerpt(s)),
+            format!(
+                "drop the `%{}`: the filter judges the source address alone, on every \
+                 interface it is attached to",
+                excerpt(zone)
+            ),
+        )
+        .blind(
+            "IPv6 zone ids (`%…`) are not supported",
+            "drop the `%` and what follows: write fe80::1, not fe80::1%eth0",
+        ));
+    }
+    if let Some(fixed) = without_leading_zeros(s) {
+        return Err(Problem::new(
+            format!("`{}`: an IPv4 octet has a leading zero", excerpt(s)),
+            format!(
+                "octets are plain decimal (a leading zero is refused rather than guessed \
+                 as octal): did you mean {}?",
+                excerpt(&fixed)
+            ),
+        )
+        .blind(
+            "an IPv4 octet has a leading zero",
+            "octets are plain decimal: write 10.0.0.0/8, not 010.0.0.0/8",
+        ));
+    }
     if s.eq_ignore_ascii_case("any") {
         return Ok(Addr::Any);
     }
@@ -233,6 +273,49 @@ fn parse_wildcard(s: &str) -> Result<Ipv4Net, Problem> {
     })
 }
 
+/// `s` with the leading zeros of its IPv4 octets removed, if it has any
+/// (`010.0.0.0/8` → `10.0.0.0/8`, `::ffff:010.1.2.3`). `ipnet` would read them
+/// as decimal; operators may mean octal.
+fn without_leading_zeros(s: &str) -> Option<String> {
+    let (address, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let (head, dotted) = match address.rfind(':') {
+        Some(i) => address.split_at(i + 1),
+        None => ("", address),
+    };
+    if !dotted.contains('.') {
+        return None;
+    }
+    let padded =
+        |p: &str| p.len() > 1 && p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit());
+    if !dotted.split('.').any(padded) {
+        return None;
+    }
+    let octets: Vec<&str> = dotted
+        .split('.')
+        .map(|p| {
+            if padded(p) {
+                let t = p.trim_start_matches('0');
+                if t.is_empty() {
+                    "0"
+                } else {
+                    t
+                }
+            } else {
+                p
+            }
+        })
+        .collect();
+    let mut fixed = format!("{head}{}", octets.join("."));
+    if let Some(len) = len {
+        fixed.push('/');
+        fixed.push_str(len);
+    }
+    Some(fixed)
+}
+
 /// A decimal octet without sign or leading zeros (as `Ipv4Addr` parses them).
 fn parse_octet(part: &str) -> Option<u8> {
     let digits_only = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
@@ -311,7 +394,9 @@ mod tests {
         assert!(err("10.1.*.*.*").message.contains("four octets"));
         assert!(err("10.1.*.*/16").message.contains("wildcard and a prefix"));
         assert!(err("10.300.*.*").message.contains("`300`"));
-        assert!(err("10.01.*.*").message.contains("`01`"));
+        let p = err("10.01.*.*");
+        assert!(p.message.contains("leading zero"), "{p:?}");
+        assert!(p.help.contains("did you mean 10.1.*.*?"), "{p:?}");
     }
 
     #[test]
@@ -369,6 +454,51 @@ mod tests {
         assert_eq!(parse_addr("::ffff:0:0/96", Use::Allow), Ok(v4("0.0.0.0/0")));
         // Shorter than /96: stays IPv6 (and never matches mapped sources).
         assert_eq!(parse_addr("::/80", Use::Allow), Ok(v6("::/80")));
+    }
+
+    #[test]
+    fn leading_zeros_are_refused_with_the_decimal_form() {
+        for (s, fixed) in [
+            ("010.0.0.0/8", "10.0.0.0/8"),
+            ("192.168.001.0/24", "192.168.1.0/24"),
+            ("10.0.0.01", "10.0.0.1"),
+            ("::ffff:010.1.2.3", "::ffff:10.1.2.3"),
+            ("10.00.0.0/16", "10.0.0.0/16"),
+        ] {
+            let p = err(s);
+            assert!(p.message.contains("leading zero"), "{s}: {p:?}");
+            assert!(
+                p.help.contains(&format!("did you mean {fixed}?")),
+                "{s}: {p:?}"
+            );
+            assert_eq!(p.blind.0, "an IPv4 octet has a leading zero");
+        }
+        // Zero itself and IPv6 groups with leading zeros are fine.
+        assert_eq!(parse_addr("10.0.0.0/8", Use::Allow), Ok(v4("10.0.0.0/8")));
+        assert_eq!(
+            parse_addr("2001:0db8::/32", Use::Allow),
+            Ok(v6("2001:db8::/32"))
+        );
+    }
+
+    #[test]
+    fn whitespace_inside_an_entry_is_an_error() {
+        let p = err("10.0.0.0 /8");
+        assert!(p.message.contains("contains whitespace"), "{p:?}");
+        assert!(p.help.contains("10.0.0.0/8"), "{p:?}");
+        assert!(err("10. 0.0.0").message.contains("whitespace"));
+    }
+
+    #[test]
+    fn ipv6_zone_ids_are_refused_by_name() {
+        let p = err("fe80::1%eth0");
+        assert!(
+            p.message.contains("IPv6 zone ids are not supported"),
+            "{p:?}"
+        );
+        assert!(p.help.contains("`%eth0`"), "{p:?}");
+        assert!(err("fe80::%2/64").message.contains("zone ids"));
+        assert_eq!(p.blind.0, "IPv6 zone ids (`%…`) are not supported");
     }
 
     #[test]

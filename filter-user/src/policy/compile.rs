@@ -274,6 +274,8 @@ pub struct CompiledPolicy {
     pub list_files: Vec<ListFileInfo>,
     /// SHA-256 over the policy text and every list file's contents.
     pub source_hash: [u8; 32],
+    /// What `check` warns about (see docs/policy.md#warnings); not loaded.
+    pub warnings: Vec<super::warn::Warning>,
 }
 
 impl CompiledPolicy {

@@ -67,6 +67,21 @@ pub(crate) fn parse_list(
     };
 
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if looks_like_html(bytes) {
+        // One error, not twenty: the whole file is the wrong thing.
+        out.diagnostics.push(Diagnostic {
+            path: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: "this looks like an HTML page (did the download fail?)".into(),
+            help: Some(
+                "a list file holds one address or prefix per line; fetch the feed again \
+                 and check the updater's HTTP status before renaming the file into place"
+                    .into(),
+            ),
+        });
+        return out;
+    }
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let lineno = i + 1;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -150,6 +165,19 @@ pub(crate) fn parse_list(
         });
     }
     out
+}
+
+/// Whether the file starts (after blank space) like an HTML document: an
+/// error page saved in place of a feed.
+fn looks_like_html(bytes: &[u8]) -> bool {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let head = &bytes[start..bytes.len().min(start + 16)];
+    [&b"<!doctype"[..], b"<html", b"<head", b"<body"]
+        .iter()
+        .any(|p| head.len() >= p.len() && head[..p.len()].eq_ignore_ascii_case(p))
 }
 
 /// `p` told without the entry's text (see the module comment).
@@ -325,6 +353,47 @@ mod tests {
             all.contains("l.txt:1:1: error: not an address or prefix"),
             "{all}"
         );
+    }
+
+    #[test]
+    fn an_html_page_is_named_once_without_quoting_it() {
+        for page in [
+            "<!DOCTYPE html>\n<html><title>SECRET 404</title>\n",
+            "\n  <html lang=\"en\">SECRET\n<body>x</body>\n",
+            "<!doctype html><head>SECRET</head>",
+        ] {
+            let (v4, _, r) = parse(page);
+            assert!(v4.is_empty());
+            assert_eq!(r.entries, 0);
+            assert_eq!(r.diagnostics.len(), 1, "{:#?}", r.diagnostics);
+            let all = rendered(&r);
+            assert!(
+                all.contains(
+                    "l.txt:1:1: error: this looks like an HTML page (did the download fail?)"
+                ),
+                "{all}"
+            );
+            assert!(!all.contains("SECRET"), "{all}");
+        }
+        // A list whose comment mentions HTML is still a list.
+        let (v4, _, r) = parse("# <html> feeds are refused\n10.0.0.0/8\n");
+        assert_eq!(v4, nets4(&["10.0.0.0/8"]));
+        assert!(r.diagnostics.is_empty());
+    }
+
+    #[test]
+    fn list_entry_hints_are_blind() {
+        let (_, _, r) = parse("192.168.001.0/24\nfe80::1%wlan7\n");
+        let all = rendered(&r);
+        assert!(
+            all.contains("l.txt:1:1: error: an IPv4 octet has a leading zero"),
+            "{all}"
+        );
+        assert!(
+            all.contains("l.txt:2:1: error: IPv6 zone ids (`%…`) are not supported"),
+            "{all}"
+        );
+        assert!(!all.contains("001") && !all.contains("wlan7"), "{all}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod lists;
 mod parse;
 mod ports;
 mod summary;
+mod warn;
 
 #[cfg(test)]
 mod input_tests;
@@ -32,6 +33,7 @@ pub use summary::{
     BlocklistSummary, DefaultsSummary, FailsafeSummary, ListFileSummary, MetricsSummary,
     PolicySummary, ZoneSummary,
 };
+pub use warn::{Warning, WarningKind};
 
 /// Reads, validates and compiles the policy at `path` and the list files it names.
 pub fn load(path: &Path) -> Result<CompiledPolicy, PolicyError> {

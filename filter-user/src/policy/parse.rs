@@ -19,6 +19,7 @@ use super::diag::{excerpt, nearest, Diags, PolicyError};
 use super::files::{self, FileError, ReadLimits};
 use super::lists;
 use super::ports::parse_port;
+use super::warn;
 
 type Span = Option<Range<usize>>;
 
@@ -117,6 +118,10 @@ pub(crate) fn compile(
     let zones = w.zones(root);
     let metrics = w.metrics(root, path);
 
+    let blocklist_v4 = merge_v4(blocklist_v4);
+    let blocklist_v6 = merge_v6(blocklist_v6);
+    w.blocklist_everything(root, &blocklist_v4, &blocklist_v6);
+
     if !w.diags.is_empty() {
         return Err(w.diags.into_error());
     }
@@ -133,17 +138,20 @@ pub(crate) fn compile(
             audit: z.audit,
         })
         .collect();
-    Ok(CompiledPolicy {
+    let mut policy = CompiledPolicy {
         interfaces,
         defaults,
-        blocklist_v4: merge_v4(blocklist_v4),
-        blocklist_v6: merge_v6(blocklist_v6),
+        blocklist_v4,
+        blocklist_v6,
         failsafe,
         zones,
         metrics,
         list_files,
         source_hash: hasher.finalize().into(),
-    })
+        warnings: Vec::new(),
+    };
+    policy.warnings = warn::collect(&policy, root, path, text);
+    Ok(policy)
 }
 
 /// Longest zone name, in characters (all ASCII): fits a Prometheus label, and
@@ -268,6 +276,31 @@ fn found(item: &Item) -> String {
 }
 
 impl Walker<'_> {
+    /// Entries that each drop part of the address space may merge into all of
+    /// it (`0.0.0.0/1` + `128.0.0.0/1`): refused like a single /0.
+    fn blocklist_everything(&mut self, root: &dyn TableLike, v4: &[Ipv4Net], v6: &[Ipv6Net]) {
+        let all_v4 = v4.iter().any(|n| n.prefix_len() == 0);
+        let all_v6 = v6.iter().any(|n| n.prefix_len() == 0);
+        if !all_v4 && !all_v6 {
+            return;
+        }
+        let family = match (all_v4, all_v6) {
+            (true, true) => "IPv4 and IPv6",
+            (true, false) => "IPv4",
+            _ => "IPv6",
+        };
+        let t = root.get("blocklist").and_then(Item::as_table_like);
+        let span = t
+            .and_then(|t| t.key("cidrs").or_else(|| t.key("files")))
+            .and_then(|k| k.span())
+            .or_else(|| key_span(root, "blocklist"));
+        self.diags.at(
+            span,
+            format!("the blocklist's entries together cover every {family} source (they merge to a /0)"),
+            Some("a blocklist names the sources to drop; remove the entries that add up to everything (e.g. 0.0.0.0/1 + 128.0.0.0/1); for default-deny set defaults.unmatched = \"drop\"".into()),
+        );
+    }
+
     fn check_keys(&mut self, t: &dyn TableLike, known: &[&str], section: &str) {
         for (key, _) in t.iter() {
             if known.contains(&key) {

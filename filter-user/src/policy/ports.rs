@@ -8,8 +8,17 @@ const FORMS: &str = "write a port or an inclusive range with its protocol: \"22/
 
 /// Parses one port entry. `s` must already be trimmed.
 pub(crate) fn parse_port(s: &str) -> Result<PortRange, Problem> {
+    if s.contains(char::is_whitespace) {
+        let joined: String = s.split_whitespace().collect();
+        return Err(Problem::new(
+            format!("port `{}` contains whitespace", excerpt(s)),
+            format!("write it without spaces: \"{}\"", excerpt(&joined)),
+        ));
+    }
     let Some((ports, proto)) = s.rsplit_once('/') else {
-        let example = if s.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !s.is_empty() {
+        let example = if let Some(range) = colon_range(s) {
+            format!("write the range with `-` and the protocol, e.g. \"{range}/tcp\"")
+        } else if s.bytes().all(|b| b.is_ascii_digit() || b == b'-') && !s.is_empty() {
             format!("write the protocol too, e.g. \"{}/tcp\"", excerpt(s))
         } else {
             FORMS.to_string()
@@ -23,6 +32,19 @@ pub(crate) fn parse_port(s: &str) -> Result<PortRange, Problem> {
         "tcp" => Proto::Tcp,
         "udp" => Proto::Udp,
         "sctp" => Proto::Sctp,
+        _ if is_proto(ports)
+            && !proto.is_empty()
+            && proto.bytes().all(|b| b.is_ascii_digit() || b == b'-') =>
+        {
+            return Err(Problem::new(
+                format!("port `{}` has the protocol first", excerpt(s)),
+                format!(
+                    "did you mean `{}/{}`?",
+                    excerpt(proto),
+                    ports.to_ascii_lowercase()
+                ),
+            ))
+        }
         _ => {
             return Err(Problem::new(
                 format!("unknown protocol `{}` in `{}`", excerpt(proto), excerpt(s)),
@@ -31,6 +53,12 @@ pub(crate) fn parse_port(s: &str) -> Result<PortRange, Problem> {
             ))
         }
     };
+    if let Some(range) = colon_range(ports) {
+        return Err(Problem::new(
+            format!("port range `{}` uses `:`", excerpt(s)),
+            format!("did you mean `{range}/{proto}`? (a range is written with `-`)"),
+        ));
+    }
     let (first, last) = match ports.split_once('-') {
         Some((a, b)) => (parse_number(a, s)?, parse_number(b, s)?),
         None => {
@@ -50,8 +78,20 @@ pub(crate) fn parse_port(s: &str) -> Result<PortRange, Problem> {
     Ok(PortRange { proto, first, last })
 }
 
+fn is_proto(s: &str) -> bool {
+    ["tcp", "udp", "sctp"]
+        .iter()
+        .any(|p| s.eq_ignore_ascii_case(p))
+}
+
+/// `22:30` (iptables' range syntax) → `22-30`.
+fn colon_range(s: &str) -> Option<String> {
+    let (a, b) = s.split_once(':')?;
+    let digits = |x: &str| !x.is_empty() && x.len() <= 5 && x.bytes().all(|c| c.is_ascii_digit());
+    (digits(a) && digits(b)).then(|| format!("{a}-{b}"))
+}
+
 fn parse_number(n: &str, whole: &str) -> Result<u16, Problem> {
-    let n = n.trim();
     if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Problem::new(
             format!(
@@ -112,6 +152,34 @@ mod tests {
         let p = parse_port("9010-9000/tcp").unwrap_err();
         assert!(p.message.contains("backwards"));
         assert_eq!(p.help, "did you mean \"9000-9010/tcp\"?");
+    }
+
+    #[test]
+    fn protocol_first_suggests_port_first() {
+        let p = parse_port("tcp/22").unwrap_err();
+        assert!(p.message.contains("protocol first"), "{p:?}");
+        assert_eq!(p.help, "did you mean `22/tcp`?");
+        assert_eq!(
+            parse_port("UDP/9000-9010").unwrap_err().help,
+            "did you mean `9000-9010/udp`?"
+        );
+    }
+
+    #[test]
+    fn colon_range_suggests_dash() {
+        let p = parse_port("22:30/tcp").unwrap_err();
+        assert!(p.message.contains("uses `:`"), "{p:?}");
+        assert!(p.help.starts_with("did you mean `22-30/tcp`?"), "{p:?}");
+        let p = parse_port("22:30").unwrap_err();
+        assert!(p.help.contains("\"22-30/tcp\""), "{p:?}");
+    }
+
+    #[test]
+    fn whitespace_inside_a_port_is_an_error() {
+        let p = parse_port("22 /tcp").unwrap_err();
+        assert!(p.message.contains("contains whitespace"), "{p:?}");
+        assert!(p.help.contains("\"22/tcp\""), "{p:?}");
+        assert!(parse_port("22 - 30/tcp").is_err());
     }
 
     #[test]
