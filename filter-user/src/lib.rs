@@ -4,4 +4,5 @@ pub mod daemon;
 pub mod explain;
 pub mod loader;
 pub mod policy;
+pub mod report;
 pub mod status;

@@ -7,9 +7,11 @@
 //! pinned link is updated to the new program atomically, and only then is
 //! systemd told the daemon is ready.
 pub mod control;
+mod ifwait;
 mod limits;
 pub mod metrics;
 mod watch;
+mod watchdog;
 
 pub use metrics::check as check_metrics;
 
@@ -40,6 +42,11 @@ pub struct RunOptions {
     pub metrics_listen: Option<SocketAddr>,
     pub detach_on_exit: bool,
     pub log_packets: bool,
+    /// Attach new links in this mode only (default: native, generic if the
+    /// driver refuses).
+    pub attach_mode: Option<AttachMode>,
+    /// Wait up to this long for missing interfaces before failing.
+    pub wait_iface: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +81,7 @@ struct Core {
     root: PinRoot,
     policy_path: PathBuf,
     interfaces: Vec<String>,
+    attach_mode: Option<AttachMode>,
 }
 
 /// Shared between the reload loop, the control socket and the metrics server.
@@ -175,14 +183,26 @@ impl Core {
                 .iter()
                 .find(|m| m.name == iface)
                 .map(|m| m.mode);
-            let mode = match self.filter.attach(&self.root, &iface, slot)? {
+            let mode = match self
+                .filter
+                .attach(&self.root, &iface, slot, self.attach_mode)?
+            {
                 Some(mode) => {
                     tracing::info!("{iface}: attached ({} XDP)", mode.as_str());
                     mode
                 }
                 None => {
                     tracing::info!("{iface}: adopted the pinned link; program replaced atomically");
-                    before.unwrap_or(AttachMode::Native)
+                    let mode = before.unwrap_or(AttachMode::Native);
+                    if let Some(want) = self.attach_mode.filter(|w| *w != mode) {
+                        tracing::warn!(
+                            "{iface}: the adopted link stays in {} mode (--mode {} applies to \
+                             new links: `portcullis detach --iface {iface}` first)",
+                            mode.as_str(),
+                            want.as_str()
+                        );
+                    }
+                    mode
                 }
             };
             self.meta.interfaces.retain(|m| m.name != iface);
@@ -221,7 +241,6 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     }
     limits::return_large_allocations();
     let policy = policy::load(&opts.policy)?;
-    policy.log_warnings();
     let interfaces = if opts.ifaces.is_empty() {
         policy.interfaces.clone()
     } else {
@@ -229,6 +248,15 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     };
     if interfaces.is_empty() {
         return Err(DaemonError::NoInterfaces);
+    }
+    if let Some(limit) = opts.wait_iface {
+        if let Some(absent) = ifwait::wait(&interfaces, limit).into_iter().next() {
+            return Err(LoaderError::NoSuchInterface(format!(
+                "{absent} (waited {}s, --wait-iface)",
+                limit.as_secs()
+            ))
+            .into());
+        }
     }
     // Claim the sockets before touching the filter: a second daemon or a busy
     // port must fail without changing what is enforced.
@@ -248,6 +276,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         root: root.clone(),
         policy_path: opts.policy.clone(),
         interfaces,
+        attach_mode: opts.attach_mode,
     };
     // Always write at start-up: the slots may come from another build.
     let (generation, current) = core.apply(policy, true)?;
@@ -326,6 +355,10 @@ async fn serve(
     let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
     let mut log_tick = tokio::time::interval(Duration::from_millis(200));
+    // WATCHDOG=1 from this loop: a loop stuck anywhere stops the pings.
+    let watchdog_every = watchdog::interval();
+    let mut watchdog_tick =
+        tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
     // A file change reloads 300 ms after the first event of a burst (editors
     // write in several steps); the loop keeps serving meanwhile.
     let mut change_due: Option<tokio::time::Instant> = None;
@@ -366,6 +399,10 @@ async fn serve(
                 change_due = None;
                 Reload { why: "file change", reply: None }
             }
+            _ = watchdog_tick.tick(), if watchdog_every.is_some() => {
+                watchdog::ping();
+                continue;
+            }
             _ = log_tick.tick() => {
                 if opts.log_packets {
                     let s = shared.clone();
@@ -380,16 +417,23 @@ async fn serve(
             }
         };
         let s = shared.clone();
-        let task = tokio::task::spawn_blocking(move || reload(&s, request.why));
+        let mut task = tokio::task::spawn_blocking(move || reload(&s, request.why));
         // A stop request is honoured even while a reload runs: the reload
         // writes only the inactive slot until its flip, so leaving it behind
-        // cannot leave half a policy enforced.
-        let result = tokio::select! {
-            r = task => r.unwrap_or_else(|e| Err(format!("reload task failed: {e}"))),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = shutdown_rx.recv() => break,
+        // cannot leave half a policy enforced. A long reload (a large policy)
+        // keeps the watchdog fed: this loop still answers.
+        let result = loop {
+            tokio::select! {
+                r = &mut task => {
+                    break Some(r.unwrap_or_else(|e| Err(format!("reload task failed: {e}"))))
+                }
+                _ = term.recv() => break None,
+                _ = int.recv() => break None,
+                _ = shutdown_rx.recv() => break None,
+                _ = watchdog_tick.tick(), if watchdog_every.is_some() => watchdog::ping(),
+            }
         };
+        let Some(result) = result else { break };
         if result.is_ok() {
             watcher.watch(&watched_paths(&opts.policy, &shared));
         }
@@ -421,7 +465,6 @@ fn reload(shared: &Shared, why: &str) -> Result<u32, String> {
     let outcome = policy::load(&path)
         .map_err(|e| e.to_string())
         .and_then(|p| {
-            p.log_warnings();
             // A changed metrics `listen` is bound (and TLS files read) first:
             // if that fails, the reload is rejected before anything changes.
             let staged = shared.metrics.stage(&p.metrics)?;

@@ -6,6 +6,7 @@
 //! one whole policy.
 mod batch;
 mod compact;
+mod detach;
 mod fault;
 mod image;
 mod maps;
@@ -24,6 +25,7 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use compact::Compact;
+pub use detach::{detach_iface, IfaceDetached};
 use filter_common::{
     counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, NUM_SLOTS, PROGRAM_NAME,
 };
@@ -253,13 +255,15 @@ impl Filter {
     }
 
     /// Attaches to `iface` (or atomically replaces the program in its pinned
-    /// link) and counts its frames in counter slot `slot`. Returns the new
-    /// mode, or `None` when an existing link was adopted.
+    /// link) and counts its frames in counter slot `slot`. A new link is
+    /// attached in `force`d mode if given (see [`PinRoot::attach`]). Returns
+    /// the new mode, or `None` when an existing link was adopted.
     pub fn attach(
         &mut self,
         root: &PinRoot,
         iface: &str,
         slot: u32,
+        force: Option<AttachMode>,
     ) -> Result<Option<AttachMode>, LoaderError> {
         let ifindex = nix::net::if_::if_nametoindex(iface)
             .map_err(|_| LoaderError::NoSuchInterface(iface.to_string()))?;
@@ -274,7 +278,7 @@ impl Filter {
             .program_mut(PROGRAM_NAME)
             .ok_or(LoaderError::Missing(PROGRAM_NAME))?
             .try_into()?;
-        root.attach(program, iface)
+        root.attach(program, iface, force)
     }
 
     pub fn meta(&self) -> Result<Meta, LoaderError> {

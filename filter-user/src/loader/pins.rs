@@ -138,12 +138,14 @@ impl PinRoot {
     }
 
     /// Attaches `program` to `iface`: atomically into an existing pinned link,
-    /// else as a new link (native mode, generic if the driver refuses) that is
-    /// pinned. Returns the mode, or `None` for an adopted link (mode unchanged).
+    /// else as a new link that is pinned: in `force`d mode, or native with
+    /// generic if the driver refuses. Returns the mode, or `None` for an
+    /// adopted link (mode unchanged).
     pub fn attach(
         &self,
         program: &mut Xdp,
         iface: &str,
+        force: Option<AttachMode>,
     ) -> Result<Option<AttachMode>, LoaderError> {
         let path = self.link(iface);
         if path.exists() {
@@ -159,15 +161,32 @@ impl PinRoot {
             program.attach_to_link(link)?;
             return Ok(None);
         }
-        let (id, mode) = match program.attach(iface, XdpMode::Driver) {
-            Ok(id) => (id, AttachMode::Native),
-            Err(native) => {
-                tracing::warn!(
-                    "{iface}: native XDP refused ({native}); using generic XDP, which runs \
-                     later in the stack and is slower"
-                );
+        let (id, mode) = match force {
+            Some(AttachMode::Native) => (
+                program
+                    .attach(iface, XdpMode::Driver)
+                    .map_err(|e| LoaderError::Link {
+                        iface: iface.into(),
+                        detail: format!(
+                            "native XDP refused ({e}); without --mode native, generic XDP \
+                             would be used"
+                        ),
+                    })?,
+                AttachMode::Native,
+            ),
+            Some(AttachMode::Generic) => {
                 (program.attach(iface, XdpMode::Skb)?, AttachMode::Generic)
             }
+            None => match program.attach(iface, XdpMode::Driver) {
+                Ok(id) => (id, AttachMode::Native),
+                Err(native) => {
+                    tracing::warn!(
+                        "{iface}: native XDP refused ({native}); using generic XDP, which runs \
+                     later in the stack and is slower"
+                    );
+                    (program.attach(iface, XdpMode::Skb)?, AttachMode::Generic)
+                }
+            },
         };
         let link = program.take_link(id)?;
         let fd_link = FdLink::try_from(link).map_err(|e| LoaderError::Link {
@@ -260,6 +279,13 @@ pub struct PinnedState {
 }
 
 impl PinnedState {
+    /// Replaces the META record (one array write).
+    pub fn set_meta(&mut self, meta: &Meta) -> Result<(), LoaderError> {
+        self.meta
+            .set(0, meta.encode()?, 0)
+            .map_err(LoaderError::map(MAP_META))
+    }
+
     pub fn generation(&self) -> Result<u32, LoaderError> {
         self.active.get(&0, 0).map_err(LoaderError::map(MAP_ACTIVE))
     }

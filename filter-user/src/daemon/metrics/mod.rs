@@ -15,6 +15,7 @@
 mod auth;
 mod expo;
 mod http;
+mod password;
 mod tls;
 
 use std::{
@@ -30,6 +31,7 @@ pub(super) use http::serve;
 // The request path up to the auth verdict, public for the fuzz targets (fuzz/).
 pub use auth::{credentials, Auth, Verdict, Verifier};
 pub use http::{MAX_HEADERS, MAX_HEADER_BYTES};
+pub use password::{hash_password, read_password, PasswordError};
 
 use super::Shared;
 use crate::{
