@@ -70,6 +70,9 @@ enum Command {
     /// Reads the password from stdin: prompted without echo on a terminal,
     /// else the first line (`printf %s "$PW" | portcullis hash-password`).
     HashPassword,
+    /// Show what the filter in force does with one packet, and which policy
+    /// lines decide it (runs the pinned program; works with the daemon down).
+    Explain(filter_user::explain::cli::ExplainArgs),
 }
 
 impl Command {
@@ -80,7 +83,10 @@ impl Command {
             Command::Reload(a) => a.output,
             Command::Status(a) => a.output,
             Command::Detach(a) => a.output,
-            Command::Run(_) | Command::HashPassword => Output::Text,
+            Command::Explain(a) if matches!(a.output, filter_user::explain::cli::Format::Json) => {
+                Output::Json
+            }
+            Command::Run(_) | Command::HashPassword | Command::Explain(_) => Output::Text,
         }
     }
 }
@@ -231,6 +237,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status(&args),
         Command::Detach(args) => detach(&args),
         Command::HashPassword => hash_password(),
+        Command::Explain(args) => filter_user::explain::cli::run(&args),
     };
     match result {
         Ok(code) => code,

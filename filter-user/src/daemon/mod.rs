@@ -241,6 +241,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
     }
     limits::return_large_allocations();
     let policy = policy::load(&opts.policy)?;
+    policy.log_warnings();
     let interfaces = if opts.ifaces.is_empty() {
         policy.interfaces.clone()
     } else {
@@ -465,6 +466,7 @@ fn reload(shared: &Shared, why: &str) -> Result<u32, String> {
     let outcome = policy::load(&path)
         .map_err(|e| e.to_string())
         .and_then(|p| {
+            p.log_warnings();
             // A changed metrics `listen` is bound (and TLS files read) first:
             // if that fails, the reload is rejected before anything changes.
             let staged = shared.metrics.stage(&p.metrics)?;
