@@ -193,6 +193,9 @@ struct CheckArgs {
     /// Output format for stdout.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// Treat warnings (W001…, see docs/policy.md) as errors: exit 1 if any.
+    #[arg(long)]
+    strict: bool,
     /// Print nothing on success: only errors and warnings (stderr), and the
     /// exit status.
     #[arg(long, short = 'q')]
@@ -519,12 +522,9 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
     match loaded {
         Ok(compiled) => {
             // The daemon reads the TLS files itself; `check` tries them too.
+            // Its warnings are the policy's own (W008, W009).
             match daemon::check_metrics(&compiled.metrics) {
-                Ok(warnings) => {
-                    for w in warnings {
-                        eprintln!("{}: warning: {w}", label.display());
-                    }
-                }
+                Ok(_) => {}
                 Err(e) => {
                     eprintln!("{}: error: {e}", label.display());
                     eprintln!(
@@ -538,10 +538,28 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
             }
-            if !(args.quiet && args.output == Output::Text) {
-                print_ok(&label, &compiled, args.output)?;
+            for w in &compiled.warnings {
+                eprintln!("{w}");
             }
-            Ok(ExitCode::SUCCESS)
+            let failed = args.strict && !compiled.warnings.is_empty();
+            if !compiled.warnings.is_empty() {
+                let n = compiled.warnings.len();
+                let plural = if n == 1 { "" } else { "s" };
+                let verdict = if failed {
+                    "the policy is refused (--strict)"
+                } else {
+                    "the policy is valid"
+                };
+                eprintln!("{}: {n} warning{plural}; {verdict}", label.display());
+            }
+            if !(args.quiet && args.output == Output::Text && !failed) {
+                print_ok(&label, &compiled, args.output, !failed)?;
+            }
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Err(err) => {
             eprintln!("{err}");
@@ -564,13 +582,20 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
     }
 }
 
-fn print_ok(path: &Path, compiled: &policy::CompiledPolicy, output: Output) -> Result<()> {
+fn print_ok(
+    path: &Path,
+    compiled: &policy::CompiledPolicy,
+    output: Output,
+    ok: bool,
+) -> Result<()> {
     let summary = compiled.summary();
     let text = match output {
-        Output::Text => format!("policy OK: {}\n{summary}", path.display()),
+        Output::Text if ok => format!("policy OK: {}\n{summary}", path.display()),
+        Output::Text => format!("policy refused (--strict): {}\n{summary}", path.display()),
         Output::Json => serde_json::to_string_pretty(&CheckOk {
-            ok: true,
+            ok,
             policy: path.display().to_string(),
+            warnings: &compiled.warnings,
             summary: &summary,
         })?,
     };
@@ -582,6 +607,7 @@ fn print_ok(path: &Path, compiled: &policy::CompiledPolicy, output: Output) -> R
 struct CheckOk<'a> {
     ok: bool,
     policy: String,
+    warnings: &'a [policy::Warning],
     summary: &'a policy::PolicySummary,
 }
 
