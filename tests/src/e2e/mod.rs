@@ -13,6 +13,8 @@
 //! - `policies`: the policies the scenarios load.
 //! - `scenarios`: the scenarios of `e2e-suite`; `apply`: all-or-nothing apply;
 //!   `attach`: link types the parser can read.
+//! - `cli`: the command line as processes: errors once, `-o json` failures,
+//!   `detach --iface`, `--mode`, `--wait-iface`, the systemd watchdog.
 //! - `inputs`: hostile local inputs (FIFO, huge and secret list files, the
 //!   control socket's path and silent clients).
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
@@ -27,6 +29,7 @@ use anyhow::{bail, Context, Result};
 
 pub mod apply;
 pub mod attach;
+pub mod cli;
 pub mod cleanup;
 pub mod cmd;
 pub mod daemon;

@@ -208,6 +208,11 @@ pub fn all() -> Vec<Scenario> {
             false,
             super::attach::non_ethernet_link_is_refused,
         ),
+        s("cli-errors-once", false, false, super::cli::errors_printed_once),
+        s("cli-detach-one-iface", false, true, super::cli::detach_one_iface),
+        s("cli-mode-generic", false, false, super::cli::mode_generic_is_forced),
+        s("cli-wait-iface", false, false, super::cli::wait_for_a_late_iface),
+        s("cli-watchdog", false, false, super::cli::watchdog_pings),
     ]
 }
 
