@@ -34,6 +34,7 @@ pub mod cleanup;
 pub mod cmd;
 pub mod daemon;
 pub mod demo;
+pub mod explain;
 pub mod http;
 pub mod inputs;
 pub mod metrics_hardening;

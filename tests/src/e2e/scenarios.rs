@@ -208,6 +208,12 @@ pub fn all() -> Vec<Scenario> {
             false,
             super::attach::non_ethernet_link_is_refused,
         ),
+        s(
+            "explain-names-verdict-and-lines",
+            false,
+            false,
+            super::explain::explain_names_verdict_and_lines,
+        ),
         s("cli-errors-once", false, false, super::cli::errors_printed_once),
         s("cli-detach-one-iface", false, true, super::cli::detach_one_iface),
         s("cli-mode-generic", false, false, super::cli::mode_generic_is_forced),
