@@ -71,7 +71,7 @@ impl<'a> Source<'a> {
 
     /// The `[[zone]]` named `zone`: its header and, for `src`, the `allow`
     /// entry that admits it, or the `allow` key (and `action`/`audit`) if none.
-    pub fn zone(&self, zone: &str, src: IpAddr) -> Vec<PolicyLine> {
+    pub fn zone(&self, zone: &str, src: IpAddr, proto: Proto, port: u16) -> Vec<PolicyLine> {
         let Some(table) = self
             .tables("zone")
             .into_iter()
@@ -79,8 +79,13 @@ impl<'a> Source<'a> {
         else {
             return Vec::new();
         };
+        let ports = strings(table.get("ports"));
+        let claims = ports
+            .iter()
+            .find(|(p, _)| port_matches(p, proto, port))
+            .map_or_else(|| format!("{port}/{proto}"), |(p, _)| p.clone());
         let mut out: Vec<PolicyLine> = self
-            .at(table.span(), format!("[[zone]] {zone} claims the port"))
+            .at(table.span(), format!("[[zone]] {zone} claims {claims}"))
             .into_iter()
             .collect();
         let allow = strings(table.get("allow"));
@@ -311,16 +316,26 @@ action = "drop"
     #[test]
     fn zone_lookup_names_the_table_and_the_admitting_entry() {
         let s = source();
-        assert_eq!(lines(&s.zone("admin", ip("10.20.3.4"))), [20, 23]);
+        assert_eq!(
+            lines(&s.zone("admin", ip("10.20.3.4"), Proto::Tcp, 8889)),
+            [20, 23]
+        );
         // A mapped allow entry admits the IPv4 source (on its own line).
-        assert_eq!(lines(&s.zone("admin", ip("192.0.2.9"))), [20, 24]);
-        assert_eq!(lines(&s.zone("api", ip("2001:db8::1"))), [15, 18]);
+        assert_eq!(
+            lines(&s.zone("admin", ip("192.0.2.9"), Proto::Tcp, 9005)),
+            [20, 24]
+        );
+        assert_eq!(
+            lines(&s.zone("api", ip("2001:db8::1"), Proto::Tcp, 8880)),
+            [15, 18]
+        );
     }
 
     #[test]
     fn zone_lookup_without_an_entry_names_allow_and_action() {
-        let got = source().zone("admin", ip("198.18.0.2"));
+        let got = source().zone("admin", ip("198.18.0.2"), Proto::Tcp, 9005);
         assert_eq!(lines(&got), [20, 23, 25]);
+        assert!(got[0].role.ends_with("claims 9000-9010/tcp"), "{got:?}");
         assert!(got[1].role.contains("does not list 198.18.0.2"), "{got:?}");
     }
 

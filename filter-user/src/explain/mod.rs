@@ -370,7 +370,9 @@ fn responsible(
     match reason {
         Reason::Failsafe => src.failsafe(spec.src, spec.proto, spec.dport),
         Reason::Blocklist => src.blocklist(spec.src),
-        Reason::Allowed | Reason::NotAllowed | Reason::Audit => src.zone(zone, spec.src),
+        Reason::Allowed | Reason::NotAllowed | Reason::Audit => {
+            src.zone(zone, spec.src, spec.proto, spec.dport)
+        }
         Reason::Unmatched => key("unmatched", "no zone claims the port: defaults.unmatched")
             .into_iter()
             .collect(),
