@@ -147,6 +147,8 @@ impl Query {
 /// What the filter did with the packet, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
+    /// Always true: a failure is an error (`{"ok": false, "error": …}` with `-o json`).
+    pub ok: bool,
     pub verdict: &'static str,
     pub reason: &'static str,
     /// Counter rule: 0 = global, 1..=64 zones, 65 = failsafe.
@@ -309,6 +311,7 @@ pub fn explain(pin_root: &Path, query: &Query) -> Result<Explanation, ExplainErr
         }
     }
     Ok(Explanation {
+        ok: true,
         verdict: verdict.as_str(),
         reason: reason.as_str(),
         rule,

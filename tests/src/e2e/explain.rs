@@ -84,6 +84,10 @@ fn expect(got: &Value, want: &Want, what: &str) -> Result<()> {
         s("zone")
     );
     ensure!(
+        got.get("ok") == Some(&Value::Bool(true)),
+        "{what}: no \"ok\": true in {got}"
+    );
+    ensure!(
         s("counted_as") == "other",
         "{what}: counted_as is {}",
         s("counted_as")
