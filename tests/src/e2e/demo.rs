@@ -79,6 +79,11 @@ fn verdict(o: &probe::Outcome) -> &'static str {
 /// Runs the demo; false if a probe disagreed with the policy.
 pub fn run(bin: &Path, policy: &Path, verbose: bool) -> Result<bool> {
     let started = Instant::now();
+    let lockout = policy.with_file_name("lockout.toml");
+    let mut ok = true;
+    if lockout.is_file() {
+        ok &= show_lockout_check(bin, &lockout)?;
+    }
     let sb = Sandbox::new(bin, verbose, true)?;
     println!(
         "sandbox {}: namespaces {}, {}, {} (built in {} ms)",
@@ -106,7 +111,6 @@ pub fn run(bin: &Path, policy: &Path, verbose: bool) -> Result<bool> {
     let rows = rows();
     let probes: Vec<Probe> = rows.iter().map(|r| r.probe).collect();
     let got = probe::run_batch(&sb.topo, &probes);
-    let mut ok = true;
     println!(
         "{:<15} {:<18} {:<33} {:<40} {}",
         HEAD[0], HEAD[1], HEAD[2], HEAD[3], HEAD[4]
@@ -160,6 +164,33 @@ pub fn run(bin: &Path, policy: &Path, verbose: bool) -> Result<bool> {
         }
     );
     Ok(ok)
+}
+
+/// `portcullis check --strict` on a policy that would cut the host off (ARP
+/// dropped): it must warn W001 and refuse. Nothing is loaded.
+fn show_lockout_check(bin: &Path, lockout: &Path) -> Result<bool> {
+    let out = std::process::Command::new(bin)
+        .args(["check", "--strict", "-q"])
+        .arg(lockout)
+        .output()
+        .with_context(|| format!("running {} check", bin.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!(
+        "$ portcullis check --strict {}   # non_ip = \"drop\", failsafe 22/tcp",
+        lockout.display()
+    );
+    print!("{stderr}");
+    let good = out.status.code() == Some(1) && stderr.contains("warning[W001 lockout-non-ip]");
+    println!(
+        "exit status {}: {}\n",
+        out.status.code().unwrap_or(-1),
+        if good {
+            "refused before it could lock anyone out"
+        } else {
+            "EXPECTED warning W001 and exit status 1"
+        }
+    );
+    Ok(good)
 }
 
 fn print_moved(before: &Status, after: &Status) {
