@@ -176,6 +176,10 @@ struct DetachArgs {
     /// Remove the filter from this interface only; the others keep it.
     #[arg(long, value_name = "IF")]
     iface: Option<String>,
+    /// Stop the daemon that owns the pin root first (SIGTERM, 10 s), even if
+    /// the control socket does not reach it.
+    #[arg(long)]
+    force: bool,
     /// Output format for stdout (json: also on failure, as {"ok":false,"error":…}).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -361,7 +365,12 @@ fn status(args: &StatusArgs) -> Result<ExitCode> {
         Output::Text => write_stdout(&status.to_string())?,
         Output::Json => write_stdout(&serde_json::to_string_pretty(&status)?)?,
     }
-    Ok(ExitCode::SUCCESS)
+    // Like systemctl status: 3 when nothing is enforcing.
+    Ok(if status.enforcing {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }
 
 /// `detach -o json`.
@@ -379,34 +388,8 @@ fn detach(args: &DetachArgs) -> Result<ExitCode> {
     if let Some(iface) = &args.iface {
         return detach_iface(args, iface);
     }
-    let root = PinRoot::new(&args.pin_root);
-    let interfaces = root.pinned_links();
-    let link_ids = root.link_ids();
-    if control::ping(&args.control_socket) {
-        // The daemon removes the pins itself and exits, releasing its handles.
-        let answer = control::request(
-            &args.control_socket,
-            &Request::Detach,
-            Duration::from_secs(30),
-        )?;
-        if !answer.ok {
-            anyhow::bail!("the daemon refused: {}", answer.error.unwrap_or_default());
-        }
-        for _ in 0..100 {
-            if !control::ping(&args.control_socket) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    root.remove_all()?;
-    let alive = PinRoot::wait_links_released(&link_ids, Duration::from_secs(5));
-    if !alive.is_empty() {
-        anyhow::bail!(
-            "pins removed, but XDP links {alive:?} are still held open by another process \
-             (see `bpftool link show`); the filter stays until it closes them"
-        );
-    }
+    let interfaces =
+        daemon::detach::detach(&args.pin_root, &args.control_socket, args.force)?.interfaces;
     if args.output == Output::Json {
         write_json(&Detached {
             ok: true,

@@ -24,6 +24,43 @@ pub struct Status {
     pub interfaces: Vec<IfaceStatus>,
     /// Non-zero counters only.
     pub counters: Vec<CounterRow>,
+    /// Is a filter in force (pins, a generation, an attached interface, its
+    /// link)? `portcullis status` exits 3 when not.
+    #[serde(default)]
+    pub enforcing: bool,
+    /// Why nothing (or not everything) is enforced, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_enforcing: Option<String>,
+    /// What the daemon says about itself, when one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<DaemonInfo>,
+}
+
+/// A daemon's answer to `ping` (fields absent from daemons before them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub version: String,
+    pub pin_root: String,
+    pub enforcing: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_enforcing: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reload: Option<LastReload>,
+}
+
+/// The outcome of the daemon's last apply (its start counts as one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastReload {
+    pub ok: bool,
+    /// Unix time.
+    pub at: u64,
+    /// What asked: start, SIGHUP, file change, control socket.
+    pub why: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +77,9 @@ pub struct CounterRow {
     pub verdict: String,
     pub packets: u64,
     pub bytes: u64,
+    /// The zone is not in the enforced policy any more (its counters stay).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zone_removed: bool,
 }
 
 /// The label of a counter rule: a zone's name, `global` or `failsafe`.
@@ -52,6 +92,15 @@ pub fn rule_label(meta: &Meta, rule: u32) -> String {
             .map(str::to_string)
             .unwrap_or_else(|| format!("zone{id}")),
     }
+}
+
+/// Is `rule` a zone that the enforced policy no longer has? Its id stays
+/// reserved in `zone_ids` so that its counters stay its own.
+pub fn zone_removed(meta: &Meta, rule: u32) -> bool {
+    rule != RULE_GLOBAL
+        && rule != RULE_FAILSAFE
+        && !meta.active_zones.is_empty()
+        && u16::try_from(rule).map_or(true, |id| !meta.active_zones.contains_key(&id))
 }
 
 /// Non-zero counters of every attached interface (and of slot 0, labelled
@@ -76,6 +125,7 @@ pub fn counter_rows(
             rows.push(CounterRow {
                 interface: iface.to_string(),
                 zone: rule_label(meta, rule),
+                zone_removed: zone_removed(meta, rule),
                 reason: reason.as_str().into(),
                 verdict: verdict.as_str().into(),
                 packets: c.packets,
@@ -87,15 +137,22 @@ pub fn counter_rows(
 }
 
 impl Status {
+    /// `links`: the interfaces with a pinned link; `daemon`: the daemon's
+    /// answer to `ping`, if one answers.
     pub fn new(
-        daemon_running: bool,
+        daemon: Option<DaemonInfo>,
         pin_root: &str,
         generation: u32,
         meta: &Meta,
         counters: Vec<CounterRow>,
+        links: &[String],
     ) -> Status {
+        let not_enforcing = not_enforcing(daemon.as_ref(), generation, meta, links);
         Status {
-            daemon_running,
+            daemon_running: daemon.is_some(),
+            enforcing: not_enforcing.is_none(),
+            not_enforcing,
+            daemon,
             pin_root: pin_root.to_string(),
             generation,
             meta_generation: meta.generation,
@@ -112,6 +169,58 @@ impl Status {
             counters,
         }
     }
+
+    /// No pins under `pin_root`: nothing is enforced there.
+    pub fn absent(daemon: Option<DaemonInfo>, pin_root: &str) -> Status {
+        let why = daemon
+            .as_ref()
+            .and_then(|d| d.not_enforcing.clone())
+            .unwrap_or_else(|| format!("no pinned filter under {pin_root}"));
+        Status {
+            daemon_running: daemon.is_some(),
+            pin_root: pin_root.to_string(),
+            generation: 0,
+            meta_generation: 0,
+            policy_hash: String::new(),
+            policy_path: String::new(),
+            interfaces: Vec::new(),
+            counters: Vec::new(),
+            enforcing: false,
+            not_enforcing: Some(why),
+            daemon,
+        }
+    }
+}
+
+/// Why the pins describe no filter in force, if they don't.
+fn not_enforcing(
+    daemon: Option<&DaemonInfo>,
+    generation: u32,
+    meta: &Meta,
+    links: &[String],
+) -> Option<String> {
+    if let Some(why) = daemon.and_then(|d| d.not_enforcing.clone()) {
+        return Some(why);
+    }
+    if generation == 0 {
+        return Some("no policy was ever applied (generation 0)".into());
+    }
+    if meta.interfaces.is_empty() {
+        return Some("no interface is attached".into());
+    }
+    let gone: Vec<&str> = meta
+        .interfaces
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|name| !links.iter().any(|l| l == name))
+        .collect();
+    if gone.len() == meta.interfaces.len() {
+        return Some(format!(
+            "the pinned links of {} are gone: the program is attached nowhere",
+            gone.join(", ")
+        ));
+    }
+    None
 }
 
 impl Status {
@@ -123,16 +232,37 @@ impl Status {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "daemon      {}",
-            if self.daemon_running {
-                "running"
-            } else {
-                "not running (filter state read from the pins)"
+        match (&self.not_enforcing, self.enforcing) {
+            (Some(why), false) => writeln!(f, "enforcing   NO: {why}")?,
+            (Some(why), true) => writeln!(f, "enforcing   partly: {why}")?,
+            (None, _) => writeln!(f, "enforcing   yes")?,
+        }
+        match &self.daemon {
+            Some(d) => {
+                writeln!(
+                    f,
+                    "daemon      running, PID {}, version {}",
+                    d.pid, d.version
+                )?;
+                if let Some(r) = &d.last_reload {
+                    let what = match (&r.error, r.generation) {
+                        (Some(e), _) => format!("rejected: {}", e.lines().next().unwrap_or("")),
+                        (None, Some(g)) => format!("ok, generation {g}"),
+                        (None, None) => "ok".to_string(),
+                    };
+                    writeln!(f, "last reload {what} ({}, unix time {})", r.why, r.at)?;
+                }
             }
-        )?;
+            None if self.daemon_running => writeln!(f, "daemon      running")?,
+            None => writeln!(
+                f,
+                "daemon      not running (filter state read from the pins)"
+            )?,
+        }
         writeln!(f, "pin root    {}", self.pin_root)?;
+        if self.generation == 0 && self.interfaces.is_empty() && self.policy_hash.is_empty() {
+            return Ok(());
+        }
         writeln!(f, "generation  {}", self.generation)?;
         if self.policy_known() {
             writeln!(
@@ -160,12 +290,91 @@ impl fmt::Display for Status {
             "interface", "zone", "reason", "verdict", "packets", "bytes"
         )?;
         for c in &self.counters {
+            let zone = if c.zone_removed {
+                format!("{} (removed)", c.zone)
+            } else {
+                c.zone.clone()
+            };
             writeln!(
                 f,
                 "{:<12} {:<16} {:<15} {:<7} {:>12} {:>14}",
-                c.interface, c.zone, c.reason, c.verdict, c.packets, c.bytes
+                c.interface, zone, c.reason, c.verdict, c.packets, c.bytes
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loader::{AttachMode, IfaceMeta};
+
+    fn meta() -> Meta {
+        let mut m = Meta {
+            generation: 4,
+            ..Meta::default()
+        };
+        m.zone_ids.insert("api".into(), 1);
+        m.zone_ids.insert("old".into(), 2);
+        m.active_zones.insert(1, "api".into());
+        m.interfaces.push(IfaceMeta {
+            name: "eth0".into(),
+            ifindex: 2,
+            slot: 1,
+            mode: AttachMode::Native,
+        });
+        m
+    }
+
+    #[test]
+    fn a_zone_gone_from_the_policy_is_marked_removed_and_live_ones_are_not() {
+        let m = meta();
+        assert!(!zone_removed(&m, 1));
+        assert!(zone_removed(&m, 2));
+        assert!(!zone_removed(&m, RULE_GLOBAL));
+        assert!(!zone_removed(&m, RULE_FAILSAFE));
+        assert_eq!(rule_label(&m, 2), "old");
+    }
+
+    #[test]
+    fn status_says_why_nothing_is_enforcing() {
+        let m = meta();
+        let links = ["eth0".to_string()];
+        let ok = Status::new(None, "/p", 4, &m, Vec::new(), &links);
+        assert!(ok.enforcing && ok.not_enforcing.is_none());
+        let gen0 = Status::new(None, "/p", 0, &m, Vec::new(), &links);
+        assert!(!gen0.enforcing);
+        assert!(gen0.not_enforcing.unwrap().contains("generation 0"));
+        let unlinked = Status::new(None, "/p", 4, &m, Vec::new(), &[]);
+        assert!(unlinked
+            .not_enforcing
+            .unwrap()
+            .contains("links of eth0 are gone"));
+        let none = Status::new(None, "/p", 4, &Meta::default(), Vec::new(), &[]);
+        assert!(none.not_enforcing.unwrap().contains("no interface"));
+        let absent = Status::absent(None, "/p");
+        assert!(!absent.enforcing);
+        assert!(absent
+            .to_string()
+            .starts_with("enforcing   NO: no pinned filter under /p"));
+    }
+
+    #[test]
+    fn the_daemons_word_that_it_lost_the_filter_wins() {
+        let m = meta();
+        let d = DaemonInfo {
+            pid: 9,
+            version: "1".into(),
+            pin_root: "/p".into(),
+            enforcing: false,
+            not_enforcing: Some("the filter was removed".into()),
+            last_reload: None,
+        };
+        let s = Status::new(Some(d), "/p", 4, &m, Vec::new(), &["eth0".into()]);
+        assert!(!s.enforcing);
+        let text = s.to_string();
+        assert!(text.contains("NO: the filter was removed"), "{text}");
+        assert!(text.contains("PID 9, version 1"), "{text}");
     }
 }

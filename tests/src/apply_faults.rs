@@ -141,7 +141,8 @@ fn enforced<'k>(
             by_frames.name
         ));
     }
-    let status = Status::new(false, "-", generation, &f.meta().map_err(err)?, Vec::new());
+    let meta = f.meta().map_err(err)?;
+    let status = Status::new(None, "-", generation, &meta, Vec::new(), &[]);
     if !status.policy_known() || status.policy_hash != by_frames.name {
         return Err(format!(
             "{} is enforced, but status says {:?} (META generation {}, active {generation})",

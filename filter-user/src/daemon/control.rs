@@ -26,6 +26,7 @@ use tokio::{
 };
 
 use super::{io_err, DaemonError, Reload, Shared};
+use crate::status::DaemonInfo;
 
 /// Default path of the control socket.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/portcullis/control.sock";
@@ -53,6 +54,10 @@ pub struct Response {
     pub generation: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Answer to `ping`: PID, version, enforcing, last reload. Absent from
+    /// daemons before it; clients that do not know it ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<DaemonInfo>,
 }
 
 impl Response {
@@ -61,6 +66,7 @@ impl Response {
             ok: true,
             generation,
             error: None,
+            daemon: None,
         }
     }
 
@@ -69,6 +75,7 @@ impl Response {
             ok: false,
             generation: None,
             error: Some(error.into()),
+            daemon: None,
         }
     }
 }
@@ -287,7 +294,10 @@ async fn handle(
     };
     let response = match line.and_then(|l| parse_request(&l)) {
         Err(e) => Response::error(e),
-        Ok(Request::Ping) => Response::ok(None),
+        Ok(Request::Ping) => Response {
+            daemon: Some(shared.info()),
+            ..Response::ok(None)
+        },
         Ok(Request::Reload) => {
             let (tx, rx) = oneshot::channel();
             let sent = reloads
@@ -357,6 +367,15 @@ pub fn ping(path: &Path) -> bool {
     request(path, &Request::Ping, Duration::from_secs(2)).is_ok_and(|r| r.ok)
 }
 
+/// The answering daemon's account of itself: `None` if none answers,
+/// `Some(None)` for a daemon too old to say.
+pub fn ping_info(path: &Path) -> Option<Option<DaemonInfo>> {
+    match request(path, &Request::Ping, Duration::from_secs(2)) {
+        Ok(r) if r.ok => Some(r.daemon),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +394,28 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn ping_answers_stay_readable_both_ways() {
+        // An old daemon's answer, read by a new client: no daemon info.
+        let old: Response = serde_json::from_str(r#"{"ok":true}"#).unwrap();
+        assert!(old.ok && old.daemon.is_none());
+        // A new answer without info serializes as before.
+        assert_eq!(
+            serde_json::to_string(&Response::ok(None)).unwrap(),
+            r#"{"ok":true}"#
+        );
+        // A new answer with info, read by a client that knows only ok/error.
+        #[derive(Deserialize)]
+        struct OldResponse {
+            ok: bool,
+        }
+        let new =
+            r#"{"ok":true,"daemon":{"pid":1,"version":"0","pin_root":"/p","enforcing":true}}"#;
+        assert!(serde_json::from_str::<OldResponse>(new).unwrap().ok);
+        let r: Response = serde_json::from_str(new).unwrap();
+        assert_eq!(r.daemon.unwrap().pid, 1);
     }
 
     #[test]

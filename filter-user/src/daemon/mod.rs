@@ -7,9 +7,12 @@
 //! pinned link is updated to the new program atomically, and only then is
 //! systemd told the daemon is ready.
 pub mod control;
+pub mod detach;
+mod enforce;
 mod ifwait;
 mod limits;
 pub mod metrics;
+pub mod owner;
 mod watch;
 mod watchdog;
 
@@ -30,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     loader::{AttachMode, Filter, IfaceMeta, LoadOptions, LoaderError, Meta, PinRoot},
     policy::{self, BasicAuth, CompiledPolicy, PolicyError},
-    status::{counter_rows, Status},
+    status::{counter_rows, DaemonInfo, LastReload, Status},
 };
 
 #[derive(Debug, Clone)]
@@ -67,6 +70,8 @@ pub enum DaemonError {
     AlreadyRunning(PathBuf),
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
+    #[error(transparent)]
+    Owner(#[from] owner::OwnerError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -94,6 +99,62 @@ pub struct Shared {
     current: RwLock<Current>,
     detach_requested: AtomicBool,
     metrics: metrics::Metrics,
+    /// The filtered interfaces (fixed for the daemon's life).
+    interfaces: Vec<String>,
+    /// From the periodic check ([`enforce`]).
+    enforcing: RwLock<enforce::Enforcing>,
+    last_reload: RwLock<Option<LastReload>>,
+    /// Held for the daemon's whole life: one owner per pin root.
+    _owner: owner::OwnerLock,
+}
+
+impl Shared {
+    /// What `ping` answers.
+    pub(crate) fn info(&self) -> DaemonInfo {
+        let enforcing = self.enforcing.read().map(|e| e.clone()).ok();
+        DaemonInfo {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pin_root: self.root.path().display().to_string(),
+            enforcing: enforcing.as_ref().is_some_and(enforce::Enforcing::ok),
+            not_enforcing: enforcing.and_then(|e| e.why),
+            last_reload: self.last_reload.read().ok().and_then(|l| l.clone()),
+        }
+    }
+
+    /// Per interface: is its filter in place (for the metrics gauge)?
+    pub(crate) fn enforcing_by_iface(&self) -> Vec<(String, bool)> {
+        self.enforcing
+            .read()
+            .map(|e| e.interfaces.clone())
+            .unwrap_or_default()
+    }
+
+    fn record_reload(&self, why: &str, outcome: &Result<u32, String>) {
+        if let Ok(mut l) = self.last_reload.write() {
+            *l = Some(LastReload {
+                ok: outcome.is_ok(),
+                at: now(),
+                why: why.to_string(),
+                generation: outcome.as_ref().ok().copied(),
+                error: outcome.as_ref().err().cloned(),
+            });
+        }
+    }
+
+    /// Runs the periodic check; logs a change of state once.
+    fn check_enforcing(&self) {
+        let now = enforce::check(&self.root, &self.interfaces);
+        let Ok(mut cur) = self.enforcing.write() else {
+            return;
+        };
+        match enforce::transition(&cur, &now) {
+            Some((false, line)) => tracing::error!("{line}"),
+            Some((true, line)) => tracing::info!("{line}"),
+            None => {}
+        }
+        *cur = now;
+    }
 }
 
 #[derive(Default, Clone)]
@@ -259,11 +320,122 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
             .into());
         }
     }
+    // One owner per pin root, claimed before anything is touched.
+    let owner = owner::acquire(&opts.pin_root)?;
     // Claim the sockets before touching the filter: a second daemon or a busy
     // port must fail without changing what is enforced.
     let control_listener = control::bind(&opts.control_socket)?;
-    let metrics = metrics::Metrics::new(opts.metrics_listen, &policy.metrics)?;
     let root = PinRoot::new(&opts.pin_root);
+    let undo = Rollback {
+        fresh: !root.has_maps() && root.pinned_links().is_empty(),
+        links_before: root.pinned_links(),
+        root: root.clone(),
+        socket: opts.control_socket.clone(),
+    };
+    let started = start(&opts, policy, interfaces.clone(), &root);
+    let (core, generation, current, metrics) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            undo.run();
+            return Err(e);
+        }
+    };
+    let private = owner::pins_are_private(&opts.pin_root);
+    if private {
+        tracing::warn!(
+            "the pins under {} are in a private mount namespace (e.g. `ip netns exec` \
+             remounts /sys): the filter is removed when this process exits; pass a \
+             --pin-root on a bpffs the host sees to keep it",
+            opts.pin_root.display()
+        );
+    }
+    let shared = Arc::new(Shared {
+        core: Mutex::new(core),
+        root,
+        reloads_ok: AtomicU64::new(0),
+        reloads_error: AtomicU64::new(0),
+        current: RwLock::new(current),
+        detach_requested: AtomicBool::new(false),
+        metrics,
+        enforcing: RwLock::new(enforce::Enforcing::started(&interfaces)),
+        interfaces,
+        last_reload: RwLock::new(None),
+        _owner: owner,
+    });
+    shared.record_reload("start", &Ok(generation));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io_err("starting the runtime"))?;
+    let served = runtime.block_on(serve(shared.clone(), opts.clone(), control_listener));
+    // Don't wait on a reload still running in the blocking pool.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    served?;
+
+    control::unbind(&opts.control_socket);
+    let enforcing = enforce::check(&shared.root, &shared.interfaces);
+    if opts.detach_on_exit || shared.detach_requested.load(Ordering::SeqCst) {
+        shared.root.remove_all()?;
+        tracing::info!("exiting; filter detached and pins removed");
+    } else if let Some(why) = enforcing.why {
+        tracing::error!("exiting; nothing stays in force: {why}");
+    } else if private || owner::pins_are_private(&opts.pin_root) {
+        tracing::warn!(
+            "exiting; the filter is removed when this process exits: the pins are in a \
+             private mount namespace ({})",
+            opts.pin_root.display()
+        );
+    } else {
+        tracing::info!(
+            "exiting; the filter stays in force (pinned under {})",
+            opts.pin_root.display()
+        );
+    }
+    Ok(())
+}
+
+/// What a failed start undoes: the socket it bound, and the pins it created —
+/// all of them on a fresh pin root, else only the links it added (a previous
+/// run's filter, adopted, stays as it was).
+struct Rollback {
+    fresh: bool,
+    links_before: Vec<String>,
+    root: PinRoot,
+    socket: PathBuf,
+}
+
+impl Rollback {
+    fn run(self) {
+        control::unbind(&self.socket);
+        if self.fresh {
+            match self.root.remove_all() {
+                Ok(()) => tracing::info!(
+                    "start failed: the pins it created under {} were removed",
+                    self.root.path().display()
+                ),
+                Err(e) => tracing::error!("start failed, and removing its pins failed: {e}"),
+            }
+            return;
+        }
+        for iface in self.root.pinned_links() {
+            if !self.links_before.contains(&iface) {
+                if let Err(e) = self.root.unpin_link(&iface) {
+                    tracing::error!("start failed, and removing its link on {iface} failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Loads, applies and attaches; what a failed start rolls back.
+fn start(
+    opts: &RunOptions,
+    policy: CompiledPolicy,
+    interfaces: Vec<String>,
+    root: &PinRoot,
+) -> Result<(Core, u32, Current, metrics::Metrics), DaemonError> {
+    let metrics = metrics::Metrics::new(opts.metrics_listen, &policy.metrics)?;
     let filter = Filter::load(LoadOptions {
         log_packets: opts.log_packets,
         pin_root: Some(root.clone()),
@@ -292,36 +464,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         },
         core.interfaces
     );
-    let shared = Arc::new(Shared {
-        core: Mutex::new(core),
-        root,
-        reloads_ok: AtomicU64::new(0),
-        reloads_error: AtomicU64::new(0),
-        current: RwLock::new(current),
-        detach_requested: AtomicBool::new(false),
-        metrics,
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(io_err("starting the runtime"))?;
-    let served = runtime.block_on(serve(shared.clone(), opts.clone(), control_listener));
-    // Don't wait on a reload still running in the blocking pool.
-    runtime.shutdown_timeout(Duration::from_secs(2));
-    served?;
-
-    control::unbind(&opts.control_socket);
-    if opts.detach_on_exit || shared.detach_requested.load(Ordering::SeqCst) {
-        shared.root.remove_all()?;
-        tracing::info!("filter detached and pins removed");
-    } else {
-        tracing::info!(
-            "exiting; the filter stays in force (pinned under {})",
-            opts.pin_root.display()
-        );
-    }
-    Ok(())
+    Ok((core, generation, current, metrics))
 }
 
 /// A request for the reload loop; `reply` gets the generation or the errors.
@@ -356,6 +499,7 @@ async fn serve(
     let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
     let mut log_tick = tokio::time::interval(Duration::from_millis(200));
+    let mut enforce_tick = tokio::time::interval(enforce::CHECK_EVERY);
     // WATCHDOG=1 from this loop: a loop stuck anywhere stops the pings.
     let watchdog_every = watchdog::interval();
     let mut watchdog_tick =
@@ -402,6 +546,11 @@ async fn serve(
             }
             _ = watchdog_tick.tick(), if watchdog_every.is_some() => {
                 watchdog::ping();
+                continue;
+            }
+            _ = enforce_tick.tick() => {
+                let s = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || s.check_enforcing()).await;
                 continue;
             }
             _ = log_tick.tick() => {
@@ -458,6 +607,22 @@ fn watched_paths(policy: &Path, shared: &Shared) -> Vec<PathBuf> {
 /// Recompiles and applies the policy file. On any error the enforcing policy
 /// is untouched; the error is logged and counted.
 fn reload(shared: &Shared, why: &str) -> Result<u32, String> {
+    let outcome = reload_checked(shared, why);
+    shared.record_reload(why, &outcome);
+    outcome
+}
+
+fn reload_checked(shared: &Shared, why: &str) -> Result<u32, String> {
+    // Look now, not at the last tick: writing maps nobody enforces would
+    // answer with a generation that filters nothing.
+    shared.check_enforcing();
+    if let Some(e) = shared.enforcing.read().ok().and_then(|e| e.why.clone()) {
+        shared.reloads_error.fetch_add(1, Ordering::Relaxed);
+        let msg =
+            format!("not enforcing: {e}; nothing was changed (restart the daemon to attach again)");
+        tracing::error!("reload ({why}) refused: {msg}");
+        return Err(msg);
+    }
     let mut core = shared
         .core
         .lock()
@@ -497,17 +662,38 @@ fn reload(shared: &Shared, why: &str) -> Result<u32, String> {
     }
 }
 
+pub(crate) fn root_matches(a: &str, b: &Path) -> bool {
+    std::path::absolute(a).ok() == std::path::absolute(b).ok()
+}
+
 /// Status from the pins; `daemon_running` says whether a daemon answers.
 pub fn status(pin_root: &Path, control_socket: &Path) -> Result<Status, LoaderError> {
     let root = PinRoot::new(pin_root);
+    let shown = pin_root.display().to_string();
+    // A daemon of another pin root (same socket path) does not speak for ours.
+    let (running, daemon) = match control::ping_info(control_socket) {
+        None => (false, None),
+        // A daemon too old to say which pin root it serves.
+        Some(None) => (true, None),
+        Some(Some(d)) if root_matches(&d.pin_root, pin_root) => (true, Some(d)),
+        Some(Some(_)) => (false, None),
+    };
+    if !root.has_maps() {
+        let mut s = Status::absent(daemon, &shown);
+        s.daemon_running = running;
+        return Ok(s);
+    }
     let pins = root.open()?;
     let meta = pins.meta()?;
     let rows = counter_rows(&meta, |slot| pins.counters(slot))?;
-    Ok(Status::new(
-        control::ping(control_socket),
-        &pin_root.display().to_string(),
+    let mut s = Status::new(
+        daemon,
+        &shown,
         pins.generation()?,
         &meta,
         rows,
-    ))
+        &root.pinned_links(),
+    );
+    s.daemon_running = running;
+    Ok(s)
 }

@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub prefixes: Vec<(&'static str, usize, usize)>,
     /// (interface, XDP mode).
     pub modes: Vec<(String, String)>,
+    /// (interface, its filter is in place).
+    pub enforcing: Vec<(String, bool)>,
 }
 
 pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
@@ -59,7 +61,9 @@ pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
 
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
-    for r in &s.rows {
+    // A zone the policy no longer has keeps its id (and its counters in the
+    // map), but is not shown as if it still filtered.
+    for r in s.rows.iter().filter(|r| !r.zone_removed) {
         let l = labels(&[
             ("interface", &r.interface),
             ("zone", &r.zone),
@@ -122,6 +126,18 @@ pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
         "portcullis_attach_mode",
         "1 for the XDP mode each interface runs in",
         modes,
+    );
+
+    let enforcing = Family::<Labels, Gauge>::default();
+    for (iface, on) in &s.enforcing {
+        enforcing
+            .get_or_create(&labels(&[("interface", iface)]))
+            .set(i64::from(*on));
+    }
+    registry.register(
+        "portcullis_enforcing",
+        "1 while the interface's pinned link and the pinned maps are in place",
+        enforcing,
     );
 
     let mut out = String::new();
@@ -200,6 +216,7 @@ mod tests {
             reloads_error: 0,
             prefixes: vec![("blocklist", 2, 1)],
             modes: vec![(iface.into(), "native".into())],
+            enforcing: vec![(iface.into(), true)],
         };
         let text = render(&snap).unwrap();
         assert!(text.contains(r#"interface="a\"b=\\c",zone="x\",verdict=\"pass","#));
@@ -239,6 +256,28 @@ mod tests {
                 ("interface".to_string(), iface.to_string()),
                 ("mode".to_string(), "native".to_string())
             ]
+        );
+    }
+
+    #[test]
+    fn removed_zones_are_left_out_and_enforcing_is_a_gauge_per_interface() {
+        let mut gone = row("inet0", "old-zone");
+        gone.zone_removed = true;
+        let text = render(&Snapshot {
+            rows: vec![row("inet0", "keep-admin"), gone],
+            enforcing: vec![("inet0".into(), true), ("mgmt0".into(), false)],
+            ..Snapshot::default()
+        })
+        .unwrap();
+        assert!(text.contains("keep-admin"));
+        assert!(!text.contains("old-zone"), "{text}");
+        assert!(
+            text.contains("portcullis_enforcing{interface=\"inet0\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_enforcing{interface=\"mgmt0\"} 0"),
+            "{text}"
         );
     }
 

@@ -227,7 +227,21 @@ impl Metrics {
 /// One scrape, from the pins and the daemon's counters.
 fn render(shared: &Shared) -> Result<String, String> {
     use std::sync::atomic::Ordering::Relaxed;
-    let pins = shared.root.open().map_err(|e| e.to_string())?;
+    let enforcing = shared.enforcing_by_iface();
+    // Pins removed from under the daemon: still answer, enforcing 0.
+    let pins = match shared.root.open() {
+        Ok(p) => p,
+        Err(_) if enforcing.iter().any(|(_, on)| !on) => {
+            let snapshot = expo::Snapshot {
+                reloads_ok: shared.reloads_ok.load(Relaxed),
+                reloads_error: shared.reloads_error.load(Relaxed),
+                enforcing,
+                ..expo::Snapshot::default()
+            };
+            return expo::render(&snapshot).map_err(|e| e.to_string());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let meta = pins.meta().map_err(|e| e.to_string())?;
     let rows = counter_rows(&meta, |slot| pins.counters(slot)).map_err(|e| e.to_string())?;
     let prefixes = match shared.current.read() {
@@ -249,6 +263,7 @@ fn render(shared: &Shared) -> Result<String, String> {
             .iter()
             .map(|i| (i.name.clone(), i.mode.as_str().to_string()))
             .collect(),
+        enforcing,
     };
     expo::render(&snapshot).map_err(|e| e.to_string())
 }
