@@ -17,6 +17,7 @@
 //!   `detach --iface`, `--mode`, `--wait-iface`, the systemd watchdog.
 //! - `inputs`: hostile local inputs (FIFO, huge and secret list files, the
 //!   control socket's path and silent clients).
+//! - `ownership`: one owner per pin root, honest status, failed-start rollback.
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
 
 use std::{
@@ -39,6 +40,7 @@ pub mod http;
 pub mod inputs;
 pub mod metrics_hardening;
 pub mod netns;
+pub mod ownership;
 pub mod policies;
 pub mod probe;
 pub mod scenarios;

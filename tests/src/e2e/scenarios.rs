@@ -219,6 +219,36 @@ pub fn all() -> Vec<Scenario> {
         s("cli-mode-generic", false, false, super::cli::mode_generic_is_forced),
         s("cli-wait-iface", false, false, super::cli::wait_for_a_late_iface),
         s("cli-watchdog", false, false, super::cli::watchdog_pings),
+        s(
+            "second-daemon-refused-with-pid",
+            false,
+            false,
+            super::ownership::second_daemon_is_refused_with_the_owners_pid,
+        ),
+        s(
+            "detach-refused-under-live-daemon",
+            false,
+            false,
+            super::ownership::detach_refuses_under_a_live_daemon_and_force_stops_it,
+        ),
+        s(
+            "pins-removed-means-not-enforcing",
+            false,
+            false,
+            super::ownership::pins_removed_under_the_daemon_mean_not_enforcing,
+        ),
+        s(
+            "failed-start-rolls-back",
+            false,
+            false,
+            super::ownership::failed_start_leaves_nothing_and_status_exits_3,
+        ),
+        s(
+            "status-shows-daemon",
+            false,
+            false,
+            super::ownership::status_shows_pid_version_and_last_reload,
+        ),
     ]
 }
 
