@@ -14,7 +14,7 @@ use super::{
     policies,
     probe::Probe,
     scenarios::{check, Ctx, Exp},
-    topology::{BLOCKED4, INET4, LISTED4, MGMT4},
+    topology::{BLOCKED4, INET4, LISTED4, MGMT4, MGMT6},
 };
 
 const CMD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -194,6 +194,19 @@ pub fn explain_names_verdict_and_lines(cx: &mut Ctx) -> Result<()> {
         other(&before),
         other(&after)
     );
+    // IPv6, and an explicit --iface.
+    let v6 = explain(
+        cx.sb,
+        &MGMT6.addr.to_string(),
+        "8890/tcp",
+        &["--iface", "mgmt0"],
+    )?;
+    ensure!(
+        v6.get("reason").and_then(Value::as_str) == Some("allowed")
+            && v6.get("interface").and_then(Value::as_str) == Some("mgmt0"),
+        "{} → 8890/tcp on mgmt0: {v6}",
+        MGMT6.addr
+    );
     // Text output names the same.
     let root = cx.sb.pin_root.display().to_string();
     let out = cmd::run(
@@ -221,6 +234,29 @@ pub fn explain_names_verdict_and_lines(cx: &mut Ctx) -> Result<()> {
         cx.note(format!("explain (text):\n{shown}"));
     }
 
+    // An interface without a link is refused, naming the attached ones.
+    let started = std::time::Instant::now();
+    let out = cmd::run(
+        &mut cx.sb.portcullis(&[
+            "explain",
+            "--from",
+            "10.0.0.1",
+            "--to",
+            "22/tcp",
+            "--pin-root",
+            &root,
+            "--iface",
+            "nosuch0",
+        ]),
+        super::patience(CMD_TIMEOUT),
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("nosuch0") && err.contains("inet0, mgmt0"),
+        "explain --iface nosuch0: {:?}\n{err}",
+        out.status
+    );
+    let refused_ms = started.elapsed().as_millis();
     d.terminate()?;
     // The filter stays in force without the daemon; explain reads only pins.
     for (from, to, want) in &cases {
@@ -248,10 +284,14 @@ pub fn explain_names_verdict_and_lines(cx: &mut Ctx) -> Result<()> {
             && edited.get("reason").and_then(Value::as_str) == Some("not_allowed"),
         "explain of an edited policy file: {edited}"
     );
+    let started = std::time::Instant::now();
+    explain(cx.sb, &MGMT4.addr.to_string(), "8889/tcp", &[])?;
     cx.note(format!(
-        "{} sources explained with the daemon up and down; tries {}",
+        "{} sources explained with the daemon up and down; tries {}; one explain {} ms \
+         (a refused one {refused_ms} ms), ip netns exec included",
         cases.len(),
-        edited.get("tries").cloned().unwrap_or_default()
+        edited.get("tries").cloned().unwrap_or_default(),
+        started.elapsed().as_millis()
     ));
     Ok(())
 }
