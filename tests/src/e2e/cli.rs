@@ -32,6 +32,109 @@ fn pc(cx: &Ctx, args: &[&str]) -> Result<std::process::Output> {
     )
 }
 
+/// `portcullis ARGS…` with `input` on stdin (bounded like [`pc`]).
+fn pc_stdin(
+    cx: &Ctx,
+    cwd: &std::path::Path,
+    args: &[&str],
+    input: &str,
+) -> Result<std::process::Output> {
+    use std::io::Write;
+    // The binary's path may be relative to our directory, not `cwd`.
+    let bin = std::fs::canonicalize(&cx.sb.bin)?;
+    let mut c = std::process::Command::new("ip");
+    c.args(["netns", "exec", cx.sb.host_ns()])
+        .arg(bin)
+        .args(args)
+        .current_dir(cwd);
+    let mut child = cmd::unblock_signals(&mut c)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    stdin.write_all(input.as_bytes())?;
+    drop(stdin);
+    let pid = child.id() as i32;
+    let limit = super::patience(cmd::CMD_TIMEOUT);
+    let waiter = thread::spawn(move || child.wait_with_output());
+    let started = Instant::now();
+    while !waiter.is_finished() {
+        if started.elapsed() > limit {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            bail!("portcullis {args:?} did not finish within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    waiter
+        .join()
+        .map_err(|_| anyhow::anyhow!("waiter panicked"))?
+        .context("waiting for portcullis")
+}
+
+/// `check -q` prints nothing on success; `check -` reads stdin and names it
+/// `<stdin>`; `hash-password` reads a line and prints an argon2id string.
+pub fn check_conventions(cx: &mut Ctx) -> Result<()> {
+    let keep = cx.keep_policy.display().to_string();
+    let out = pc(cx, &["check", "-q", &keep])?;
+    ensure!(
+        out.status.success(),
+        "check -q of keep.toml: {:?}",
+        text(&out)
+    );
+    ensure!(out.stdout.is_empty(), "check -q printed {:?}", text(&out).0);
+    let out = pc(cx, &["check", &keep])?;
+    ensure!(
+        out.status.success() && text(&out).0.contains("policy OK"),
+        "check FILE: {:?}",
+        text(&out)
+    );
+    let bad =
+        "version = 1\n[[zone]]\nname = \"a\"\nports = [\"22/tcp\"]\nallow = [\"10.0.0.0/33\"]\n";
+    let out = pc_stdin(cx, &cx.sb.dir, &["check", "-p", "-"], bad)?;
+    let (_, err) = text(&out);
+    ensure!(
+        out.status.code() == Some(1),
+        "check -p - of a bad policy: {err}"
+    );
+    ensure!(
+        err.contains("<stdin>:5:10: error: prefix length /33"),
+        "{err}"
+    );
+    let out = pc_stdin(
+        cx,
+        &cx.sb.dir,
+        &["check", "-", "-q"],
+        &std::fs::read_to_string(&keep)?,
+    )?;
+    // keep.toml's list files are relative to its directory, not ours.
+    ensure!(
+        text(&out).1.contains("cannot read list file `./lists/"),
+        "list files of a policy on stdin resolve from the current directory: {:?}",
+        text(&out)
+    );
+    let examples = cx.keep_policy.parent().context("keep.toml's directory")?;
+    let out = pc_stdin(
+        cx,
+        examples,
+        &["check", "-", "-q"],
+        &std::fs::read_to_string(&keep)?,
+    )?;
+    ensure!(
+        out.status.success() && out.stdout.is_empty(),
+        "check - in keep.toml's directory: {:?}",
+        text(&out)
+    );
+    let out = pc_stdin(cx, &cx.sb.dir, &["hash-password"], "correct horse\n")?;
+    let (phc, err) = text(&out);
+    ensure!(out.status.success(), "hash-password: {err}");
+    ensure!(
+        phc.trim().starts_with("$argon2id$v=19$"),
+        "hash-password printed {phc:?}"
+    );
+    Ok(())
+}
+
 fn text(out: &std::process::Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -18,6 +18,8 @@
 //! - `inputs`: hostile local inputs (FIFO, huge and secret list files, the
 //!   control socket's path and silent clients).
 //! - `ownership`: one owner per pin root, honest status, failed-start rollback.
+//! - `warnings`: policy warnings in `check` (text, JSON, `--strict`) and the
+//!   daemon's log.
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
 
 use std::{
@@ -46,6 +48,7 @@ pub mod probe;
 pub mod scenarios;
 pub mod topology;
 pub mod vlan;
+pub mod warnings;
 
 /// How much slower than the development host the machine is (1 there; the VM
 /// subset under QEMU TCG sets 4): scales the harness's waiting limits, never

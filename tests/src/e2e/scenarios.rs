@@ -215,6 +215,7 @@ pub fn all() -> Vec<Scenario> {
             super::explain::explain_names_verdict_and_lines,
         ),
         s("cli-errors-once", false, false, super::cli::errors_printed_once),
+        s("cli-check-conventions", false, false, super::cli::check_conventions),
         s("cli-detach-one-iface", false, false, super::cli::detach_one_iface),
         s("cli-mode-generic", false, false, super::cli::mode_generic_is_forced),
         s("cli-wait-iface", false, false, super::cli::wait_for_a_late_iface),
