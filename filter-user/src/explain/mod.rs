@@ -23,7 +23,7 @@ use aya::programs::{
     loaded_programs, ProgramInfo, TestRun, TestRunOptions, Xdp,
 };
 use aya_obj::programs::XdpAttachType;
-use filter_common::{decode_counter_index, Reason, Verdict, RULE_FAILSAFE, RULE_GLOBAL};
+use filter_common::{decode_counter_index, Counter, Reason, Verdict, RULE_FAILSAFE, RULE_GLOBAL};
 use serde::Serialize;
 
 pub use frame::Fragment;
@@ -230,13 +230,8 @@ pub fn explain(pin_root: &Path, query: &Query) -> Result<Explanation, ExplainErr
         let before = state.counters(0)?;
         let action = program.test_run(opts())?.return_value;
         let after = state.counters(0)?;
-        let moved: Vec<usize> = (0..before.len())
-            .filter(|i| after[*i].packets != before[*i].packets)
-            .collect();
-        if let [one] = moved[..] {
-            if after[one].packets == before[one].packets + 1 {
-                decided = Some((decode_counter_index(one as u32), action));
-            }
+        if let Some(one) = one_moved(&before, &after) {
+            decided = Some((decode_counter_index(one as u32), action));
         }
     }
     let ((rule, reason, verdict), action) = decided.ok_or(ExplainError::Ambiguous(MAX_TRIES))?;
@@ -337,6 +332,15 @@ pub fn explain(pin_root: &Path, query: &Query) -> Result<Explanation, ExplainErr
         counted_as: "other",
         tries,
     })
+}
+
+/// The one counter that moved by exactly one packet, if no other moved: the
+/// test frame's. Anything else means other frames were counted meanwhile.
+fn one_moved(before: &[Counter], after: &[Counter]) -> Option<usize> {
+    let mut moved =
+        (0..before.len().min(after.len())).filter(|i| after[*i].packets != before[*i].packets);
+    let one = moved.next()?;
+    (moved.next().is_none() && after[one].packets == before[one].packets + 1).then_some(one)
 }
 
 /// The program behind `iface`'s pinned link: its handle, program id, link id.
@@ -477,6 +481,26 @@ mod tests {
         assert!(parse_fragment("2").is_err());
         assert_eq!(parse_vlan("4094"), Ok(4094));
         assert!(parse_vlan("4095").is_err());
+    }
+
+    fn cells(packets: &[u64]) -> Vec<Counter> {
+        packets
+            .iter()
+            .map(|p| Counter {
+                packets: *p,
+                bytes: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decision_is_read_only_when_exactly_one_counter_moved_by_one() {
+        let before = cells(&[5, 0, 7]);
+        assert_eq!(one_moved(&before, &cells(&[5, 1, 7])), Some(1));
+        // Another frame counted meanwhile (elsewhere, or on the same cell).
+        assert_eq!(one_moved(&before, &cells(&[6, 1, 7])), None);
+        assert_eq!(one_moved(&before, &cells(&[5, 2, 7])), None);
+        assert_eq!(one_moved(&before, &before), None);
     }
 
     #[test]
