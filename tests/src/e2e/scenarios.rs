@@ -221,6 +221,12 @@ pub fn all() -> Vec<Scenario> {
         s("cli-wait-iface", false, false, super::cli::wait_for_a_late_iface),
         s("cli-watchdog", false, false, super::cli::watchdog_pings),
         s(
+            "check-and-daemon-warn",
+            false,
+            false,
+            super::warnings::check_and_daemon_warn,
+        ),
+        s(
             "second-daemon-refused-with-pid",
             false,
             false,
