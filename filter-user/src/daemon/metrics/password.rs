@@ -82,7 +82,6 @@ impl EchoOff {
             }
             let saved = t;
             t.c_lflag &= !libc::ECHO;
-            t.c_lflag |= libc::ECHONL;
             if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
                 return None;
             }
