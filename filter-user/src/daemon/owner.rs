@@ -218,23 +218,44 @@ pub fn stop_holder(pin_root: &Path, timeout: Duration) -> Result<Option<Holder>,
     Ok(Some(h))
 }
 
-/// Are the pins at `pin_root` only in this process's mount namespace? True
-/// when PID 1 (the host's mount namespace) does not see the same directory:
-/// `ip netns exec` remounts /sys, so a bpffs mounted under it is private and
-/// its pins vanish when the last process of that namespace exits.
+/// Are the pins at `pin_root` only in this process's mount namespace? They
+/// are when our mount namespace is not that of PID 1 (or, when PID 1 may not
+/// be inspected, as in some containers, that of our parent) and that process
+/// does not see the same directory: `ip netns exec` makes a namespace of its
+/// own and remounts /sys, so a bpffs mounted under it vanishes, pins and all,
+/// when the last process in it exits. Unknown counts as not private.
 pub fn pins_are_private(pin_root: &Path) -> bool {
-    let Ok(abs) = std::path::absolute(pin_root) else {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let Some(ours) = ns("self") else {
         return false;
     };
-    let Ok(ours) = std::fs::metadata(&abs) else {
+    let parent = std::os::unix::process::parent_id().to_string();
+    let Some((reference, theirs)) = ["1", parent.as_str()]
+        .into_iter()
+        .find_map(|pid| ns(pid).map(|n| (pid.to_string(), n)))
+    else {
         return false;
     };
-    let host = Path::new("/proc/1/root").join(abs.strip_prefix("/").unwrap_or(&abs));
-    match std::fs::metadata(host) {
-        Ok(theirs) => (theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino()),
-        // Not visible from PID 1 at all; but if /proc/1/root cannot be read
-        // (no CAP_SYS_PTRACE) we cannot tell, and do not claim it.
-        Err(_) => std::fs::metadata("/proc/1/root/").is_ok(),
+    if theirs == ours {
+        return false;
+    }
+    seen_differently(pin_root, &reference).unwrap_or(false)
+}
+
+/// Does process `pid` see something other at `path` than we do (or nothing)?
+/// `None` if we cannot tell.
+fn seen_differently(path: &Path, pid: &str) -> Option<bool> {
+    let abs = std::path::absolute(path).ok()?;
+    let ours = std::fs::metadata(&abs).ok()?;
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let theirs = root.join(abs.strip_prefix("/").unwrap_or(&abs));
+    match std::fs::metadata(theirs) {
+        Ok(t) => Some((t.dev(), t.ino()) != (ours.dev(), ours.ino())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Missing there, unless we could not look at all.
+            std::fs::metadata(&root).ok().map(|_| true)
+        }
+        Err(_) => None,
     }
 }
 

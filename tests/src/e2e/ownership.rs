@@ -121,6 +121,15 @@ pub fn second_daemon_is_refused_with_the_owners_pid(cx: &mut Ctx) -> Result<()> 
             .trim()
     ));
     d.terminate()?;
+    thread::sleep(Duration::from_millis(50)); // let the log threads drain
+                                              // The sandbox's pins are on a bpffs the host sees: not "private".
+    ensure!(
+        d.log()
+            .iter()
+            .any(|l| l.contains("exiting; the filter stays in force")),
+        "a visible pin root's exit message:\n{}",
+        d.log_tail(3)
+    );
     Ok(())
 }
 
@@ -380,5 +389,76 @@ pub fn status_shows_pid_version_and_last_reload(cx: &mut Ctx) -> Result<()> {
             .to_string(),
     );
     d.terminate()?;
+    Ok(())
+}
+
+/// The default pin root under `ip netns exec` is a bpffs mounted on the
+/// namespace's private /sys: the daemon must not claim at exit that the
+/// filter stays in force, since it vanishes with the process.
+pub fn private_pins_are_not_said_to_stay(cx: &mut Ctx) -> Result<()> {
+    use nix::{
+        sys::signal::{kill, Signal},
+        unistd::Pid,
+    };
+    let p = cx.policy("owner.toml", &policies::policy_a())?;
+    let log = cx.sb.dir.join("private-run.log");
+    let (policy, socket) = (
+        p.display().to_string(),
+        cx.sb.dir.join("run/private.sock").display().to_string(),
+    );
+    let mut cmd = cx.sb.portcullis(&[
+        "run",
+        "--policy",
+        &policy,
+        "--iface",
+        HOST_INET_IF,
+        "--pin-root",
+        "/sys/fs/bpf/portcullis",
+        "--control-socket",
+        &socket,
+        "--metrics-listen",
+        "127.0.0.1:9479",
+    ]);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .env("RUST_LOG", "info");
+    let mut child = cmd::unblock_signals(&mut cmd).spawn()?;
+    let pid = child.id() as i32;
+    let _guard = super::cleanup::register(format!("kill daemon {pid}"), move || {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    });
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let ready = wait_for(Duration::from_secs(20), || {
+        // The warning follows the "enforcing" line.
+        read().contains("private mount namespace") || matches!(child.try_wait(), Ok(Some(_)))
+    });
+    ensure!(
+        ready && read().contains("enforcing "),
+        "the daemon did not start:\n{}",
+        read()
+    );
+    ensure!(
+        read().contains("private mount namespace"),
+        "no warning at start about the private pins:\n{}",
+        read()
+    );
+    kill(Pid::from_raw(pid), Signal::SIGTERM)?;
+    let st = cmd::wait_bounded(&mut child, super::patience(STOP_TIMEOUT));
+    ensure!(st.is_some(), "the daemon did not exit after SIGTERM");
+    let said = read();
+    let exit = said
+        .lines()
+        .filter(|l| l.contains("exiting;"))
+        .last()
+        .unwrap_or("")
+        .to_string();
+    ensure!(
+        exit.contains("the filter is removed when this process exits")
+            && exit.contains("private mount namespace")
+            && !said.contains("the filter stays in force"),
+        "exit message with private pins: {exit:?}\n{said}"
+    );
+    cx.note(exit.trim().to_string());
     Ok(())
 }

@@ -256,6 +256,12 @@ pub fn all() -> Vec<Scenario> {
             false,
             super::ownership::status_shows_pid_version_and_last_reload,
         ),
+        s(
+            "private-pins-not-said-to-stay",
+            false,
+            false,
+            super::ownership::private_pins_are_not_said_to_stay,
+        ),
     ]
 }
 
