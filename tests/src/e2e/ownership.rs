@@ -449,8 +449,8 @@ pub fn private_pins_are_not_said_to_stay(cx: &mut Ctx) -> Result<()> {
     let said = read();
     let exit = said
         .lines()
-        .filter(|l| l.contains("exiting;"))
-        .last()
+        .rev()
+        .find(|l| l.contains("exiting;"))
         .unwrap_or("")
         .to_string();
     ensure!(
