@@ -32,8 +32,8 @@ use anyhow::{bail, Context, Result};
 
 pub mod apply;
 pub mod attach;
-pub mod cli;
 pub mod cleanup;
+pub mod cli;
 pub mod cmd;
 pub mod daemon;
 pub mod demo;
