@@ -18,9 +18,12 @@ use super::{
     cmd,
     daemon::STOP_TIMEOUT,
     policies,
-    scenarios::Ctx,
+    scenarios::{wait_until, Ctx},
     topology::{HOST_INET_IF, HOST_MGMT_IF},
 };
+
+/// How often the waits below poll.
+const POLL: Duration = Duration::from_millis(100);
 
 fn text(out: &Output) -> String {
     format!(
@@ -46,18 +49,6 @@ fn status_json(cx: &Ctx) -> Result<(i32, Value)> {
     Ok((out.status.code().unwrap_or(-1), v))
 }
 
-fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + super::patience(timeout);
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn run_args<'a>(
     policy: &'a str,
@@ -182,7 +173,7 @@ pub fn detach_refuses_under_a_live_daemon_and_force_stops_it(cx: &mut Ctx) -> Re
         out.status,
         text(&out)
     );
-    let exited = wait_for(STOP_TIMEOUT, || !d.running());
+    let exited = wait_until(STOP_TIMEOUT, POLL, || !d.running());
     ensure!(exited, "detach --force returned but the daemon still runs");
     ensure!(
         cx.sb.pins().is_empty(),
@@ -216,7 +207,7 @@ pub fn pins_removed_under_the_daemon_mean_not_enforcing(cx: &mut Ctx) -> Result<
     cx.sb.remove_pins();
     let started = Instant::now();
     let mut last = (0, Value::Null);
-    let noticed = wait_for(Duration::from_secs(8), || match status_json(cx) {
+    let noticed = wait_until(Duration::from_secs(8), POLL, || match status_json(cx) {
         Ok(s) => {
             // The pins are read at once; the daemon looks every 2 s.
             let done = s.0 == 3
@@ -429,7 +420,7 @@ pub fn private_pins_are_not_said_to_stay(cx: &mut Ctx) -> Result<()> {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     });
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    let ready = wait_for(Duration::from_secs(20), || {
+    let ready = wait_until(Duration::from_secs(20), POLL, || {
         // The warning follows the "enforcing" line.
         read().contains("private mount namespace") || matches!(child.try_wait(), Ok(Some(_)))
     });

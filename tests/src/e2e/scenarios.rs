@@ -330,7 +330,7 @@ pub(crate) fn usable(sb: &Sandbox, probes: Vec<Probe>) -> Vec<Probe> {
 
 /// Polls `f` every `step` until it returns true; false after `timeout`
 /// (scaled by the slowdown, see [`super::patience`]).
-fn wait_until(timeout: Duration, step: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(timeout: Duration, step: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + super::patience(timeout);
     loop {
         if f() {
