@@ -49,7 +49,6 @@ fn status_json(cx: &Ctx) -> Result<(i32, Value)> {
     Ok((out.status.code().unwrap_or(-1), v))
 }
 
-
 fn run_args<'a>(
     policy: &'a str,
     pins: &'a str,
