@@ -91,6 +91,7 @@ impl Sandbox {
         });
         let topo = Topology::build(&prefix, vlan)?;
         let listeners = Listeners::start(topo.host_ns())?;
+        super::probe::warm_up(&topo, super::patience(Duration::from_secs(10)))?;
         Ok(Sandbox {
             bin: bin.to_path_buf(),
             control: dir.join("run/control.sock"),

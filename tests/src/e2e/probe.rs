@@ -207,6 +207,52 @@ pub fn run_batch(topo: &Topology, probes: &[Probe]) -> Vec<Outcome> {
     })
 }
 
+/// Waits until a TCP connection from every source reaches the host (before
+/// any filter is attached), each try with a generous timeout, for at most
+/// `limit` in all. A fresh topology's first packets wait for neighbour
+/// discovery, which under QEMU TCG took longer than [`PROBE_TIMEOUT`]: the
+/// scenarios' probes must judge the filter, not a cold neighbour cache.
+pub fn warm_up(topo: &Topology, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut cold: Vec<Probe> = topo
+        .sources()
+        .into_iter()
+        .map(|s| Probe::tcp(s, TCP_PORTS[2]))
+        .collect();
+    while !cold.is_empty() {
+        let outcomes = thread::scope(|s| {
+            let handles: Vec<_> = cold
+                .iter()
+                .map(|p| {
+                    let ns = topo.ns(p.from.side);
+                    s.spawn(move || match netns::enter(ns) {
+                        Ok(()) => probe_here(p, Duration::from_secs(1)),
+                        Err(e) => Outcome::Error(format!("{e:#}")),
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Outcome::Timeout))
+                .collect::<Vec<_>>()
+        });
+        cold = cold
+            .into_iter()
+            .zip(outcomes)
+            .filter(|(_, o)| *o != Outcome::Open)
+            .map(|(p, _)| p)
+            .collect();
+        if !cold.is_empty() && Instant::now() >= deadline {
+            let names: Vec<String> = cold.iter().map(|p| p.from.label.to_string()).collect();
+            anyhow::bail!(
+                "the sandbox's paths from {} never opened within {limit:?}",
+                names.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// TCP listeners and UDP echo servers on `[::]` (dual stack) in the host
 /// namespace; stopped and joined on drop.
 pub struct Listeners {
