@@ -8,6 +8,12 @@
 //! flips `ACTIVE` with one 4-byte write, so no packet ever sees half of two policies.
 #![no_std]
 
+/// Version of the map layout this build pins: bumped by every change to a
+/// pinned map's name, key, value or size. A build that finds an older layout
+/// pinned migrates it (new maps beside the old, state carried over, one
+/// `bpf_link_update`); layout 1 is v0.1.0's and has no `LAYOUT` map.
+pub const LAYOUT_VERSION: u32 = 2;
+
 /// Number of policy slots (double buffering).
 pub const NUM_SLOTS: u32 = 2;
 
@@ -32,6 +38,8 @@ pub const MAP_BL4_HOSTS: &str = "BL4_HOSTS";
 pub const MAP_BL6: &str = "BL6";
 pub const MAP_IFACES: &str = "IFACES";
 pub const MAP_META: &str = "META";
+/// `LAYOUT[0]`: the `LAYOUT_VERSION` of the build that created the maps.
+pub const MAP_LAYOUT: &str = "LAYOUT";
 /// All policy and state maps, for loaders and tests that check the object.
 pub const ALL_MAPS: [&str; 12] = [
     MAP_ACTIVE,
