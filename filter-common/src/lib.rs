@@ -35,13 +35,15 @@ pub const MAP_ALLOW4: &str = "ALLOW4";
 pub const MAP_ALLOW6: &str = "ALLOW6";
 pub const MAP_BL4_WORDS: &str = "BL4_WORDS";
 pub const MAP_BL4_HOSTS: &str = "BL4_HOSTS";
-pub const MAP_BL6: &str = "BL6";
+pub const MAP_BL6_WORDS: &str = "BL6_WORDS";
+pub const MAP_BL6_INFO: &str = "BL6_INFO";
+pub const MAP_BL6_TABLE: &str = "BL6_TABLE";
 pub const MAP_IFACES: &str = "IFACES";
 pub const MAP_META: &str = "META";
 /// `LAYOUT[0]`: the `LAYOUT_VERSION` of the build that created the maps.
 pub const MAP_LAYOUT: &str = "LAYOUT";
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 14] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -51,9 +53,11 @@ pub const ALL_MAPS: [&str; 12] = [
     MAP_ALLOW6,
     MAP_BL4_WORDS,
     MAP_BL4_HOSTS,
-    MAP_BL6,
     MAP_IFACES,
     MAP_META,
+    MAP_BL6_WORDS,
+    MAP_BL6_INFO,
+    MAP_BL6_TABLE,
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
@@ -366,7 +370,95 @@ pub struct Bl4Hosts {
     pub bits: [u64; 4],
 }
 
-// IPv6 blocklist: LPM trie `BL6` keyed by `Tagged6` with set id 0.
+// ---------------------------------------------------------------------------
+// IPv6 blocklist (docs/architecture.md, "Blocklist layout"): a bitmap over
+// the top 24 bits of the source, then an open-addressing hash table of the
+// prefixes longer than /24, probed once per prefix length the slot holds.
+// `BL6_WORDS[slot * BL6_WORDS_PER_SLOT + (top24 >> 6)]`: bit (top24 & 63) of
+// `full` = the whole /24 is blocked; of `part` = probe `BL6_TABLE`.
+// `BL6_INFO[slot]`: the hash seed and the lengths (> 24) to probe, longest
+// first. `BL6_TABLE[slot * BL6_REGION + home + d]`, d in 0..=more of the home
+// bucket: buckets of up to 3 (masked address, length) entries.
+// ---------------------------------------------------------------------------
+
+pub const BL6_WORDS_PER_SLOT: u32 = 1 << 18;
+/// Distinct prefix lengths above /24 a slot may hold (more are expanded).
+pub const BL6_MAX_LENS: usize = 8;
+/// Home buckets per slot: a hash picks one of 2^BL6_BUCKET_BITS.
+pub const BL6_BUCKET_BITS: u32 = 19;
+pub const BL6_BUCKETS: u32 = 1 << BL6_BUCKET_BITS;
+/// Entries per bucket (one 64-byte line).
+pub const BL6_BUCKET_ENTRIES: usize = 3;
+/// Furthest an entry may sit past its home bucket.
+pub const BL6_MAX_DISP: u32 = 8;
+/// Buckets per slot: the home buckets plus a tail for the last ones' spill.
+pub const BL6_REGION: u32 = BL6_BUCKETS + BL6_MAX_DISP;
+/// Entries (prefixes longer than /24, after expansion) the loader puts in one
+/// slot's table: 70% of its room, where the longest displacement measured on
+/// random sets stays well under `BL6_MAX_DISP`.
+pub const BL6_TABLE_MAX: usize = 1_100_000;
+
+#[inline(always)]
+pub const fn bl6_word_index(slot: u32, top24: u32) -> u32 {
+    slot * BL6_WORDS_PER_SLOT + (top24 >> 6)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bl6Word {
+    pub full: u64,
+    pub part: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bl6Info {
+    pub seed: u32,
+    /// Entries of `lens` in use.
+    pub count: u32,
+    /// Prefix lengths (25..=128) present in the table, longest first.
+    pub lens: [u8; BL6_MAX_LENS],
+}
+
+/// One 64-byte bucket. Entry i is (`hi[i]`, `lo[i]`, `lens[i]`): the
+/// address masked to `lens[i]` bits, as two big-endian halves; `lens[i]` = 0
+/// marks a free entry. `more`: how many buckets after this one hold entries
+/// whose home is this bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Bl6Bucket {
+    pub hi: [u64; BL6_BUCKET_ENTRIES],
+    pub lo: [u64; BL6_BUCKET_ENTRIES],
+    pub lens: [u8; BL6_BUCKET_ENTRIES],
+    pub more: u8,
+    pub _pad: [u8; 12],
+}
+
+/// `n` leading one bits (n in 0..=64).
+#[inline(always)]
+pub const fn mask64(n: u32) -> u64 {
+    if n == 0 {
+        0
+    } else {
+        u64::MAX << (64 - n)
+    }
+}
+
+#[inline(always)]
+const fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Home bucket (0..BL6_BUCKETS) of the masked address (`hi`, `lo`) of length
+/// `len` under `seed`. The datapath and the loader both call this.
+#[inline(always)]
+pub const fn bl6_home(seed: u32, hi: u64, lo: u64, len: u32) -> u32 {
+    let a = mix64(hi ^ ((seed as u64) << 32 | len as u64));
+    let b = mix64(a ^ lo);
+    (b >> (64 - BL6_BUCKET_BITS)) as u32
+}
 
 // ---------------------------------------------------------------------------
 // `META[0]`: the daemon's record of what it loaded (policy hash, zone names,
@@ -386,7 +478,6 @@ pub struct MetaBlob {
 
 /// Default capacities (the loader may raise them with `set_max_entries`).
 pub const DEFAULT_BL4_HOSTS_MAX: u32 = 1 << 21;
-pub const DEFAULT_BL6_MAX: u32 = 1 << 19;
 pub const DEFAULT_ALLOW_MAX: u32 = 1 << 18;
 
 #[cfg(feature = "user")]
@@ -402,6 +493,9 @@ mod pod {
     unsafe impl aya::Pod for Bl4Word {}
     unsafe impl aya::Pod for Bl4HostKey {}
     unsafe impl aya::Pod for Bl4Hosts {}
+    unsafe impl aya::Pod for Bl6Word {}
+    unsafe impl aya::Pod for Bl6Info {}
+    unsafe impl aya::Pod for Bl6Bucket {}
     unsafe impl aya::Pod for MetaBlob {}
 }
 
@@ -447,6 +541,29 @@ mod tests {
     fn set_tag_is_big_endian_slot_then_id() {
         assert_eq!(set_tag(1, FAILSAFE_SET_BASE + 3), [0, 1, 0x80, 3]);
         assert_eq!(set_tag(0, 7), [0, 0, 0, 7]);
+    }
+
+    #[test]
+    fn bl6_bucket_is_one_cache_line() {
+        assert_eq!(core::mem::size_of::<Bl6Bucket>(), 64);
+        assert_eq!(core::mem::size_of::<Bl6Info>(), 16);
+    }
+
+    #[test]
+    fn bl6_home_depends_on_every_input() {
+        let base = bl6_home(0, 0x2001_0db8_0000_0000, 0, 48);
+        assert!(base < BL6_BUCKETS);
+        assert_ne!(base, bl6_home(1, 0x2001_0db8_0000_0000, 0, 48));
+        assert_ne!(base, bl6_home(0, 0x2001_0db8_0001_0000, 0, 48));
+        assert_ne!(base, bl6_home(0, 0x2001_0db8_0000_0000, 1, 48));
+        assert_ne!(base, bl6_home(0, 0x2001_0db8_0000_0000, 0, 47));
+    }
+
+    #[test]
+    fn mask64_keeps_leading_bits() {
+        assert_eq!(mask64(0), 0);
+        assert_eq!(mask64(1), 1 << 63);
+        assert_eq!(mask64(64), u64::MAX);
     }
 
     #[test]

@@ -5,7 +5,8 @@ use filter_common::{
 };
 
 use crate::{
-    maps::{bl4_hosts, lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, BL4_WORDS, BL6, PORTS, ZONES},
+    blocklist6::blocklisted_v6,
+    maps::{bl4_hosts, lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, BL4_WORDS, PORTS, ZONES},
     parse::{IpPacket, Parsed, Src, L4},
 };
 
@@ -108,7 +109,7 @@ fn in_set(slot: u32, set: u32, src: &Src) -> bool {
 fn blocklisted(slot: u32, cfg: &Config, src: &Src) -> bool {
     match src {
         Src::V4(a) => cfg.has(Config::HAS_BL4) && blocklisted_v4(slot, u32::from_be_bytes(*a)),
-        Src::V6(a) => cfg.has(Config::HAS_BL6) && lpm6_contains(&BL6, set_tag(slot, 0), *a),
+        Src::V6(a) => cfg.has(Config::HAS_BL6) && blocklisted_v6(slot, a),
     }
 }
 

@@ -1,14 +1,15 @@
 //! The program's maps (layout and meaning: `filter-common`) and the only `unsafe`
 //! map accessors of the program.
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
 };
 use filter_common::{
-    Bl4HostKey, Bl4Hosts, Bl4Word, Config, Counter, MetaBlob, PortEntry, Tagged4, Tagged6,
-    ZoneInfo, BL4_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_HOSTS_MAX,
-    DEFAULT_BL6_MAX, IFACES_LEN, NUM_SLOTS, PORTS_PER_SLOT, ZONE_SLOTS,
+    Bl4HostKey, Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter, MetaBlob,
+    PortEntry, Tagged4, Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, BL6_REGION, BL6_WORDS_PER_SLOT,
+    COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_HOSTS_MAX, IFACES_LEN, NUM_SLOTS,
+    PORTS_PER_SLOT, ZONE_SLOTS,
 };
 
 #[map]
@@ -37,7 +38,14 @@ pub static BL4_WORDS: Array<Bl4Word> = Array::with_max_entries(NUM_SLOTS * BL4_W
 pub static BL4_HOSTS: HashMap<Bl4HostKey, Bl4Hosts> =
     HashMap::with_max_entries(DEFAULT_BL4_HOSTS_MAX, BPF_F_NO_PREALLOC);
 #[map]
-pub static BL6: LpmTrie<Tagged6, u8> = LpmTrie::with_max_entries(DEFAULT_BL6_MAX, 0);
+pub static BL6_WORDS: Array<Bl6Word> = Array::with_max_entries(NUM_SLOTS * BL6_WORDS_PER_SLOT, 0);
+#[map]
+pub static BL6_INFO: Array<Bl6Info> = Array::with_max_entries(NUM_SLOTS, 0);
+/// Mmapable only for its layout: the kernel then page-aligns the values, so
+/// each 64-byte bucket is exactly one cache line.
+#[map]
+pub static BL6_TABLE: Array<Bl6Bucket> =
+    Array::with_max_entries(NUM_SLOTS * BL6_REGION, BPF_F_MMAPABLE);
 
 /// Host bitmap of a partially blocked /24.
 #[inline(always)]

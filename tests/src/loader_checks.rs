@@ -155,7 +155,11 @@ fn differences(held: &SlotImage, want: &SlotImage) -> String {
     }
     diff_sets(&mut out, "allow4", &held.allow4, &want.allow4);
     diff_sets(&mut out, "allow6", &held.allow6, &want.allow6);
-    diff_sets(&mut out, "bl6", &held.bl6, &want.bl6);
+    if held.bl6.info != want.bl6.info {
+        let _ = write!(out, "bl6 info {:?} vs {:?}; ", held.bl6.info, want.bl6.info);
+    }
+    diff_maps(&mut out, "bl6_words", &held.bl6.words, &want.bl6.words);
+    diff_maps(&mut out, "bl6_table", &held.bl6.table, &want.bl6.table);
     diff_maps(&mut out, "ports", &held.ports, &want.ports);
     diff_maps(&mut out, "bl4_words", &held.bl4_words, &want.bl4_words);
     diff_maps(&mut out, "bl4_hosts", &held.bl4_hosts, &want.bl4_hosts);

@@ -8,12 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use filter_common::{
-    Bl4Hosts, Bl4Word, Config, PortEntry, ZoneInfo, FAILSAFE_SET_BASE, MAX_FAILSAFE_GROUPS,
+    Bl4Hosts, Bl4Word, Bl6Info, Config, PortEntry, ZoneInfo, FAILSAFE_SET_BASE, MAX_FAILSAFE_GROUPS,
     MAX_ZONES, PROTO_INDEX_SCTP, PROTO_INDEX_TCP, PROTO_INDEX_UDP,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{
+    bl6::{self, Bl6Image},
     image::{ImageOptions, SlotImage},
     LoaderError,
 };
@@ -32,8 +33,10 @@ pub struct Compact {
     pub allow6: Vec<(u32, Ipv6Net)>,
     /// The IPv4 blocklist: sorted, pairwise disjoint prefixes.
     pub bl4: Vec<Ipv4Net>,
-    /// Sorted, no duplicates.
+    /// The IPv6 blocklist: sorted, pairwise disjoint prefixes.
     pub bl6: Vec<Ipv6Net>,
+    /// Its probed lengths and hash seed (`bl6::info_for`).
+    pub bl6_info: Bl6Info,
 }
 
 /// Entries a slot occupies in the maps both slots share (LPM tries and the
@@ -43,7 +46,6 @@ pub(crate) struct SharedEntries {
     pub allow4: usize,
     pub allow6: usize,
     pub bl4_hosts: usize,
-    pub bl6: usize,
 }
 
 fn proto_index(p: Proto) -> u32 {
@@ -143,7 +145,8 @@ impl Compact {
         }
 
         let bl4 = disjoint_v4(&policy.blocklist_v4);
-        let bl6 = sorted(policy.blocklist_v6.clone());
+        let bl6 = bl6::disjoint(&policy.blocklist_v6);
+        let bl6_info = bl6::info_for(&bl6)?;
         if !bl4.is_empty() {
             config.flags |= Config::HAS_BL4;
         }
@@ -162,6 +165,7 @@ impl Compact {
             allow6: sorted(allow6),
             bl4,
             bl6,
+            bl6_info,
         })
     }
 
@@ -181,7 +185,6 @@ impl Compact {
             allow4: self.allow4.len(),
             allow6: self.allow6.len(),
             bl4_hosts: hosts,
-            bl6: self.bl6.len(),
         }
     }
 
@@ -194,7 +197,7 @@ impl Compact {
             zones: self.zones.iter().copied().collect(),
             allow4: self.allow4.iter().copied().collect(),
             allow6: self.allow6.iter().copied().collect(),
-            bl6: self.bl6.iter().copied().collect(),
+            bl6: Bl6Image::build(&self.bl6, &self.bl6_info),
             ..SlotImage::default()
         };
         let mut hosts = Vec::new();
@@ -237,7 +240,8 @@ impl Compact {
             allow4: sorted(img.allow4.iter().copied().collect()),
             allow6: sorted(img.allow6.iter().copied().collect()),
             bl4: Ipv4Net::aggregate(&nets),
-            bl6: sorted(img.bl6.iter().copied().collect()),
+            bl6: img.bl6.prefixes(),
+            bl6_info: img.bl6.info,
         }
     }
 }

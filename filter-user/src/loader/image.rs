@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use filter_common::{Bl4Hosts, Bl4Word, Config, PortEntry, ZoneInfo};
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use super::{compact::Compact, LoaderError};
+use super::{bl6::Bl6Image, compact::Compact, LoaderError};
 use crate::policy::CompiledPolicy;
 
 /// Everything one slot holds. Keys are slot-relative; the writer adds the slot.
@@ -24,7 +24,8 @@ pub struct SlotImage {
     pub bl4_words: HashMap<u32, Bl4Word>,
     /// /24 number → host bitmap.
     pub bl4_hosts: HashMap<u32, Bl4Hosts>,
-    pub bl6: HashSet<Ipv6Net>,
+    /// The IPv6 blocklist's words, probed lengths and hash table.
+    pub bl6: Bl6Image,
 }
 
 /// Options that change the image but are not part of the policy file.

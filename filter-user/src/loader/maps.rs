@@ -10,15 +10,17 @@ use aya::{
     Ebpf, Pod,
 };
 use filter_common::{
-    bl4_word_index, port_index, set_tag, zone_index, Bl4HostKey, Bl4Hosts, Bl4Word, Config,
-    Counter, MetaBlob, PortEntry, Tagged4, Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, MAP_ACTIVE,
-    MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_HOSTS, MAP_BL4_WORDS, MAP_BL6, MAP_CONFIG, MAP_COUNTERS,
-    MAP_IFACES, MAP_META, MAP_PORTS, MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS, ZONE_SLOTS,
+    bl4_word_index, port_index, set_tag, zone_index, Bl4HostKey, Bl4Hosts, Bl4Word, Bl6Bucket,
+    Bl6Info, Bl6Word, Config, Counter, MetaBlob, PortEntry, Tagged4, Tagged6, ZoneInfo,
+    BL4_WORDS_PER_SLOT, MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_HOSTS, MAP_BL4_WORDS,
+    MAP_BL6_INFO, MAP_BL6_TABLE, MAP_BL6_WORDS, MAP_CONFIG, MAP_COUNTERS, MAP_IFACES, MAP_META,
+    MAP_PORTS, MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS, ZONE_SLOTS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{
     batch::{self, BATCH},
+    bl6::{self, Bl6Maps},
     compact::{keyed_diff, sorted_diff, touched_words, word, Compact, SharedEntries},
     fault::Faults,
     image::SlotImage,
@@ -37,7 +39,9 @@ pub struct Maps {
     allow6: LpmTrie<MapData, Tagged6, u8>,
     bl4_words: Array<MapData, Bl4Word>,
     bl4_hosts: BpfHashMap<MapData, Bl4HostKey, Bl4Hosts>,
-    bl6: LpmTrie<MapData, Tagged6, u8>,
+    bl6_words: Array<MapData, Bl6Word>,
+    bl6_info: Array<MapData, Bl6Info>,
+    bl6_table: Array<MapData, Bl6Bucket>,
     ifaces: Array<MapData, u32>,
     meta: Array<MapData, MetaBlob>,
     pub(crate) faults: Faults,
@@ -125,7 +129,7 @@ fn batch_error(name: &'static str, call: &'static str, io_error: std::io::Error)
 /// Writes `keys[i] → values[i]`, `BATCH` entries per syscall; one per entry
 /// where the map has no batch support (map type or kernel). Needs only a
 /// shared reference, so disjoint ranges can be written from several threads.
-fn put_all<K: Pod, V: Pod>(
+pub(super) fn put_all<K: Pod, V: Pod>(
     map: &MapData,
     name: &'static str,
     faults: &Faults,
@@ -302,7 +306,9 @@ impl Maps {
             allow6: take(ebpf, MAP_ALLOW6)?,
             bl4_words: take(ebpf, MAP_BL4_WORDS)?,
             bl4_hosts: take(ebpf, MAP_BL4_HOSTS)?,
-            bl6: take(ebpf, MAP_BL6)?,
+            bl6_words: take(ebpf, MAP_BL6_WORDS)?,
+            bl6_info: take(ebpf, MAP_BL6_INFO)?,
+            bl6_table: take(ebpf, MAP_BL6_TABLE)?,
             ifaces: take(ebpf, MAP_IFACES)?,
             meta: take(ebpf, MAP_META)?,
             faults: Faults::default(),
@@ -318,7 +324,6 @@ impl Maps {
             allow4: max(self.allow4.map(), MAP_ALLOW4)?,
             allow6: max(self.allow6.map(), MAP_ALLOW6)?,
             bl4_hosts: max(self.bl4_hosts.map(), MAP_BL4_HOSTS)?,
-            bl6: max(self.bl6.map(), MAP_BL6)?,
         })
     }
 
@@ -448,10 +453,17 @@ impl Maps {
                     .map_err(LoaderError::map(MAP_BL4_HOSTS))?;
             }
         }
-        sync_lpm(&mut self.bl6, MAP_BL6, f, &old.bl6, &new.bl6, |n| {
-            key6(0, slot, n)
-        })?;
+        self.bl6_maps(f).write_image(slot, &old.bl6, &new.bl6)?;
         self.set_config(slot, new.config)
+    }
+
+    fn bl6_maps<'a>(&'a self, faults: &'a Faults) -> Bl6Maps<'a> {
+        Bl6Maps {
+            words: self.bl6_words.map(),
+            info: self.bl6_info.map(),
+            table: self.bl6_table.map(),
+            faults,
+        }
     }
 
     /// Writes one slot's config: the first write of a slot rewrite marks it
@@ -524,11 +536,15 @@ impl Maps {
             new: &new.bl4,
             faults: f,
         };
-        let bl6 = &self.bl6;
+        let bl6 = self.bl6_maps(f);
         std::thread::scope(|s| -> Result<(), LoaderError> {
             let other = s.spawn(|| -> Result<(), LoaderError> {
                 bl4.write(second)?;
-                sync_lpm_sorted(bl6, MAP_BL6, f, &old.bl6, &new.bl6, |n| key6(0, slot, n))
+                bl6.write_diff(
+                    slot,
+                    (&old.bl6, &old.bl6_info),
+                    (&new.bl6, &new.bl6_info),
+                )
             });
             let mine = bl4.write(first);
             other
@@ -597,12 +613,7 @@ impl Maps {
                 img.allow6.insert((set, net));
             }
         }
-        for key in self.bl6.keys() {
-            let key = key.map_err(LoaderError::map(MAP_BL6))?;
-            if let Some((_, net)) = untag6(&key, slot) {
-                img.bl6.insert(net);
-            }
-        }
+        img.bl6 = bl6::read(&self.bl6_words, &self.bl6_info, &self.bl6_table, slot)?;
         Ok(img)
     }
 }

@@ -5,6 +5,7 @@
 //! with one 4-byte write. Packets read `ACTIVE` once, so each one sees exactly
 //! one whole policy.
 mod batch;
+mod bl6;
 mod compact;
 mod detach;
 mod fault;
@@ -25,6 +26,7 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use compact::Compact;
+pub use bl6::{Bl6Error, Bl6Image};
 pub use detach::{detach_iface, IfaceDetached};
 use filter_common::{
     counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, NUM_SLOTS, PROGRAM_NAME,
@@ -97,6 +99,8 @@ pub enum LoaderError {
     },
     #[error("map {0}: injected fault (test hook)")]
     Injected(&'static str),
+    #[error(transparent)]
+    Bl6(#[from] Bl6Error),
 }
 
 impl LoaderError {
@@ -373,7 +377,6 @@ impl Filter {
                 n.bl4_hosts,
                 max.bl4_hosts,
             ),
-            (filter_common::MAP_BL6, a.bl6, n.bl6, max.bl6),
         ] {
             if active + new > max {
                 return Err(LoaderError::Capacity {

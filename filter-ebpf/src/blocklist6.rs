@@ -1,0 +1,84 @@
+//! The IPv6 blocklist lookup (layout: `filter-common`, docs/architecture.md
+//! "Blocklist layout"): one bitmap word for the source's /24; only for /24s
+//! that hold longer prefixes, one hash-table probe per prefix length the slot
+//! holds (at most `BL6_MAX_LENS`), longest first, each normally one 64-byte
+//! bucket read.
+use filter_common::{
+    bl6_home, bl6_word_index, mask64, Bl6Bucket, BL6_BUCKET_ENTRIES, BL6_MAX_DISP, BL6_MAX_LENS,
+    BL6_REGION,
+};
+
+use crate::maps::{BL6_INFO, BL6_TABLE, BL6_WORDS};
+
+#[inline(always)]
+pub fn blocklisted_v6(slot: u32, addr: &[u8; 16]) -> bool {
+    let top24 = (addr[0] as u32) << 16 | (addr[1] as u32) << 8 | addr[2] as u32;
+    let Some(word) = BL6_WORDS.get(bl6_word_index(slot, top24)) else {
+        return false;
+    };
+    let bit = 1u64 << (top24 & 63);
+    if word.full & bit != 0 {
+        return true;
+    }
+    if word.part & bit == 0 {
+        return false;
+    }
+    let Some(info) = BL6_INFO.get(slot) else {
+        return false;
+    };
+    let hi = u64::from_be_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    let lo = u64::from_be_bytes([
+        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+    ]);
+    let base = slot * BL6_REGION;
+    for i in 0..BL6_MAX_LENS {
+        if i as u32 >= info.count {
+            break;
+        }
+        let len = info.lens[i] as u32;
+        let (h, l) = if len > 64 {
+            (hi, lo & mask64(len - 64))
+        } else {
+            (hi & mask64(len), 0)
+        };
+        if probe(base + bl6_home(info.seed, h, l, len), h, l, len as u8) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Looks for (h, l, len) in its home bucket and the `more` buckets after it.
+#[inline(always)]
+fn probe(home: u32, h: u64, l: u64, len: u8) -> bool {
+    let Some(first) = BL6_TABLE.get(home) else {
+        return false;
+    };
+    if holds(first, h, l, len) {
+        return true;
+    }
+    let more = first.more as u32;
+    for d in 1..=BL6_MAX_DISP {
+        if d > more {
+            break;
+        }
+        let Some(b) = BL6_TABLE.get(home + d) else {
+            return false;
+        };
+        if holds(b, h, l, len) {
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn holds(b: &Bl6Bucket, h: u64, l: u64, len: u8) -> bool {
+    let mut hit = false;
+    for e in 0..BL6_BUCKET_ENTRIES {
+        hit |= b.lens[e] == len && b.hi[e] == h && b.lo[e] == l;
+    }
+    hit
+}
