@@ -10,7 +10,10 @@ use filter_common::{
 
 use crate::maps::{BL6_INFO, BL6_TABLE, BL6_WORDS};
 
-#[inline(always)]
+/// Not inlined: a BPF-to-BPF call keeps this loop out of the parser's
+/// optimisation (inlined, LLVM dropped a packet bounds check in the IPv6
+/// extension-header walk that the verifier then refused).
+#[inline(never)]
 pub fn blocklisted_v6(slot: u32, addr: &[u8; 16]) -> bool {
     let top24 = (addr[0] as u32) << 16 | (addr[1] as u32) << 8 | addr[2] as u32;
     let Some(word) = BL6_WORDS.get(bl6_word_index(slot, top24)) else {
