@@ -4,7 +4,7 @@
 //! - `spec`: a policy as the tests see it, rendered to policy file format v1.
 //! - `model`: the independent reference model of docs/parsing-contract.md.
 //! - `gen`: seeded random policies and frames, and a minimiser, for differential tests.
-//! - `case`, `fixtures`, `evasion`: named cases with hand-written expectations.
+//! - `case`, `fixtures`, `fixtures_v6`, `evasion`: named cases with hand-written expectations.
 //! - `harness`, `loader_checks`, `apply_faults`: run frames through the real XDP
 //!   object (root); `apply_faults` fails every write step of an apply.
 //! - `e2e`, `soak`: the daemon in network namespaces, for seconds and for minutes (root).
@@ -14,9 +14,11 @@ pub mod case;
 pub mod e2e;
 pub mod evasion;
 pub mod fixtures;
+pub mod fixtures_v6;
 pub mod gen;
 pub mod harness;
 pub mod loader_checks;
+pub mod loader_v6;
 pub mod model;
 pub mod packet;
 pub mod soak;

@@ -49,8 +49,16 @@ pub fn run(h: &mut Harness, scale: bool) -> Result<(u64, u64), HarnessError> {
             "oversized_meta_record_changes_nothing",
             crate::apply_faults::oversized_meta_changes_nothing,
         ),
+        (
+            "v6_blocklist_diffs_read_back_as_fresh_builds",
+            crate::loader_v6::diffs_read_back_as_fresh_builds,
+        ),
     ];
     if scale {
+        checks.push((
+            "one_prefix_change_on_1m_v6_list_writes_o1_entries",
+            crate::loader_v6::one_prefix_change_on_1m_list,
+        ));
         checks.push((
             "blocklist_holds_1m_v4_and_100k_v6_prefixes",
             million_prefixes,
@@ -76,11 +84,11 @@ pub fn run(h: &mut Harness, scale: bool) -> Result<(u64, u64), HarnessError> {
     Ok((passed, failed))
 }
 
-fn err(e: impl std::fmt::Display) -> String {
+pub(crate) fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-fn expect(
+pub(crate) fn expect(
     h: &mut Harness,
     frame: &[u8],
     verdict: Verdict,
@@ -98,7 +106,7 @@ fn expect(
     }
 }
 
-fn compile(toml: &str) -> Result<CompiledPolicy, String> {
+pub(crate) fn compile(toml: &str) -> Result<CompiledPolicy, String> {
     policy::compile_str(toml, Path::new("check.toml")).map_err(err)
 }
 
@@ -148,7 +156,7 @@ fn slot_round_trip(h: &mut Harness) -> Result<(), String> {
 }
 
 /// Which parts of two slot images differ, for failure messages.
-fn differences(held: &SlotImage, want: &SlotImage) -> String {
+pub(crate) fn differences(held: &SlotImage, want: &SlotImage) -> String {
     let mut out = String::new();
     if held.config != want.config {
         let _ = write!(out, "config {:?} vs {:?}; ", held.config, want.config);

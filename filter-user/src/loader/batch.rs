@@ -188,3 +188,72 @@ pub(super) fn delete<K: Pod>(map: &MapData, keys: &[K]) -> Done {
         keys.len(),
     )
 }
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Reads `n` consecutive entries of an array map from index `start`
+/// (BPF_MAP_LOOKUP_BATCH, `BATCH` per syscall). `None` when the kernel has no
+/// batch lookup for the map: the caller reads entry by entry.
+pub(super) fn lookup_array<V: Pod + Default>(
+    map: &MapData,
+    start: u32,
+    n: usize,
+) -> Option<io::Result<Vec<V>>> {
+    let mut out: Vec<V> = Vec::with_capacity(n);
+    let mut keys = vec![0u32; BATCH];
+    let mut values: Vec<V> = (0..BATCH).map(|_| V::default()).collect();
+    while out.len() < n {
+        let want = (n - out.len()).min(BATCH);
+        // The kernel continues after the key in `in_batch`.
+        let prev = start + out.len() as u32;
+        let prev = prev.wrapping_sub(1);
+        let mut next = 0u32;
+        let mut attr = BatchAttr {
+            in_batch: if prev == u32::MAX {
+                0
+            } else {
+                &prev as *const u32 as u64
+            },
+            out_batch: &mut next as *mut u32 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: want as u32,
+            map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` is a valid `bpf_attr` batch member; `keys` and
+        // `values` hold `want` <= BATCH entries of the map's u32 key and `V`
+        // value (Pod, the map's value size); `in_batch`/`out_batch` point to
+        // u32 keys that outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>() as u32,
+            )
+        };
+        let got = (attr.count as usize).min(want);
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            let unsupported = Done {
+                processed: 0,
+                error: Some(io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0))),
+            }
+            .unsupported();
+            if unsupported && out.is_empty() {
+                return None;
+            }
+            // ENOENT: the end of the map, after `got` entries.
+            if e.raw_os_error() != Some(libc::ENOENT) || got == 0 {
+                return Some(Err(e));
+            }
+        }
+        if got == 0 {
+            return Some(Err(io::Error::other("batch lookup returned no entries")));
+        }
+        out.extend(values.drain(..got));
+        values.extend((0..got).map(|_| V::default()));
+    }
+    Some(Ok(out))
+}

@@ -21,7 +21,11 @@
 //! on demand, O(prefixes + buckets) per apply, writing O(changes).
 use std::collections::{HashMap, VecDeque};
 
-use aya::maps::{Array, MapData};
+use aya::{
+    maps::{Array, IterableMap, MapData, MapError},
+    sys::SyscallError,
+    Pod,
+};
 use filter_common::{
     bl6_home, Bl6Bucket, Bl6Info, Bl6Word, BL6_BUCKETS, BL6_BUCKET_ENTRIES, BL6_MAX_DISP,
     BL6_MAX_LENS, BL6_REGION, BL6_TABLE_MAX, BL6_WORDS_PER_SLOT, MAP_BL6_INFO, MAP_BL6_TABLE,
@@ -29,7 +33,7 @@ use filter_common::{
 };
 use ipnet::Ipv6Net;
 
-use super::{compact::sorted_diff, fault::Faults, maps::put_all, LoaderError};
+use super::{batch, compact::sorted_diff, fault::Faults, maps::put_all, LoaderError};
 
 /// Extra table entries controlled prefix expansion may add to a slot.
 pub const EXPANSION_BUDGET: usize = 1 << 18;
@@ -575,6 +579,28 @@ impl Bl6Maps<'_> {
     }
 }
 
+/// Reads `n` entries of an array from `start`: in batches where the kernel
+/// can, else one by one.
+fn read_array<V: Pod + Default>(
+    map: &Array<MapData, V>,
+    name: &'static str,
+    start: u32,
+    n: u32,
+) -> Result<Vec<V>, LoaderError> {
+    if let Some(got) = batch::lookup_array(map.map(), start, n as usize) {
+        return got.map_err(|io_error| LoaderError::Map {
+            map: name,
+            source: MapError::SyscallError(SyscallError {
+                call: "bpf_map_lookup_batch",
+                io_error,
+            }),
+        });
+    }
+    (start..start + n)
+        .map(|i| map.get(&i, 0).map_err(LoaderError::map(name)))
+        .collect()
+}
+
 /// Reads the IPv6 blocklist maps of `slot` back.
 pub(super) fn read(
     words: &Array<MapData, Bl6Word>,
@@ -582,29 +608,27 @@ pub(super) fn read(
     table: &Array<MapData, Bl6Bucket>,
     slot: u32,
 ) -> Result<Bl6Image, LoaderError> {
-    let mut img = Bl6Image {
-        info: info
-            .get(&slot, 0)
-            .map_err(LoaderError::map(MAP_BL6_INFO))?,
-        ..Bl6Image::default()
-    };
-    for w in 0..BL6_WORDS_PER_SLOT {
-        let word = words
-            .get(&(slot * BL6_WORDS_PER_SLOT + w), 0)
-            .map_err(LoaderError::map(MAP_BL6_WORDS))?;
-        if word != Bl6Word::default() {
-            img.words.insert(w, word);
-        }
-    }
-    for b in 0..BL6_REGION {
-        let bucket = table
-            .get(&bucket_key(slot, b), 0)
-            .map_err(LoaderError::map(MAP_BL6_TABLE))?;
-        if bucket != Bl6Bucket::default() {
-            img.table.insert(b, bucket);
-        }
-    }
-    Ok(img)
+    let info = info
+        .get(&slot, 0)
+        .map_err(LoaderError::map(MAP_BL6_INFO))?;
+    let words = read_array(
+        words,
+        MAP_BL6_WORDS,
+        slot * BL6_WORDS_PER_SLOT,
+        BL6_WORDS_PER_SLOT,
+    )?;
+    let table = read_array(table, MAP_BL6_TABLE, bucket_key(slot, 0), BL6_REGION)?;
+    Ok(Bl6Image {
+        info,
+        words: (0u32..)
+            .zip(words)
+            .filter(|(_, w)| *w != Bl6Word::default())
+            .collect(),
+        table: (0u32..)
+            .zip(table)
+            .filter(|(_, b)| *b != Bl6Bucket::default())
+            .collect(),
+    })
 }
 
 #[cfg(test)]

@@ -3,19 +3,21 @@
 //! one step), then checks that the enforced policy is exactly the old or
 //! exactly the new one. Disarmed it costs one atomic load per write syscall.
 use std::sync::{
-    atomic::{AtomicI64, Ordering},
+    atomic::{AtomicI64, AtomicU64, Ordering},
     Arc,
 };
 
 use super::LoaderError;
 
-/// Shared by the writer's threads; negative = disarmed.
+/// Shared by the writer's threads; negative = disarmed. Also counts the
+/// entries the batched writer hands the kernel (a test reads it to pin that
+/// small diffs stay small).
 #[derive(Debug, Clone)]
-pub(crate) struct Faults(Arc<AtomicI64>);
+pub(crate) struct Faults(Arc<AtomicI64>, Arc<AtomicU64>);
 
 impl Default for Faults {
     fn default() -> Self {
-        Faults(Arc::new(AtomicI64::new(-1)))
+        Faults(Arc::new(AtomicI64::new(-1)), Arc::new(AtomicU64::new(0)))
     }
 }
 
@@ -29,6 +31,16 @@ impl Faults {
     /// True while armed and not yet fired.
     pub(crate) fn pending(&self) -> bool {
         self.0.load(Ordering::SeqCst) >= 0
+    }
+
+    /// Counts `n` entries written (or deleted).
+    pub(crate) fn wrote(&self, n: usize) {
+        self.1.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Entries written since the loader started.
+    pub(crate) fn written(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
     }
 
     /// Called before each write: counts down, and fails the armed step.

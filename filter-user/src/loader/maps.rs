@@ -138,6 +138,7 @@ pub(super) fn put_all<K: Pod, V: Pod>(
 ) -> Result<(), LoaderError> {
     for (ks, vs) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
         faults.step(name)?;
+        faults.wrote(ks.len());
         let done = batch::update(map, ks, vs);
         if done.error.is_none() {
             continue;
@@ -163,6 +164,7 @@ fn del_all<K: Pod>(
 ) -> Result<(), LoaderError> {
     for ks in keys.chunks(BATCH) {
         faults.step(name)?;
+        faults.wrote(ks.len());
         let done = batch::delete(map, ks);
         if done.error.is_none() {
             continue;

@@ -419,6 +419,13 @@ impl Filter {
         self.maps.faults.arm(after);
     }
 
+    /// Test hook: map entries the batched writer has written or deleted since
+    /// load (the diff path's cost, in entries).
+    #[doc(hidden)]
+    pub fn entries_written(&self) -> u64 {
+        self.maps.faults.written()
+    }
+
     /// Test hook: true while an armed fault has not fired yet.
     #[doc(hidden)]
     pub fn fault_pending(&self) -> bool {

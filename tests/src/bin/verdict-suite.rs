@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use portcullis_tests::{
     case::Case,
-    evasion, fixtures, gen,
+    evasion, fixtures, fixtures_v6, gen,
     harness::{Harness, Observed, MAX_FRAME},
     loader_checks, model,
     packet::hex,
@@ -56,6 +56,8 @@ fn run(args: &Args) -> Result<bool> {
     let mut h = Harness::new().context("loading the XDP object")?;
 
     let (fp, ff) = run_cases(&mut h, "fixture", &fixtures::fixtures())?;
+    let (fp6, ff6) = run_cases(&mut h, "fixture", &fixtures_v6::fixtures())?;
+    let (fp, ff) = (fp + fp6, ff + ff6);
     let (ep, ef) = run_cases(&mut h, "evasion", &evasion::corpus())?;
     let (lp, lf) = loader_checks::run(&mut h, !args.no_scale)?;
 
