@@ -484,6 +484,100 @@ pub(super) fn changed_buckets(old: &[Entry], new: &[Entry]) -> Vec<(u32, Bl6Buck
     out
 }
 
+/// Calls `f(entry)` for every table entry of `nets` under `info`, in list
+/// order (homes not computed).
+fn for_each_entry(nets: &[Ipv6Net], info: &Bl6Info, mut f: impl FnMut(u64, u64, u8)) {
+    for n in nets.iter().filter(|n| n.prefix_len() > 24) {
+        let t = target(info, n.prefix_len());
+        let base = u128::from(n.network());
+        for k in 0..(1u128 << (t - n.prefix_len())) {
+            let (hi, lo) = halves(base | k.checked_shl(128 - t as u32).unwrap_or(0));
+            f(hi, lo, t);
+        }
+    }
+}
+
+/// Carry into each bucket (entries homed earlier that spill into it) of a
+/// table with these home counts; `BL6_REGION + 1` values.
+fn carries(counts: &[i64]) -> Vec<i64> {
+    let per = BL6_BUCKET_ENTRIES as i64;
+    let mut c = vec![0i64; BL6_REGION as usize + 1];
+    for b in 0..BL6_REGION as usize {
+        let here = c[b] + counts.get(b).copied().unwrap_or(0);
+        c[b + 1] = (here - per).max(0);
+    }
+    c
+}
+
+/// As [`changed_buckets`] for two lists under the same `info` that differ by
+/// the few prefixes `gone` and `added`, without laying out the whole table:
+/// only the runs of buckets between two points no entry spills across (in
+/// either table) around each changed entry's home are laid out. Two hashing
+/// passes over the list, no sort of it.
+pub(super) fn changed_buckets_local(
+    old: &[Ipv6Net],
+    info: &Bl6Info,
+    gone: &[&Ipv6Net],
+    added: &[&Ipv6Net],
+) -> Vec<(u32, Bl6Bucket)> {
+    let own = |l: &[&Ipv6Net]| l.iter().map(|n| **n).collect::<Vec<_>>();
+    let e_gone = entries(&own(gone), info);
+    let e_added = entries(&own(added), info);
+    let mut homes = Vec::new();
+    let mut counts_old = vec![0i64; BL6_BUCKETS as usize];
+    for_each_entry(old, info, |hi, lo, len| {
+        let h = bl6_home(info.seed, hi, lo, len as u32);
+        counts_old[h as usize] += 1;
+        homes.push(h);
+    });
+    let mut counts_new = counts_old.clone();
+    for e in &e_gone {
+        counts_new[e.home as usize] -= 1;
+    }
+    for e in &e_added {
+        counts_new[e.home as usize] += 1;
+    }
+    let (c_old, c_new) = (carries(&counts_old), carries(&counts_new));
+    let quiet = |b: usize| c_old[b] == 0 && c_new[b] == 0;
+    // Windows [s, e) around each changed home, as a bucket mask.
+    let mut in_window = vec![false; BL6_BUCKETS as usize];
+    for e in e_gone.iter().chain(&e_added) {
+        let h = e.home as usize;
+        if in_window[h] {
+            continue;
+        }
+        let mut s = h;
+        while !quiet(s) {
+            s -= 1;
+        }
+        let mut end = h + 1;
+        while !quiet(end) {
+            end += 1;
+        }
+        for w in &mut in_window[s..end.min(BL6_BUCKETS as usize)] {
+            *w = true;
+        }
+    }
+    let mut old_win = Vec::new();
+    let mut i = 0;
+    for_each_entry(old, info, |hi, lo, len| {
+        let home = homes[i];
+        i += 1;
+        if in_window[home as usize] {
+            old_win.push(Entry { home, hi, lo, len });
+        }
+    });
+    old_win.sort_unstable();
+    let mut new_win: Vec<Entry> = old_win
+        .iter()
+        .filter(|e| e_gone.binary_search(e).is_err())
+        .copied()
+        .chain(e_added)
+        .collect();
+    new_win.sort_unstable();
+    changed_buckets(&old_win, &new_win)
+}
+
 /// Key of bucket `b` of `slot` in `BL6_TABLE`.
 pub(super) fn bucket_key(slot: u32, b: u32) -> u32 {
     slot * BL6_REGION + b
@@ -524,7 +618,13 @@ impl Bl6Maps<'_> {
             }
         }
         put_all(self.words, MAP_BL6_WORDS, self.faults, &keys, &values)?;
-        let buckets = changed_buckets(&entries(old, old_info), &entries(new, new_info));
+        // A change of the probed lengths or seed moves most entries: lay out
+        // both tables. Otherwise only the runs around changed entries.
+        let buckets = if old_info == new_info && gone.len() + added.len() <= old.len() / 8 {
+            changed_buckets_local(old, new_info, &gone, &added)
+        } else {
+            changed_buckets(&entries(old, old_info), &entries(new, new_info))
+        };
         self.put_buckets(slot, buckets)?;
         if old_info != new_info {
             put_all(self.info, MAP_BL6_INFO, self.faults, &[slot], &[*new_info])?;
@@ -879,6 +979,46 @@ mod tests {
             img.info = inew;
             assert_eq!(img, Bl6Image::build(&new, &inew), "round {round}");
             old = new;
+        }
+    }
+
+    /// The local diff finds exactly the buckets the full layout diff finds,
+    /// on crowded tables (long spill runs) too.
+    #[test]
+    fn local_diff_equals_full_diff() {
+        let mut rng = Rng(0x10ca1);
+        for round in 0..6 {
+            let n = [2_000usize, 300_000, 1_000_000][round % 3];
+            let list: Vec<Ipv6Net> = (0..n as u128)
+                .map(|i| {
+                    let a = (0x2001_0d00u128 << 96) | (3 * i + round as u128) << 76;
+                    Ipv6Net::new(a.into(), 52).unwrap()
+                })
+                .collect();
+            let info = info_for(&list).unwrap();
+            let mut new: Vec<Ipv6Net> = list
+                .iter()
+                .filter(|_| rng.below(n as u64 / 4) != 0)
+                .copied()
+                .collect();
+            for _ in 0..1 + rng.below(5) {
+                let a = (0x2a00_1450u128 << 96) | (rng.next() as u128) << 40;
+                new.push(Ipv6Net::new(a.into(), 88).unwrap().trunc());
+            }
+            let new = disjoint(&new);
+            let mut info_new = info_for(&new).unwrap();
+            if info_new.count != info.count {
+                // The /88s added a length: not the local case.
+                info_new = info;
+                let mut lens = info.lens;
+                lens[..2].copy_from_slice(&[88, 52]);
+                info_new.lens = lens;
+                info_new.count = 2;
+            }
+            let (gone, added) = sorted_diff(&list, &new);
+            let full = changed_buckets(&entries(&list, &info_new), &entries(&new, &info_new));
+            let local = changed_buckets_local(&list, &info_new, &gone, &added);
+            assert_eq!(local, full, "round {round}");
         }
     }
 
