@@ -8,8 +8,8 @@ use aya_ebpf::{
 use filter_common::{
     Bl4HostKey, Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter, MetaBlob,
     PortEntry, Tagged4, Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, BL6_REGION, BL6_WORDS_PER_SLOT,
-    COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_HOSTS_MAX, IFACES_LEN, NUM_SLOTS,
-    PORTS_PER_SLOT, ZONE_SLOTS,
+    COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_HOSTS_MAX, IFACES_LEN, NUM_SLOTS, PORTS_PER_SLOT,
+    ZONE_SLOTS,
 };
 
 #[map]

@@ -84,7 +84,8 @@ fn lengths(prefixes: &[Ipv6Net]) -> String {
 }
 
 fn p(s: &str) -> Ipv6Net {
-    s.parse().unwrap_or_else(|_| panic!("not an IPv6 prefix: {s}"))
+    s.parse()
+        .unwrap_or_else(|_| panic!("not an IPv6 prefix: {s}"))
 }
 
 /// /19 … /128 together; /32, /48, /64, /127 and /128 share the /24

@@ -2,10 +2,7 @@
 //! sequences of blocklists diffed into the slots read back exactly as fresh
 //! builds, and a one-prefix change to a 1M-prefix list writes a handful of
 //! entries (counted, not timed).
-use std::{
-    net::Ipv6Addr,
-    time::Instant,
-};
+use std::{net::Ipv6Addr, time::Instant};
 
 use filter_common::{slot_of, Reason, Verdict, RULE_GLOBAL};
 use filter_user::{

@@ -124,9 +124,9 @@ fn choose_targets(present: &[(u8, u64)], max: usize) -> (Vec<u8>, u128) {
     }
     // cost(j, i): lengths j..=i all expanded to length present[i].
     let cost = |j: usize, i: usize| -> u128 {
-        present[j..=i]
-            .iter()
-            .fold(0u128, |acc, (l, c)| acc.saturating_add(expanded(*c, *l, present[i].0)))
+        present[j..=i].iter().fold(0u128, |acc, (l, c)| {
+            acc.saturating_add(expanded(*c, *l, present[i].0))
+        })
     };
     // best[k][i]: fewest entries covering present[0..=i] with k+1 targets, the
     // last being present[i]; from[k][i]: the previous target.
@@ -583,7 +583,6 @@ pub(super) fn bucket_key(slot: u32, b: u32) -> u32 {
     slot * BL6_REGION + b
 }
 
-
 /// The IPv6 blocklist maps of the program.
 pub(super) struct Bl6Maps<'a> {
     pub words: &'a MapData,
@@ -708,9 +707,7 @@ pub(super) fn read(
     table: &Array<MapData, Bl6Bucket>,
     slot: u32,
 ) -> Result<Bl6Image, LoaderError> {
-    let info = info
-        .get(&slot, 0)
-        .map_err(LoaderError::map(MAP_BL6_INFO))?;
+    let info = info.get(&slot, 0).map_err(LoaderError::map(MAP_BL6_INFO))?;
     let words = read_array(
         words,
         MAP_BL6_WORDS,
@@ -788,7 +785,8 @@ mod tests {
     }
 
     fn contains(list: &[Ipv6Net], a: u128) -> bool {
-        list.iter().any(|n| n.contains(&std::net::Ipv6Addr::from(a)))
+        list.iter()
+            .any(|n| n.contains(&std::net::Ipv6Addr::from(a)))
     }
 
     /// Addresses at both edges of each prefix and just outside.
@@ -825,11 +823,18 @@ mod tests {
         Ipv6Net::aggregate(&list)
     }
 
-    const MANY: [u8; 15] = [25, 26, 27, 29, 32, 33, 40, 47, 48, 56, 63, 64, 100, 127, 128];
+    const MANY: [u8; 15] = [
+        25, 26, 27, 29, 32, 33, 40, 47, 48, 56, 63, 64, 100, 127, 128,
+    ];
 
     #[test]
     fn few_lengths_are_probed_as_they_are_longest_first() {
-        let l = nets(&["2001:db8::/32", "2001:dba:1::/48", "2a00::/19", "2001:db9::1/128"]);
+        let l = nets(&[
+            "2001:db8::/32",
+            "2001:dba:1::/48",
+            "2a00::/19",
+            "2001:db9::1/128",
+        ]);
         let l = disjoint(&l);
         let info = info_for(&l).unwrap();
         assert_eq!(&info.lens[..info.count as usize], &[128, 48, 32]);
@@ -891,7 +896,10 @@ mod tests {
         }
         let list = disjoint(&list);
         let e = info_for(&list).unwrap_err();
-        assert!(matches!(e, Bl6Error::TooManyLengths { lengths: 9, .. }), "{e}");
+        assert!(
+            matches!(e, Bl6Error::TooManyLengths { lengths: 9, .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains("/26 ×400"), "{e}");
     }
 
@@ -947,11 +955,8 @@ mod tests {
         let mut rng = Rng(0xd1ff);
         let mut old = random_list(&mut rng, 300, &MANY);
         for round in 0..40 {
-            let mut new: Vec<Ipv6Net> = old
-                .iter()
-                .filter(|_| rng.below(10) != 0)
-                .copied()
-                .collect();
+            let mut new: Vec<Ipv6Net> =
+                old.iter().filter(|_| rng.below(10) != 0).copied().collect();
             let n = 1 + rng.below(30) as usize;
             new.extend(random_list(&mut rng, n, &MANY));
             let new = disjoint(&new);

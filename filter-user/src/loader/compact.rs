@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use filter_common::{
-    Bl4Hosts, Bl4Word, Bl6Info, Config, PortEntry, ZoneInfo, FAILSAFE_SET_BASE, MAX_FAILSAFE_GROUPS,
-    MAX_ZONES, PROTO_INDEX_SCTP, PROTO_INDEX_TCP, PROTO_INDEX_UDP,
+    Bl4Hosts, Bl4Word, Bl6Info, Config, PortEntry, ZoneInfo, FAILSAFE_SET_BASE,
+    MAX_FAILSAFE_GROUPS, MAX_ZONES, PROTO_INDEX_SCTP, PROTO_INDEX_TCP, PROTO_INDEX_UDP,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 

@@ -25,8 +25,8 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfError, EbpfLoader,
 };
-use compact::Compact;
 pub use bl6::{Bl6Error, Bl6Image};
+use compact::Compact;
 pub use detach::{detach_iface, IfaceDetached};
 use filter_common::{
     counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, NUM_SLOTS, PROGRAM_NAME,
