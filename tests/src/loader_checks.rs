@@ -469,11 +469,11 @@ fn report_cost(h: &mut Harness, big: &CompiledPolicy, host_list: &[u32]) -> Resu
             v4_frame(u32::from(Ipv4Addr::new(100, 127, 255, 1))),
         ),
         (
-            "v6 listed /48 (LPM)",
+            "v6 listed /48 (bitmap + table)",
             v6_frame(Ipv6Addr::from(0x2001_0db8_0000u128 << 80)),
         ),
         (
-            "v6 unlisted (LPM)",
+            "v6 unlisted, listed /24 (table)",
             v6_frame(Ipv6Addr::from(0x2001_0db8_0001u128 << 80)),
         ),
     ];

@@ -83,10 +83,14 @@ fn halves(a: u128) -> (u64, u64) {
 /// `nets` as a sorted list of disjoint prefixes covering the same addresses.
 /// Compiled policies are merged already: then this is a copy.
 pub fn disjoint(nets: &[Ipv6Net]) -> Vec<Ipv6Net> {
-    let ok = nets
-        .windows(2)
-        .all(|w| u128::from(w[0].broadcast()) < u128::from(w[1].network()));
-    let trunc = nets.iter().all(|n| n.network() == n.addr());
+    // (first, last, host bits clear) without ipnet's address round trips.
+    let bounds = |n: &Ipv6Net| {
+        let a = u128::from(n.addr());
+        let host = u128::MAX.checked_shr(n.prefix_len() as u32).unwrap_or(0);
+        (a & !host, a | host, a & host == 0)
+    };
+    let ok = nets.windows(2).all(|w| bounds(&w[0]).1 < bounds(&w[1]).0);
+    let trunc = nets.iter().all(|n| bounds(n).2);
     if ok && trunc {
         nets.to_vec()
     } else {
@@ -207,12 +211,12 @@ pub(super) fn entries(nets: &[Ipv6Net], info: &Bl6Info) -> Vec<Entry> {
     out
 }
 
-/// Longest displacement (in buckets) of `n` entries with these home counts,
-/// placed in order; `None` once it exceeds `BL6_MAX_DISP`.
-fn fits(homes: impl Iterator<Item = u32>) -> bool {
+/// True when entries with these homes, placed in order, all land within
+/// `BL6_MAX_DISP` buckets of their home.
+fn fits(homes: &[u32]) -> bool {
     let mut counts = vec![0u32; BL6_BUCKETS as usize];
     for h in homes {
-        counts[h as usize] += 1;
+        counts[*h as usize] += 1;
     }
     let per = BL6_BUCKET_ENTRIES as u64;
     let mut p = 0u64; // next free position
@@ -228,9 +232,10 @@ fn fits(homes: impl Iterator<Item = u32>) -> bool {
     true
 }
 
-/// The probed lengths and hash seed for `nets` (sorted, disjoint): checks that
-/// the slot can hold it.
-pub fn info_for(nets: &[Ipv6Net]) -> Result<Bl6Info, Bl6Error> {
+/// The probed lengths and hash seed for `nets` (sorted, disjoint), and the home
+/// bucket of each table entry in list order ([`homes`]): checks that the slot
+/// can hold it.
+pub fn info_for(nets: &[Ipv6Net]) -> Result<(Bl6Info, Vec<u32>), Bl6Error> {
     let counts = length_counts(nets);
     let present: Vec<(u8, u64)> = (25..=128u8)
         .filter(|l| counts[*l as usize] > 0)
@@ -264,29 +269,26 @@ pub fn info_for(nets: &[Ipv6Net]) -> Result<Bl6Info, Bl6Error> {
         info.lens[i] = *t;
     }
     if need == 0 {
-        return Ok(info);
+        return Ok((info, Vec::new()));
     }
     for seed in 0..SEEDS {
         info.seed = seed;
-        let homes = entries_homes(nets, &info);
-        if fits(homes.into_iter()) {
-            return Ok(info);
+        let homes = homes(nets, &info);
+        if fits(&homes) {
+            return Ok((info, homes));
         }
     }
     Err(Bl6Error::Crowded { need })
 }
 
-fn entries_homes(nets: &[Ipv6Net], info: &Bl6Info) -> Vec<u32> {
-    let mut out = Vec::new();
-    for n in nets.iter().filter(|n| n.prefix_len() > 24) {
-        let t = target(info, n.prefix_len());
-        let base = u128::from(n.network());
-        for k in 0..(1u128 << (t - n.prefix_len())) {
-            let a = base | k.checked_shl(128 - t as u32).unwrap_or(0);
-            let (hi, lo) = halves(a);
-            out.push(bl6_home(info.seed, hi, lo, t as u32));
-        }
-    }
+/// The home bucket of every table entry of `nets` under `info`, in list
+/// order (expansions in ascending order). The loader keeps these with each
+/// slot's shadow (4 bytes per entry), so a diff hashes only what changed.
+pub fn homes(nets: &[Ipv6Net], info: &Bl6Info) -> Vec<u32> {
+    let mut out = Vec::with_capacity(nets.len());
+    for_each_entry(nets, info, |hi, lo, len| {
+        out.push(bl6_home(info.seed, hi, lo, len as u32));
+    });
     out
 }
 
@@ -509,42 +511,61 @@ fn carries(counts: &[i64]) -> Vec<i64> {
     c
 }
 
-/// As [`changed_buckets`] for two lists under the same `info` that differ by
-/// the few prefixes `gone` and `added`, without laying out the whole table:
-/// only the runs of buckets between two points no entry spills across (in
-/// either table) around each changed entry's home are laid out. Two hashing
-/// passes over the list, no sort of it.
+/// One slot's IPv6 blocklist as the loader keeps it: the sorted, disjoint
+/// list, its info and the homes of its table entries.
+#[derive(Clone, Copy)]
+pub(super) struct Side<'a> {
+    pub nets: &'a [Ipv6Net],
+    pub info: &'a Bl6Info,
+    pub homes: &'a [u32],
+}
+
+/// Home counts per bucket.
+fn histogram(homes: &[u32]) -> Vec<i64> {
+    let mut counts = vec![0i64; BL6_BUCKETS as usize];
+    for h in homes {
+        counts[*h as usize] += 1;
+    }
+    counts
+}
+
+/// The entries of `side` homed where `mask` is set, sorted.
+fn entries_in(side: Side, mask: &[bool]) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    for_each_entry(side.nets, side.info, |hi, lo, len| {
+        let home = side.homes[i];
+        i += 1;
+        if mask[home as usize] {
+            out.push(Entry { home, hi, lo, len });
+        }
+    });
+    out.sort_unstable();
+    out
+}
+
+/// As [`changed_buckets`] for two lists under the same info that differ by
+/// the prefixes `gone` and `added`, without laying out the whole table: only
+/// the runs of buckets around each changed entry's home, between two points
+/// no entry spills across in either table, are laid out. Uses the homes kept
+/// with each side: no hashing but of the changed prefixes, no sort of the list.
 pub(super) fn changed_buckets_local(
-    old: &[Ipv6Net],
-    info: &Bl6Info,
+    old: Side,
+    new: Side,
     gone: &[&Ipv6Net],
     added: &[&Ipv6Net],
 ) -> Vec<(u32, Bl6Bucket)> {
-    let own = |l: &[&Ipv6Net]| l.iter().map(|n| **n).collect::<Vec<_>>();
-    let e_gone = entries(&own(gone), info);
-    let e_added = entries(&own(added), info);
-    let mut homes = Vec::new();
-    let mut counts_old = vec![0i64; BL6_BUCKETS as usize];
-    for_each_entry(old, info, |hi, lo, len| {
-        let h = bl6_home(info.seed, hi, lo, len as u32);
-        counts_old[h as usize] += 1;
-        homes.push(h);
-    });
-    let mut counts_new = counts_old.clone();
-    for e in &e_gone {
-        counts_new[e.home as usize] -= 1;
-    }
-    for e in &e_added {
-        counts_new[e.home as usize] += 1;
-    }
-    let (c_old, c_new) = (carries(&counts_old), carries(&counts_new));
+    let changed: Vec<Ipv6Net> = gone.iter().chain(added).map(|n| **n).collect();
+    let (c_old, c_new) = (
+        carries(&histogram(old.homes)),
+        carries(&histogram(new.homes)),
+    );
     let quiet = |b: usize| c_old[b] == 0 && c_new[b] == 0;
-    // Windows [s, e) around each changed home, as a bucket mask.
-    let mut in_window = vec![false; BL6_BUCKETS as usize];
-    for e in e_gone.iter().chain(&e_added) {
-        let h = e.home as usize;
-        if in_window[h] {
-            continue;
+    let mut mask = vec![false; BL6_BUCKETS as usize];
+    for_each_entry(&changed, new.info, |hi, lo, len| {
+        let h = bl6_home(new.info.seed, hi, lo, len as u32) as usize;
+        if mask[h] {
+            return;
         }
         let mut s = h;
         while !quiet(s) {
@@ -554,28 +575,11 @@ pub(super) fn changed_buckets_local(
         while !quiet(end) {
             end += 1;
         }
-        for w in &mut in_window[s..end.min(BL6_BUCKETS as usize)] {
+        for w in &mut mask[s..end.min(BL6_BUCKETS as usize)] {
             *w = true;
         }
-    }
-    let mut old_win = Vec::new();
-    let mut i = 0;
-    for_each_entry(old, info, |hi, lo, len| {
-        let home = homes[i];
-        i += 1;
-        if in_window[home as usize] {
-            old_win.push(Entry { home, hi, lo, len });
-        }
     });
-    old_win.sort_unstable();
-    let mut new_win: Vec<Entry> = old_win
-        .iter()
-        .filter(|e| e_gone.binary_search(e).is_err())
-        .copied()
-        .chain(e_added)
-        .collect();
-    new_win.sort_unstable();
-    changed_buckets(&old_win, &new_win)
+    changed_buckets(&entries_in(old, &mask), &entries_in(new, &mask))
 }
 
 /// Key of bucket `b` of `slot` in `BL6_TABLE`.
@@ -594,12 +598,8 @@ pub(super) struct Bl6Maps<'a> {
 impl Bl6Maps<'_> {
     /// Turns `slot` from (`old`, `old_info`) into (`new`, `new_info`), both
     /// sorted and disjoint, writing only words and buckets that differ.
-    pub(super) fn write_diff(
-        &self,
-        slot: u32,
-        (old, old_info): (&[Ipv6Net], &Bl6Info),
-        (new, new_info): (&[Ipv6Net], &Bl6Info),
-    ) -> Result<(), LoaderError> {
+    pub(super) fn write_diff(&self, slot: u32, o: Side, n: Side) -> Result<(), LoaderError> {
+        let (old, old_info, new, new_info) = (o.nets, o.info, n.nets, n.info);
         let (gone, added) = sorted_diff(old, new);
         if gone.is_empty() && added.is_empty() && old_info == new_info {
             return Ok(());
@@ -620,7 +620,7 @@ impl Bl6Maps<'_> {
         // A change of the probed lengths or seed moves most entries: lay out
         // both tables. Otherwise only the runs around changed entries.
         let buckets = if old_info == new_info && gone.len() + added.len() <= old.len() / 8 {
-            changed_buckets_local(old, new_info, &gone, &added)
+            changed_buckets_local(o, n, &gone, &added)
         } else {
             changed_buckets(&entries(old, old_info), &entries(new, new_info))
         };
@@ -836,7 +836,7 @@ mod tests {
             "2001:db9::1/128",
         ]);
         let l = disjoint(&l);
-        let info = info_for(&l).unwrap();
+        let info = info_for(&l).unwrap().0;
         assert_eq!(&info.lens[..info.count as usize], &[128, 48, 32]);
     }
 
@@ -865,7 +865,7 @@ mod tests {
         let mut rng = Rng(0x6b6c_3601);
         for round in 0..30 {
             let list = random_list(&mut rng, 40 + round * 7, &MANY);
-            let info = info_for(&list).unwrap();
+            let info = info_for(&list).unwrap().0;
             assert!(info.count as usize <= BL6_MAX_LENS);
             let img = Bl6Image::build(&list, &info);
             assert_eq!(img.prefixes(), list, "round {round}");
@@ -960,7 +960,7 @@ mod tests {
             let n = 1 + rng.below(30) as usize;
             new.extend(random_list(&mut rng, n, &MANY));
             let new = disjoint(&new);
-            let (io, inew) = (info_for(&old).unwrap(), info_for(&new).unwrap());
+            let (io, inew) = (info_for(&old).unwrap().0, info_for(&new).unwrap().0);
             let mut img = Bl6Image::build(&old, &io);
             // Apply the diff the writer computes.
             let (gone, added) = sorted_diff(&old, &new);
@@ -1000,7 +1000,7 @@ mod tests {
                     Ipv6Net::new(a.into(), 52).unwrap()
                 })
                 .collect();
-            let info = info_for(&list).unwrap();
+            let info = info_for(&list).unwrap().0;
             let mut new: Vec<Ipv6Net> = list
                 .iter()
                 .filter(|_| rng.below(n as u64 / 4) != 0)
@@ -1011,7 +1011,7 @@ mod tests {
                 new.push(Ipv6Net::new(a.into(), 88).unwrap().trunc());
             }
             let new = disjoint(&new);
-            let mut info_new = info_for(&new).unwrap();
+            let mut info_new = info_for(&new).unwrap().0;
             if info_new.count != info.count {
                 // The /88s added a length: not the local case.
                 info_new = info;
@@ -1022,7 +1022,13 @@ mod tests {
             }
             let (gone, added) = sorted_diff(&list, &new);
             let full = changed_buckets(&entries(&list, &info_new), &entries(&new, &info_new));
-            let local = changed_buckets_local(&list, &info_new, &gone, &added);
+            let (ho, hn) = (homes(&list, &info_new), homes(&new, &info_new));
+            let side = |nets, homes| Side {
+                nets,
+                info: &info_new,
+                homes,
+            };
+            let local = changed_buckets_local(side(&list, &ho), side(&new, &hn), &gone, &added);
             assert_eq!(local, full, "round {round}");
         }
     }
@@ -1032,12 +1038,12 @@ mod tests {
         let list: Vec<Ipv6Net> = (0..200_000u128)
             .map(|i| Ipv6Net::new(((0x2001_0d00u128 << 96) | (2 * i) << 80).into(), 48).unwrap())
             .collect();
-        let info = info_for(&list).unwrap();
+        let info = info_for(&list).unwrap().0;
         let mut changed = list.clone();
         changed.remove(777);
         changed.push(Ipv6Net::new((0x2a00_1450u128 << 96).into(), 48).unwrap());
         let changed = disjoint(&changed);
-        assert_eq!(info_for(&changed).unwrap(), info);
+        assert_eq!(info_for(&changed).unwrap().0, info);
         let buckets = changed_buckets(&entries(&list, &info), &entries(&changed, &info));
         assert!(
             (1..=2 * (BL6_MAX_DISP as usize + 1)).contains(&buckets.len()),

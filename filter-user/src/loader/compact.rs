@@ -35,8 +35,10 @@ pub struct Compact {
     pub bl4: Vec<Ipv4Net>,
     /// The IPv6 blocklist: sorted, pairwise disjoint prefixes.
     pub bl6: Vec<Ipv6Net>,
-    /// Its probed lengths and hash seed (`bl6::info_for`).
+    /// Its probed lengths and hash seed, and the home bucket of each of its
+    /// table entries (`bl6::info_for`).
     pub bl6_info: Bl6Info,
+    pub bl6_homes: Vec<u32>,
 }
 
 /// Entries a slot occupies in the maps both slots share (LPM tries and the
@@ -146,7 +148,7 @@ impl Compact {
 
         let bl4 = disjoint_v4(&policy.blocklist_v4);
         let bl6 = bl6::disjoint(&policy.blocklist_v6);
-        let bl6_info = bl6::info_for(&bl6)?;
+        let (bl6_info, bl6_homes) = bl6::info_for(&bl6)?;
         if !bl4.is_empty() {
             config.flags |= Config::HAS_BL4;
         }
@@ -166,7 +168,17 @@ impl Compact {
             bl4,
             bl6,
             bl6_info,
+            bl6_homes,
         })
+    }
+
+    /// The IPv6 blocklist as the writer diffs it.
+    pub(super) fn bl6_side(&self) -> bl6::Side<'_> {
+        bl6::Side {
+            nets: &self.bl6,
+            info: &self.bl6_info,
+            homes: &self.bl6_homes,
+        }
     }
 
     /// What this slot occupies in the shared maps. `bl4` is sorted and
@@ -242,6 +254,7 @@ impl Compact {
             bl4: Ipv4Net::aggregate(&nets),
             bl6: img.bl6.prefixes(),
             bl6_info: img.bl6.info,
+            bl6_homes: bl6::homes(&img.bl6.prefixes(), &img.bl6.info),
         }
     }
 }

@@ -542,7 +542,7 @@ impl Maps {
         std::thread::scope(|s| -> Result<(), LoaderError> {
             let other = s.spawn(|| -> Result<(), LoaderError> {
                 bl4.write(second)?;
-                bl6.write_diff(slot, (&old.bl6, &old.bl6_info), (&new.bl6, &new.bl6_info))
+                bl6.write_diff(slot, old.bl6_side(), new.bl6_side())
             });
             let mine = bl4.write(first);
             other
