@@ -136,8 +136,8 @@ fn choose_targets(present: &[(u8, u64)], max: usize) -> (Vec<u8>, u128) {
     // last being present[i]; from[k][i]: the previous target.
     let mut best = vec![vec![u128::MAX; m]; max];
     let mut from = vec![vec![usize::MAX; m]; max];
-    for i in 0..m {
-        best[0][i] = cost(0, i);
+    for (i, b) in best[0].iter_mut().enumerate() {
+        *b = cost(0, i);
     }
     for k in 1..max {
         for i in k..m {
