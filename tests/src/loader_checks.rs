@@ -53,6 +53,10 @@ pub fn run(h: &mut Harness, scale: bool) -> Result<(u64, u64), HarnessError> {
             "v6_blocklist_diffs_read_back_as_fresh_builds",
             crate::loader_v6::diffs_read_back_as_fresh_builds,
         ),
+        (
+            "v6_list_over_table_capacity_is_refused_before_any_write",
+            crate::loader_v6::oversized_list_is_refused_before_any_write,
+        ),
     ];
     if scale {
         checks.push((

@@ -1,10 +1,11 @@
 //! Loader checks of the IPv6 blocklist layout against the kernel: random
 //! sequences of blocklists diffed into the slots read back exactly as fresh
-//! builds, and a one-prefix change to a 1M-prefix list writes a handful of
-//! entries (counted, not timed).
+//! builds, a list over a slot's table capacity is refused before any write,
+//! and a one-prefix change to a 1M-prefix list writes a handful of entries
+//! (counted, not timed).
 use std::{net::Ipv6Addr, time::Instant};
 
-use filter_common::{slot_of, Reason, Verdict, RULE_GLOBAL};
+use filter_common::{slot_of, Reason, Verdict, BL6_TABLE_MAX, RULE_GLOBAL};
 use filter_user::{
     loader::{ImageOptions, SlotImage},
     policy,
@@ -75,6 +76,30 @@ pub fn diffs_read_back_as_fresh_builds(h: &mut Harness) -> Result<(), String> {
     let empty = compile("version = 1\n")?;
     h.filter().apply(&empty).map_err(err)?;
     h.filter().apply(&empty).map_err(err)?;
+    Ok(())
+}
+
+/// A list with more long prefixes than a slot's table holds is refused
+/// before any write, naming the problem; the enforced policy stays.
+pub fn oversized_list_is_refused_before_any_write(h: &mut Harness) -> Result<(), String> {
+    let mut big = compile("version = 1\n")?;
+    big.blocklist_v6 = (0..BL6_TABLE_MAX as u128 + 1)
+        .map(|i| {
+            Ipv6Net::new(Ipv6Addr::from((0x2001_0db8_0000u128 + 2 * i) << 80), 48).expect("valid")
+        })
+        .collect();
+    let f = h.filter();
+    let (generation, written) = (f.generation(), f.entries_written());
+    let e = match f.apply(&big) {
+        Ok(_) => return Err("a list larger than the table was applied".into()),
+        Err(e) => e.to_string(),
+    };
+    if !e.contains("table entries") || !e.contains(&BL6_TABLE_MAX.to_string()) {
+        return Err(format!("unclear error: {e}"));
+    }
+    if f.generation() != generation || f.entries_written() != written {
+        return Err("the refused apply wrote or flipped".into());
+    }
     Ok(())
 }
 
