@@ -41,7 +41,7 @@ pub const MAP_META: &str = "META";
 /// `LAYOUT[0]`: the `LAYOUT_VERSION` of the build that created the maps.
 pub const MAP_LAYOUT: &str = "LAYOUT";
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 13] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -54,6 +54,7 @@ pub const ALL_MAPS: [&str; 12] = [
     MAP_BL6,
     MAP_IFACES,
     MAP_META,
+    MAP_LAYOUT,
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
@@ -389,6 +390,50 @@ pub const DEFAULT_BL4_HOSTS_MAX: u32 = 1 << 21;
 pub const DEFAULT_BL6_MAX: u32 = 1 << 19;
 pub const DEFAULT_ALLOW_MAX: u32 = 1 << 18;
 
+// ---------------------------------------------------------------------------
+// Earlier layouts: what a migration reads from them. Only state that is not
+// rebuilt from the policy is carried over (generation, META, counters); the
+// policy slots are written afresh by the new build.
+// ---------------------------------------------------------------------------
+
+/// Layout 1: v0.1.0 (commit b7c6d5e) until wave 2. Its maps live in
+/// `<root>/maps/` with no `LAYOUT` map. ACTIVE is `Array<u32>`[1], META is
+/// `Array<MetaBlob>`[1] (the same 65,536-byte record as today), COUNTERS is a
+/// per-CPU `Array<Counter>` laid out as below.
+pub mod layout1 {
+    /// Reason labels in layout 1's counter order.
+    pub const REASONS: [&str; 11] = [
+        "non_ip",
+        "malformed",
+        "failsafe",
+        "blocklist",
+        "fragment",
+        "other_protocol",
+        "allowed",
+        "not_allowed",
+        "audit",
+        "unmatched",
+        "no_policy",
+    ];
+    pub const NUM_RULES: u32 = 66;
+    pub const MAX_IFACE_SLOTS: u32 = 16;
+    pub const NUM_COUNTERS: u32 = NUM_RULES * REASONS.len() as u32 * 2;
+    pub const COUNTERS_LEN: u32 = MAX_IFACE_SLOTS * NUM_COUNTERS;
+    pub const META_VALUE_SIZE: usize = 65536;
+
+    /// (interface slot, rule, reason label, drop?) of a layout-1 `COUNTERS` index.
+    pub const fn decode(index: u32) -> (u32, u32, &'static str, bool) {
+        let iface = index / NUM_COUNTERS;
+        let i = index % NUM_COUNTERS;
+        let rest = i / 2;
+        let n = REASONS.len() as u32;
+        (iface, rest / n, REASONS[(rest % n) as usize], i % 2 == 1)
+    }
+}
+
+// A change to META's record must come with a layout-1 reader of its own.
+const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout1::META_VALUE_SIZE);
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -447,6 +492,24 @@ mod tests {
     fn set_tag_is_big_endian_slot_then_id() {
         assert_eq!(set_tag(1, FAILSAFE_SET_BASE + 3), [0, 1, 0x80, 3]);
         assert_eq!(set_tag(0, 7), [0, 0, 0, 7]);
+    }
+
+    #[test]
+    fn layout1_decode_reads_v010_counter_order() {
+        // Fixed values of v0.1.0's geometry: (rule * 11 + reason) * 2 + drop,
+        // 1452 counters per interface slot.
+        assert_eq!(layout1::NUM_COUNTERS, 1452);
+        assert_eq!(layout1::decode(0), (0, 0, "non_ip", false));
+        assert_eq!(layout1::decode(7), (0, 0, "blocklist", true));
+        assert_eq!(
+            layout1::decode(2 * 11 * 2 + 14),
+            (0, 2, "not_allowed", false)
+        );
+        assert_eq!(layout1::decode(1452 + 21), (1, 0, "no_policy", true));
+        assert_eq!(
+            layout1::decode(layout1::COUNTERS_LEN - 1),
+            (15, 65, "no_policy", true)
+        );
     }
 
     #[test]

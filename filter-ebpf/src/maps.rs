@@ -13,6 +13,10 @@ use filter_common::{
 
 #[map]
 pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+/// `LAYOUT_VERSION` of the build that created the maps; the datapath never
+/// reads it.
+#[map]
+pub static LAYOUT: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(NUM_SLOTS, 0);
 #[map]
