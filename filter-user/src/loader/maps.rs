@@ -13,7 +13,8 @@ use filter_common::{
     bl4_word_index, port_index, set_tag, zone_index, Bl4HostKey, Bl4Hosts, Bl4Word, Config,
     Counter, MetaBlob, PortEntry, Tagged4, Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, MAP_ACTIVE,
     MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_HOSTS, MAP_BL4_WORDS, MAP_BL6, MAP_CONFIG, MAP_COUNTERS,
-    MAP_IFACES, MAP_META, MAP_PORTS, MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS, ZONE_SLOTS,
+    MAP_IFACES, MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS,
+    ZONE_SLOTS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -29,6 +30,7 @@ use super::{
 
 pub struct Maps {
     active: Array<MapData, u32>,
+    layout: Array<MapData, u32>,
     config: Array<MapData, Config>,
     counters: PerCpuArray<MapData, Counter>,
     ports: Array<MapData, PortEntry>,
@@ -294,6 +296,7 @@ impl Maps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Maps, LoaderError> {
         Ok(Maps {
             active: take(ebpf, MAP_ACTIVE)?,
+            layout: take(ebpf, MAP_LAYOUT)?,
             config: take(ebpf, MAP_CONFIG)?,
             counters: take(ebpf, MAP_COUNTERS)?,
             ports: take(ebpf, MAP_PORTS)?,
@@ -373,6 +376,39 @@ impl Maps {
 
     pub fn counter(&self, index: u32) -> Result<Counter, LoaderError> {
         read_counter(&self.counters, index)
+    }
+
+    /// Records which layout created these maps (see `migrate`).
+    pub fn set_layout(&mut self, version: u32) -> Result<(), LoaderError> {
+        self.layout
+            .set(0, version, 0)
+            .map_err(LoaderError::map(MAP_LAYOUT))
+    }
+
+    /// Adds `by` to counter `index` (on the first CPU's cell: readers sum
+    /// over CPUs). A per-CPU write replaces every CPU's cell, so an increment
+    /// the datapath makes between this read and write is lost; migrations
+    /// call this on maps no program runs on, and once more right after the
+    /// switch for the few cells the old program moved meanwhile.
+    pub fn add_counter(&mut self, index: u32, by: Counter) -> Result<(), LoaderError> {
+        let mut cells: Vec<Counter> = self
+            .counters
+            .get(&index, 0)
+            .map_err(LoaderError::map(MAP_COUNTERS))?
+            .iter()
+            .copied()
+            .collect();
+        if let Some(first) = cells.first_mut() {
+            first.packets += by.packets;
+            first.bytes += by.bytes;
+        }
+        let values = aya::maps::PerCpuValues::try_from(cells).map_err(|e| LoaderError::Map {
+            map: MAP_COUNTERS,
+            source: MapError::IoError(e),
+        })?;
+        self.counters
+            .set(index, values, 0)
+            .map_err(LoaderError::map(MAP_COUNTERS))
     }
 
     /// Turns `slot` from `old` into `new`, touching only differing entries. The
