@@ -2,6 +2,7 @@
 mod bench;
 mod bootstrap;
 mod fuzz;
+mod releases;
 mod vm;
 
 use std::{
@@ -43,6 +44,9 @@ enum Cmd {
         #[arg(long)]
         no_e2e: bool,
     },
+    /// Build the earlier releases the upgrade test starts from (xtask/src/releases.rs),
+    /// cached under target/releases/; prints NAME=PATH for each.
+    Releases,
     /// The sandbox demo: deploy/examples/keep.toml enforced in network namespaces,
     /// which probes are admitted and dropped, the counters that moved (root).
     Demo,
@@ -108,6 +112,13 @@ fn main() -> Result<()> {
             no_e2e,
         } => test(&root, long, seed, no_lint, no_vm, no_e2e),
         Cmd::Demo => demo(&root),
+        Cmd::Releases => {
+            bootstrap::run()?;
+            for r in releases::build_all(&root)? {
+                println!("{r}");
+            }
+            Ok(())
+        }
         Cmd::Bench { quick } => bench::run(&root, quick),
         Cmd::Fuzz { seconds, targets } => fuzz::run(&root, seconds, &targets),
         Cmd::Soak { minutes } => soak(&root, minutes),
@@ -308,16 +319,21 @@ fn build_release_bins(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/release"))
 }
 
-/// The network-namespace end-to-end suite against the real daemon (root).
+/// The network-namespace end-to-end suite against the real daemon (root),
+/// with the earlier releases for the upgrade scenarios.
 fn e2e(root: &Path) -> Result<()> {
+    let releases = releases::build_all(root)?;
     let bin = build_release_bins(root)?;
-    exec(
-        Command::new(bin.join("e2e-suite"))
-            .arg("--portcullis")
-            .arg(bin.join("portcullis"))
-            .arg("--examples")
-            .arg(root.join("deploy/examples")),
-    )
+    let mut suite = Command::new(bin.join("e2e-suite"));
+    suite
+        .arg("--portcullis")
+        .arg(bin.join("portcullis"))
+        .arg("--examples")
+        .arg(root.join("deploy/examples"));
+    for r in releases {
+        suite.arg("--release").arg(r);
+    }
+    exec(&mut suite)
 }
 
 /// The soak's length in `cargo xtask test`.
