@@ -144,6 +144,18 @@ pub fn all() -> Vec<Scenario> {
             false,
             upgrade::upgrade_from_v0_1_0_interrupted,
         ),
+        s(
+            "upgrade-failed-start-changes-nothing",
+            false,
+            false,
+            upgrade::upgrade_failed_start_changes_nothing,
+        ),
+        s(
+            "newer-layout-is-refused",
+            false,
+            true,
+            upgrade::newer_layout_is_refused,
+        ),
         s("counters-monotonic", false, false, counters_monotonic),
         s("metrics-basic-auth", false, false, metrics_basic_auth),
         s("list-file-fifo", false, false, inputs::fifo_list_file),

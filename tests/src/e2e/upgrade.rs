@@ -205,3 +205,118 @@ fn upgrade(cx: &mut Ctx, name: &str, interrupt: bool) -> Result<()> {
     d_new.terminate()?;
     Ok(())
 }
+
+/// Names of the pins under `dir` (sorted), to compare before and after.
+fn pin_names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `run` of this build over v0.1.0's pins with one argument changed, in the
+/// host namespace; returns (exit success, stderr).
+fn run_new(cx: &Ctx, policy: &std::path::Path, first_iface: &str) -> Result<(bool, String)> {
+    let (p, root, control) = (
+        policy.display().to_string(),
+        cx.sb.pin_root.display().to_string(),
+        cx.sb.control.display().to_string(),
+    );
+    let out = super::cmd::run(
+        &mut cx.sb.portcullis(&[
+            "run",
+            "--policy",
+            &p,
+            "--iface",
+            first_iface,
+            "--iface",
+            super::topology::HOST_INET_IF,
+            "--iface",
+            super::topology::HOST_MGMT_IF,
+            "--pin-root",
+            &root,
+            "--control-socket",
+            &control,
+        ]),
+        super::patience(Duration::from_secs(30)),
+    )?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// A start of this build that fails before any link runs it (its first
+/// interface does not exist) leaves v0.1.0's filter exactly as it was: same
+/// pins, no `next/`, same verdicts; the next good start migrates.
+pub(crate) fn upgrade_failed_start_changes_nothing(cx: &mut Ctx) -> Result<()> {
+    let old = release("v0.1.0")?;
+    let pa = cx.policy("upgrade-fail-a.toml", &policies::policy_a())?;
+    let mut d_old = cx.sb.start_daemon_of(&old, &pa, &[])?;
+    d_old.terminate()?;
+    let maps = cx.sb.pin_root.join("maps");
+    let (pins0, gen0) = (pin_names(&maps), cx.sb.status()?.generation);
+    let (ok, err) = run_new(cx, &pa, "pcnosuch0")?;
+    ensure!(!ok, "start with a missing interface succeeded");
+    ensure!(
+        err.contains("the old filter keeps enforcing"),
+        "the failed start did not say the old filter stays; stderr:\n{err}"
+    );
+    ensure!(
+        pin_names(&maps) == pins0,
+        "the failed start changed the pins: {:?} -> {:?}",
+        pins0,
+        pin_names(&maps)
+    );
+    ensure!(
+        !cx.sb.pin_root.join("next").exists(),
+        "the failed start left next/"
+    );
+    ensure!(
+        cx.sb.status()?.generation == gen0,
+        "the failed start changed the generation"
+    );
+    check(cx.sb, &rows_a()).context("v0.1.0's filter after the failed start")?;
+    let mut d = cx.start(&pa, &[])?;
+    pins_settled(cx)?;
+    check(cx.sb, &rows_a()).context("after the good start")?;
+    d.terminate()?;
+    Ok(())
+}
+
+/// Pins of a newer layout than this build knows are refused with the reason
+/// and left alone (a downgrade must go through `detach`); the refusal comes
+/// before anything else is looked at (here: an interface that does not exist).
+pub(crate) fn newer_layout_is_refused(cx: &mut Ctx) -> Result<()> {
+    let pa = cx.policy("upgrade-newer.toml", &policies::policy_a())?;
+    let mut d = cx.start(&pa, &[])?;
+    d.terminate()?;
+    let layout = cx.sb.pin_root.join("maps/LAYOUT");
+    // What a future build would have pinned: LAYOUT[0] = 99.
+    set_layout_pin(&layout, 99)?;
+    let pins0 = pin_names(&cx.sb.pin_root.join("maps"));
+    let (ok, err) = run_new(cx, &pa, "pcnosuch1")?;
+    ensure!(!ok, "this build started over pins of layout 99");
+    ensure!(
+        err.contains("newer portcullis (map layout 99"),
+        "the refusal does not name the layout; stderr:\n{err}"
+    );
+    ensure!(
+        pin_names(&cx.sb.pin_root.join("maps")) == pins0,
+        "the refused start changed the pins"
+    );
+    check(cx.sb, &rows_a()).context("the pinned filter after the refused start")?;
+    Ok(())
+}
+
+fn set_layout_pin(path: &std::path::Path, v: u32) -> Result<()> {
+    let data = aya::maps::MapData::from_pin(path).context("opening the LAYOUT pin")?;
+    let mut map: aya::maps::Array<aya::maps::MapData, u32> =
+        aya::maps::Map::from_map_data(data).and_then(aya::maps::Array::try_from)?;
+    map.set(0, v, 0)?;
+    Ok(())
+}
