@@ -301,7 +301,13 @@ impl VethSet {
         let mut rng = SmallRng::seed_from_u64(0x7e7b);
         let mut seen = HashSet::with_capacity(n6);
         let mut v6 = Vec::with_capacity(n6);
+        let mut attempts = 0usize;
         while v6.len() < n6 {
+            attempts += 1;
+            anyhow::ensure!(
+                attempts <= 2 * n6 + 1000,
+                "IPv6 /48 generation: too many repeats"
+            );
             // 2000::/3 and 45 random bits: a /48.
             let top = (1u64 << 45) | (rng.gen::<u64>() & ((1 << 45) - 1));
             if seen.insert(top) {

@@ -476,7 +476,7 @@ fn rows(s: &Sets) -> Vec<Row> {
         ),
         row(
             "portcullis_drop_uniform",
-            "uniform random IPv4 sources to a zone port (drop)",
+            "uniform random IPv4 sources, zone port (drop)",
             Portcullis,
             DAEMON_PAIR,
             s.uniform,
@@ -484,7 +484,7 @@ fn rows(s: &Sets) -> Vec<Row> {
         ),
         row(
             "portcullis_drop_uniform_v6",
-            "uniform random IPv6 sources (2000::/3) to a zone port (drop)",
+            "uniform random IPv6 sources (2000::/3), zone port (drop)",
             Portcullis,
             DAEMON_PAIR,
             s.v6_uniform,
@@ -516,7 +516,7 @@ fn rows(s: &Sets) -> Vec<Row> {
         ),
         row(
             "portcullis_allow_100k",
-            "zone port, source in a 100k-prefix allowlist (pass)",
+            "zone port, source in a 100k allowlist (pass)",
             Portcullis,
             DAEMON_PAIR,
             s.allow_big,
@@ -524,7 +524,7 @@ fn rows(s: &Sets) -> Vec<Row> {
         ),
         row(
             "portcullis_allow_100k_miss",
-            "zone port, source beside a 100k-prefix allowlist's prefixes (drop)",
+            "zone port, source beside a 100k allowlist's prefixes (drop)",
             Portcullis,
             DAEMON_PAIR,
             s.allow_big_miss,
@@ -532,7 +532,7 @@ fn rows(s: &Sets) -> Vec<Row> {
         ),
         row(
             "portcullis_allow_1k",
-            "zone port, source in a 1k-prefix allowlist (pass)",
+            "zone port, source in a 1k allowlist (pass)",
             Portcullis,
             DAEMON_PAIR,
             s.allow_small,
@@ -540,7 +540,7 @@ fn rows(s: &Sets) -> Vec<Row> {
         ),
         row(
             "portcullis_allow_1k_miss",
-            "zone port, source beside a 1k-prefix allowlist's prefixes (drop)",
+            "zone port, source beside a 1k allowlist's prefixes (drop)",
             Portcullis,
             DAEMON_PAIR,
             s.allow_small_miss,
@@ -636,7 +636,7 @@ pub fn run(
                 r.key
             );
             eprintln!(
-                "    {:60} {rate:6.2} Mpps (generator {gen_rate:5.2})",
+                "    {:62} {rate:6.2} Mpps (generator {gen_rate:5.2})",
                 r.label
             );
             out.rx.push(rate);
