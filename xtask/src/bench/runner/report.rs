@@ -136,6 +136,10 @@ impl Results {
             .insert(format!("{key}_range_mpps"), json!([round(lo), round(hi)]));
         self.set_num(&format!("{key}_mpps"), f.median());
         self.set_num(&format!("{key}_generator_mpps"), sys::median(f.gen.clone()));
+        self.set_num(
+            &format!("{key}_napi_sleeps_per_s"),
+            sys::median(f.napi_sleeps.clone()),
+        );
         self.floods.retain(|g| g.key != f.key);
         self.floods.push(f);
         for (ratio, num, den, _) in RATIOS {
@@ -197,6 +201,8 @@ pub struct Flood {
     pub group: Group,
     pub samples: Vec<f64>,
     pub gen: Vec<f64>,
+    /// How often per second the receiver's NAPI thread slept, per sample.
+    pub napi_sleeps: Vec<f64>,
     /// Measured in the interleaved rounds (one sample per round).
     pub interleaved: bool,
 }

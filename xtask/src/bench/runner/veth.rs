@@ -9,9 +9,10 @@
 //! one per baseline program, attached for the whole run (`pcb3` empty
 //! XDP_DROP, `pcb5` the floor, `pcb7` the floor with XDP_PASS). So one round
 //! floods every row once — empty, floor, floor IPv6, floor pass, then each
-//! portcullis flood — without reattaching anything, and the rounds repeat:
-//! slow drifts of the machine's load hit every row alike, and each ratio is
-//! the median of its per-round ratios (`report.rs`). nftables and iptables +
+//! portcullis flood; each round starts one step further along that list —
+//! without reattaching anything, and the rounds repeat: slow drifts of the
+//! machine's load hit every row alike, and each ratio is the median of its
+//! per-round ratios (`report.rs`). nftables and iptables +
 //! ipset come after, on the daemon's pair, `trials` windows each.
 //!
 //! Every portcullis window is checked against the daemon's own counters (its
@@ -132,8 +133,8 @@ fn rx_packets(rx: &str) -> Result<u64> {
 }
 
 /// Makes a receiver's NAPI threaded (veth has NAPI only while an XDP program
-/// is attached) and pins its thread(s) to CPU 1.
-fn pin_napi(rx: &str) -> Result<()> {
+/// is attached) and pins its thread(s) to CPU 1; their pids.
+fn pin_napi(rx: &str) -> Result<Vec<i32>> {
     sys::sh(
         Some(NETNS),
         &format!("echo 1 > /sys/class/net/{rx}/threaded"),
@@ -148,10 +149,27 @@ fn pin_napi(rx: &str) -> Result<()> {
     if pids.is_empty() {
         bail!("no threaded NAPI thread for {rx}");
     }
-    for pid in pids {
+    for &pid in &pids {
         sys::pin_to_cpu(pid, 1)?;
     }
-    Ok(())
+    Ok(pids)
+}
+
+/// One window of `src` on pair `pair`: receiver Mpps, generator Mpps, and
+/// how often per second the receiver's NAPI thread slept (a receiver that
+/// keeps up drains its ring, sleeps and must be woken per burst: near the
+/// generator's rate the wakeups, not the program, can set the rate).
+fn measure(gen: &mut Gen, src: &Sources, pair: usize, plan: &Plan) -> Result<(f64, f64, f64)> {
+    let (tx, rx) = PAIRS[pair];
+    let pids = pin_napi(rx)?;
+    let warmup = Duration::from_millis(plan.veth_warmup_ms);
+    let window = Duration::from_millis(plan.veth_window_ms);
+    let s0 = sys::voluntary_switches(&pids);
+    let t = Instant::now();
+    let (rate, gen_rate) = gen.window(src, ifindex(tx)?, &|| rx_packets(rx), warmup, window)?;
+    let sleeps =
+        sys::voluntary_switches(&pids).saturating_sub(s0) as f64 / t.elapsed().as_secs_f64();
+    Ok((rate, gen_rate, sleeps))
 }
 
 /// How many prefixes each sampled source set holds (an evenly strided sample
@@ -553,6 +571,7 @@ fn rows(s: &Sets) -> Vec<Row> {
 struct Samples {
     rx: Vec<f64>,
     gen: Vec<f64>,
+    sleeps: Vec<f64>,
 }
 
 pub fn run(
@@ -572,10 +591,6 @@ pub fn run(
         gen.self_check(&r.src, 32)
             .with_context(|| format!("generator self-check for {}", r.key))?;
     }
-    let tx: Vec<u32> = PAIRS
-        .iter()
-        .map(|(t, _)| ifindex(t))
-        .collect::<Result<_>>()?;
     let baselines = [
         ("bench_drop", EMPTY_PAIR),
         ("bench_floor", FLOOR_PAIR),
@@ -609,26 +624,28 @@ pub fn run(
     results.set_num("daemon_start_veth_s", ready_s);
     results.set_num("rss_veth_policy_mib", rss);
 
-    let warmup = Duration::from_millis(plan.veth_warmup_ms);
-    let window = Duration::from_millis(plan.veth_window_ms);
     let mut samples: Vec<Samples> = rows
         .iter()
         .map(|_| Samples {
             rx: Vec::new(),
             gen: Vec::new(),
+            sleeps: Vec::new(),
         })
         .collect();
     for round in 0..plan.veth_rounds {
         eprintln!("  round {}/{}", round + 1, plan.veth_rounds);
-        for (r, out) in rows.iter().zip(samples.iter_mut()) {
+        // Each round starts further along the rows, so no row is always
+        // measured early or late in a round (load that changes on the scale
+        // of a round would otherwise favour some rows over their floor).
+        let start = round * rows.len() / plan.veth_rounds;
+        for i in (0..rows.len()).map(|i| (i + start) % rows.len()) {
+            let (r, out) = (&rows[i], &mut samples[i]);
             if let Some(status) = daemon.0.try_wait()? {
                 bail!("the daemon exited ({status}):\n{}", daemon_log(work));
             }
             let rx_if = PAIRS[r.pair].1;
-            pin_napi(rx_if)?;
             let before = r.expect.before(&gen)?;
-            let (rate, gen_rate) =
-                gen.window(&r.src, tx[r.pair], &|| rx_packets(rx_if), warmup, window)?;
+            let (rate, gen_rate, sleeps) = measure(&mut gen, &r.src, r.pair, plan)?;
             r.expect.check(before, &gen, r.key)?;
             ensure!(
                 rate > 0.0,
@@ -636,11 +653,12 @@ pub fn run(
                 r.key
             );
             eprintln!(
-                "    {:62} {rate:6.2} Mpps (generator {gen_rate:5.2})",
+                "    {:62} {rate:6.2} Mpps (generator {gen_rate:5.2}; NAPI slept {sleeps:.0}/s)",
                 r.label
             );
             out.rx.push(rate);
             out.gen.push(gen_rate);
+            out.sleeps.push(sleeps);
         }
     }
     for (r, s) in rows.iter().zip(samples) {
@@ -650,6 +668,7 @@ pub fn run(
             group: r.group,
             samples: s.rx,
             gen: s.gen,
+            napi_sleeps: s.sleeps,
             interleaved: true,
         });
     }
@@ -657,7 +676,7 @@ pub fn run(
     for (prog, link) in links {
         gen.detach(prog, link)?;
     }
-    others(plan, set, n, &mut gen, &sets, tx[DAEMON_PAIR], results)
+    others(plan, set, n, &mut gen, &sets, results)
 }
 
 /// nftables and iptables + ipset with the same IPv4 policy, on the daemon's
@@ -668,27 +687,24 @@ fn others(
     n: usize,
     gen: &mut Gen,
     sets: &Sets,
-    tx: u32,
     results: &mut Results,
 ) -> Result<()> {
     let link = gen.attach("bench_pass", RX)?;
-    let warmup = Duration::from_millis(plan.veth_warmup_ms);
-    let window = Duration::from_millis(plan.veth_window_ms);
     let flood = |results: &mut Results,
                  gen: &mut Gen,
                  key: &str,
                  label: &str,
                  src: &Sources|
      -> Result<()> {
-        let (mut rx, mut gn) = (Vec::new(), Vec::new());
+        let (mut rx, mut gn, mut sl) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..plan.veth_trials {
-            pin_napi(RX)?;
-            let (r, g) = gen.window(src, tx, &|| rx_packets(RX), warmup, window)?;
+            let (r, g, z) = measure(gen, src, DAEMON_PAIR, plan)?;
             rx.push(r);
             gn.push(g);
+            sl.push(z);
         }
         eprintln!(
-            "    {label:60} {:6.2} Mpps (generator {:5.2})",
+            "    {label:62} {:6.2} Mpps (generator {:5.2})",
             sys::median(rx.clone()),
             sys::median(gn.clone())
         );
@@ -698,6 +714,7 @@ fn others(
             group: Group::Other,
             samples: rx,
             gen: gn,
+            napi_sleeps: sl,
             interleaved: false,
         });
         Ok(())
