@@ -255,17 +255,15 @@ pub fn bench_gen6(ctx: XdpContext) -> u32 {
     }
     let mut sum = cfg.l4_sum;
     let mut src = [0u32; 4];
-    for i in 0..4 {
-        let mask = p.hostmask[i];
-        let bits = if mask != 0 {
+    for (w, (net, mask)) in src.iter_mut().zip(p.net.iter().zip(p.hostmask.iter())) {
+        let bits = if *mask != 0 {
             // SAFETY: helper without arguments.
             unsafe { bpf_get_prandom_u32() }
         } else {
             0
         };
-        let w = p.net[i] | (bits & mask);
-        src[i] = w;
-        sum += (w >> 16) + (w & 0xffff);
+        *w = net | (bits & mask);
+        sum += (*w >> 16) + (*w & 0xffff);
     }
     let mut csum = fold(sum);
     if csum == 0 {
