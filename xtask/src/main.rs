@@ -46,7 +46,7 @@ enum Cmd {
     /// The sandbox demo: deploy/examples/keep.toml enforced in network namespaces,
     /// which probes are admitted and dropped, the counters that moved (root).
     Demo,
-    /// Benchmarks: per-packet cost, veth throughput vs nftables/iptables, control plane (root).
+    /// Benchmarks: per-packet cost, veth throughput against the floor and nftables/iptables, control plane (root).
     /// Writes bench/results.json and bench/results.svg.
     Bench {
         /// Smaller counts and fewer repeats (a few minutes).
