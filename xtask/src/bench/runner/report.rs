@@ -224,117 +224,28 @@ fn range(v: &[f64]) -> (f64, f64) {
 /// flood with the baseline every filter pays: `floor_drop` for IPv4 floods
 /// that drop, `floor_drop_v6` for IPv6, `floor_pass` for floods that pass
 /// (it pays the stack behind the filter too).
+#[rustfmt::skip]
 pub const RATIOS: [(&str, &str, &str, Option<f64>); 20] = [
-    (
-        "ratio_vs_floor",
-        "portcullis_drop_hosts",
-        "floor_drop",
-        Some(0.5),
-    ),
-    (
-        "ratio_vs_floor_v6",
-        "portcullis_drop_v6",
-        "floor_drop_v6",
-        Some(0.4),
-    ),
-    (
-        "ratio_vs_floor_uniform",
-        "portcullis_drop_uniform",
-        "floor_drop",
-        None,
-    ),
-    (
-        "ratio_vs_floor_uniform_v6",
-        "portcullis_drop_uniform_v6",
-        "floor_drop_v6",
-        None,
-    ),
-    (
-        "ratio_vs_floor_mixed",
-        "portcullis_drop",
-        "floor_drop",
-        None,
-    ),
-    (
-        "ratio_vs_floor_nets",
-        "portcullis_drop_nets",
-        "floor_drop",
-        Some(0.9),
-    ),
-    (
-        "ratio_vs_floor_hot",
-        "portcullis_drop_hot",
-        "floor_drop",
-        Some(0.9),
-    ),
-    (
-        "ratio_vs_floor_allowed",
-        "portcullis_allowed",
-        "floor_pass",
-        None,
-    ),
-    (
-        "ratio_vs_floor_allow_100k",
-        "portcullis_allow_100k",
-        "floor_pass",
-        None,
-    ),
-    (
-        "ratio_vs_floor_allow_100k_miss",
-        "portcullis_allow_100k_miss",
-        "floor_drop",
-        None,
-    ),
-    (
-        "ratio_vs_floor_allow_1k",
-        "portcullis_allow_1k",
-        "floor_pass",
-        None,
-    ),
-    (
-        "ratio_vs_floor_allow_1k_miss",
-        "portcullis_allow_1k_miss",
-        "floor_drop",
-        None,
-    ),
+    ("ratio_vs_floor", "portcullis_drop_hosts", "floor_drop", Some(0.5)),
+    ("ratio_vs_floor_v6", "portcullis_drop_v6", "floor_drop_v6", Some(0.4)),
+    ("ratio_vs_floor_uniform", "portcullis_drop_uniform", "floor_drop", None),
+    ("ratio_vs_floor_uniform_v6", "portcullis_drop_uniform_v6", "floor_drop_v6", None),
+    ("ratio_vs_floor_mixed", "portcullis_drop", "floor_drop", None),
+    ("ratio_vs_floor_nets", "portcullis_drop_nets", "floor_drop", Some(0.9)),
+    ("ratio_vs_floor_hot", "portcullis_drop_hot", "floor_drop", Some(0.9)),
+    ("ratio_vs_floor_allowed", "portcullis_allowed", "floor_pass", None),
+    ("ratio_vs_floor_allow_100k", "portcullis_allow_100k", "floor_pass", None),
+    ("ratio_vs_floor_allow_100k_miss", "portcullis_allow_100k_miss", "floor_drop", None),
+    ("ratio_vs_floor_allow_1k", "portcullis_allow_1k", "floor_pass", None),
+    ("ratio_vs_floor_allow_1k_miss", "portcullis_allow_1k_miss", "floor_drop", None),
     ("floor_ratio_vs_empty", "floor_drop", "xdp_drop_empty", None),
     ("ratio_vs_empty", "portcullis_drop", "xdp_drop_empty", None),
-    (
-        "ratio_vs_empty_nets_only",
-        "portcullis_drop_nets",
-        "xdp_drop_empty",
-        None,
-    ),
-    (
-        "ratio_vs_empty_cache_resident",
-        "portcullis_drop_hot",
-        "xdp_drop_empty",
-        None,
-    ),
-    (
-        "ratio_vs_nftables",
-        "portcullis_drop",
-        "nftables_drop",
-        Some(8.0),
-    ),
-    (
-        "ratio_vs_iptables",
-        "portcullis_drop",
-        "iptables_drop",
-        None,
-    ),
-    (
-        "nftables_ratio_vs_floor",
-        "nftables_drop",
-        "floor_drop",
-        None,
-    ),
-    (
-        "iptables_ratio_vs_floor",
-        "iptables_drop",
-        "floor_drop",
-        None,
-    ),
+    ("ratio_vs_empty_nets_only", "portcullis_drop_nets", "xdp_drop_empty", None),
+    ("ratio_vs_empty_cache_resident", "portcullis_drop_hot", "xdp_drop_empty", None),
+    ("ratio_vs_nftables", "portcullis_drop", "nftables_drop", Some(8.0)),
+    ("ratio_vs_iptables", "portcullis_drop", "iptables_drop", None),
+    ("nftables_ratio_vs_floor", "nftables_drop", "floor_drop", None),
+    ("iptables_ratio_vs_floor", "iptables_drop", "floor_drop", None),
 ];
 
 /// The floor ratio of a flood, for the tables and the plot.
@@ -777,12 +688,12 @@ fn plot(r: &Results) -> String {
         Some(1.0),
     );
     let _ = writeln!(s, "<text x=\"400\" y=\"{}\" fill=\"#555\">black ticks: the issue's targets (green: met, red: missed); whiskers: min–max over the rounds</text>", end + 4.0);
-    let s = s.replacen(
+    // The height is known only now: the header was written with a placeholder.
+    let mut s = s.replacen(
         &format!("height=\"{h}\" viewBox=\"0 0 {w} {h}\""),
         &format!("height=\"{0}\" viewBox=\"0 0 {w} {0}\"", end + 20.0),
         1,
     );
-    let mut s = s;
     s.push_str("</svg>\n");
     s
 }

@@ -422,148 +422,31 @@ fn fill(gen: &mut Gen, set: &PolicySet, veth: &VethSet, n: usize) -> Result<Sets
     })
 }
 
+// One row per line: the table is read across.
+#[rustfmt::skip]
 fn rows(s: &Sets) -> Vec<Row> {
     use Group::{Baseline, Portcullis};
-    let row = |key, label, group, pair, src, expect| Row {
-        key,
-        label,
-        group,
-        pair,
-        src,
-        expect,
-    };
+    let row = |key, label, group, pair, src, expect| Row { key, label, group, pair, src, expect };
     let blocklist = Expect::Verdict("blocklist", "drop");
     let not_allowed = Expect::Verdict("not_allowed", "drop");
     let allowed = Expect::Verdict("allowed", "pass");
     vec![
-        row(
-            "xdp_drop_empty",
-            "empty XDP_DROP",
-            Baseline,
-            EMPTY_PAIR,
-            s.hosts,
-            Expect::Nothing,
-        ),
-        row(
-            "floor_drop",
-            "floor: read the source, count, drop",
-            Baseline,
-            FLOOR_PAIR,
-            s.hosts,
-            Expect::Family(0),
-        ),
-        row(
-            "floor_drop_v6",
-            "floor, IPv6: read the 16-byte source, count, drop",
-            Baseline,
-            FLOOR_PAIR,
-            s.v6_list,
-            Expect::Family(1),
-        ),
-        row(
-            "floor_pass",
-            "floor with XDP_PASS (the stack behind it)",
-            Baseline,
-            FLOOR_PASS_PAIR,
-            s.allow_big,
-            Expect::Family(0),
-        ),
-        row(
-            "portcullis_drop_hosts",
-            "blocklist: random listed /32s (drop)",
-            Portcullis,
-            DAEMON_PAIR,
-            s.hosts,
-            blocklist,
-        ),
-        row(
-            "portcullis_drop",
-            "blocklist: random listed prefixes, 90% /32s (drop)",
-            Portcullis,
-            DAEMON_PAIR,
-            s.list,
-            blocklist,
-        ),
-        row(
-            "portcullis_drop_v6",
-            "blocklist IPv6: random listed /48s (drop)",
-            Portcullis,
-            DAEMON_PAIR,
-            s.v6_list,
-            blocklist,
-        ),
-        row(
-            "portcullis_drop_uniform",
-            "uniform random IPv4 sources, zone port (drop)",
-            Portcullis,
-            DAEMON_PAIR,
-            s.uniform,
-            not_allowed,
-        ),
-        row(
-            "portcullis_drop_uniform_v6",
-            "uniform random IPv6 sources (2000::/3), zone port (drop)",
-            Portcullis,
-            DAEMON_PAIR,
-            s.v6_uniform,
-            not_allowed,
-        ),
-        row(
-            "portcullis_drop_nets",
-            "blocklist: listed /24s only (drop)",
-            Portcullis,
-            DAEMON_PAIR,
-            s.nets,
-            blocklist,
-        ),
-        row(
-            "portcullis_drop_hot",
-            "blocklist: 64 listed /32s (drop, cache-resident)",
-            Portcullis,
-            DAEMON_PAIR,
-            s.hot,
-            blocklist,
-        ),
-        row(
-            "portcullis_allowed",
-            "zone port, source in the zone's /16 (pass)",
-            Portcullis,
-            DAEMON_PAIR,
-            s.allowed,
-            allowed,
-        ),
-        row(
-            "portcullis_allow_100k",
-            "zone port, source in a 100k allowlist (pass)",
-            Portcullis,
-            DAEMON_PAIR,
-            s.allow_big,
-            allowed,
-        ),
-        row(
-            "portcullis_allow_100k_miss",
-            "zone port, source beside a 100k allowlist's prefixes (drop)",
-            Portcullis,
-            DAEMON_PAIR,
-            s.allow_big_miss,
-            not_allowed,
-        ),
-        row(
-            "portcullis_allow_1k",
-            "zone port, source in a 1k allowlist (pass)",
-            Portcullis,
-            DAEMON_PAIR,
-            s.allow_small,
-            allowed,
-        ),
-        row(
-            "portcullis_allow_1k_miss",
-            "zone port, source beside a 1k allowlist's prefixes (drop)",
-            Portcullis,
-            DAEMON_PAIR,
-            s.allow_small_miss,
-            not_allowed,
-        ),
+        row("xdp_drop_empty", "empty XDP_DROP", Baseline, EMPTY_PAIR, s.hosts, Expect::Nothing),
+        row("floor_drop", "floor: read the source, count, drop", Baseline, FLOOR_PAIR, s.hosts, Expect::Family(0)),
+        row("floor_drop_v6", "floor, IPv6: read the 16-byte source, count, drop", Baseline, FLOOR_PAIR, s.v6_list, Expect::Family(1)),
+        row("floor_pass", "floor with XDP_PASS (the stack behind it)", Baseline, FLOOR_PASS_PAIR, s.allow_big, Expect::Family(0)),
+        row("portcullis_drop_hosts", "blocklist: random listed /32s (drop)", Portcullis, DAEMON_PAIR, s.hosts, blocklist),
+        row("portcullis_drop", "blocklist: random listed prefixes, 90% /32s (drop)", Portcullis, DAEMON_PAIR, s.list, blocklist),
+        row("portcullis_drop_v6", "blocklist IPv6: random listed /48s (drop)", Portcullis, DAEMON_PAIR, s.v6_list, blocklist),
+        row("portcullis_drop_uniform", "uniform random IPv4 sources, zone port (drop)", Portcullis, DAEMON_PAIR, s.uniform, not_allowed),
+        row("portcullis_drop_uniform_v6", "uniform random IPv6 sources (2000::/3), zone port (drop)", Portcullis, DAEMON_PAIR, s.v6_uniform, not_allowed),
+        row("portcullis_drop_nets", "blocklist: listed /24s only (drop)", Portcullis, DAEMON_PAIR, s.nets, blocklist),
+        row("portcullis_drop_hot", "blocklist: 64 listed /32s (drop, cache-resident)", Portcullis, DAEMON_PAIR, s.hot, blocklist),
+        row("portcullis_allowed", "zone port, source in the zone's /16 (pass)", Portcullis, DAEMON_PAIR, s.allowed, allowed),
+        row("portcullis_allow_100k", "zone port, source in a 100k allowlist (pass)", Portcullis, DAEMON_PAIR, s.allow_big, allowed),
+        row("portcullis_allow_100k_miss", "zone port, source beside a 100k allowlist's prefixes (drop)", Portcullis, DAEMON_PAIR, s.allow_big_miss, not_allowed),
+        row("portcullis_allow_1k", "zone port, source in a 1k allowlist (pass)", Portcullis, DAEMON_PAIR, s.allow_small, allowed),
+        row("portcullis_allow_1k_miss", "zone port, source beside a 1k allowlist's prefixes (drop)", Portcullis, DAEMON_PAIR, s.allow_small_miss, not_allowed),
     ]
 }
 
