@@ -50,12 +50,16 @@ enum Cmd {
     /// The sandbox demo: deploy/examples/keep.toml enforced in network namespaces,
     /// which probes are admitted and dropped, the counters that moved (root).
     Demo,
-    /// Benchmarks: per-packet cost, veth throughput vs nftables/iptables, control plane (root).
+    /// Benchmarks: per-packet cost, veth throughput against the floor and nftables/iptables, control plane (root).
     /// Writes bench/results.json and bench/results.svg.
     Bench {
         /// Smaller counts and fewer repeats (a few minutes).
         #[arg(long)]
         quick: bool,
+        /// Passed to the runner after `--`, e.g. `-- --rounds 9`, `-- --skip perpkt,control`
+        /// (see `portcullis-bench --help`).
+        #[arg(last = true)]
+        runner_args: Vec<String>,
     },
     /// The soak: the e2e sandbox under a flood, a reload every second (some invalid),
     /// kill -9 and restart every minute, metrics scraping and hostile metrics clients,
@@ -119,7 +123,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { quick } => bench::run(&root, quick),
+        Cmd::Bench { quick, runner_args } => bench::run(&root, quick, &runner_args),
         Cmd::Fuzz { seconds, targets } => fuzz::run(&root, seconds, &targets),
         Cmd::Soak { minutes } => soak(&root, minutes),
         Cmd::VmTest {
@@ -259,6 +263,17 @@ fn test(
             .current_dir(root)
             .args(["test", "--release"]),
     )?;
+    // The bench runner's own tests (frame checksums, generated policies).
+    exec(clean_cargo(None).current_dir(root).args([
+        "test",
+        "--release",
+        "-p",
+        "xtask",
+        "--features",
+        "bench",
+        "--bin",
+        "portcullis-bench",
+    ]))?;
     // A short pass over every fuzz target (fuzz/regressions ran in the unit tests).
     fuzz::run(root, fuzz::TEST_SECONDS, &[])?;
     if !bootstrap::is_root() {
