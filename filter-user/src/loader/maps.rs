@@ -485,42 +485,83 @@ impl Maps {
     }
 }
 
+/// Entries `start..start + n` of an array map in batches; `None` when the
+/// map or kernel cannot read in batches.
+fn read_batched<V: Pod + Default>(
+    map: &Array<MapData, V>,
+    name: &'static str,
+    start: u32,
+    n: u32,
+) -> Result<Option<Vec<V>>, LoaderError> {
+    let mut out = vec![V::default(); n as usize];
+    match batch::lookup_array(map.map(), start, &mut out) {
+        Ok(true) => Ok(Some(out)),
+        Ok(false) => Ok(None),
+        Err(e) => Err(batch_error(name, "bpf_map_lookup_batch", e)),
+    }
+}
+
+/// Entries `start..start + n` of an array map: in batches, else one by one.
+fn read_range<V: Pod + Default>(
+    map: &Array<MapData, V>,
+    name: &'static str,
+    start: u32,
+    n: u32,
+) -> Result<Vec<V>, LoaderError> {
+    if let Some(v) = read_batched(map, name, start, n)? {
+        return Ok(v);
+    }
+    (start..start + n)
+        .map(|i| map.get(&i, 0).map_err(LoaderError::map(name)))
+        .collect()
+}
+
 impl Maps {
     /// The IPv4 blocklist of `slot` as the datapath sees it: each word, and
     /// for each partly listed /24 the bitmap its base and rank point to.
     /// Pointers outside the slot's region (a half-written slot) are skipped.
     fn read_bl4(&self, slot: u32, img: &mut SlotImage) -> Result<(), LoaderError> {
         let region = slot * self.bl4_region..(slot + 1) * self.bl4_region;
-        for w in 0..BL4_WORDS_PER_SLOT {
-            let index = bl4_word_index(slot, w << 6);
-            let word = self
-                .bl4_words
-                .get(&index, 0)
-                .map_err(LoaderError::map(MAP_BL4_WORDS))?;
-            if word == Bl4Word::default() {
+        let first = bl4_word_index(slot, 0);
+        let words = read_range(&self.bl4_words, MAP_BL4_WORDS, first, BL4_WORDS_PER_SLOT)?;
+        let bases = read_range(&self.bl4_base, MAP_BL4_BASE, first, BL4_WORDS_PER_SLOT)?;
+        // (BL4_BITS index, /24) of every partly listed /24, by index.
+        let mut wanted = Vec::new();
+        for (w, (word, base)) in (0u32..).zip(words.iter().zip(&bases)) {
+            if *word == Bl4Word::default() {
                 continue;
             }
-            img.bl4_words.insert(w, word);
-            if word.part == 0 {
-                continue;
-            }
-            let base = self
-                .bl4_base
-                .get(&index, 0)
-                .map_err(LoaderError::map(MAP_BL4_BASE))?;
+            img.bl4_words.insert(w, *word);
             for b in 0..64u32 {
                 if word.part & (1 << b) == 0 {
                     continue;
                 }
                 let rank = (word.part & ((1 << b) - 1)).count_ones();
-                let Some(at) = base.checked_add(rank).filter(|i| region.contains(i)) else {
-                    continue;
-                };
-                let hosts = self
-                    .bl4_bits
-                    .get(&at, 0)
-                    .map_err(LoaderError::map(MAP_BL4_BITS))?;
-                img.bl4_hosts.insert((w << 6) | b, hosts);
+                if let Some(at) = base.checked_add(rank).filter(|i| region.contains(i)) {
+                    wanted.push((at, (w << 6) | b));
+                }
+            }
+        }
+        drop((words, bases));
+        wanted.sort_unstable();
+        let mut i = 0;
+        while i < wanted.len() {
+            let start = wanted[i].0;
+            let n = (BATCH as u32).min(region.end - start);
+            let Some(chunk) = read_batched(&self.bl4_bits, MAP_BL4_BITS, start, n)? else {
+                // No batch lookups: only what is wanted, one by one.
+                for (at, net24) in &wanted[i..] {
+                    let hosts = self
+                        .bl4_bits
+                        .get(at, 0)
+                        .map_err(LoaderError::map(MAP_BL4_BITS))?;
+                    img.bl4_hosts.insert(*net24, hosts);
+                }
+                break;
+            };
+            while let Some((at, net24)) = wanted.get(i).filter(|(at, _)| *at < start + n) {
+                img.bl4_hosts.insert(*net24, chunk[(at - start) as usize]);
+                i += 1;
             }
         }
         Ok(())
