@@ -504,6 +504,8 @@ mod tests {
     /// The three maps of both slots in memory, as the kernel holds them.
     struct Kernel {
         region: u32,
+        /// The slot being written: its writes must stay in its region.
+        slot: u32,
         words: HashMap<u32, Bl4Word>,
         base: HashMap<u32, u32>,
         bits: Vec<Bl4Hosts>,
@@ -513,9 +515,10 @@ mod tests {
     }
 
     impl Kernel {
-        fn new(region: u32) -> Kernel {
+        fn new(slot: u32, region: u32) -> Kernel {
             Kernel {
                 region,
+                slot,
                 words: HashMap::new(),
                 base: HashMap::new(),
                 bits: vec![Bl4Hosts::default(); 2 * region as usize],
@@ -532,6 +535,17 @@ mod tests {
                 }
             }
             self.written += n;
+            let (lo, hi) = (self.slot * self.region, (self.slot + 1) * self.region);
+            assert!(
+                w.bits.iter().all(|k| (lo..hi).contains(k)),
+                "write outside the region"
+            );
+            assert!(
+                w.base_v.iter().all(|b| (lo..hi).contains(b)),
+                "base outside the region"
+            );
+            let words = self.slot * BL4_WORDS_PER_SLOT..(self.slot + 1) * BL4_WORDS_PER_SLOT;
+            assert!(w.words.iter().chain(&w.base).all(|k| words.contains(k)));
             for (k, v) in w.bits.iter().zip(&w.bits_v) {
                 self.bits[*k as usize] = *v;
             }
@@ -645,7 +659,7 @@ mod tests {
         fn new(slot: u32, region: u32) -> Slot {
             Slot {
                 slot,
-                kernel: Kernel::new(region),
+                kernel: Kernel::new(slot, region),
                 layout: Some(Layout::new(region)),
                 held: Vec::new(),
             }
