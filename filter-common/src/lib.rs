@@ -34,14 +34,15 @@ pub const MAP_ZONES: &str = "ZONES";
 pub const MAP_ALLOW4: &str = "ALLOW4";
 pub const MAP_ALLOW6: &str = "ALLOW6";
 pub const MAP_BL4_WORDS: &str = "BL4_WORDS";
-pub const MAP_BL4_HOSTS: &str = "BL4_HOSTS";
+pub const MAP_BL4_BASE: &str = "BL4_BASE";
+pub const MAP_BL4_BITS: &str = "BL4_BITS";
 pub const MAP_BL6: &str = "BL6";
 pub const MAP_IFACES: &str = "IFACES";
 pub const MAP_META: &str = "META";
 /// `LAYOUT[0]`: the `LAYOUT_VERSION` of the build that created the maps.
 pub const MAP_LAYOUT: &str = "LAYOUT";
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 13] = [
+pub const ALL_MAPS: [&str; 14] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -50,11 +51,12 @@ pub const ALL_MAPS: [&str; 13] = [
     MAP_ALLOW4,
     MAP_ALLOW6,
     MAP_BL4_WORDS,
-    MAP_BL4_HOSTS,
     MAP_BL6,
     MAP_IFACES,
     MAP_META,
     MAP_LAYOUT,
+    MAP_BL4_BASE,
+    MAP_BL4_BITS,
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
@@ -333,18 +335,48 @@ pub struct Tagged6 {
 }
 
 // ---------------------------------------------------------------------------
-// IPv4 blocklist: a /24 bitmap plus per-/24 host bitmaps.
-// `BL4_WORDS[slot * BL4_WORDS_PER_SLOT + (net24 >> 6)]`: bit (net24 & 63) of
-// `full` = the whole /24 is blocked; of `part` = look up `BL4_HOSTS`.
-// `BL4_HOSTS[{slot, net24}]` = 256-bit bitmap of blocked hosts in that /24.
-// Every IPv4 lookup is one array read, plus one hash read for partial /24s.
+// IPv4 blocklist: a /24 bitmap, and the host bitmaps of partly listed /24s in
+// one array, without a hash on the packet path.
+//
+// `BL4_WORDS[w]`, w = `bl4_word_index(slot, net24)`: the word of the 64 /24s
+// of *group* `net24 >> 6`. Bit `net24 & 63` of `full`: the whole /24 is
+// blocked; of `part`: some of its hosts are.
+// `BL4_BASE[w]` (same index): where the group's *block* starts in `BL4_BITS`,
+// an absolute index. Meaningful only while `part != 0` (stale otherwise).
+// `BL4_BITS[base + rank]`: the 256-bit host bitmap of the group's partly
+// listed /24 of rank `rank = popcount(part & (bit - 1))`: a block holds
+// `popcount(part)` bitmaps, contiguous, in /24 order (`bl4_bits_index`).
+// `BL4_BITS` is shared by both slots: slot `s` owns the region
+// `[s * R, (s + 1) * R)`, R = `bl4_bits_region(max_entries)`; every block of a
+// slot lies in its region. The loader places blocks (free lists per block
+// size, so changing one group rewrites one block, not the array).
+//
+// A lookup: one `BL4_WORDS` read; for a partly listed /24 one `BL4_BASE` read
+// (2 MiB per slot) and one `BL4_BITS` read. Sizes per slot: 4 MiB words,
+// 2 MiB bases (BPF stores a u32 in 8 bytes), 32 B per partly listed /24
+// (32 MiB for the default R = 2^20).
 // ---------------------------------------------------------------------------
 
 pub const BL4_WORDS_PER_SLOT: u32 = 1 << 18;
 
+/// Index into `BL4_WORDS` and `BL4_BASE` of the group holding `net24`.
 #[inline(always)]
 pub const fn bl4_word_index(slot: u32, net24: u32) -> u32 {
     slot * BL4_WORDS_PER_SLOT + (net24 >> 6)
+}
+
+/// Index into `BL4_BITS` of `net24`'s host bitmap, given its group's word
+/// (`part` must have the /24's bit set) and `BL4_BASE` entry.
+#[inline(always)]
+pub const fn bl4_bits_index(base: u32, part: u64, net24: u32) -> u32 {
+    let bit = 1u64 << (net24 & 63);
+    base + (part & (bit - 1)).count_ones()
+}
+
+/// Entries of `BL4_BITS` each slot owns: half of the map.
+#[inline(always)]
+pub const fn bl4_bits_region(max_entries: u32) -> u32 {
+    max_entries / NUM_SLOTS
 }
 
 #[repr(C)]
@@ -354,13 +386,7 @@ pub struct Bl4Word {
     pub part: u64,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Bl4HostKey {
-    pub slot: u32,
-    pub net24: u32,
-}
-
+/// One partly listed /24: bit `h & 63` of `bits[h >> 6]` = host `h` is blocked.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bl4Hosts {
@@ -386,7 +412,8 @@ pub struct MetaBlob {
 }
 
 /// Default capacities (the loader may raise them with `set_max_entries`).
-pub const DEFAULT_BL4_HOSTS_MAX: u32 = 1 << 21;
+/// `BL4_BITS` entries, both slots: 2^20 partly listed /24s per slot, 64 MiB.
+pub const DEFAULT_BL4_BITS_MAX: u32 = 1 << 21;
 pub const DEFAULT_BL6_MAX: u32 = 1 << 19;
 pub const DEFAULT_ALLOW_MAX: u32 = 1 << 18;
 
@@ -445,7 +472,6 @@ mod pod {
     unsafe impl aya::Pod for Tagged4 {}
     unsafe impl aya::Pod for Tagged6 {}
     unsafe impl aya::Pod for Bl4Word {}
-    unsafe impl aya::Pod for Bl4HostKey {}
     unsafe impl aya::Pod for Bl4Hosts {}
     unsafe impl aya::Pod for MetaBlob {}
 }
@@ -515,5 +541,16 @@ mod tests {
     #[test]
     fn bl4_index_splits_slots() {
         assert_eq!(bl4_word_index(1, 0xff_ffff), 2 * BL4_WORDS_PER_SLOT - 1);
+    }
+
+    #[test]
+    fn bl4_bits_index_is_the_rank_of_the_part_bit() {
+        let part = 0b1011_0001u64 | 1 << 63;
+        assert_eq!(bl4_bits_index(100, part, 0), 100);
+        assert_eq!(bl4_bits_index(100, part, 4), 101);
+        assert_eq!(bl4_bits_index(100, part, 5), 102);
+        assert_eq!(bl4_bits_index(100, part, 7), 103);
+        assert_eq!(bl4_bits_index(100, part, 64 + 63), 104);
+        assert_eq!(bl4_bits_region(DEFAULT_BL4_BITS_MAX), 1 << 20);
     }
 }

@@ -2,6 +2,7 @@
 #![no_std]
 #![no_main]
 
+mod blocklist4;
 mod decide;
 mod maps;
 mod parse;

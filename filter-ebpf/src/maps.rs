@@ -1,14 +1,13 @@
 //! The program's maps (layout and meaning: `filter-common`) and the only `unsafe`
 //! map accessors of the program.
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray},
 };
 use filter_common::{
-    Bl4HostKey, Bl4Hosts, Bl4Word, Config, Counter, MetaBlob, PortEntry, Tagged4, Tagged6,
-    ZoneInfo, BL4_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_HOSTS_MAX,
-    DEFAULT_BL6_MAX, IFACES_LEN, NUM_SLOTS, PORTS_PER_SLOT, ZONE_SLOTS,
+    Bl4Hosts, Bl4Word, Config, Counter, MetaBlob, PortEntry, Tagged4, Tagged6, ZoneInfo,
+    BL4_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_BITS_MAX, DEFAULT_BL6_MAX,
+    IFACES_LEN, NUM_SLOTS, PORTS_PER_SLOT, ZONE_SLOTS,
 };
 
 #[map]
@@ -38,17 +37,11 @@ pub static ALLOW6: LpmTrie<Tagged6, u8> = LpmTrie::with_max_entries(DEFAULT_ALLO
 #[map]
 pub static BL4_WORDS: Array<Bl4Word> = Array::with_max_entries(NUM_SLOTS * BL4_WORDS_PER_SLOT, 0);
 #[map]
-pub static BL4_HOSTS: HashMap<Bl4HostKey, Bl4Hosts> =
-    HashMap::with_max_entries(DEFAULT_BL4_HOSTS_MAX, BPF_F_NO_PREALLOC);
+pub static BL4_BASE: Array<u32> = Array::with_max_entries(NUM_SLOTS * BL4_WORDS_PER_SLOT, 0);
+#[map]
+pub static BL4_BITS: Array<Bl4Hosts> = Array::with_max_entries(DEFAULT_BL4_BITS_MAX, 0);
 #[map]
 pub static BL6: LpmTrie<Tagged6, u8> = LpmTrie::with_max_entries(DEFAULT_BL6_MAX, 0);
-
-/// Host bitmap of a partially blocked /24.
-#[inline(always)]
-pub fn bl4_hosts(key: &Bl4HostKey) -> Option<Bl4Hosts> {
-    // SAFETY: the value is copied out at once; the map is never resized under us.
-    unsafe { BL4_HOSTS.get(key).copied() }
-}
 
 #[inline(always)]
 pub fn lpm4_contains(map: &LpmTrie<Tagged4, u8>, tag: [u8; 4], addr: [u8; 4]) -> bool {

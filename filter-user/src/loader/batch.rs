@@ -13,6 +13,7 @@ use nix::libc;
 
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 /// The kernel's internal "not supported" (not in libc).
@@ -187,4 +188,66 @@ pub(super) fn delete<K: Pod>(map: &MapData, keys: &[K]) -> Done {
         std::ptr::null(),
         keys.len(),
     )
+}
+
+/// Reads entries `start..start + out.len()` of an array map into `out`,
+/// `BATCH` per syscall (BPF_MAP_LOOKUP_BATCH, in_batch = the index before
+/// `start`). `Ok(false)`: the map or kernel has no batch lookup (nothing
+/// useful in `out`; read entry by entry instead).
+pub(super) fn lookup_array<V: Pod>(map: &MapData, start: u32, out: &mut [V]) -> io::Result<bool> {
+    let mut keys = vec![0u32; BATCH.min(out.len())];
+    let mut done = 0usize;
+    while done < out.len() {
+        let n = BATCH.min(out.len() - done);
+        let first = start + done as u32;
+        let prev = first.wrapping_sub(1);
+        let mut last = 0u32;
+        let mut attr = BatchAttr {
+            in_batch: if first == 0 {
+                0
+            } else {
+                &prev as *const u32 as u64
+            },
+            out_batch: &mut last as *mut u32 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: out[done..].as_mut_ptr() as u64,
+            count: n as u32,
+            map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` is a valid `bpf_attr` batch member; `keys` holds
+        // `n` u32 keys and `out[done..]` at least `n` values of the map's
+        // value size (arrays: key u32, value `V`); `prev` and `last` are
+        // u32 keys; all outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>() as u32,
+            )
+        };
+        let got = (attr.count as usize).min(n);
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // The end of the array: fine if everything asked for came.
+                Some(libc::ENOENT) if got == n => {}
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(ENOTSUPP) if done == 0 => {
+                    return Ok(false)
+                }
+                _ => return Err(e),
+            }
+        }
+        if got == 0
+            || keys[..got]
+                .iter()
+                .enumerate()
+                .any(|(i, k)| *k != first + i as u32)
+        {
+            return Err(io::Error::other("batch lookup returned unexpected keys"));
+        }
+        done += got;
+    }
+    Ok(true)
 }

@@ -2,20 +2,23 @@
 //! (every batch, single-entry write, META write and the flip each count as
 //! one step), then checks that the enforced policy is exactly the old or
 //! exactly the new one. Disarmed it costs one atomic load per write syscall.
+//! It also counts the entries written (a batch of n counts n), so tests can
+//! check that a small change writes few entries.
 use std::sync::{
-    atomic::{AtomicI64, Ordering},
+    atomic::{AtomicI64, AtomicU64, Ordering},
     Arc,
 };
 
 use super::LoaderError;
 
-/// Shared by the writer's threads; negative = disarmed.
+/// Shared by the writer's threads; negative = disarmed. The second counter:
+/// entries written since load.
 #[derive(Debug, Clone)]
-pub(crate) struct Faults(Arc<AtomicI64>);
+pub(crate) struct Faults(Arc<AtomicI64>, Arc<AtomicU64>);
 
 impl Default for Faults {
     fn default() -> Self {
-        Faults(Arc::new(AtomicI64::new(-1)))
+        Faults(Arc::new(AtomicI64::new(-1)), Arc::new(AtomicU64::new(0)))
     }
 }
 
@@ -31,8 +34,20 @@ impl Faults {
         self.0.load(Ordering::SeqCst) >= 0
     }
 
-    /// Called before each write: counts down, and fails the armed step.
+    /// Entries written so far (batches count their entries).
+    pub(crate) fn written(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
+    }
+
+    /// Called before a write of one entry; see `step_n`.
     pub(crate) fn step(&self, map: &'static str) -> Result<(), LoaderError> {
+        self.step_n(map, 1)
+    }
+
+    /// Called before each write (of `entries` entries, one step): counts
+    /// down, and fails the armed step.
+    pub(crate) fn step_n(&self, map: &'static str, entries: usize) -> Result<(), LoaderError> {
+        self.1.fetch_add(entries as u64, Ordering::Relaxed);
         if self.0.load(Ordering::Relaxed) < 0 {
             return Ok(());
         }

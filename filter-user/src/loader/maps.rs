@@ -2,25 +2,24 @@
 use std::{collections::HashSet, hash::Hash};
 
 use aya::{
-    maps::{
-        lpm_trie::Key, Array, HashMap as BpfHashMap, IterableMap, LpmTrie, MapData, MapError,
-        PerCpuArray,
-    },
+    maps::{lpm_trie::Key, Array, IterableMap, LpmTrie, MapData, MapError, PerCpuArray},
     sys::SyscallError,
     Ebpf, Pod,
 };
 use filter_common::{
-    bl4_word_index, port_index, set_tag, zone_index, Bl4HostKey, Bl4Hosts, Bl4Word, Config,
+    bl4_bits_region, bl4_word_index, port_index, set_tag, zone_index, Bl4Hosts, Bl4Word, Config,
     Counter, MetaBlob, PortEntry, Tagged4, Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, MAP_ACTIVE,
-    MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_HOSTS, MAP_BL4_WORDS, MAP_BL6, MAP_CONFIG, MAP_COUNTERS,
-    MAP_IFACES, MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS,
+    MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_BASE, MAP_BL4_BITS, MAP_BL4_WORDS, MAP_BL6, MAP_CONFIG,
+    MAP_COUNTERS, MAP_IFACES, MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_ZONES, NUM_PORT_PROTOS,
+    SET_TAG_BITS,
     ZONE_SLOTS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{
     batch::{self, BATCH},
-    compact::{keyed_diff, sorted_diff, touched_words, word, Compact, SharedEntries},
+    bl4::{self, Layout},
+    compact::{keyed_diff, sorted_diff, Compact, SharedEntries},
     fault::Faults,
     image::SlotImage,
     meta::Meta,
@@ -38,7 +37,13 @@ pub struct Maps {
     allow4: LpmTrie<MapData, Tagged4, u8>,
     allow6: LpmTrie<MapData, Tagged6, u8>,
     bl4_words: Array<MapData, Bl4Word>,
-    bl4_hosts: BpfHashMap<MapData, Bl4HostKey, Bl4Hosts>,
+    bl4_base: Array<MapData, u32>,
+    bl4_bits: Array<MapData, Bl4Hosts>,
+    /// Entries of `BL4_BITS` each slot owns.
+    bl4_region: u32,
+    /// Where each slot's host bitmaps lie; `None` = unknown (the next write
+    /// of that slot lays them out afresh).
+    bl4_layout: [Option<Layout>; 2],
     bl6: LpmTrie<MapData, Tagged6, u8>,
     ifaces: Array<MapData, u32>,
     meta: Array<MapData, MetaBlob>,
@@ -135,7 +140,7 @@ fn put_all<K: Pod, V: Pod>(
     values: &[V],
 ) -> Result<(), LoaderError> {
     for (ks, vs) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
-        faults.step(name)?;
+        faults.step_n(name, ks.len())?;
         let done = batch::update(map, ks, vs);
         if done.error.is_none() {
             continue;
@@ -160,7 +165,7 @@ fn del_all<K: Pod>(
     keys: &[K],
 ) -> Result<(), LoaderError> {
     for ks in keys.chunks(BATCH) {
-        faults.step(name)?;
+        faults.step_n(name, ks.len())?;
         let done = batch::delete(map, ks);
         if done.error.is_none() {
             continue;
@@ -193,107 +198,31 @@ fn sync_lpm_sorted<T: Ord, K: Pod>(
     put_all(map.map(), name, faults, &added, &vec![1u8; added.len()])
 }
 
-/// Merges two ascending, duplicate-free lists.
-fn union_sorted(a: Vec<u32>, b: Vec<u32>) -> Vec<u32> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        let x = match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) if x == y => {
-                i += 1;
-                j += 1;
-                *x
-            }
-            (Some(x), Some(y)) if x < y => {
-                i += 1;
-                *x
-            }
-            (Some(x), None) => {
-                i += 1;
-                *x
-            }
-            (_, Some(y)) => {
-                j += 1;
-                *y
-            }
-            (None, None) => unreachable!(),
-        };
-        out.push(x);
-    }
-    out
-}
-
-/// The IPv4 bitmap maps of one slot being rewritten from `old` to `new`.
+/// The IPv4 blocklist's maps, for `bl4`'s batches.
 struct Bl4Maps<'a> {
-    slot: u32,
     words: &'a MapData,
-    hosts: &'a MapData,
-    old: &'a [Ipv4Net],
-    new: &'a [Ipv4Net],
+    base: &'a MapData,
+    bits: &'a MapData,
     faults: &'a Faults,
 }
 
 impl Bl4Maps<'_> {
-    /// Rewrites `words` (and their host bitmaps) where their content differs
-    /// between `old` and `new`, in batches.
-    fn write(&self, words: &[u32]) -> Result<(), LoaderError> {
-        let slot = self.slot;
-        let mut word_keys = Vec::new();
-        let mut word_values = Vec::new();
-        let mut host_gone = Vec::new();
-        let mut host_keys = Vec::new();
-        let mut host_values = Vec::new();
-        let (mut old_hosts, mut new_hosts) = (Vec::new(), Vec::new());
-        let last = words.last().copied();
-        for &w in words {
-            old_hosts.clear();
-            new_hosts.clear();
-            let before = word(self.old, w, &mut old_hosts);
-            let after = word(self.new, w, &mut new_hosts);
-            if before != after {
-                word_keys.push(slot * BL4_WORDS_PER_SLOT + w);
-                word_values.push(after);
-            }
-            if !old_hosts.is_empty() || !new_hosts.is_empty() {
-                let (gone, set) = keyed_diff(&old_hosts, &new_hosts);
-                host_gone.extend(gone.into_iter().map(|net24| Bl4HostKey { slot, net24 }));
-                for (net24, hosts) in set {
-                    host_keys.push(Bl4HostKey { slot, net24 });
-                    host_values.push(hosts);
-                }
-            }
-            let full =
-                word_keys.len() >= BATCH || host_keys.len() >= BATCH || host_gone.len() >= BATCH;
-            if full || Some(w) == last {
-                // Deletes first: both slots share the hash map's capacity.
-                del_all(self.hosts, MAP_BL4_HOSTS, self.faults, &host_gone)?;
-                put_all(
-                    self.hosts,
-                    MAP_BL4_HOSTS,
-                    self.faults,
-                    &host_keys,
-                    &host_values,
-                )?;
-                put_all(
-                    self.words,
-                    MAP_BL4_WORDS,
-                    self.faults,
-                    &word_keys,
-                    &word_values,
-                )?;
-                word_keys.clear();
-                word_values.clear();
-                host_gone.clear();
-                host_keys.clear();
-                host_values.clear();
-            }
-        }
-        Ok(())
+    /// Bitmaps first, then bases, then words.
+    fn flush(&self, w: &bl4::Writes) -> Result<(), LoaderError> {
+        put_all(self.bits, MAP_BL4_BITS, self.faults, &w.bits, &w.bits_v)?;
+        put_all(self.base, MAP_BL4_BASE, self.faults, &w.base, &w.base_v)?;
+        put_all(self.words, MAP_BL4_WORDS, self.faults, &w.words, &w.words_v)
     }
 }
 
 impl Maps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Maps, LoaderError> {
+        let bl4_bits: Array<MapData, Bl4Hosts> = take(ebpf, MAP_BL4_BITS)?;
+        let bits_max = bl4_bits
+            .map()
+            .info()
+            .map_err(LoaderError::map(MAP_BL4_BITS))?
+            .max_entries();
         Ok(Maps {
             active: take(ebpf, MAP_ACTIVE)?,
             layout: take(ebpf, MAP_LAYOUT)?,
@@ -304,7 +233,10 @@ impl Maps {
             allow4: take(ebpf, MAP_ALLOW4)?,
             allow6: take(ebpf, MAP_ALLOW6)?,
             bl4_words: take(ebpf, MAP_BL4_WORDS)?,
-            bl4_hosts: take(ebpf, MAP_BL4_HOSTS)?,
+            bl4_base: take(ebpf, MAP_BL4_BASE)?,
+            bl4_bits,
+            bl4_region: bl4_bits_region(bits_max),
+            bl4_layout: [None, None],
             bl6: take(ebpf, MAP_BL6)?,
             ifaces: take(ebpf, MAP_IFACES)?,
             meta: take(ebpf, MAP_META)?,
@@ -320,7 +252,7 @@ impl Maps {
         Ok(SharedEntries {
             allow4: max(self.allow4.map(), MAP_ALLOW4)?,
             allow6: max(self.allow6.map(), MAP_ALLOW6)?,
-            bl4_hosts: max(self.bl4_hosts.map(), MAP_BL4_HOSTS)?,
+            bl4_hosts: self.bl4_region as usize,
             bl6: max(self.bl6.map(), MAP_BL6)?,
         })
     }
@@ -448,42 +380,14 @@ impl Maps {
             &new.allow6,
             |(s, n)| key6(*s, slot, n),
         )?;
-        sync_array(
-            &mut self.bl4_words,
-            MAP_BL4_WORDS,
-            f,
-            &old.bl4_words,
-            &new.bl4_words,
-            |w| slot * BL4_WORDS_PER_SLOT + w,
-        )?;
-        for net24 in old
-            .bl4_hosts
-            .keys()
-            .filter(|k| !new.bl4_hosts.contains_key(k))
-        {
-            f.step(MAP_BL4_HOSTS)?;
-            self.bl4_hosts
-                .remove(&Bl4HostKey {
-                    slot,
-                    net24: *net24,
-                })
-                .map_err(LoaderError::map(MAP_BL4_HOSTS))?;
-        }
-        for (net24, hosts) in &new.bl4_hosts {
-            if old.bl4_hosts.get(net24) != Some(hosts) {
-                f.step(MAP_BL4_HOSTS)?;
-                self.bl4_hosts
-                    .insert(
-                        Bl4HostKey {
-                            slot,
-                            net24: *net24,
-                        },
-                        *hosts,
-                        0,
-                    )
-                    .map_err(LoaderError::map(MAP_BL4_HOSTS))?;
-            }
-        }
+        let bl4 = Bl4Maps {
+            words: self.bl4_words.map(),
+            base: self.bl4_base.map(),
+            bits: self.bl4_bits.map(),
+            faults: f,
+        };
+        let layout = &mut self.bl4_layout[slot as usize];
+        bl4::write_images(layout, self.bl4_region, slot, old, new, |w| bl4.flush(w))?;
         sync_lpm(&mut self.bl6, MAP_BL6, f, &old.bl6, &new.bl6, |n| {
             key6(0, slot, n)
         })?;
@@ -544,33 +448,25 @@ impl Maps {
             &new.allow6,
             |(s, n)| key6(*s, slot, n),
         )?;
-        // The IPv4 bitmap (mostly kernel time in hash inserts, ~1 µs each)
-        // in two halves on two threads; IPv6 beside it.
-        let (gone, added) = sorted_diff(&old.bl4, &new.bl4);
-        let words = union_sorted(
-            touched_words(gone.into_iter()).collect(),
-            touched_words(added.into_iter()).collect(),
-        );
-        let (first, second) = words.split_at(words.len() / 2);
+        // The IPv4 bitmap here, IPv6 beside it on another thread.
         let bl4 = Bl4Maps {
-            slot,
             words: self.bl4_words.map(),
-            hosts: self.bl4_hosts.map(),
-            old: &old.bl4,
-            new: &new.bl4,
+            base: self.bl4_base.map(),
+            bits: self.bl4_bits.map(),
             faults: f,
         };
+        let layout = &mut self.bl4_layout[slot as usize];
+        let region = self.bl4_region;
         let bl6 = &self.bl6;
         std::thread::scope(|s| -> Result<(), LoaderError> {
             let other = s.spawn(|| -> Result<(), LoaderError> {
-                bl4.write(second)?;
                 sync_lpm_sorted(bl6, MAP_BL6, f, &old.bl6, &new.bl6, |n| key6(0, slot, n))
             });
-            let mine = bl4.write(first);
+            let mine = bl4::write_lists(layout, region, slot, &old.bl4, &new.bl4, |w| bl4.flush(w));
             other
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-            mine
+            mine.map(|_| ())
         })?;
         self.set_config(slot, new.config)
     }
@@ -602,25 +498,7 @@ impl Maps {
                 img.zones.insert(z, info);
             }
         }
-        for w in 0..BL4_WORDS_PER_SLOT {
-            let word = self
-                .bl4_words
-                .get(&bl4_word_index(slot, w << 6), 0)
-                .map_err(LoaderError::map(MAP_BL4_WORDS))?;
-            if word != Bl4Word::default() {
-                img.bl4_words.insert(w, word);
-            }
-        }
-        for key in self.bl4_hosts.keys() {
-            let key = key.map_err(LoaderError::map(MAP_BL4_HOSTS))?;
-            if key.slot == slot {
-                let hosts = self
-                    .bl4_hosts
-                    .get(&key, 0)
-                    .map_err(LoaderError::map(MAP_BL4_HOSTS))?;
-                img.bl4_hosts.insert(key.net24, hosts);
-            }
-        }
+        self.read_bl4(slot, &mut img)?;
         for key in self.allow4.keys() {
             let key = key.map_err(LoaderError::map(MAP_ALLOW4))?;
             if let Some((set, net)) = untag4(&key, slot) {
@@ -640,6 +518,89 @@ impl Maps {
             }
         }
         Ok(img)
+    }
+}
+
+/// Entries `start..start + n` of an array map in batches; `None` when the
+/// map or kernel cannot read in batches.
+fn read_batched<V: Pod + Default>(
+    map: &Array<MapData, V>,
+    name: &'static str,
+    start: u32,
+    n: u32,
+) -> Result<Option<Vec<V>>, LoaderError> {
+    let mut out = vec![V::default(); n as usize];
+    match batch::lookup_array(map.map(), start, &mut out) {
+        Ok(true) => Ok(Some(out)),
+        Ok(false) => Ok(None),
+        Err(e) => Err(batch_error(name, "bpf_map_lookup_batch", e)),
+    }
+}
+
+/// Entries `start..start + n` of an array map: in batches, else one by one.
+fn read_range<V: Pod + Default>(
+    map: &Array<MapData, V>,
+    name: &'static str,
+    start: u32,
+    n: u32,
+) -> Result<Vec<V>, LoaderError> {
+    if let Some(v) = read_batched(map, name, start, n)? {
+        return Ok(v);
+    }
+    (start..start + n)
+        .map(|i| map.get(&i, 0).map_err(LoaderError::map(name)))
+        .collect()
+}
+
+impl Maps {
+    /// The IPv4 blocklist of `slot` as the datapath sees it: each word, and
+    /// for each partly listed /24 the bitmap its base and rank point to.
+    /// Pointers outside the slot's region (a half-written slot) are skipped.
+    fn read_bl4(&self, slot: u32, img: &mut SlotImage) -> Result<(), LoaderError> {
+        let region = slot * self.bl4_region..(slot + 1) * self.bl4_region;
+        let first = bl4_word_index(slot, 0);
+        let words = read_range(&self.bl4_words, MAP_BL4_WORDS, first, BL4_WORDS_PER_SLOT)?;
+        let bases = read_range(&self.bl4_base, MAP_BL4_BASE, first, BL4_WORDS_PER_SLOT)?;
+        // (BL4_BITS index, /24) of every partly listed /24, by index.
+        let mut wanted = Vec::new();
+        for (w, (word, base)) in (0u32..).zip(words.iter().zip(&bases)) {
+            if *word == Bl4Word::default() {
+                continue;
+            }
+            img.bl4_words.insert(w, *word);
+            for b in 0..64u32 {
+                if word.part & (1 << b) == 0 {
+                    continue;
+                }
+                let rank = (word.part & ((1 << b) - 1)).count_ones();
+                if let Some(at) = base.checked_add(rank).filter(|i| region.contains(i)) {
+                    wanted.push((at, (w << 6) | b));
+                }
+            }
+        }
+        drop((words, bases));
+        wanted.sort_unstable();
+        let mut i = 0;
+        while i < wanted.len() {
+            let start = wanted[i].0;
+            let n = (BATCH as u32).min(region.end - start);
+            let Some(chunk) = read_batched(&self.bl4_bits, MAP_BL4_BITS, start, n)? else {
+                // No batch lookups: only what is wanted, one by one.
+                for (at, net24) in &wanted[i..] {
+                    let hosts = self
+                        .bl4_bits
+                        .get(at, 0)
+                        .map_err(LoaderError::map(MAP_BL4_BITS))?;
+                    img.bl4_hosts.insert(*net24, hosts);
+                }
+                break;
+            };
+            while let Some((at, net24)) = wanted.get(i).filter(|(at, _)| *at < start + n) {
+                img.bl4_hosts.insert(*net24, chunk[(at - start) as usize]);
+                i += 1;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 //! with one 4-byte write. Packets read `ACTIVE` once, so each one sees exactly
 //! one whole policy.
 mod batch;
+mod bl4;
 mod compact;
 mod detach;
 mod fault;
@@ -106,6 +107,12 @@ pub enum LoaderError {
         max = filter_common::LAYOUT_VERSION
     )]
     NewerLayout(u32),
+    #[error(
+        "the IPv4 blocklist has {need} partly listed /24s (a /24 holding a prefix longer \
+         than /24); one slot of BL4_BITS holds {max}; merge hosts into whole /24s or \
+         shorten the list"
+    )]
+    Bl4Capacity { need: usize, max: usize },
     #[error("map {0}: injected fault (test hook)")]
     Injected(&'static str),
 }
@@ -463,6 +470,14 @@ impl Filter {
     /// (checked only when the enforced slot's content is known; otherwise a
     /// write that overflows fails cleanly part-way, in the inactive slot).
     fn check_capacity(&self, target: u32, image: &Compact) -> Result<(), LoaderError> {
+        // Each slot owns half of BL4_BITS: the enforced slot does not count.
+        let (need, max) = (
+            image.shared_entries().bl4_hosts,
+            self.maps.shared_capacity()?.bl4_hosts,
+        );
+        if need > max {
+            return Err(LoaderError::Bl4Capacity { need, max });
+        }
         let Some(active) = self.shadow[1 - target as usize].as_ref() else {
             return Ok(());
         };
@@ -474,12 +489,6 @@ impl Filter {
         for (map, active, new, max) in [
             (filter_common::MAP_ALLOW4, a.allow4, n.allow4, max.allow4),
             (filter_common::MAP_ALLOW6, a.allow6, n.allow6, max.allow6),
-            (
-                filter_common::MAP_BL4_HOSTS,
-                a.bl4_hosts,
-                n.bl4_hosts,
-                max.bl4_hosts,
-            ),
             (filter_common::MAP_BL6, a.bl6, n.bl6, max.bl6),
         ] {
             if active + new > max {
@@ -521,6 +530,12 @@ impl Filter {
     #[doc(hidden)]
     pub fn inject_fault(&self, after: Option<u64>) {
         self.maps.faults.arm(after);
+    }
+
+    /// Test hook: map entries written since load (a batch of n counts n).
+    #[doc(hidden)]
+    pub fn entries_written(&self) -> u64 {
+        self.maps.faults.written()
     }
 
     /// Test hook: true while an armed fault has not fired yet.
