@@ -34,7 +34,8 @@ pub const MAP_ZONES: &str = "ZONES";
 pub const MAP_ALLOW4: &str = "ALLOW4";
 pub const MAP_ALLOW6: &str = "ALLOW6";
 pub const MAP_BL4_WORDS: &str = "BL4_WORDS";
-pub const MAP_BL4_HOSTS: &str = "BL4_HOSTS";
+pub const MAP_BL4_BASE: &str = "BL4_BASE";
+pub const MAP_BL4_BITS: &str = "BL4_BITS";
 pub const MAP_BL6_WORDS: &str = "BL6_WORDS";
 pub const MAP_BL6_INFO: &str = "BL6_INFO";
 pub const MAP_BL6_TABLE: &str = "BL6_TABLE";
@@ -43,7 +44,7 @@ pub const MAP_META: &str = "META";
 /// `LAYOUT[0]`: the `LAYOUT_VERSION` of the build that created the maps.
 pub const MAP_LAYOUT: &str = "LAYOUT";
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 14] = [
+pub const ALL_MAPS: [&str; 16] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -52,9 +53,11 @@ pub const ALL_MAPS: [&str; 14] = [
     MAP_ALLOW4,
     MAP_ALLOW6,
     MAP_BL4_WORDS,
-    MAP_BL4_HOSTS,
     MAP_IFACES,
     MAP_META,
+    MAP_LAYOUT,
+    MAP_BL4_BASE,
+    MAP_BL4_BITS,
     MAP_BL6_WORDS,
     MAP_BL6_INFO,
     MAP_BL6_TABLE,
@@ -336,18 +339,48 @@ pub struct Tagged6 {
 }
 
 // ---------------------------------------------------------------------------
-// IPv4 blocklist: a /24 bitmap plus per-/24 host bitmaps.
-// `BL4_WORDS[slot * BL4_WORDS_PER_SLOT + (net24 >> 6)]`: bit (net24 & 63) of
-// `full` = the whole /24 is blocked; of `part` = look up `BL4_HOSTS`.
-// `BL4_HOSTS[{slot, net24}]` = 256-bit bitmap of blocked hosts in that /24.
-// Every IPv4 lookup is one array read, plus one hash read for partial /24s.
+// IPv4 blocklist: a /24 bitmap, and the host bitmaps of partly listed /24s in
+// one array, without a hash on the packet path.
+//
+// `BL4_WORDS[w]`, w = `bl4_word_index(slot, net24)`: the word of the 64 /24s
+// of *group* `net24 >> 6`. Bit `net24 & 63` of `full`: the whole /24 is
+// blocked; of `part`: some of its hosts are.
+// `BL4_BASE[w]` (same index): where the group's *block* starts in `BL4_BITS`,
+// an absolute index. Meaningful only while `part != 0` (stale otherwise).
+// `BL4_BITS[base + rank]`: the 256-bit host bitmap of the group's partly
+// listed /24 of rank `rank = popcount(part & (bit - 1))`: a block holds
+// `popcount(part)` bitmaps, contiguous, in /24 order (`bl4_bits_index`).
+// `BL4_BITS` is shared by both slots: slot `s` owns the region
+// `[s * R, (s + 1) * R)`, R = `bl4_bits_region(max_entries)`; every block of a
+// slot lies in its region. The loader places blocks (free lists per block
+// size, so changing one group rewrites one block, not the array).
+//
+// A lookup: one `BL4_WORDS` read; for a partly listed /24 one `BL4_BASE` read
+// (2 MiB per slot) and one `BL4_BITS` read. Sizes per slot: 4 MiB words,
+// 2 MiB bases (BPF stores a u32 in 8 bytes), 32 B per partly listed /24
+// (32 MiB for the default R = 2^20).
 // ---------------------------------------------------------------------------
 
 pub const BL4_WORDS_PER_SLOT: u32 = 1 << 18;
 
+/// Index into `BL4_WORDS` and `BL4_BASE` of the group holding `net24`.
 #[inline(always)]
 pub const fn bl4_word_index(slot: u32, net24: u32) -> u32 {
     slot * BL4_WORDS_PER_SLOT + (net24 >> 6)
+}
+
+/// Index into `BL4_BITS` of `net24`'s host bitmap, given its group's word
+/// (`part` must have the /24's bit set) and `BL4_BASE` entry.
+#[inline(always)]
+pub const fn bl4_bits_index(base: u32, part: u64, net24: u32) -> u32 {
+    let bit = 1u64 << (net24 & 63);
+    base + (part & (bit - 1)).count_ones()
+}
+
+/// Entries of `BL4_BITS` each slot owns: half of the map.
+#[inline(always)]
+pub const fn bl4_bits_region(max_entries: u32) -> u32 {
+    max_entries / NUM_SLOTS
 }
 
 #[repr(C)]
@@ -357,13 +390,7 @@ pub struct Bl4Word {
     pub part: u64,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Bl4HostKey {
-    pub slot: u32,
-    pub net24: u32,
-}
-
+/// One partly listed /24: bit `h & 63` of `bits[h >> 6]` = host `h` is blocked.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bl4Hosts {
@@ -477,8 +504,53 @@ pub struct MetaBlob {
 }
 
 /// Default capacities (the loader may raise them with `set_max_entries`).
-pub const DEFAULT_BL4_HOSTS_MAX: u32 = 1 << 21;
+/// `BL4_BITS` entries, both slots: 2^20 partly listed /24s per slot, 64 MiB.
+pub const DEFAULT_BL4_BITS_MAX: u32 = 1 << 21;
 pub const DEFAULT_ALLOW_MAX: u32 = 1 << 18;
+
+// ---------------------------------------------------------------------------
+// Earlier layouts: what a migration reads from them. Only state that is not
+// rebuilt from the policy is carried over (generation, META, counters); the
+// policy slots are written afresh by the new build.
+// ---------------------------------------------------------------------------
+
+/// Layout 1: v0.1.0 (commit b7c6d5e) until wave 2. Its maps live in
+/// `<root>/maps/` with no `LAYOUT` map. ACTIVE is `Array<u32>`[1], META is
+/// `Array<MetaBlob>`[1] (the same 65,536-byte record as today), COUNTERS is a
+/// per-CPU `Array<Counter>` laid out as below.
+pub mod layout1 {
+    /// Reason labels in layout 1's counter order.
+    pub const REASONS: [&str; 11] = [
+        "non_ip",
+        "malformed",
+        "failsafe",
+        "blocklist",
+        "fragment",
+        "other_protocol",
+        "allowed",
+        "not_allowed",
+        "audit",
+        "unmatched",
+        "no_policy",
+    ];
+    pub const NUM_RULES: u32 = 66;
+    pub const MAX_IFACE_SLOTS: u32 = 16;
+    pub const NUM_COUNTERS: u32 = NUM_RULES * REASONS.len() as u32 * 2;
+    pub const COUNTERS_LEN: u32 = MAX_IFACE_SLOTS * NUM_COUNTERS;
+    pub const META_VALUE_SIZE: usize = 65536;
+
+    /// (interface slot, rule, reason label, drop?) of a layout-1 `COUNTERS` index.
+    pub const fn decode(index: u32) -> (u32, u32, &'static str, bool) {
+        let iface = index / NUM_COUNTERS;
+        let i = index % NUM_COUNTERS;
+        let rest = i / 2;
+        let n = REASONS.len() as u32;
+        (iface, rest / n, REASONS[(rest % n) as usize], i % 2 == 1)
+    }
+}
+
+// A change to META's record must come with a layout-1 reader of its own.
+const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout1::META_VALUE_SIZE);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -491,7 +563,6 @@ mod pod {
     unsafe impl aya::Pod for Tagged4 {}
     unsafe impl aya::Pod for Tagged6 {}
     unsafe impl aya::Pod for Bl4Word {}
-    unsafe impl aya::Pod for Bl4HostKey {}
     unsafe impl aya::Pod for Bl4Hosts {}
     unsafe impl aya::Pod for Bl6Word {}
     unsafe impl aya::Pod for Bl6Info {}
@@ -567,7 +638,36 @@ mod tests {
     }
 
     #[test]
+    fn layout1_decode_reads_v010_counter_order() {
+        // Fixed values of v0.1.0's geometry: (rule * 11 + reason) * 2 + drop,
+        // 1452 counters per interface slot.
+        assert_eq!(layout1::NUM_COUNTERS, 1452);
+        assert_eq!(layout1::decode(0), (0, 0, "non_ip", false));
+        assert_eq!(layout1::decode(7), (0, 0, "blocklist", true));
+        assert_eq!(
+            layout1::decode(2 * 11 * 2 + 14),
+            (0, 2, "not_allowed", false)
+        );
+        assert_eq!(layout1::decode(1452 + 21), (1, 0, "no_policy", true));
+        assert_eq!(
+            layout1::decode(layout1::COUNTERS_LEN - 1),
+            (15, 65, "no_policy", true)
+        );
+    }
+
+    #[test]
     fn bl4_index_splits_slots() {
         assert_eq!(bl4_word_index(1, 0xff_ffff), 2 * BL4_WORDS_PER_SLOT - 1);
+    }
+
+    #[test]
+    fn bl4_bits_index_is_the_rank_of_the_part_bit() {
+        let part = 0b1011_0001u64 | 1 << 63;
+        assert_eq!(bl4_bits_index(100, part, 0), 100);
+        assert_eq!(bl4_bits_index(100, part, 4), 101);
+        assert_eq!(bl4_bits_index(100, part, 5), 102);
+        assert_eq!(bl4_bits_index(100, part, 7), 103);
+        assert_eq!(bl4_bits_index(100, part, 64 + 63), 104);
+        assert_eq!(bl4_bits_region(DEFAULT_BL4_BITS_MAX), 1 << 20);
     }
 }

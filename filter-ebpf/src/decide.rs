@@ -1,12 +1,13 @@
 //! The verdict order of docs/parsing-contract.md, over one policy slot.
 use filter_common::{
-    bl4_word_index, port_index, set_tag, zone_index, Bl4HostKey, Config, PortEntry, Reason,
-    Verdict, ZoneInfo, FAILSAFE_SET_BASE, RULE_FAILSAFE, RULE_GLOBAL,
+    port_index, set_tag, zone_index, Config, PortEntry, Reason, Verdict, ZoneInfo,
+    FAILSAFE_SET_BASE, RULE_FAILSAFE, RULE_GLOBAL,
 };
 
 use crate::{
+    blocklist4::blocklisted_v4,
     blocklist6::blocklisted_v6,
-    maps::{bl4_hosts, lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, BL4_WORDS, PORTS, ZONES},
+    maps::{lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, PORTS, ZONES},
     parse::{IpPacket, Parsed, Src, L4},
 };
 
@@ -111,31 +112,4 @@ fn blocklisted(slot: u32, cfg: &Config, src: &Src) -> bool {
         Src::V4(a) => cfg.has(Config::HAS_BL4) && blocklisted_v4(slot, u32::from_be_bytes(*a)),
         Src::V6(a) => cfg.has(Config::HAS_BL6) && blocklisted_v6(slot, a),
     }
-}
-
-/// One bitmap word read; a hash read only for /24s that are partly blocked.
-#[inline(always)]
-fn blocklisted_v4(slot: u32, addr: u32) -> bool {
-    let net24 = addr >> 8;
-    let Some(word) = BL4_WORDS.get(bl4_word_index(slot, net24)) else {
-        return false;
-    };
-    let bit = 1u64 << (net24 & 63);
-    if word.full & bit != 0 {
-        return true;
-    }
-    if word.part & bit == 0 {
-        return false;
-    }
-    let Some(hosts) = bl4_hosts(&Bl4HostKey { slot, net24 }) else {
-        return false;
-    };
-    let host = addr & 0xff;
-    let bits = match host >> 6 {
-        0 => hosts.bits[0],
-        1 => hosts.bits[1],
-        2 => hosts.bits[2],
-        _ => hosts.bits[3],
-    };
-    bits & (1u64 << (host & 63)) != 0
 }

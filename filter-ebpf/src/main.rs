@@ -2,6 +2,7 @@
 #![no_std]
 #![no_main]
 
+mod blocklist4;
 mod blocklist6;
 mod decide;
 mod maps;

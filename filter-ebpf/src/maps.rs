@@ -1,19 +1,22 @@
 //! The program's maps (layout and meaning: `filter-common`) and the only `unsafe`
 //! map accessors of the program.
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
+    bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray},
 };
 use filter_common::{
-    Bl4HostKey, Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter, MetaBlob,
-    PortEntry, Tagged4, Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, BL6_REGION, BL6_WORDS_PER_SLOT,
-    COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_HOSTS_MAX, IFACES_LEN, NUM_SLOTS, PORTS_PER_SLOT,
-    ZONE_SLOTS,
+    Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter, MetaBlob, PortEntry, Tagged4,
+    Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, BL6_REGION, BL6_WORDS_PER_SLOT, COUNTERS_LEN,
+    DEFAULT_ALLOW_MAX, DEFAULT_BL4_BITS_MAX, IFACES_LEN, NUM_SLOTS, PORTS_PER_SLOT, ZONE_SLOTS,
 };
 
 #[map]
 pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+/// `LAYOUT_VERSION` of the build that created the maps; the datapath never
+/// reads it.
+#[map]
+pub static LAYOUT: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(NUM_SLOTS, 0);
 #[map]
@@ -35,8 +38,9 @@ pub static ALLOW6: LpmTrie<Tagged6, u8> = LpmTrie::with_max_entries(DEFAULT_ALLO
 #[map]
 pub static BL4_WORDS: Array<Bl4Word> = Array::with_max_entries(NUM_SLOTS * BL4_WORDS_PER_SLOT, 0);
 #[map]
-pub static BL4_HOSTS: HashMap<Bl4HostKey, Bl4Hosts> =
-    HashMap::with_max_entries(DEFAULT_BL4_HOSTS_MAX, BPF_F_NO_PREALLOC);
+pub static BL4_BASE: Array<u32> = Array::with_max_entries(NUM_SLOTS * BL4_WORDS_PER_SLOT, 0);
+#[map]
+pub static BL4_BITS: Array<Bl4Hosts> = Array::with_max_entries(DEFAULT_BL4_BITS_MAX, 0);
 #[map]
 pub static BL6_WORDS: Array<Bl6Word> = Array::with_max_entries(NUM_SLOTS * BL6_WORDS_PER_SLOT, 0);
 #[map]
@@ -46,13 +50,6 @@ pub static BL6_INFO: Array<Bl6Info> = Array::with_max_entries(NUM_SLOTS, 0);
 #[map]
 pub static BL6_TABLE: Array<Bl6Bucket> =
     Array::with_max_entries(NUM_SLOTS * BL6_REGION, BPF_F_MMAPABLE);
-
-/// Host bitmap of a partially blocked /24.
-#[inline(always)]
-pub fn bl4_hosts(key: &Bl4HostKey) -> Option<Bl4Hosts> {
-    // SAFETY: the value is copied out at once; the map is never resized under us.
-    unsafe { BL4_HOSTS.get(key).copied() }
-}
 
 #[inline(always)]
 pub fn lpm4_contains(map: &LpmTrie<Tagged4, u8>, tag: [u8; 4], addr: [u8; 4]) -> bool {

@@ -6,10 +6,12 @@
 //! - `gen`: seeded random policies and frames, and a minimiser, for differential tests.
 //! - `case`, `fixtures`, `fixtures_v6`, `evasion`: named cases with hand-written expectations.
 //! - `harness`, `loader_checks`, `apply_faults`: run frames through the real XDP
-//!   object (root); `apply_faults` fails every write step of an apply.
+//!   object (root); `apply_faults` fails every write step of an apply;
+//!   `bl4_checks` pins the IPv4 blocklist's layout and diff sizes.
 //! - `e2e`, `soak`: the daemon in network namespaces, for seconds and for minutes (root).
 
 pub mod apply_faults;
+pub mod bl4_checks;
 pub mod case;
 pub mod e2e;
 pub mod evasion;

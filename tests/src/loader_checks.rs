@@ -57,8 +57,16 @@ pub fn run(h: &mut Harness, scale: bool) -> Result<(u64, u64), HarnessError> {
             "v6_list_over_table_capacity_is_refused_before_any_write",
             crate::loader_v6::oversized_list_is_refused_before_any_write,
         ),
+        (
+            "bl4_group_of_64_partial_nets24_and_edges",
+            crate::bl4_checks::group_of_64_partial_nets,
+        ),
     ];
     if scale {
+        checks.push((
+            "bl4_one_line_change_at_1m_writes_o1_entries",
+            crate::bl4_checks::one_line_change_at_1m_writes_o1_entries,
+        ));
         checks.push((
             "one_prefix_change_on_1m_v6_list_writes_o1_entries",
             crate::loader_v6::one_prefix_change_on_1m_list,
@@ -465,7 +473,7 @@ fn report_cost(h: &mut Harness, big: &CompiledPolicy, host_list: &[u32]) -> Resu
     let listed = host_list[0];
     let partial_miss = host_list[1] + 1; // hosts are even: +1 is unlisted, same /24
     let frames = [
-        ("v4 listed host (bitmap + hash)", v4_frame(listed)),
+        ("v4 listed host (word, base, bits)", v4_frame(listed)),
         ("v4 in a listed /24 (bitmap)", v4_frame(NETS_BASE + 5)),
         ("v4 unlisted, partial /24", v4_frame(partial_miss)),
         (

@@ -2,6 +2,7 @@
 mod bench;
 mod bootstrap;
 mod fuzz;
+mod releases;
 mod vm;
 
 use std::{
@@ -43,15 +44,22 @@ enum Cmd {
         #[arg(long)]
         no_e2e: bool,
     },
+    /// Build the earlier releases the upgrade test starts from (xtask/src/releases.rs),
+    /// cached under target/releases/; prints NAME=PATH for each.
+    Releases,
     /// The sandbox demo: deploy/examples/keep.toml enforced in network namespaces,
     /// which probes are admitted and dropped, the counters that moved (root).
     Demo,
-    /// Benchmarks: per-packet cost, veth throughput vs nftables/iptables, control plane (root).
+    /// Benchmarks: per-packet cost, veth throughput against the floor and nftables/iptables, control plane (root).
     /// Writes bench/results.json and bench/results.svg.
     Bench {
         /// Smaller counts and fewer repeats (a few minutes).
         #[arg(long)]
         quick: bool,
+        /// Passed to the runner after `--`, e.g. `-- --rounds 9`, `-- --skip perpkt,control`
+        /// (see `portcullis-bench --help`).
+        #[arg(last = true)]
+        runner_args: Vec<String>,
     },
     /// The soak: the e2e sandbox under a flood, a reload every second (some invalid),
     /// kill -9 and restart every minute, metrics scraping and hostile metrics clients,
@@ -108,7 +116,14 @@ fn main() -> Result<()> {
             no_e2e,
         } => test(&root, long, seed, no_lint, no_vm, no_e2e),
         Cmd::Demo => demo(&root),
-        Cmd::Bench { quick } => bench::run(&root, quick),
+        Cmd::Releases => {
+            bootstrap::run()?;
+            for r in releases::build_all(&root)? {
+                println!("{r}");
+            }
+            Ok(())
+        }
+        Cmd::Bench { quick, runner_args } => bench::run(&root, quick, &runner_args),
         Cmd::Fuzz { seconds, targets } => fuzz::run(&root, seconds, &targets),
         Cmd::Soak { minutes } => soak(&root, minutes),
         Cmd::VmTest {
@@ -248,6 +263,17 @@ fn test(
             .current_dir(root)
             .args(["test", "--release"]),
     )?;
+    // The bench runner's own tests (frame checksums, generated policies).
+    exec(clean_cargo(None).current_dir(root).args([
+        "test",
+        "--release",
+        "-p",
+        "xtask",
+        "--features",
+        "bench",
+        "--bin",
+        "portcullis-bench",
+    ]))?;
     // A short pass over every fuzz target (fuzz/regressions ran in the unit tests).
     fuzz::run(root, fuzz::TEST_SECONDS, &[])?;
     if !bootstrap::is_root() {
@@ -308,16 +334,21 @@ fn build_release_bins(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/release"))
 }
 
-/// The network-namespace end-to-end suite against the real daemon (root).
+/// The network-namespace end-to-end suite against the real daemon (root),
+/// with the earlier releases for the upgrade scenarios.
 fn e2e(root: &Path) -> Result<()> {
+    let releases = releases::build_all(root)?;
     let bin = build_release_bins(root)?;
-    exec(
-        Command::new(bin.join("e2e-suite"))
-            .arg("--portcullis")
-            .arg(bin.join("portcullis"))
-            .arg("--examples")
-            .arg(root.join("deploy/examples")),
-    )
+    let mut suite = Command::new(bin.join("e2e-suite"));
+    suite
+        .arg("--portcullis")
+        .arg(bin.join("portcullis"))
+        .arg("--examples")
+        .arg(root.join("deploy/examples"));
+    for r in releases {
+        suite.arg("--release").arg(r);
+    }
+    exec(&mut suite)
 }
 
 /// The soak's length in `cargo xtask test`.

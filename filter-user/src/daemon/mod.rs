@@ -452,8 +452,34 @@ fn start(
         attach_mode: opts.attach_mode,
     };
     // Always write at start-up: the slots may come from another build.
-    let (generation, current) = core.apply(policy, true)?;
-    core.attach_all()?;
+    let applied = core.apply(policy, true).and_then(|a| {
+        core.attach_all()?;
+        Ok(a)
+    });
+    let (generation, current) = match applied {
+        Ok(a) => a,
+        Err(e) => {
+            core.filter.settle_failed_migration(root);
+            return Err(e.into());
+        }
+    };
+    if let Some(from) = core.filter.migrating_from() {
+        // Test hook: die like kill -9 between the link updates and retiring
+        // the old maps (the e2e suite's interrupted-upgrade scenario).
+        if std::env::var_os("PORTCULLIS_TEST_ABORT_MIGRATION").is_some() {
+            tracing::error!("PORTCULLIS_TEST_ABORT_MIGRATION: exiting mid-migration");
+            std::process::exit(86);
+        }
+        let late = core.filter.finish_migration(root)?.unwrap_or_default();
+        tracing::info!(
+            "migrated the pinned filter from map layout {from} to {}: every link runs this \
+             build; {} counters moved meanwhile were carried ({} packets); the old maps are \
+             removed",
+            filter_common::LAYOUT_VERSION,
+            late.cells,
+            late.packets
+        );
+    }
     tracing::info!(
         "enforcing {} (generation {generation}{}) on {:?}",
         opts.policy.display(),

@@ -13,6 +13,7 @@ use nix::libc;
 
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 /// The kernel's internal "not supported" (not in libc).
@@ -189,42 +190,35 @@ pub(super) fn delete<K: Pod>(map: &MapData, keys: &[K]) -> Done {
     )
 }
 
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-
-/// Reads `n` consecutive entries of an array map from index `start`
-/// (BPF_MAP_LOOKUP_BATCH, `BATCH` per syscall). `None` when the kernel has no
-/// batch lookup for the map: the caller reads entry by entry.
-pub(super) fn lookup_array<V: Pod + Default>(
-    map: &MapData,
-    start: u32,
-    n: usize,
-) -> Option<io::Result<Vec<V>>> {
-    let mut out: Vec<V> = Vec::with_capacity(n);
-    let mut keys = vec![0u32; BATCH];
-    let mut values: Vec<V> = (0..BATCH).map(|_| V::default()).collect();
-    while out.len() < n {
-        let want = (n - out.len()).min(BATCH);
-        // The kernel continues after the key in `in_batch`.
-        let prev = start + out.len() as u32;
-        let prev = prev.wrapping_sub(1);
-        let mut next = 0u32;
+/// Reads entries `start..start + out.len()` of an array map into `out`,
+/// `BATCH` per syscall (BPF_MAP_LOOKUP_BATCH, in_batch = the index before
+/// `start`). `Ok(false)`: the map or kernel has no batch lookup (nothing
+/// useful in `out`; read entry by entry instead).
+pub(super) fn lookup_array<V: Pod>(map: &MapData, start: u32, out: &mut [V]) -> io::Result<bool> {
+    let mut keys = vec![0u32; BATCH.min(out.len())];
+    let mut done = 0usize;
+    while done < out.len() {
+        let n = BATCH.min(out.len() - done);
+        let first = start + done as u32;
+        let prev = first.wrapping_sub(1);
+        let mut last = 0u32;
         let mut attr = BatchAttr {
-            in_batch: if prev == u32::MAX {
+            in_batch: if first == 0 {
                 0
             } else {
                 &prev as *const u32 as u64
             },
-            out_batch: &mut next as *mut u32 as u64,
+            out_batch: &mut last as *mut u32 as u64,
             keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: want as u32,
+            values: out[done..].as_mut_ptr() as u64,
+            count: n as u32,
             map_fd: map.fd().as_fd().as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: `attr` is a valid `bpf_attr` batch member; `keys` and
-        // `values` hold `want` <= BATCH entries of the map's u32 key and `V`
-        // value (Pod, the map's value size); `in_batch`/`out_batch` point to
-        // u32 keys that outlive the call.
+        // SAFETY: `attr` is a valid `bpf_attr` batch member; `keys` holds
+        // `n` u32 keys and `out[done..]` at least `n` values of the map's
+        // value size (arrays: key u32, value `V`); `prev` and `last` are
+        // u32 keys; all outlive the call.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -233,27 +227,27 @@ pub(super) fn lookup_array<V: Pod + Default>(
                 std::mem::size_of::<BatchAttr>() as u32,
             )
         };
-        let got = (attr.count as usize).min(want);
+        let got = (attr.count as usize).min(n);
         if rc != 0 {
             let e = io::Error::last_os_error();
-            let unsupported = Done {
-                processed: 0,
-                error: Some(io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0))),
-            }
-            .unsupported();
-            if unsupported && out.is_empty() {
-                return None;
-            }
-            // ENOENT: the end of the map, after `got` entries.
-            if e.raw_os_error() != Some(libc::ENOENT) || got == 0 {
-                return Some(Err(e));
+            match e.raw_os_error() {
+                // The end of the array: fine if everything asked for came.
+                Some(libc::ENOENT) if got == n => {}
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(ENOTSUPP) if done == 0 => {
+                    return Ok(false)
+                }
+                _ => return Err(e),
             }
         }
-        if got == 0 {
-            return Some(Err(io::Error::other("batch lookup returned no entries")));
+        if got == 0
+            || keys[..got]
+                .iter()
+                .enumerate()
+                .any(|(i, k)| *k != first + i as u32)
+        {
+            return Err(io::Error::other("batch lookup returned unexpected keys"));
         }
-        out.extend(values.drain(..got));
-        values.extend((0..got).map(|_| V::default()));
+        done += got;
     }
-    Some(Ok(out))
+    Ok(true)
 }

@@ -686,14 +686,17 @@ fn read_array<V: Pod + Default>(
     start: u32,
     n: u32,
 ) -> Result<Vec<V>, LoaderError> {
-    if let Some(got) = batch::lookup_array(map.map(), start, n as usize) {
-        return got.map_err(|io_error| LoaderError::Map {
+    let mut out: Vec<V> = (0..n).map(|_| V::default()).collect();
+    let batched =
+        batch::lookup_array(map.map(), start, &mut out).map_err(|io_error| LoaderError::Map {
             map: name,
             source: MapError::SyscallError(SyscallError {
                 call: "bpf_map_lookup_batch",
                 io_error,
             }),
-        });
+        })?;
+    if batched {
+        return Ok(out);
     }
     (start..start + n)
         .map(|i| map.get(&i, 0).map_err(LoaderError::map(name)))

@@ -41,8 +41,9 @@ pub struct Compact {
     pub bl6_homes: Vec<u32>,
 }
 
-/// Entries a slot occupies in the maps both slots share (LPM tries and the
-/// host-bitmap hash): what the capacity check before a write adds up.
+/// Entries a slot occupies in the maps both slots share (LPM tries, and
+/// `BL4_BITS`, where each slot has its own region): what the capacity check
+/// before a write adds up.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SharedEntries {
     pub allow4: usize,

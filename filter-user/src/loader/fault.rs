@@ -2,6 +2,8 @@
 //! (every batch, single-entry write, META write and the flip each count as
 //! one step), then checks that the enforced policy is exactly the old or
 //! exactly the new one. Disarmed it costs one atomic load per write syscall.
+//! It also counts the entries written (a batch of n counts n), so tests can
+//! check that a small change writes few entries.
 use std::sync::{
     atomic::{AtomicI64, AtomicU64, Ordering},
     Arc,
@@ -9,9 +11,8 @@ use std::sync::{
 
 use super::LoaderError;
 
-/// Shared by the writer's threads; negative = disarmed. Also counts the
-/// entries the batched writer hands the kernel (a test reads it to pin that
-/// small diffs stay small).
+/// Shared by the writer's threads; negative = disarmed. The second counter:
+/// entries written since load.
 #[derive(Debug, Clone)]
 pub(crate) struct Faults(Arc<AtomicI64>, Arc<AtomicU64>);
 
@@ -33,18 +34,20 @@ impl Faults {
         self.0.load(Ordering::SeqCst) >= 0
     }
 
-    /// Counts `n` entries written (or deleted).
-    pub(crate) fn wrote(&self, n: usize) {
-        self.1.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    /// Entries written since the loader started.
+    /// Entries written so far (batches count their entries).
     pub(crate) fn written(&self) -> u64 {
         self.1.load(Ordering::Relaxed)
     }
 
-    /// Called before each write: counts down, and fails the armed step.
+    /// Called before a write of one entry; see `step_n`.
     pub(crate) fn step(&self, map: &'static str) -> Result<(), LoaderError> {
+        self.step_n(map, 1)
+    }
+
+    /// Called before each write (of `entries` entries, one step): counts
+    /// down, and fails the armed step.
+    pub(crate) fn step_n(&self, map: &'static str, entries: usize) -> Result<(), LoaderError> {
+        self.1.fetch_add(entries as u64, Ordering::Relaxed);
         if self.0.load(Ordering::Relaxed) < 0 {
             return Ok(());
         }

@@ -2,26 +2,25 @@
 use std::{collections::HashSet, hash::Hash};
 
 use aya::{
-    maps::{
-        lpm_trie::Key, Array, HashMap as BpfHashMap, IterableMap, LpmTrie, MapData, MapError,
-        PerCpuArray,
-    },
+    maps::{lpm_trie::Key, Array, IterableMap, LpmTrie, MapData, MapError, PerCpuArray},
     sys::SyscallError,
     Ebpf, Pod,
 };
 use filter_common::{
-    bl4_word_index, port_index, set_tag, zone_index, Bl4HostKey, Bl4Hosts, Bl4Word, Bl6Bucket,
+    bl4_bits_region, bl4_word_index, port_index, set_tag, zone_index, Bl4Hosts, Bl4Word, Bl6Bucket,
     Bl6Info, Bl6Word, Config, Counter, MetaBlob, PortEntry, Tagged4, Tagged6, ZoneInfo,
-    BL4_WORDS_PER_SLOT, MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_HOSTS, MAP_BL4_WORDS,
-    MAP_BL6_INFO, MAP_BL6_TABLE, MAP_BL6_WORDS, MAP_CONFIG, MAP_COUNTERS, MAP_IFACES, MAP_META,
-    MAP_PORTS, MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS, ZONE_SLOTS,
+    BL4_WORDS_PER_SLOT, MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_BASE, MAP_BL4_BITS,
+    MAP_BL4_WORDS, MAP_BL6_INFO, MAP_BL6_TABLE, MAP_BL6_WORDS, MAP_CONFIG, MAP_COUNTERS,
+    MAP_IFACES, MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS,
+    ZONE_SLOTS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{
     batch::{self, BATCH},
+    bl4::{self, Layout},
     bl6::{self, Bl6Maps},
-    compact::{keyed_diff, sorted_diff, touched_words, word, Compact, SharedEntries},
+    compact::{keyed_diff, sorted_diff, Compact, SharedEntries},
     fault::Faults,
     image::SlotImage,
     meta::Meta,
@@ -31,6 +30,7 @@ use super::{
 
 pub struct Maps {
     active: Array<MapData, u32>,
+    layout: Array<MapData, u32>,
     config: Array<MapData, Config>,
     counters: PerCpuArray<MapData, Counter>,
     ports: Array<MapData, PortEntry>,
@@ -38,7 +38,13 @@ pub struct Maps {
     allow4: LpmTrie<MapData, Tagged4, u8>,
     allow6: LpmTrie<MapData, Tagged6, u8>,
     bl4_words: Array<MapData, Bl4Word>,
-    bl4_hosts: BpfHashMap<MapData, Bl4HostKey, Bl4Hosts>,
+    bl4_base: Array<MapData, u32>,
+    bl4_bits: Array<MapData, Bl4Hosts>,
+    /// Entries of `BL4_BITS` each slot owns.
+    bl4_region: u32,
+    /// Where each slot's host bitmaps lie; `None` = unknown (the next write
+    /// of that slot lays them out afresh).
+    bl4_layout: [Option<Layout>; 2],
     bl6_words: Array<MapData, Bl6Word>,
     bl6_info: Array<MapData, Bl6Info>,
     bl6_table: Array<MapData, Bl6Bucket>,
@@ -137,8 +143,7 @@ pub(super) fn put_all<K: Pod, V: Pod>(
     values: &[V],
 ) -> Result<(), LoaderError> {
     for (ks, vs) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
-        faults.step(name)?;
-        faults.wrote(ks.len());
+        faults.step_n(name, ks.len())?;
         let done = batch::update(map, ks, vs);
         if done.error.is_none() {
             continue;
@@ -163,8 +168,7 @@ fn del_all<K: Pod>(
     keys: &[K],
 ) -> Result<(), LoaderError> {
     for ks in keys.chunks(BATCH) {
-        faults.step(name)?;
-        faults.wrote(ks.len());
+        faults.step_n(name, ks.len())?;
         let done = batch::delete(map, ks);
         if done.error.is_none() {
             continue;
@@ -197,109 +201,34 @@ fn sync_lpm_sorted<T: Ord, K: Pod>(
     put_all(map.map(), name, faults, &added, &vec![1u8; added.len()])
 }
 
-/// Merges two ascending, duplicate-free lists.
-fn union_sorted(a: Vec<u32>, b: Vec<u32>) -> Vec<u32> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        let x = match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) if x == y => {
-                i += 1;
-                j += 1;
-                *x
-            }
-            (Some(x), Some(y)) if x < y => {
-                i += 1;
-                *x
-            }
-            (Some(x), None) => {
-                i += 1;
-                *x
-            }
-            (_, Some(y)) => {
-                j += 1;
-                *y
-            }
-            (None, None) => unreachable!(),
-        };
-        out.push(x);
-    }
-    out
-}
-
-/// The IPv4 bitmap maps of one slot being rewritten from `old` to `new`.
+/// The IPv4 blocklist's maps, for `bl4`'s batches.
 struct Bl4Maps<'a> {
-    slot: u32,
     words: &'a MapData,
-    hosts: &'a MapData,
-    old: &'a [Ipv4Net],
-    new: &'a [Ipv4Net],
+    base: &'a MapData,
+    bits: &'a MapData,
     faults: &'a Faults,
 }
 
 impl Bl4Maps<'_> {
-    /// Rewrites `words` (and their host bitmaps) where their content differs
-    /// between `old` and `new`, in batches.
-    fn write(&self, words: &[u32]) -> Result<(), LoaderError> {
-        let slot = self.slot;
-        let mut word_keys = Vec::new();
-        let mut word_values = Vec::new();
-        let mut host_gone = Vec::new();
-        let mut host_keys = Vec::new();
-        let mut host_values = Vec::new();
-        let (mut old_hosts, mut new_hosts) = (Vec::new(), Vec::new());
-        let last = words.last().copied();
-        for &w in words {
-            old_hosts.clear();
-            new_hosts.clear();
-            let before = word(self.old, w, &mut old_hosts);
-            let after = word(self.new, w, &mut new_hosts);
-            if before != after {
-                word_keys.push(slot * BL4_WORDS_PER_SLOT + w);
-                word_values.push(after);
-            }
-            if !old_hosts.is_empty() || !new_hosts.is_empty() {
-                let (gone, set) = keyed_diff(&old_hosts, &new_hosts);
-                host_gone.extend(gone.into_iter().map(|net24| Bl4HostKey { slot, net24 }));
-                for (net24, hosts) in set {
-                    host_keys.push(Bl4HostKey { slot, net24 });
-                    host_values.push(hosts);
-                }
-            }
-            let full =
-                word_keys.len() >= BATCH || host_keys.len() >= BATCH || host_gone.len() >= BATCH;
-            if full || Some(w) == last {
-                // Deletes first: both slots share the hash map's capacity.
-                del_all(self.hosts, MAP_BL4_HOSTS, self.faults, &host_gone)?;
-                put_all(
-                    self.hosts,
-                    MAP_BL4_HOSTS,
-                    self.faults,
-                    &host_keys,
-                    &host_values,
-                )?;
-                put_all(
-                    self.words,
-                    MAP_BL4_WORDS,
-                    self.faults,
-                    &word_keys,
-                    &word_values,
-                )?;
-                word_keys.clear();
-                word_values.clear();
-                host_gone.clear();
-                host_keys.clear();
-                host_values.clear();
-            }
-        }
-        Ok(())
+    /// Bitmaps first, then bases, then words.
+    fn flush(&self, w: &bl4::Writes) -> Result<(), LoaderError> {
+        put_all(self.bits, MAP_BL4_BITS, self.faults, &w.bits, &w.bits_v)?;
+        put_all(self.base, MAP_BL4_BASE, self.faults, &w.base, &w.base_v)?;
+        put_all(self.words, MAP_BL4_WORDS, self.faults, &w.words, &w.words_v)
     }
 }
 
 impl Maps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Maps, LoaderError> {
+        let bl4_bits: Array<MapData, Bl4Hosts> = take(ebpf, MAP_BL4_BITS)?;
+        let bits_max = bl4_bits
+            .map()
+            .info()
+            .map_err(LoaderError::map(MAP_BL4_BITS))?
+            .max_entries();
         Ok(Maps {
             active: take(ebpf, MAP_ACTIVE)?,
+            layout: take(ebpf, MAP_LAYOUT)?,
             config: take(ebpf, MAP_CONFIG)?,
             counters: take(ebpf, MAP_COUNTERS)?,
             ports: take(ebpf, MAP_PORTS)?,
@@ -307,7 +236,10 @@ impl Maps {
             allow4: take(ebpf, MAP_ALLOW4)?,
             allow6: take(ebpf, MAP_ALLOW6)?,
             bl4_words: take(ebpf, MAP_BL4_WORDS)?,
-            bl4_hosts: take(ebpf, MAP_BL4_HOSTS)?,
+            bl4_base: take(ebpf, MAP_BL4_BASE)?,
+            bl4_bits,
+            bl4_region: bl4_bits_region(bits_max),
+            bl4_layout: [None, None],
             bl6_words: take(ebpf, MAP_BL6_WORDS)?,
             bl6_info: take(ebpf, MAP_BL6_INFO)?,
             bl6_table: take(ebpf, MAP_BL6_TABLE)?,
@@ -325,7 +257,7 @@ impl Maps {
         Ok(SharedEntries {
             allow4: max(self.allow4.map(), MAP_ALLOW4)?,
             allow6: max(self.allow6.map(), MAP_ALLOW6)?,
-            bl4_hosts: max(self.bl4_hosts.map(), MAP_BL4_HOSTS)?,
+            bl4_hosts: self.bl4_region as usize,
         })
     }
 
@@ -382,6 +314,39 @@ impl Maps {
         read_counter(&self.counters, index)
     }
 
+    /// Records which layout created these maps (see `migrate`).
+    pub fn set_layout(&mut self, version: u32) -> Result<(), LoaderError> {
+        self.layout
+            .set(0, version, 0)
+            .map_err(LoaderError::map(MAP_LAYOUT))
+    }
+
+    /// Adds `by` to counter `index` (on the first CPU's cell: readers sum
+    /// over CPUs). A per-CPU write replaces every CPU's cell, so an increment
+    /// the datapath makes between this read and write is lost; migrations
+    /// call this on maps no program runs on, and once more right after the
+    /// switch for the few cells the old program moved meanwhile.
+    pub fn add_counter(&mut self, index: u32, by: Counter) -> Result<(), LoaderError> {
+        let mut cells: Vec<Counter> = self
+            .counters
+            .get(&index, 0)
+            .map_err(LoaderError::map(MAP_COUNTERS))?
+            .iter()
+            .copied()
+            .collect();
+        if let Some(first) = cells.first_mut() {
+            first.packets += by.packets;
+            first.bytes += by.bytes;
+        }
+        let values = aya::maps::PerCpuValues::try_from(cells).map_err(|e| LoaderError::Map {
+            map: MAP_COUNTERS,
+            source: MapError::IoError(e),
+        })?;
+        self.counters
+            .set(index, values, 0)
+            .map_err(LoaderError::map(MAP_COUNTERS))
+    }
+
     /// Turns `slot` from `old` into `new`, touching only differing entries. The
     /// config is written last: a slot is marked valid only once complete.
     pub fn write_slot(
@@ -419,42 +384,14 @@ impl Maps {
             &new.allow6,
             |(s, n)| key6(*s, slot, n),
         )?;
-        sync_array(
-            &mut self.bl4_words,
-            MAP_BL4_WORDS,
-            f,
-            &old.bl4_words,
-            &new.bl4_words,
-            |w| slot * BL4_WORDS_PER_SLOT + w,
-        )?;
-        for net24 in old
-            .bl4_hosts
-            .keys()
-            .filter(|k| !new.bl4_hosts.contains_key(k))
-        {
-            f.step(MAP_BL4_HOSTS)?;
-            self.bl4_hosts
-                .remove(&Bl4HostKey {
-                    slot,
-                    net24: *net24,
-                })
-                .map_err(LoaderError::map(MAP_BL4_HOSTS))?;
-        }
-        for (net24, hosts) in &new.bl4_hosts {
-            if old.bl4_hosts.get(net24) != Some(hosts) {
-                f.step(MAP_BL4_HOSTS)?;
-                self.bl4_hosts
-                    .insert(
-                        Bl4HostKey {
-                            slot,
-                            net24: *net24,
-                        },
-                        *hosts,
-                        0,
-                    )
-                    .map_err(LoaderError::map(MAP_BL4_HOSTS))?;
-            }
-        }
+        let bl4 = Bl4Maps {
+            words: self.bl4_words.map(),
+            base: self.bl4_base.map(),
+            bits: self.bl4_bits.map(),
+            faults: f,
+        };
+        let layout = &mut self.bl4_layout[slot as usize];
+        bl4::write_images(layout, self.bl4_region, slot, old, new, |w| bl4.flush(w))?;
         self.bl6_maps(f).write_image(slot, &old.bl6, &new.bl6)?;
         self.set_config(slot, new.config)
     }
@@ -522,33 +459,30 @@ impl Maps {
             &new.allow6,
             |(s, n)| key6(*s, slot, n),
         )?;
-        // The IPv4 bitmap (mostly kernel time in hash inserts, ~1 µs each)
-        // in two halves on two threads; IPv6 beside it.
-        let (gone, added) = sorted_diff(&old.bl4, &new.bl4);
-        let words = union_sorted(
-            touched_words(gone.into_iter()).collect(),
-            touched_words(added.into_iter()).collect(),
-        );
-        let (first, second) = words.split_at(words.len() / 2);
+        // The IPv4 bitmap here, IPv6 beside it on another thread.
         let bl4 = Bl4Maps {
-            slot,
             words: self.bl4_words.map(),
-            hosts: self.bl4_hosts.map(),
-            old: &old.bl4,
-            new: &new.bl4,
+            base: self.bl4_base.map(),
+            bits: self.bl4_bits.map(),
             faults: f,
         };
-        let bl6 = self.bl6_maps(f);
+        let bl6 = Bl6Maps {
+            words: self.bl6_words.map(),
+            info: self.bl6_info.map(),
+            table: self.bl6_table.map(),
+            faults: f,
+        };
+        let layout = &mut self.bl4_layout[slot as usize];
+        let region = self.bl4_region;
         std::thread::scope(|s| -> Result<(), LoaderError> {
             let other = s.spawn(|| -> Result<(), LoaderError> {
-                bl4.write(second)?;
                 bl6.write_diff(slot, old.bl6_side(), new.bl6_side())
             });
-            let mine = bl4.write(first);
+            let mine = bl4::write_lists(layout, region, slot, &old.bl4, &new.bl4, |w| bl4.flush(w));
             other
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-            mine
+            mine.map(|_| ())
         })?;
         self.set_config(slot, new.config)
     }
@@ -580,25 +514,7 @@ impl Maps {
                 img.zones.insert(z, info);
             }
         }
-        for w in 0..BL4_WORDS_PER_SLOT {
-            let word = self
-                .bl4_words
-                .get(&bl4_word_index(slot, w << 6), 0)
-                .map_err(LoaderError::map(MAP_BL4_WORDS))?;
-            if word != Bl4Word::default() {
-                img.bl4_words.insert(w, word);
-            }
-        }
-        for key in self.bl4_hosts.keys() {
-            let key = key.map_err(LoaderError::map(MAP_BL4_HOSTS))?;
-            if key.slot == slot {
-                let hosts = self
-                    .bl4_hosts
-                    .get(&key, 0)
-                    .map_err(LoaderError::map(MAP_BL4_HOSTS))?;
-                img.bl4_hosts.insert(key.net24, hosts);
-            }
-        }
+        self.read_bl4(slot, &mut img)?;
         for key in self.allow4.keys() {
             let key = key.map_err(LoaderError::map(MAP_ALLOW4))?;
             if let Some((set, net)) = untag4(&key, slot) {
@@ -613,6 +529,89 @@ impl Maps {
         }
         img.bl6 = bl6::read(&self.bl6_words, &self.bl6_info, &self.bl6_table, slot)?;
         Ok(img)
+    }
+}
+
+/// Entries `start..start + n` of an array map in batches; `None` when the
+/// map or kernel cannot read in batches.
+fn read_batched<V: Pod + Default>(
+    map: &Array<MapData, V>,
+    name: &'static str,
+    start: u32,
+    n: u32,
+) -> Result<Option<Vec<V>>, LoaderError> {
+    let mut out = vec![V::default(); n as usize];
+    match batch::lookup_array(map.map(), start, &mut out) {
+        Ok(true) => Ok(Some(out)),
+        Ok(false) => Ok(None),
+        Err(e) => Err(batch_error(name, "bpf_map_lookup_batch", e)),
+    }
+}
+
+/// Entries `start..start + n` of an array map: in batches, else one by one.
+fn read_range<V: Pod + Default>(
+    map: &Array<MapData, V>,
+    name: &'static str,
+    start: u32,
+    n: u32,
+) -> Result<Vec<V>, LoaderError> {
+    if let Some(v) = read_batched(map, name, start, n)? {
+        return Ok(v);
+    }
+    (start..start + n)
+        .map(|i| map.get(&i, 0).map_err(LoaderError::map(name)))
+        .collect()
+}
+
+impl Maps {
+    /// The IPv4 blocklist of `slot` as the datapath sees it: each word, and
+    /// for each partly listed /24 the bitmap its base and rank point to.
+    /// Pointers outside the slot's region (a half-written slot) are skipped.
+    fn read_bl4(&self, slot: u32, img: &mut SlotImage) -> Result<(), LoaderError> {
+        let region = slot * self.bl4_region..(slot + 1) * self.bl4_region;
+        let first = bl4_word_index(slot, 0);
+        let words = read_range(&self.bl4_words, MAP_BL4_WORDS, first, BL4_WORDS_PER_SLOT)?;
+        let bases = read_range(&self.bl4_base, MAP_BL4_BASE, first, BL4_WORDS_PER_SLOT)?;
+        // (BL4_BITS index, /24) of every partly listed /24, by index.
+        let mut wanted = Vec::new();
+        for (w, (word, base)) in (0u32..).zip(words.iter().zip(&bases)) {
+            if *word == Bl4Word::default() {
+                continue;
+            }
+            img.bl4_words.insert(w, *word);
+            for b in 0..64u32 {
+                if word.part & (1 << b) == 0 {
+                    continue;
+                }
+                let rank = (word.part & ((1 << b) - 1)).count_ones();
+                if let Some(at) = base.checked_add(rank).filter(|i| region.contains(i)) {
+                    wanted.push((at, (w << 6) | b));
+                }
+            }
+        }
+        drop((words, bases));
+        wanted.sort_unstable();
+        let mut i = 0;
+        while i < wanted.len() {
+            let start = wanted[i].0;
+            let n = (BATCH as u32).min(region.end - start);
+            let Some(chunk) = read_batched(&self.bl4_bits, MAP_BL4_BITS, start, n)? else {
+                // No batch lookups: only what is wanted, one by one.
+                for (at, net24) in &wanted[i..] {
+                    let hosts = self
+                        .bl4_bits
+                        .get(at, 0)
+                        .map_err(LoaderError::map(MAP_BL4_BITS))?;
+                    img.bl4_hosts.insert(*net24, hosts);
+                }
+                break;
+            };
+            while let Some((at, net24)) = wanted.get(i).filter(|(at, _)| *at < start + n) {
+                img.bl4_hosts.insert(*net24, chunk[(at - start) as usize]);
+                i += 1;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 //! with one 4-byte write. Packets read `ACTIVE` once, so each one sees exactly
 //! one whole policy.
 mod batch;
+mod bl4;
 mod bl6;
 mod compact;
 mod detach;
@@ -12,6 +13,7 @@ mod fault;
 mod image;
 mod maps;
 mod meta;
+mod migrate;
 mod pins;
 
 use std::{
@@ -29,11 +31,13 @@ pub use bl6::{Bl6Error, Bl6Image};
 use compact::Compact;
 pub use detach::{detach_iface, IfaceDetached};
 use filter_common::{
-    counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, NUM_SLOTS, PROGRAM_NAME,
+    counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, LAYOUT_VERSION, NUM_SLOTS,
+    PROGRAM_NAME,
 };
 pub use image::{ImageOptions, SlotImage};
 pub use maps::Maps;
 pub use meta::{IfaceMeta, Meta};
+pub use migrate::Carried;
 pub use pins::{AttachMode, PinRoot, PinnedState, DEFAULT_PIN_ROOT};
 
 use crate::policy::CompiledPolicy;
@@ -97,6 +101,20 @@ pub enum LoaderError {
         new: usize,
         max: usize,
     },
+    #[error("pinned filter: {0}")]
+    Layout(String),
+    #[error(
+        "the pinned filter was created by a newer portcullis (map layout {0}; this build \
+         knows layouts up to {max}); run the newer build, or `portcullis detach` first",
+        max = filter_common::LAYOUT_VERSION
+    )]
+    NewerLayout(u32),
+    #[error(
+        "the IPv4 blocklist has {need} partly listed /24s (a /24 holding a prefix longer \
+         than /24); one slot of BL4_BITS holds {max}; merge hosts into whole /24s or \
+         shorten the list"
+    )]
+    Bl4Capacity { need: usize, max: usize },
     #[error("map {0}: injected fault (test hook)")]
     Injected(&'static str),
     #[error(transparent)]
@@ -151,6 +169,11 @@ pub struct Filter {
     last_flip: Option<Instant>,
     opts: LoadOptions,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// A migration from an older map layout, until the links run this
+    /// program (see [`migrate`]).
+    migration: Option<migrate::Migration>,
+    /// Pinned links switched to this program while migrating.
+    links_switched: usize,
 }
 
 /// Hands memory freed by compiling and writing a large policy (the list
@@ -204,12 +227,37 @@ impl Filter {
         }
         let mut loader = EbpfLoader::new();
         let mut adopted = false;
+        let mut from_layout = None;
         let pin_paths: Vec<(&str, PathBuf)> = match &opts.pin_root {
             Some(root) => {
                 root.prepare()?;
-                root.check_compatible(OBJECT)?;
-                adopted = root.has_maps();
-                ALL_MAPS.iter().map(|m| (*m, root.map(m))).collect()
+                if let Some(what) = migrate::recover(root)? {
+                    tracing::warn!("{}: {what}", root.path().display());
+                }
+                let dir = match migrate::pinned_layout(root)? {
+                    None => root.maps_dir(),
+                    Some(v) if v == LAYOUT_VERSION => {
+                        root.check_compatible(OBJECT)?;
+                        adopted = true;
+                        root.maps_dir()
+                    }
+                    Some(v) if v > LAYOUT_VERSION => return Err(LoaderError::NewerLayout(v)),
+                    Some(v) => {
+                        tracing::info!(
+                            "the pinned filter has map layout {v}; this build's is \
+                             {LAYOUT_VERSION}: migrating (new maps beside the old, then one \
+                             link update per interface)"
+                        );
+                        from_layout = Some(v);
+                        let next = root.next_dir();
+                        std::fs::create_dir_all(&next).map_err(|source| LoaderError::Io {
+                            path: next.clone(),
+                            source,
+                        })?;
+                        next
+                    }
+                };
+                ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect()
             }
             None => Vec::new(),
         };
@@ -237,7 +285,31 @@ impl Filter {
                 return Err(LoaderError::Missing(name));
             }
         }
-        let maps = Maps::take(&mut ebpf)?;
+        let mut maps = Maps::take(&mut ebpf)?;
+        if !adopted {
+            maps.set_layout(LAYOUT_VERSION)?;
+        }
+        let migration = match (from_layout, &opts.pin_root) {
+            (Some(from), Some(root)) => {
+                let (m, carried) = migrate::Migration::start(root, from, &mut maps)?;
+                tracing::info!(
+                    "carried from layout {from}: generation {}, {} counters ({} packets){}",
+                    maps.active_generation()?,
+                    carried.cells,
+                    carried.packets,
+                    if carried.dropped > 0 {
+                        format!(
+                            ", {} counters with no place in this layout dropped",
+                            carried.dropped
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+                Some(m)
+            }
+            _ => None,
+        };
         let generation = maps.active_generation()?;
         // Fresh maps are empty; adopted slots hold whatever the previous run
         // wrote and are read back before their first write.
@@ -250,7 +322,45 @@ impl Filter {
             last_flip: None,
             opts,
             logger,
+            migration,
+            links_switched: 0,
         })
+    }
+
+    /// The layout being migrated from, until [`Filter::finish_migration`].
+    pub fn migrating_from(&self) -> Option<u32> {
+        self.migration.as_ref().map(|m| m.from)
+    }
+
+    /// Ends a migration once the links run this program: carries what the
+    /// old program counted meanwhile and makes this build's maps the pinned
+    /// ones (the old ones are removed). A no-op when not migrating.
+    pub fn finish_migration(&mut self, root: &PinRoot) -> Result<Option<Carried>, LoaderError> {
+        let Some(m) = self.migration.take() else {
+            return Ok(None);
+        };
+        m.finish(root, &mut self.maps).map(Some)
+    }
+
+    /// A start that failed: if no pinned link runs this program yet, the old
+    /// filter is untouched and only the new maps' pins are removed; if some
+    /// do, the migration is completed (both programs enforce a whole policy;
+    /// the next start switches the remaining links).
+    pub fn settle_failed_migration(&mut self, root: &PinRoot) {
+        let Some(m) = self.migration.take() else {
+            return;
+        };
+        let done = if self.links_switched == 0 {
+            m.abandon(root)
+                .map(|()| "the old filter keeps enforcing, unchanged")
+        } else {
+            m.finish(root, &mut self.maps)
+                .map(|_| "some links already ran the new program: the migration was completed")
+        };
+        match done {
+            Ok(what) => tracing::warn!("start failed while migrating: {what}"),
+            Err(e) => tracing::error!("start failed while migrating, and settling it failed: {e}"),
+        }
     }
 
     /// The active generation (0 until the first policy is applied).
@@ -282,7 +392,11 @@ impl Filter {
             .program_mut(PROGRAM_NAME)
             .ok_or(LoaderError::Missing(PROGRAM_NAME))?
             .try_into()?;
-        root.attach(program, iface, force)
+        let mode = root.attach(program, iface, force)?;
+        if mode.is_none() && self.migration.is_some() {
+            self.links_switched += 1;
+        }
+        Ok(mode)
     }
 
     pub fn meta(&self) -> Result<Meta, LoaderError> {
@@ -360,6 +474,14 @@ impl Filter {
     /// (checked only when the enforced slot's content is known; otherwise a
     /// write that overflows fails cleanly part-way, in the inactive slot).
     fn check_capacity(&self, target: u32, image: &Compact) -> Result<(), LoaderError> {
+        // Each slot owns half of BL4_BITS: the enforced slot does not count.
+        let (need, max) = (
+            image.shared_entries().bl4_hosts,
+            self.maps.shared_capacity()?.bl4_hosts,
+        );
+        if need > max {
+            return Err(LoaderError::Bl4Capacity { need, max });
+        }
         let Some(active) = self.shadow[1 - target as usize].as_ref() else {
             return Ok(());
         };
@@ -371,12 +493,6 @@ impl Filter {
         for (map, active, new, max) in [
             (filter_common::MAP_ALLOW4, a.allow4, n.allow4, max.allow4),
             (filter_common::MAP_ALLOW6, a.allow6, n.allow6, max.allow6),
-            (
-                filter_common::MAP_BL4_HOSTS,
-                a.bl4_hosts,
-                n.bl4_hosts,
-                max.bl4_hosts,
-            ),
         ] {
             if active + new > max {
                 return Err(LoaderError::Capacity {
@@ -419,8 +535,7 @@ impl Filter {
         self.maps.faults.arm(after);
     }
 
-    /// Test hook: map entries the batched writer has written or deleted since
-    /// load (the diff path's cost, in entries).
+    /// Test hook: map entries written since load (a batch of n counts n).
     #[doc(hidden)]
     pub fn entries_written(&self) -> u64 {
         self.maps.faults.written()

@@ -72,7 +72,22 @@ impl PinRoot {
     }
 
     pub fn map(&self, name: &str) -> PathBuf {
-        self.root.join("maps").join(name)
+        self.maps_dir().join(name)
+    }
+
+    /// Where the enforced filter's maps are pinned.
+    pub fn maps_dir(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+
+    /// Where a migration pins the new layout's maps until they take over.
+    pub fn next_dir(&self) -> PathBuf {
+        self.root.join("next")
+    }
+
+    /// Where the old layout's maps are moved while a migration completes.
+    pub fn retired_dir(&self) -> PathBuf {
+        self.root.join("retired")
     }
 
     pub fn link(&self, iface: &str) -> PathBuf {
@@ -237,7 +252,7 @@ impl PinRoot {
     /// Removes every pin and the root itself: the filter is gone once the
     /// daemon (if any) lets go of its handles.
     pub fn remove_all(&self) -> Result<(), LoaderError> {
-        for sub in ["links", "maps"] {
+        for sub in ["links", "maps", "next", "retired"] {
             let dir = self.root.join(sub);
             if let Ok(entries) = fs::read_dir(&dir) {
                 for e in entries.flatten() {

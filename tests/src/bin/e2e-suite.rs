@@ -43,6 +43,10 @@ struct Args {
     /// Echo the daemons' logs.
     #[arg(long, short)]
     verbose: bool,
+    /// An earlier release's binary for the upgrade scenarios, as NAME=PATH
+    /// (repeatable; `cargo xtask releases` builds them).
+    #[arg(long = "release", value_name = "NAME=PATH")]
+    releases: Vec<String>,
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
@@ -75,6 +79,14 @@ fn run(args: &Args) -> Result<bool> {
         return Ok(true);
     }
     let bin = portcullis_tests::e2e::prepare("e2e suite", args.portcullis.as_deref())?;
+    let mut releases = Vec::new();
+    for r in &args.releases {
+        let (name, path) = r
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--release {r}: expected NAME=PATH"))?;
+        releases.push((name.to_string(), PathBuf::from(path)));
+    }
+    portcullis_tests::e2e::upgrade::set_releases(releases);
     portcullis_tests::e2e::set_slowdown(args.slowdown.unwrap_or(if args.vm_subset {
         4
     } else {

@@ -112,9 +112,14 @@ impl Sandbox {
 
     /// `ip netns exec <host> portcullis ARGS…`.
     pub fn portcullis(&self, args: &[&str]) -> Command {
+        self.portcullis_of(&self.bin, args)
+    }
+
+    /// As [`Sandbox::portcullis`], with another build's binary.
+    pub fn portcullis_of(&self, bin: &Path, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", self.host_ns()])
-            .arg(&self.bin)
+            .arg(bin)
             .args(args);
         c
     }
@@ -227,7 +232,23 @@ impl Sandbox {
     /// Starts `portcullis run` on `inet0` and `mgmt0` with `policy` and waits
     /// for READY=1.
     pub fn start_daemon(&self, policy: &Path, extra: &[&str]) -> Result<Daemon> {
-        Daemon::start(self, policy, extra)
+        Daemon::start(self, &self.bin, policy, extra, &[])
+    }
+
+    /// As [`Sandbox::start_daemon`], with extra environment variables.
+    pub fn start_daemon_env(
+        &self,
+        policy: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
+        Daemon::start(self, &self.bin, policy, extra, env)
+    }
+
+    /// As [`Sandbox::start_daemon`], with another build's binary (an earlier
+    /// release, for the upgrade scenarios).
+    pub fn start_daemon_of(&self, bin: &Path, policy: &Path, extra: &[&str]) -> Result<Daemon> {
+        Daemon::start(self, bin, policy, extra, &[])
     }
 
     /// Writes `text` to `path` atomically (temp file + rename).
@@ -342,7 +363,13 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn start(sb: &Sandbox, policy: &Path, extra: &[&str]) -> Result<Daemon> {
+    fn start(
+        sb: &Sandbox,
+        bin: &Path,
+        policy: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let n = NOTIFY_SEQ.fetch_add(1, Ordering::Relaxed);
         let notify_path = sb.dir.join(format!("run/notify-{n}.sock"));
         let _ = fs::remove_file(&notify_path);
@@ -367,7 +394,8 @@ impl Daemon {
             &control,
         ];
         args.extend_from_slice(extra);
-        let mut cmd = sb.portcullis(&args);
+        let mut cmd = sb.portcullis_of(bin, &args);
+        cmd.envs(env.iter().copied());
         cmd.env("NOTIFY_SOCKET", &notify_path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

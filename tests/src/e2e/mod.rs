@@ -35,6 +35,7 @@ pub mod attach;
 pub mod cleanup;
 pub mod cli;
 pub mod cmd;
+pub mod continuity;
 pub mod daemon;
 pub mod demo;
 pub mod explain;
@@ -47,6 +48,7 @@ pub mod policies;
 pub mod probe;
 pub mod scenarios;
 pub mod topology;
+pub mod upgrade;
 pub mod vlan;
 pub mod warnings;
 

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick]`: installs what the comparison needs
+//! `cargo xtask bench [--quick] [-- RUNNER ARGS]`: installs what the comparison needs
 //! (nftables, iptables, ipset, ethtool), builds the eBPF objects, the daemon and
 //! the runner (`runner/`, release, feature `bench`), and runs it as root.
 use std::{path::Path, process::Command};
@@ -57,7 +57,7 @@ fn install_tools() -> Result<()> {
     Ok(())
 }
 
-pub fn run(root: &Path, quick: bool) -> Result<()> {
+pub fn run(root: &Path, quick: bool, runner_args: &[String]) -> Result<()> {
     if !bootstrap::is_root() {
         bail!("the benchmark loads BPF programs and creates namespaces: run `cargo xtask bench` as root");
     }
@@ -97,5 +97,6 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     if quick {
         cmd.arg("--quick");
     }
+    cmd.args(runner_args);
     exec(&mut cmd)
 }

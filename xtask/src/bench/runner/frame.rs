@@ -171,9 +171,80 @@ pub fn gen_template(l4: L4, dport: u16) -> GenTemplate {
     }
 }
 
+/// The receiver's IPv6 address (destination of the IPv6 floods; nothing
+/// listens, and the floods drop before the stack).
+pub const RX_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 2);
+/// Offset of the IPv6 source address and of the UDP checksum in the frame.
+pub const IP6_SRC_OFF: usize = 22;
+pub const UDP6_CSUM_OFF: usize = 60;
+
+/// What `bench_gen6` needs for a template built by [`ipv6_udp`]: the frame
+/// with source `::` and checksum 0, and the one's-complement sum of the UDP
+/// checksum's coverage without the checksum field and the source.
+pub struct GenTemplate6 {
+    pub frame: Vec<u8>,
+    pub l4_sum: u32,
+}
+
+pub fn gen_template6(dport: u16) -> GenTemplate6 {
+    let mut frame = ipv6_udp(Ipv6Addr::UNSPECIFIED, RX_ADDR6, 40000, dport);
+    frame[UDP6_CSUM_OFF..UDP6_CSUM_OFF + 2].fill(0);
+    let l4_len = frame.len() - 54;
+    let mut pseudo = Vec::with_capacity(40);
+    pseudo.extend_from_slice(&RX_ADDR6.octets());
+    pseudo.extend_from_slice(&(l4_len as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 17]);
+    let l4_sum = sum16(&pseudo) + sum16(&frame[54..]);
+    GenTemplate6 { frame, l4_sum }
+}
+
+/// Do a frame's IPv4 header and UDP/TCP checksums verify (IPv4), or its UDP
+/// checksum (IPv6)? For the generator's self-check on its output.
+pub fn checksums_ok(f: &[u8]) -> bool {
+    if f.len() < 14 {
+        return false;
+    }
+    let verifies = |s: u32| fold(s) == 0;
+    match u16::from_be_bytes([f[12], f[13]]) {
+        0x0800 if f.len() >= 34 => {
+            let total = u16::from_be_bytes([f[16], f[17]]) as usize;
+            if f.len() < 14 + total || total < 20 {
+                return false;
+            }
+            let seg = &f[34..14 + total];
+            let mut pseudo = f[26..34].to_vec();
+            pseudo.extend_from_slice(&[0, f[23]]);
+            pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+            verifies(sum16(&f[14..34])) && verifies(sum16(&pseudo) + sum16(seg))
+        }
+        0x86dd if f.len() >= 62 => {
+            let len = u16::from_be_bytes([f[18], f[19]]) as usize;
+            if f.len() < 54 + len || f[20] != 17 {
+                return false;
+            }
+            let seg = &f[54..54 + len];
+            let mut pseudo = f[22..54].to_vec();
+            pseudo.extend_from_slice(&(len as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, 17]);
+            verifies(sum16(&pseudo) + sum16(seg))
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The generator's incremental IPv6 UDP checksum for source `src`, as
+    /// `bench_gen6` computes it (words of the address added to the template sum).
+    fn gen6_checksum(t: &GenTemplate6, src: Ipv6Addr) -> u16 {
+        let sum = t.l4_sum + sum16(&src.octets());
+        match fold(sum) {
+            0 => 0xffff,
+            c => c,
+        }
+    }
 
     /// The generator's incremental checksums equal a full rebuild.
     #[test]
@@ -189,6 +260,43 @@ mod tests {
             let c = fold(t.l4_sum + add);
             let o = t.l4_csum_off as usize;
             assert_eq!(c.to_be_bytes(), full[o..o + 2]);
+            assert!(checksums_ok(&full));
         }
+    }
+
+    /// The IPv6 generator's incremental UDP checksum equals a full rebuild,
+    /// for sources that exercise the carries (all-ones words, a checksum
+    /// that folds to 0).
+    #[test]
+    fn template6_sums_match_full_checksums() {
+        let t = gen_template6(20001);
+        for src in [
+            "2a01:4f8:c0c:1234::1",
+            "2001:db8:bad:1:ffff:ffff:ffff:ffff",
+            "3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "2000::",
+        ] {
+            let src: Ipv6Addr = src.parse().unwrap();
+            let full = ipv6_udp(src, RX_ADDR6, 40000, 20001);
+            let c = gen6_checksum(&t, src);
+            assert_eq!(c.to_be_bytes(), full[UDP6_CSUM_OFF..UDP6_CSUM_OFF + 2]);
+            let mut rewritten = t.frame.clone();
+            rewritten[IP6_SRC_OFF..IP6_SRC_OFF + 16].copy_from_slice(&src.octets());
+            rewritten[UDP6_CSUM_OFF..UDP6_CSUM_OFF + 2].copy_from_slice(&c.to_be_bytes());
+            assert_eq!(rewritten, full);
+            assert!(checksums_ok(&full));
+        }
+    }
+
+    /// The self-check rejects a frame whose source changed without its
+    /// checksums (what a broken generator would send).
+    #[test]
+    fn checksums_ok_rejects_a_stale_checksum() {
+        let mut v4 = ipv4(Ipv4Addr::new(198, 51, 100, 1), RX_ADDR, L4::Udp, 1, 2);
+        v4[29] ^= 1;
+        assert!(!checksums_ok(&v4));
+        let mut v6 = ipv6_udp("2001:db8::1".parse().unwrap(), RX_ADDR6, 1, 2);
+        v6[IP6_SRC_OFF + 15] ^= 1;
+        assert!(!checksums_ok(&v6));
     }
 }

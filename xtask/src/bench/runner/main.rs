@@ -3,12 +3,14 @@
 //!
 //! 1. per-packet cost through BPF_PROG_TEST_RUN (`perpkt`);
 //! 2. control plane: load, one-line reload, free stall (`control`);
-//! 3. throughput on a veth pair driven by a live-frames XDP_TX generator,
-//!    against empty XDP_DROP, nftables and iptables + ipset (`veth`), with the
-//!    daemon's RSS;
+//! 3. throughput on veth pairs driven by a live-frames XDP_TX generator
+//!    (`gen`): empty XDP_DROP, the floor (read the source, count, drop) and
+//!    every portcullis flood in interleaved rounds, then nftables and
+//!    iptables + ipset (`veth`), with the daemon's RSS;
 //! 4. a table on stdout, `bench/results.json` and `bench/results.svg` (`report`).
 mod control;
 mod frame;
+mod gen;
 mod nft;
 mod perpkt;
 mod policies;
@@ -40,6 +42,13 @@ pub struct Args {
     /// parts are missing from results.json and the run fails at the end.
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
+    /// IPv6 /48s in the flood policy's blocklist (the figure is 1M;
+    /// fewer for layouts that cannot hold them).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub v6_flood_prefixes: usize,
+    /// Interleaved rounds of the veth floods (default: 5, `--quick` 2).
+    #[arg(long)]
+    pub rounds: Option<usize>,
 }
 
 /// Counts and durations of one run.
@@ -55,12 +64,32 @@ pub struct Plan {
     /// Sizes for which `nft -f` is timed in the control-plane part (the 1M
     /// set is timed when the veth part loads it).
     pub nft_sizes: Vec<usize>,
+    /// Interleaved rounds (every row once per round).
+    pub veth_rounds: usize,
+    /// Windows per nftables / iptables flood (not interleaved).
     pub veth_trials: usize,
     pub veth_window_ms: u64,
+    /// Generator running before each window starts.
+    pub veth_warmup_ms: u64,
+    pub v6_flood_prefixes: usize,
 }
 
+/// Allowlist sizes of the zone floods (`ratio_vs_floor_allow_100k`, `_1k`).
+pub const ALLOW_BIG: usize = 100_000;
+pub const ALLOW_SMALL: usize = 1_000;
+
 impl Plan {
-    fn new(quick: bool) -> Plan {
+    fn new(args: &Args) -> Plan {
+        let quick = args.quick;
+        let mut plan = Plan::base(quick);
+        plan.v6_flood_prefixes = args.v6_flood_prefixes;
+        if let Some(r) = args.rounds {
+            plan.veth_rounds = r.max(1);
+        }
+        plan
+    }
+
+    fn base(quick: bool) -> Plan {
         if quick {
             Plan {
                 quick,
@@ -71,8 +100,11 @@ impl Plan {
                 runs: 3,
                 probes_per_kind: 3,
                 nft_sizes: vec![1_000, 10_000, 100_000],
-                veth_trials: 2,
-                veth_window_ms: 1_000,
+                veth_rounds: 2,
+                veth_trials: 1,
+                veth_window_ms: 400,
+                veth_warmup_ms: 200,
+                v6_flood_prefixes: 1_000_000,
             }
         } else {
             Plan {
@@ -84,8 +116,11 @@ impl Plan {
                 runs: 5,
                 probes_per_kind: 8,
                 nft_sizes: vec![1_000, 10_000, 100_000],
+                veth_rounds: 5,
                 veth_trials: 3,
-                veth_window_ms: 2_000,
+                veth_window_ms: 1_000,
+                veth_warmup_ms: 300,
+                v6_flood_prefixes: 1_000_000,
             }
         }
     }
@@ -93,7 +128,7 @@ impl Plan {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let plan = Plan::new(args.quick);
+    let plan = Plan::new(&args);
     let started = Instant::now();
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
     let work = sys::TempDir::new("portcullis-bench")?;
@@ -101,6 +136,7 @@ fn main() -> Result<()> {
 
     eprintln!("[bench] generating policies {:?}", plan.sizes);
     let set = policies::PolicySet::generate(&plan, work.path())?;
+    let max = *plan.sizes.iter().max().expect("sizes");
 
     let skip = |part: &str| {
         let s = args.skip.iter().any(|p| p == part);
@@ -128,11 +164,16 @@ fn main() -> Result<()> {
     }
     if !skip("veth") {
         eprintln!("[bench] veth throughput");
-        veth::run(&plan, &args, &set, work.path(), &mut results)?;
+        eprintln!(
+            "[bench] flood policy: {max} IPv4 + {} IPv6 /48s, allowlists of {ALLOW_BIG} and {ALLOW_SMALL}",
+            plan.v6_flood_prefixes
+        );
+        let veth =
+            policies::VethSet::generate(&set, max, plan.v6_flood_prefixes, ALLOW_BIG, ALLOW_SMALL)?;
+        veth::run(&plan, &args, &set, &veth, work.path(), &mut results)?;
     }
 
     results.set_num("duration_s", started.elapsed().as_secs_f64());
-    report::write(&args.out, &results)?;
     report::print_table(&results);
-    Ok(())
+    report::write(&args.out, &results)
 }

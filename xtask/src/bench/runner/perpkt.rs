@@ -110,9 +110,11 @@ pub fn run(plan: &Plan, args: &Args, set: &PolicySet, results: &mut Results) -> 
     };
     let empty = baseline("bench_pass")?;
     let parse = baseline("bench_parse")?;
+    let floor = baseline("bench_floor_pass")?;
     results.set_num("empty_pass_ns", empty);
     results.set_num("parse_only_ns", parse);
-    eprintln!("  empty XDP_PASS {empty:.1} ns, parse-only {parse:.1} ns");
+    results.set_num("floor_ns", floor);
+    eprintln!("  empty XDP_PASS {empty:.1} ns, parse-only {parse:.1} ns, floor {floor:.1} ns");
 
     let mut filter = Filter::load(LoadOptions {
         quiesce: Duration::ZERO,

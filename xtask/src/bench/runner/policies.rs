@@ -4,6 +4,10 @@
 //! each, allowlists of a /16 + 4 /24s and an IPv6 /32) and one failsafe rule.
 //! Every size takes the first N of the same sequences, so the probe sources
 //! are listed at every size.
+//!
+//! The veth floods run on one more policy ([`VethSet`]): the largest IPv4
+//! list, 1M random IPv6 /48s and two more zones whose allowlists are
+//! country-sized (100k prefixes /16–/24) and small (1k).
 use std::{
     collections::HashSet,
     fmt::Write as _,
@@ -121,6 +125,27 @@ impl PolicySet {
         self.dir.join(format!("policy-{n}-changed.toml"))
     }
 
+    fn zones_toml(&self) -> String {
+        let mut toml = String::new();
+        for z in &self.zones {
+            let allow: Vec<String> = z
+                .allow4
+                .iter()
+                .map(|n| format!("\"{n}\""))
+                .chain(z.allow6.iter().map(|n| format!("\"{n}\"")))
+                .collect();
+            let _ = writeln!(
+                toml,
+                "[[zone]]\nname = \"z{}\"\nports = [\"{}/tcp\", \"{}/udp\"]\nallow = [{}]\n",
+                z.id,
+                z.tcp,
+                z.udp,
+                allow.join(", ")
+            );
+        }
+        toml
+    }
+
     fn write(&self, n: usize, extra: Option<Ipv4Net>) -> Result<()> {
         let tag = if extra.is_some() {
             format!("{n}-changed")
@@ -154,22 +179,7 @@ impl PolicySet {
             "[blocklist]\nfiles = [\"list-{tag}.netset\"]\n\n[[failsafe]]\nports = [\"22/tcp\"]\nfrom = [\"{}\"]\n",
             self.failsafe_from
         );
-        for z in &self.zones {
-            let allow: Vec<String> = z
-                .allow4
-                .iter()
-                .map(|n| format!("\"{n}\""))
-                .chain(z.allow6.iter().map(|n| format!("\"{n}\"")))
-                .collect();
-            let _ = writeln!(
-                toml,
-                "[[zone]]\nname = \"z{}\"\nports = [\"{}/tcp\", \"{}/udp\"]\nallow = [{}]\n",
-                z.id,
-                z.tcp,
-                z.udp,
-                allow.join(", ")
-            );
-        }
+        toml.push_str(&self.zones_toml());
         let path = if extra.is_some() {
             self.changed_policy_path(n)
         } else {
@@ -183,4 +193,215 @@ impl PolicySet {
 /// range the hosts avoid).
 pub fn one_line_extra() -> Ipv4Net {
     "198.51.100.7/32".parse().unwrap()
+}
+
+/// The policy of the veth floods: the IPv4 list of size `n`, `v6` random
+/// IPv6 /48s, the 32 zones, and two allowlist zones (UDP ports
+/// [`ALLOW_BIG_PORT`], [`ALLOW_SMALL_PORT`]).
+pub struct VethSet {
+    pub path: PathBuf,
+    /// Random /48s in 2000::/3 (distinct; none inside another).
+    pub v6: Vec<Ipv6Net>,
+    /// Disjoint prefixes /16–/24 no two of which merge; the big zone allows
+    /// all of them, the small zone the first [`VethSet::small`].
+    pub allow: Vec<Ipv4Net>,
+    /// The sibling of each `allow` prefix (the other half of its parent):
+    /// in no allowlist, the blocklist's /24 nets or any excluded range, so
+    /// its sources walk the allowlist trie as deep as the listed ones, and
+    /// miss.
+    pub allow_misses: Vec<Ipv4Net>,
+    pub small: usize,
+}
+
+/// UDP ports of the two allowlist zones.
+pub const ALLOW_BIG_PORT: u16 = 30_100;
+pub const ALLOW_SMALL_PORT: u16 = 30_101;
+
+/// Prefix lengths of the country-sized allowlist, percent (country lists are
+/// mostly /22–/24 with a tail of large blocks).
+const ALLOW_LENGTHS: [(u8, u32); 9] = [
+    (24, 40),
+    (23, 15),
+    (22, 15),
+    (21, 10),
+    (20, 8),
+    (19, 5),
+    (18, 3),
+    (17, 2),
+    (16, 2),
+];
+
+/// One bit per IPv4 /24.
+struct Bits24(Vec<u64>);
+
+impl Bits24 {
+    fn new() -> Bits24 {
+        Bits24(vec![0; 1 << 18])
+    }
+    fn any(&self, first: u32, span: u32) -> bool {
+        (first..first + span).any(|i| self.0[(i >> 6) as usize] & (1 << (i & 63)) != 0)
+    }
+    fn set(&mut self, first: u32, span: u32) {
+        for i in first..first + span {
+            self.0[(i >> 6) as usize] |= 1 << (i & 63);
+        }
+    }
+}
+
+/// `n` allowlist prefixes and their siblings (see [`VethSet::allow`]).
+fn allowlist(rng: &mut SmallRng, n: usize) -> Result<(Vec<Ipv4Net>, Vec<Ipv4Net>)> {
+    let (mut taken, mut reserved) = (Bits24::new(), Bits24::new());
+    let (mut allow, mut misses) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut attempts = 0usize;
+    while allow.len() < n {
+        attempts += 1;
+        if attempts > 50 * n.max(1000) {
+            anyhow::bail!(
+                "allowlist generation: {} of {n} prefixes after {attempts} attempts",
+                allow.len()
+            );
+        }
+        let mut pick = rng.gen_range(0..100u32);
+        let len = ALLOW_LENGTHS
+            .iter()
+            .find(|(_, pct)| {
+                let hit = pick < *pct;
+                pick = pick.saturating_sub(*pct);
+                hit
+            })
+            .map_or(24, |(l, _)| *l);
+        let span = 1u32 << (24 - len);
+        let first = (rng.gen::<u32>() >> 8) & !(span - 1);
+        let sibling = first ^ span;
+        // Both halves lie in one /8 (len ≥ 9).
+        if excluded(first >> 16)
+            || taken.any(first, span)
+            || reserved.any(first, span)
+            || taken.any(sibling, span)
+        {
+            continue;
+        }
+        taken.set(first, span);
+        reserved.set(sibling, span);
+        let net = |i: u32| Ipv4Net::new(Ipv4Addr::from(i << 8), len).expect("valid prefix");
+        allow.push(net(first));
+        misses.push(net(sibling));
+    }
+    Ok((allow, misses))
+}
+
+impl VethSet {
+    pub fn generate(
+        set: &PolicySet,
+        n: usize,
+        n6: usize,
+        big: usize,
+        small: usize,
+    ) -> Result<VethSet> {
+        let mut rng = SmallRng::seed_from_u64(0x7e7b);
+        let mut seen = HashSet::with_capacity(n6);
+        let mut v6 = Vec::with_capacity(n6);
+        let mut attempts = 0usize;
+        while v6.len() < n6 {
+            attempts += 1;
+            anyhow::ensure!(
+                attempts <= 2 * n6 + 1000,
+                "IPv6 /48 generation: too many repeats"
+            );
+            // 2000::/3 and 45 random bits: a /48.
+            let top = (1u64 << 45) | (rng.gen::<u64>() & ((1 << 45) - 1));
+            if seen.insert(top) {
+                let addr = Ipv6Addr::from(u128::from(top) << 80);
+                v6.push(Ipv6Net::new(addr, 48).expect("valid /48"));
+            }
+        }
+        drop(seen);
+        let (allow, allow_misses) = allowlist(&mut rng, big)?;
+        let veth = VethSet {
+            path: set.dir.join("policy-veth.toml"),
+            v6,
+            allow,
+            allow_misses,
+            small: small.min(big),
+        };
+        veth.write(set, n)?;
+        Ok(veth)
+    }
+
+    fn write(&self, set: &PolicySet, n: usize) -> Result<()> {
+        let list = set.dir.join("list-veth.netset");
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&list).with_context(|| list.display().to_string())?,
+        );
+        writeln!(
+            out,
+            "# synthetic blocklist of the veth floods: {n} IPv4 + {} IPv6 /48",
+            self.v6.len()
+        )?;
+        for net in set.v4(n) {
+            writeln!(out, "{net}")?;
+        }
+        for net in &self.v6 {
+            writeln!(out, "{net}")?;
+        }
+        out.flush()?;
+        let mut toml = String::from(
+            "version = 1\n\n[defaults]\nunmatched = \"pass\"\n\n[metrics]\nlisten = \"127.0.0.1:19190\"\n\n",
+        );
+        let _ = writeln!(
+            toml,
+            "[blocklist]\nfiles = [\"list-veth.netset\"]\n\n[[failsafe]]\nports = [\"22/tcp\"]\nfrom = [\"{}\"]\n",
+            set.failsafe_from
+        );
+        toml.push_str(&set.zones_toml());
+        for (name, port, allow) in [
+            ("allow-big", ALLOW_BIG_PORT, &self.allow[..]),
+            ("allow-small", ALLOW_SMALL_PORT, &self.allow[..self.small]),
+        ] {
+            let _ = write!(
+                toml,
+                "[[zone]]\nname = \"{name}\"\nports = [\"{port}/udp\"]\nallow = ["
+            );
+            for (i, net) in allow.iter().enumerate() {
+                let _ = write!(toml, "{}\"{net}\"", if i == 0 { "" } else { ", " });
+            }
+            toml.push_str("]\n\n");
+        }
+        std::fs::write(&self.path, toml).with_context(|| self.path.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The allowlist is what the zone flood assumes: exact prefix lengths
+    /// /16–/24, no two overlapping or merging (the compiled list keeps every
+    /// one), and no sibling (the miss flood's sources) inside any of them.
+    #[test]
+    fn allowlist_prefixes_are_disjoint_and_their_siblings_unlisted() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let (allow, misses) = allowlist(&mut rng, 20_000).unwrap();
+        assert_eq!(allow.len(), 20_000);
+        let mut lens = HashSet::new();
+        for n in &allow {
+            assert!((16..=24).contains(&n.prefix_len()), "{n}");
+            lens.insert(n.prefix_len());
+        }
+        assert_eq!(lens.len(), 9, "every length /16–/24 occurs");
+        let merged = Ipv4Net::aggregate(&allow);
+        assert_eq!(merged.len(), allow.len(), "no two prefixes merge");
+        let mut listed = Bits24::new();
+        let span = |n: &Ipv4Net| (u32::from(n.network()) >> 8, 1u32 << (24 - n.prefix_len()));
+        for a in &allow {
+            let (first, n) = span(a);
+            listed.set(first, n);
+        }
+        assert_eq!(misses.len(), allow.len());
+        for m in &misses {
+            let (first, n) = span(m);
+            assert!(!listed.any(first, n), "{m} overlaps the allowlist");
+            assert!(!excluded(first >> 16), "{m}");
+        }
+    }
 }

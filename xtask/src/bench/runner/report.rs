@@ -12,8 +12,7 @@ pub struct Results {
     /// (size, compile s, write s)
     loads: Vec<(usize, f64, f64)>,
     nft_loads: Vec<(usize, f64)>,
-    /// (key, label, Mpps, generator Mpps)
-    floods: Vec<(String, String, f64, f64)>,
+    floods: Vec<Flood>,
     sizes: Vec<usize>,
     /// ns per probe kind per size
     per_packet: Vec<Vec<f64>>,
@@ -25,6 +24,13 @@ impl Results {
         json.insert("quick".into(), json!(plan.quick));
         json.insert("repeat".into(), json!(plan.repeat));
         json.insert("runs".into(), json!(plan.runs));
+        json.insert("veth_rounds".into(), json!(plan.veth_rounds));
+        json.insert("veth_window_ms".into(), json!(plan.veth_window_ms));
+        json.insert("v6_flood_prefixes".into(), json!(plan.v6_flood_prefixes));
+        json.insert(
+            "allowlist_prefixes".into(),
+            json!([crate::ALLOW_BIG, crate::ALLOW_SMALL]),
+        );
         json.insert("loadavg_at_start".into(), json!(sys::loadavg()));
         json.insert(
             "kernel".into(),
@@ -119,39 +125,135 @@ impl Results {
         }
     }
 
-    pub fn push_mpps(&mut self, key: &str, label: &str, mpps: f64, gen: f64, trials: &[f64]) {
-        self.floods.push((key.into(), label.into(), mpps, gen));
+    pub fn push_flood(&mut self, f: Flood) {
+        let (lo, hi) = range(&f.samples);
+        let key = &f.key;
         self.json.insert(
             format!("{key}_trials_mpps"),
-            json!(trials.iter().map(|x| round(*x)).collect::<Vec<_>>()),
+            json!(f.samples.iter().map(|x| round(*x)).collect::<Vec<_>>()),
         );
-        self.set_num(&format!("{key}_mpps"), mpps);
-        self.set_num(&format!("{key}_generator_mpps"), gen);
-        let get = |k: &str| self.num(&format!("{k}_mpps"));
-        let (p, e, nf, ip) = (
-            get("portcullis_drop"),
-            get("xdp_drop_empty"),
-            get("nftables_drop"),
-            get("iptables_drop"),
+        self.json
+            .insert(format!("{key}_range_mpps"), json!([round(lo), round(hi)]));
+        self.set_num(&format!("{key}_mpps"), f.median());
+        self.set_num(&format!("{key}_generator_mpps"), sys::median(f.gen.clone()));
+        self.set_num(
+            &format!("{key}_napi_sleeps_per_s"),
+            sys::median(f.napi_sleeps.clone()),
         );
-        for (key, part) in [
-            ("ratio_vs_empty_nets_only", get("portcullis_drop_nets")),
-            ("ratio_vs_empty_cache_resident", get("portcullis_drop_hot")),
-        ] {
-            if let (Some(x), Some(e)) = (part, e) {
-                self.set_num(key, x / e);
-            }
-        }
-        for (key, other) in [
-            ("ratio_vs_empty", e),
-            ("ratio_vs_nftables", nf),
-            ("ratio_vs_iptables", ip),
-        ] {
-            if let (Some(p), Some(o)) = (p, other) {
-                self.set_num(key, p / o);
+        self.floods.retain(|g| g.key != f.key);
+        self.floods.push(f);
+        for (ratio, num, den, _) in RATIOS {
+            if let Some((m, lo, hi)) = self.ratio(num, den) {
+                self.set_num(ratio, m);
+                self.json
+                    .insert(format!("{ratio}_range"), json!([round(lo), round(hi)]));
             }
         }
     }
+
+    /// The range written for ratio key `ratio` (NaN when missing).
+    fn ratio_range(&self, ratio: &str) -> (f64, f64) {
+        let v = self.json.get(&format!("{ratio}_range"));
+        let at = |i: usize| v.and_then(|v| v[i].as_f64()).unwrap_or(f64::NAN);
+        (at(0), at(1))
+    }
+
+    fn flood(&self, key: &str) -> Option<&Flood> {
+        self.floods.iter().find(|f| f.key == key)
+    }
+
+    /// `num` / `den`: (median, min, max) of the per-round ratios when both
+    /// were measured in the same interleaved rounds; else the ratio of the
+    /// medians, with the extremes of the samples as its range.
+    fn ratio(&self, num: &str, den: &str) -> Option<(f64, f64, f64)> {
+        let (a, b) = (self.flood(num)?, self.flood(den)?);
+        if a.interleaved && b.interleaved && a.samples.len() == b.samples.len() {
+            let r: Vec<f64> = a
+                .samples
+                .iter()
+                .zip(&b.samples)
+                .map(|(x, y)| x / y)
+                .collect();
+            let (lo, hi) = range(&r);
+            Some((sys::median(r), lo, hi))
+        } else {
+            let ((alo, ahi), (blo, bhi)) = (range(&a.samples), range(&b.samples));
+            Some((a.median() / b.median(), alo / bhi, ahi / blo))
+        }
+    }
+}
+
+/// Which part of the throughput run a flood belongs to (the plot's colours).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// Programs of the bench object: empty XDP_DROP, the floors.
+    Baseline,
+    /// The daemon with the flood policy.
+    Portcullis,
+    /// nftables, iptables + ipset.
+    Other,
+}
+
+/// One flood: receiver Mpps per round (or trial), generator Mpps beside.
+pub struct Flood {
+    pub key: String,
+    pub label: String,
+    pub group: Group,
+    pub samples: Vec<f64>,
+    pub gen: Vec<f64>,
+    /// How often per second the receiver's NAPI thread slept, per sample.
+    pub napi_sleeps: Vec<f64>,
+    /// Measured in the interleaved rounds (one sample per round).
+    pub interleaved: bool,
+}
+
+impl Flood {
+    fn median(&self) -> f64 {
+        sys::median(self.samples.clone())
+    }
+}
+
+fn range(v: &[f64]) -> (f64, f64) {
+    (
+        v.iter().copied().fold(f64::INFINITY, f64::min),
+        v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+/// (ratio key, flood, baseline flood, target). The floor keys compare each
+/// flood with the baseline every filter pays: `floor_drop` for IPv4 floods
+/// that drop, `floor_drop_v6` for IPv6, `floor_pass` for floods that pass
+/// (it pays the stack behind the filter too).
+#[rustfmt::skip]
+pub const RATIOS: [(&str, &str, &str, Option<f64>); 20] = [
+    ("ratio_vs_floor", "portcullis_drop_hosts", "floor_drop", Some(0.5)),
+    ("ratio_vs_floor_v6", "portcullis_drop_v6", "floor_drop_v6", Some(0.4)),
+    ("ratio_vs_floor_uniform", "portcullis_drop_uniform", "floor_drop", None),
+    ("ratio_vs_floor_uniform_v6", "portcullis_drop_uniform_v6", "floor_drop_v6", None),
+    ("ratio_vs_floor_mixed", "portcullis_drop", "floor_drop", None),
+    ("ratio_vs_floor_nets", "portcullis_drop_nets", "floor_drop", Some(0.9)),
+    ("ratio_vs_floor_hot", "portcullis_drop_hot", "floor_drop", Some(0.9)),
+    ("ratio_vs_floor_allowed", "portcullis_allowed", "floor_pass", None),
+    ("ratio_vs_floor_allow_100k", "portcullis_allow_100k", "floor_pass", None),
+    ("ratio_vs_floor_allow_100k_miss", "portcullis_allow_100k_miss", "floor_drop", None),
+    ("ratio_vs_floor_allow_1k", "portcullis_allow_1k", "floor_pass", None),
+    ("ratio_vs_floor_allow_1k_miss", "portcullis_allow_1k_miss", "floor_drop", None),
+    ("floor_ratio_vs_empty", "floor_drop", "xdp_drop_empty", None),
+    ("ratio_vs_empty", "portcullis_drop", "xdp_drop_empty", None),
+    ("ratio_vs_empty_nets_only", "portcullis_drop_nets", "xdp_drop_empty", None),
+    ("ratio_vs_empty_cache_resident", "portcullis_drop_hot", "xdp_drop_empty", None),
+    ("ratio_vs_nftables", "portcullis_drop", "nftables_drop", Some(8.0)),
+    ("ratio_vs_iptables", "portcullis_drop", "iptables_drop", None),
+    ("nftables_ratio_vs_floor", "nftables_drop", "floor_drop", None),
+    ("iptables_ratio_vs_floor", "iptables_drop", "floor_drop", None),
+];
+
+/// The floor ratio of a flood, for the tables and the plot.
+fn floor_ratio_of(key: &str) -> Option<(&'static str, &'static str, Option<f64>)> {
+    RATIOS
+        .iter()
+        .find(|(_, num, den, _)| *num == key && den.starts_with("floor"))
+        .map(|(r, _, den, t)| (*r, *den, *t))
 }
 
 fn round(v: f64) -> f64 {
@@ -163,10 +265,18 @@ fn round(v: f64) -> f64 {
 }
 
 /// Keys every run must write.
-pub const REQUIRED: [&str; 9] = [
+pub const REQUIRED: [&str; 17] = [
     "xdp_drop_empty_mpps",
+    "floor_drop_mpps",
+    "floor_drop_v6_mpps",
     "portcullis_drop_mpps",
     "nftables_drop_mpps",
+    "ratio_vs_floor",
+    "ratio_vs_floor_v6",
+    "ratio_vs_floor_uniform",
+    "ratio_vs_floor_uniform_v6",
+    "ratio_vs_floor_allow_100k",
+    "ratio_vs_floor_allow_1k",
     "ratio_vs_empty",
     "ratio_vs_nftables",
     "growth_1m_over_1k",
@@ -218,13 +328,16 @@ pub fn print_table(r: &Results) {
         }
     );
     println!(
-        "Per-packet cost, BPF_PROG_TEST_RUN (ns/packet; empty XDP_PASS {:.1}, parse-only {:.1}):\n",
-        r.json["per_packet_ns"]["empty_pass"]
-            .as_f64()
+        "Per-packet cost, BPF_PROG_TEST_RUN (ns/packet; empty XDP_PASS {:.1}, parse-only {:.1}, floor {:.1}):\n",
+        r.json
+            .get("per_packet_ns")
+            .and_then(|p| p["empty_pass"].as_f64())
             .unwrap_or(f64::NAN),
-        r.json["per_packet_ns"]["parse_only"]
-            .as_f64()
-            .unwrap_or(f64::NAN)
+        r.json
+            .get("per_packet_ns")
+            .and_then(|p| p["parse_only"].as_f64())
+            .unwrap_or(f64::NAN),
+        n("floor_ns")
     );
     let mut head = String::from("| probe |");
     for s in &r.sizes {
@@ -241,12 +354,41 @@ pub fn print_table(r: &Results) {
         let _ = write!(row, " {:.2} |", v.last().unwrap_or(&f64::NAN) / v[0]);
         println!("{row}");
     }
-    println!("\nThroughput on veth (one core generating, one core receiving; 64-byte UDP, random sources):\n");
-    println!("| system | Mpps | vs empty XDP_DROP |");
-    println!("|---|---|---|");
-    let empty = n("xdp_drop_empty_mpps");
-    for (_, label, mpps, _) in &r.floods {
-        println!("| {label} | {mpps:.2} | {:.2} |", mpps / empty);
+    let rounds = r.json["veth_rounds"].as_u64().unwrap_or(0);
+    println!(
+        "\nThroughput on veth (one core generating, one receiving; 64-byte UDP over IPv4, 80-byte over IPv6; \
+         median and range of {rounds} interleaved rounds; policy: 1M IPv4 + {} IPv6 /48s, 34 zones):\n",
+        human(r.json["v6_flood_prefixes"].as_u64().unwrap_or(0) as usize)
+    );
+    println!(
+        "| flood (veth, 1M IPv4 + {} IPv6 policy) | Mpps | range | vs floor | range |",
+        human(r.json["v6_flood_prefixes"].as_u64().unwrap_or(0) as usize)
+    );
+    println!("|---|---|---|---|---|");
+    for f in &r.floods {
+        let (lo, hi) = range(&f.samples);
+        let vs = match floor_ratio_of(&f.key) {
+            Some((ratio, den, _)) => format!(
+                "{:.2} ({}) | {:.2}–{:.2}",
+                n(ratio),
+                den.trim_start_matches("floor_"),
+                r.ratio_range(ratio).0,
+                r.ratio_range(ratio).1,
+            ),
+            None if f.key == "floor_drop" => {
+                format!("{:.2} × empty | ", n("floor_ratio_vs_empty"))
+            }
+            None => "– | ".into(),
+        };
+        let who = match f.group {
+            Group::Portcullis => "portcullis: ",
+            _ => "",
+        };
+        println!(
+            "| {who}{} | {:.2} | {lo:.2}–{hi:.2} | {vs} |",
+            f.label,
+            f.median()
+        );
     }
     println!("\nControl plane (policy file to enforcing; + 100k IPv6, 32 zones):\n");
     println!("| prefixes | portcullis compile | portcullis write | portcullis total | nft -f |");
@@ -264,54 +406,68 @@ pub fn print_table(r: &Results) {
             c + w
         );
     }
-    println!("\n| figure | value | target | |");
+    println!("\n| target (issue 10) | key | figure | |");
     println!("|---|---|---|---|");
-    let rows: [(&str, &str, f64, &str, bool); 6] = [
+    // (what, key, target, at least?)
+    let rows: [(&str, &str, f64, bool); 9] = [
         (
-            "ratio_vs_empty",
-            "portcullis drop / empty XDP_DROP",
-            n("ratio_vs_empty"),
-            "≥ 0.90",
-            n("ratio_vs_empty") >= 0.9,
+            "IPv4 blocklist flood (random listed /32s) / floor",
+            "ratio_vs_floor",
+            0.5,
+            true,
         ),
         (
-            "ratio_vs_nftables",
+            "IPv6 blocklist flood (random listed /48s) / IPv6 floor",
+            "ratio_vs_floor_v6",
+            0.4,
+            true,
+        ),
+        (
+            "flood from listed /24s only / floor",
+            "ratio_vs_floor_nets",
+            0.9,
+            true,
+        ),
+        (
+            "flood from 64 listed /32s / floor",
+            "ratio_vs_floor_hot",
+            0.9,
+            true,
+        ),
+        (
             "portcullis drop / nftables drop",
-            n("ratio_vs_nftables"),
-            "≥ 3.0",
-            n("ratio_vs_nftables") >= 3.0,
+            "ratio_vs_nftables",
+            8.0,
+            true,
         ),
+        ("ns/packet growth 1M / 1k", "growth_1m_over_1k", 1.3, false),
         (
-            "growth_1m_over_1k",
-            "ns/packet growth 1M / 1k (worst IPv4 probe)",
-            n("growth_1m_over_1k"),
-            "≤ 1.3",
-            n("growth_1m_over_1k") <= 1.3,
-        ),
-        (
+            "load 1M + 100k IPv6 policy (s)",
             "load_1m_seconds",
-            "load 1M + 100k policy (s)",
-            n("load_1m_seconds"),
-            "≤ 1.0",
-            n("load_1m_seconds") <= 1.0,
+            1.0,
+            false,
         ),
         (
+            "one-line change to the loaded 1M policy (ms)",
             "reload_one_line_ms",
-            "one-line change to the 1M policy (ms)",
-            n("reload_one_line_ms"),
-            "≤ 20",
-            n("reload_one_line_ms") <= 20.0,
+            20.0,
+            false,
         ),
         (
-            "rss_mib",
             "daemon RSS with the 1M policy (MiB)",
-            n("rss_mib"),
-            "≤ 40",
-            n("rss_mib") <= 40.0,
+            "rss_mib",
+            40.0,
+            false,
         ),
     ];
-    for (_, label, v, t, ok) in rows {
-        println!("| {label} | {v:.2} | {t} | {} |", target(ok));
+    for (what, key, t, at_least) in rows {
+        let v = n(key);
+        let (cmp, ok) = if at_least {
+            ("≥", v >= t)
+        } else {
+            ("≤", v <= t)
+        };
+        println!("| {what} {cmp} {t} | `{key}` | {v:.2} | {} |", target(ok));
     }
     println!(
         "\nAlso: one-line change incl. re-reading the 1M-line list {:.0} ms; longest apply while replacing the 1M policy {:.1} ms; \
@@ -341,9 +497,11 @@ const COLORS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
 ];
 
-/// Two panels: ns/packet vs prefix count (log x), and Mpps by system.
+/// ns/packet vs prefix count (log x) with the headline figures beside it,
+/// then Mpps by flood and each portcullis flood against its floor (medians
+/// with min–max whiskers).
 fn plot(r: &Results) -> String {
-    let (w, h) = (1000.0, 420.0);
+    let (w, h) = (1000.0, 2000.0);
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
@@ -411,32 +569,213 @@ fn plot(r: &Results) -> String {
         let lx = x0 + (line % 2) as f64 * 200.0;
         let _ = writeln!(s, "<rect x=\"{lx}\" y=\"{}\" width=\"10\" height=\"3\" fill=\"{c}\"/><text x=\"{}\" y=\"{ly}\">{key}</text>", ly - 4.0, lx + 14.0);
     }
-    // Right panel.
-    let (x0, pw) = (560.0, 400.0);
-    let _ = writeln!(s, "<text x=\"{}\" y=\"22\" font-size=\"13\" text-anchor=\"middle\">Mpps on veth, 1M-prefix policy (higher is better)</text>", x0 + pw / 2.0);
-    let mmax = r.floods.iter().map(|f| f.2).fold(1.0f64, f64::max) * 1.1;
-    let bh = (ph / r.floods.len().max(1) as f64).min(34.0);
-    for (i, (_, label, mpps, _)) in r.floods.iter().enumerate() {
-        let y = y0 + i as f64 * bh;
-        let bw = (pw - 10.0) * mpps / mmax;
-        let c = if label.starts_with("portcullis") {
-            "#1f77b4"
-        } else if label.starts_with("empty") {
-            "#7f7f7f"
-        } else {
-            "#d62728"
-        };
-        let _ = writeln!(s, "<rect x=\"{x0}\" y=\"{}\" width=\"{bw:.1}\" height=\"{}\" fill=\"{c}\" opacity=\"0.8\"/>", y + 3.0, bh - 6.0);
+    // Right of it: the headline figures.
+    let n = |k: &str| r.num(k).unwrap_or(f64::NAN);
+    let (tx, mut ty) = (520.0, 40.0);
+    let _ = writeln!(s, "<text x=\"{tx}\" y=\"22\" font-size=\"13\">Throughput on veth against the floor (1M IPv4 + {} IPv6 /48s)</text>", human(r.json["v6_flood_prefixes"].as_u64().unwrap_or(0) as usize));
+    let mut line = |s: &mut String, text: String, color: &str| {
         let _ = writeln!(
             s,
-            "<text x=\"{}\" y=\"{}\">{} — {mpps:.2}</text>",
-            x0 + 4.0,
-            y + bh / 2.0 + 4.0,
-            escape(label)
+            "<text x=\"{tx}\" y=\"{ty}\" fill=\"{color}\">{}</text>",
+            escape(&text)
+        );
+        ty += 16.0;
+    };
+    line(
+        &mut s,
+        format!(
+            "empty XDP_DROP {:.2} Mpps; floor {:.2} Mpps ({:.2} × empty)",
+            n("xdp_drop_empty_mpps"),
+            n("floor_drop_mpps"),
+            n("floor_ratio_vs_empty"),
+        ),
+        "#333",
+    );
+    line(
+        &mut s,
+        format!(
+            "IPv6 floor {:.2} Mpps; floor with XDP_PASS {:.2} Mpps",
+            n("floor_drop_v6_mpps"),
+            n("floor_pass_mpps")
+        ),
+        "#333",
+    );
+    line(
+        &mut s,
+        format!(
+            "median of {} interleaved rounds; each ratio the median of its per-round ratios",
+            r.json["veth_rounds"].as_u64().unwrap_or(0)
+        ),
+        "#333",
+    );
+    line(&mut s, String::new(), "#333");
+    for (ratio, _, _, t) in RATIOS {
+        let v = n(ratio);
+        if !v.is_finite() || ratio.starts_with("ratio_vs_empty") {
+            continue;
+        }
+        let (verdict, color) = match t {
+            Some(t) if v >= t => (format!("  (target ≥ {t}: met)"), "#2ca02c"),
+            Some(t) => (format!("  (target ≥ {t}: MISSED)"), "#d62728"),
+            None => (String::new(), "#333"),
+        };
+        let (lo, hi) = r.ratio_range(ratio);
+        line(
+            &mut s,
+            format!("{ratio} = {v:.2} [{lo:.2}–{hi:.2}]{verdict}"),
+            color,
         );
     }
+
+    // Mpps by flood.
+    let items: Vec<Bar> = r
+        .floods
+        .iter()
+        .map(|f| {
+            let (lo, hi) = range(&f.samples);
+            let m = f.median();
+            Bar {
+                label: match f.group {
+                    Group::Portcullis => format!("portcullis: {}", f.label),
+                    _ => f.label.clone(),
+                },
+                value: m,
+                lo,
+                hi,
+                color: match f.group {
+                    Group::Portcullis => "#1f77b4",
+                    Group::Baseline => "#7f7f7f",
+                    Group::Other => "#d62728",
+                },
+                target: None,
+            }
+        })
+        .collect();
+    let y0 = hbars(
+        &mut s,
+        &items,
+        470.0,
+        "Mpps on veth, median and min–max of the rounds (higher is better)",
+        None,
+    );
+    // Portcullis against its floor.
+    let items: Vec<Bar> = r
+        .floods
+        .iter()
+        .filter_map(|f| {
+            let (ratio, den, t) = floor_ratio_of(&f.key)?;
+            let v = n(ratio);
+            let (lo, hi) = r.ratio_range(ratio);
+            Some(Bar {
+                label: format!("{} [{}]", f.label, den.trim_start_matches("floor_")),
+                value: v,
+                lo,
+                hi,
+                color: match t {
+                    Some(t) if v >= t => "#2ca02c",
+                    Some(_) => "#d62728",
+                    None => "#1f77b4",
+                },
+                target: t,
+            })
+        })
+        .collect();
+    let end = hbars(
+        &mut s,
+        &items,
+        y0 + 50.0,
+        "against the floor: [drop] read the source, count, drop; [drop_v6] the same for IPv6; [pass] with XDP_PASS",
+        Some(1.0),
+    );
+    let _ = writeln!(s, "<text x=\"400\" y=\"{}\" fill=\"#555\">black ticks: the issue's targets (green: met, red: missed); whiskers: min–max over the rounds</text>", end + 4.0);
+    // The height is known only now: the header was written with a placeholder.
+    let mut s = s.replacen(
+        &format!("height=\"{h}\" viewBox=\"0 0 {w} {h}\""),
+        &format!("height=\"{0}\" viewBox=\"0 0 {w} {0}\"", end + 20.0),
+        1,
+    );
     s.push_str("</svg>\n");
     s
+}
+
+struct Bar {
+    label: String,
+    value: f64,
+    lo: f64,
+    hi: f64,
+    color: &'static str,
+    target: Option<f64>,
+}
+
+/// A full-width panel of horizontal bars (labels left of the axis) from `y0`
+/// (its title above it); `reference` draws a darker grid line there. Returns
+/// where the panel ends.
+fn hbars(s: &mut String, items: &[Bar], y0: f64, title: &str, reference: Option<f64>) -> f64 {
+    let (x0, pw, bh) = (400.0, 560.0, 20.0);
+    let ph = bh * items.len().max(1) as f64;
+    let _ = writeln!(
+        s,
+        "<text x=\"500\" y=\"{}\" font-size=\"13\" text-anchor=\"middle\">{}</text>",
+        y0 - 14.0,
+        escape(title)
+    );
+    let max = items
+        .iter()
+        .map(|b| if b.hi.is_finite() { b.hi } else { b.value })
+        .filter(|v| v.is_finite())
+        .fold(reference.unwrap_or(0.0) * 1.1, f64::max)
+        .max(0.1);
+    let step = [0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0]
+        .into_iter()
+        .find(|st| max / st <= 8.0)
+        .unwrap_or(10.0);
+    let max = (max / step).ceil() * step;
+    let xv = |v: f64| x0 + pw * v.clamp(0.0, max) / max;
+    let _ = writeln!(s, "<rect x=\"{x0}\" y=\"{y0}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>");
+    let mut k = 0.0;
+    while k <= max + 1e-9 {
+        let dark = reference.is_some_and(|r| (k - r).abs() < 1e-9);
+        let _ = writeln!(s, "<line x1=\"{x}\" x2=\"{x}\" y1=\"{y0}\" y2=\"{}\" stroke=\"{}\"/><text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{}</text>", y0 + ph, if dark { "#555" } else { "#eee" }, y0 + ph + 14.0, trim(k), x = xv(k));
+        k += step;
+    }
+    for (i, b) in items.iter().enumerate() {
+        let y = y0 + i as f64 * bh;
+        if b.value.is_finite() {
+            let _ = writeln!(s, "<rect x=\"{x0}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\" opacity=\"0.6\"/>", y + 3.0, xv(b.value) - x0, bh - 6.0, b.color);
+            whisker(s, xv(b.lo), xv(b.hi), y + bh / 2.0);
+        }
+        if let Some(t) = b.target {
+            let _ = writeln!(s, "<line x1=\"{x}\" x2=\"{x}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#000\" stroke-width=\"2\"/>", y + 1.0, y + bh - 1.0, x = xv(t));
+        }
+        let right = if b.hi.is_finite() {
+            b.hi.max(b.value)
+        } else {
+            b.value
+        };
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text><text x=\"{:.1}\" y=\"{:.1}\">{:.2}</text>",
+            x0 - 6.0,
+            y + bh / 2.0 + 4.0,
+            escape(&b.label),
+            (xv(right) + 5.0).min(x0 + pw - 24.0),
+            y + bh / 2.0 + 4.0,
+            b.value,
+        );
+    }
+    y0 + ph + 30.0
+}
+
+fn trim(v: f64) -> String {
+    let t = format!("{v:.2}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A min–max whisker at height `y`.
+fn whisker(s: &mut String, x1: f64, x2: f64, y: f64) {
+    if x1.is_finite() && x2.is_finite() {
+        let _ = writeln!(s, "<line x1=\"{x1:.1}\" x2=\"{x2:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#000\"/><line x1=\"{x1:.1}\" x2=\"{x1:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#000\"/><line x1=\"{x2:.1}\" x2=\"{x2:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#000\"/>", y - 3.0, y + 3.0, y - 3.0, y + 3.0);
+    }
 }
 
 fn escape(t: &str) -> String {

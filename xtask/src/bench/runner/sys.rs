@@ -131,6 +131,19 @@ pub fn kthreads(prefix: &str) -> Vec<i32> {
     pids
 }
 
+/// Voluntary context switches of threads `pids` so far (each one a sleep).
+pub fn voluntary_switches(pids: &[i32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .filter_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
 pub fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -149,10 +162,16 @@ pub fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// The median (the mean of the middle two for an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let m = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[m - 1] + v[m]) / 2.0
+    } else {
+        v[m]
+    }
 }

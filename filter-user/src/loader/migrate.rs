@@ -1,0 +1,263 @@
+//! Upgrades across map layouts without a filtering gap.
+//!
+//! A build that finds an older layout pinned does not reuse those maps: it
+//! creates every map of its own object fresh, pinned in `<root>/next/`, and
+//! carries over the state the policy cannot rebuild (the generation, the META
+//! record, the counters). The daemon then writes the policy into the new
+//! slots and replaces the program in each pinned link with one
+//! `bpf_link_update`: until that returns the old program filters with the old
+//! maps, after it the new one with the new maps. Last, [`Migration::finish`]
+//! adds the counts the old program made meanwhile and swaps the directories
+//! (`maps/` → `retired/`, `next/` → `maps/`, `retired/` removed).
+//!
+//! A daemon killed part-way leaves one of two states, both handled by
+//! [`recover`] at the next start: `next/` beside `maps/` (the swap had not
+//! begun: `next/` is dropped and the migration runs again from `maps/`), or
+//! `retired/` (the swap had begun: it is completed).
+use std::{fs, path::Path, thread, time::Duration};
+
+use aya::maps::{Array, Map, MapData, MapInfo, PerCpuArray};
+use filter_common::{
+    counter_index, iface_counter_index, layout1, Counter, MetaBlob, Reason, Verdict,
+    LAYOUT_VERSION, MAP_ACTIVE, MAP_COUNTERS, MAP_LAYOUT, MAP_META, MAX_IFACE_SLOTS, NUM_RULES,
+};
+
+use super::{maps::Maps, meta::Meta, pins::PinRoot, LoaderError};
+
+/// How long after the last link update the old program may still be running
+/// on a packet that entered it before (XDP runs in microseconds).
+const OLD_PROGRAM_QUIESCE: Duration = Duration::from_millis(20);
+
+/// The layout pinned under `root`: `None` for an empty root, 1 for maps
+/// without a `LAYOUT` map (v0.1.0), else what `LAYOUT[0]` says. A `LAYOUT`
+/// map holding 0 was created by a start that died before writing it: only
+/// builds with this map create it, so it is taken as this build's.
+pub(crate) fn pinned_layout(root: &PinRoot) -> Result<Option<u32>, LoaderError> {
+    if !root.has_maps() {
+        return Ok(None);
+    }
+    let path = root.map(MAP_LAYOUT);
+    if !path.exists() {
+        return Ok(Some(1));
+    }
+    let data = MapData::from_pin(&path).map_err(LoaderError::map(MAP_LAYOUT))?;
+    let map: Array<MapData, u32> = Map::from_map_data(data)
+        .and_then(Array::try_from)
+        .map_err(LoaderError::map(MAP_LAYOUT))?;
+    let v = map.get(&0, 0).map_err(LoaderError::map(MAP_LAYOUT))?;
+    Ok(Some(if v == 0 { LAYOUT_VERSION } else { v }))
+}
+
+/// Completes or drops what an interrupted migration left (see the module
+/// docs). Returns what it did, for the log.
+pub(crate) fn recover(root: &PinRoot) -> Result<Option<&'static str>, LoaderError> {
+    let (maps, next, retired) = (root.maps_dir(), root.next_dir(), root.retired_dir());
+    if retired.exists() {
+        if !maps.exists() && next.exists() {
+            rename(&next, &maps)?;
+        }
+        remove_dir(&retired)?;
+        return Ok(Some(
+            "completed an interrupted layout migration (old maps removed)",
+        ));
+    }
+    if next.exists() {
+        remove_dir(&next)?;
+        return Ok(Some(
+            "dropped the maps of an interrupted layout migration; migrating again",
+        ));
+    }
+    Ok(None)
+}
+
+/// A migration in progress: the old layout's maps, still pinned in `maps/`,
+/// and what was carried from them into the new ones.
+pub(crate) struct Migration {
+    pub(crate) from: u32,
+    old_counters: PerCpuArray<MapData, Counter>,
+    /// Old counter sums as carried, by old index.
+    carried: Vec<Counter>,
+}
+
+/// What `carry_counters` did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Carried {
+    pub cells: usize,
+    pub packets: u64,
+    pub dropped: usize,
+}
+
+impl Migration {
+    /// Opens the layout-`from` maps in `maps/` and carries their state into
+    /// the fresh `new` maps (which nothing runs on yet). Returns the
+    /// migration and the generation carried.
+    pub(crate) fn start(
+        root: &PinRoot,
+        from: u32,
+        new: &mut Maps,
+    ) -> Result<(Migration, Carried), LoaderError> {
+        if from != 1 {
+            return Err(LoaderError::Layout(format!(
+                "pinned maps of layout {from}: this build migrates layout 1 only; \
+                 upgrade through the release that introduced layout {LAYOUT_VERSION}"
+            )));
+        }
+        let old_active: Array<MapData, u32> = open(root, MAP_ACTIVE, 4, 1)?;
+        let old_meta: Array<MapData, MetaBlob> =
+            open(root, MAP_META, layout1::META_VALUE_SIZE as u32, 1)?;
+        let old_counters: PerCpuArray<MapData, Counter> = open(
+            root,
+            MAP_COUNTERS,
+            std::mem::size_of::<Counter>() as u32,
+            layout1::COUNTERS_LEN,
+        )?;
+
+        let generation = old_active
+            .get(&0, 0)
+            .map_err(LoaderError::map(MAP_ACTIVE))?;
+        let blob = old_meta.get(&0, 0).map_err(LoaderError::map(MAP_META))?;
+        // A record that does not parse is not carried: zone ids restart, which
+        // only renumbers per-zone counters.
+        match Meta::decode(&blob) {
+            Ok(meta) => {
+                new.set_meta_blob(blob)?;
+                for iface in &meta.interfaces {
+                    new.set_iface_slot(iface.ifindex, iface.slot)?;
+                }
+            }
+            Err(e) => tracing::warn!("layout 1 META record not carried over: {e}"),
+        }
+        new.set_active(generation)?;
+        let mut m = Migration {
+            from,
+            old_counters,
+            carried: vec![Counter::default(); layout1::COUNTERS_LEN as usize],
+        };
+        let carried = m.carry_counters(new)?;
+        Ok((m, carried))
+    }
+
+    /// Adds to `new` what the old counters gained since the last carry.
+    fn carry_counters(&mut self, new: &mut Maps) -> Result<Carried, LoaderError> {
+        let mut done = Carried::default();
+        for index in 0..layout1::COUNTERS_LEN {
+            let now = super::pins::read_counter(&self.old_counters, index)?;
+            let before = self.carried[index as usize];
+            let delta = Counter {
+                packets: now.packets.saturating_sub(before.packets),
+                bytes: now.bytes.saturating_sub(before.bytes),
+            };
+            if delta == Counter::default() {
+                continue;
+            }
+            self.carried[index as usize] = now;
+            match new_index(index) {
+                Some(to) => {
+                    new.add_counter(to, delta)?;
+                    done.cells += 1;
+                    done.packets += delta.packets;
+                }
+                None => done.dropped += 1,
+            }
+        }
+        Ok(done)
+    }
+
+    /// After every pinned link runs the new program: carries the counts the
+    /// old program made since [`Migration::start`], then makes the new maps
+    /// the pinned ones and removes the old.
+    pub(crate) fn finish(mut self, root: &PinRoot, new: &mut Maps) -> Result<Carried, LoaderError> {
+        thread::sleep(OLD_PROGRAM_QUIESCE);
+        let late = self.carry_counters(new)?;
+        drop(self.old_counters);
+        rename(&root.maps_dir(), &root.retired_dir())?;
+        rename(&root.next_dir(), &root.maps_dir())?;
+        remove_dir(&root.retired_dir())?;
+        Ok(late)
+    }
+
+    /// A start that failed before any link ran the new program: the old
+    /// filter was never touched; only the new maps' pins go.
+    pub(crate) fn abandon(self, root: &PinRoot) -> Result<(), LoaderError> {
+        remove_dir(&root.next_dir())
+    }
+}
+
+/// Where a layout-1 counter lives in this layout, if it still exists.
+fn new_index(old: u32) -> Option<u32> {
+    let (iface, rule, label, drop) = layout1::decode(old);
+    let reason = Reason::ALL.into_iter().find(|r| r.as_str() == label)?;
+    if rule >= NUM_RULES || iface >= MAX_IFACE_SLOTS {
+        return None;
+    }
+    let verdict = if drop { Verdict::Drop } else { Verdict::Pass };
+    Some(iface_counter_index(
+        iface,
+        counter_index(rule, reason, verdict),
+    ))
+}
+
+/// Opens an old pinned map after checking its shape is the one expected.
+fn open<T>(root: &PinRoot, name: &'static str, value: u32, entries: u32) -> Result<T, LoaderError>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let path = root.map(name);
+    let info = MapInfo::from_pin(&path).map_err(LoaderError::map(name))?;
+    if (info.value_size(), info.max_entries()) != (value, entries) {
+        return Err(LoaderError::Layout(format!(
+            "{} does not look like layout 1 (value size {}, {} entries; expected {value}, \
+             {entries}); run `portcullis detach` to remove the old filter",
+            path.display(),
+            info.value_size(),
+            info.max_entries()
+        )));
+    }
+    let data = MapData::from_pin(&path).map_err(LoaderError::map(name))?;
+    Map::from_map_data(data)
+        .and_then(T::try_from)
+        .map_err(LoaderError::map(name))
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), LoaderError> {
+    fs::rename(from, to).map_err(|source| LoaderError::Io {
+        path: from.to_path_buf(),
+        source,
+    })
+}
+
+/// Removes a directory of pins (bpffs has no recursive unlink of its own).
+fn remove_dir(dir: &Path) -> Result<(), LoaderError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LoaderError::Io { path, source }
+    };
+    for e in fs::read_dir(dir).map_err(io(dir))?.flatten() {
+        fs::remove_file(e.path()).map_err(io(&e.path()))?;
+    }
+    fs::remove_dir(dir).map_err(io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_layout1_counter_has_a_place_in_this_layout() {
+        for old in 0..layout1::COUNTERS_LEN {
+            let (iface, rule, label, drop) = layout1::decode(old);
+            let new = new_index(old).expect("carried");
+            let (r, reason, verdict) =
+                filter_common::decode_counter_index(new % filter_common::NUM_COUNTERS);
+            assert_eq!(
+                (
+                    new / filter_common::NUM_COUNTERS,
+                    r,
+                    reason.as_str(),
+                    verdict == Verdict::Drop
+                ),
+                (iface, rule, label, drop)
+            );
+        }
+    }
+}

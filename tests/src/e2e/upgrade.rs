@@ -1,0 +1,322 @@
+//! Upgrades from earlier releases to this build over a pinned, enforcing
+//! filter with another map layout (filter-user/src/loader/migrate.rs). The
+//! releases are built from their commits by `cargo xtask releases`
+//! (xtask/src/releases.rs) and handed to the suite as `--release NAME=PATH`.
+use std::{
+    path::PathBuf,
+    sync::OnceLock,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, ensure, Context, Result};
+
+use super::{
+    continuity::{allowed_a, forbidden_a, gaps, reached},
+    daemon::Status,
+    policies,
+    probe::ProbeLoop,
+    scenarios::{check, ms, rows_a, usable, Ctx},
+};
+
+static RELEASES: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+
+/// The earlier releases' binaries (`--release NAME=PATH`).
+pub fn set_releases(releases: Vec<(String, PathBuf)>) {
+    let _ = RELEASES.set(releases);
+}
+
+fn release(name: &str) -> Result<PathBuf> {
+    RELEASES
+        .get()
+        .and_then(|r| r.iter().find(|(n, _)| n == name))
+        .map(|(_, p)| p.clone())
+        .ok_or_else(|| {
+            anyhow!(
+                "no binary for release {name}: run the suite with --release {name}=PATH \
+                 (`cargo xtask releases` builds it; `cargo xtask test` passes it)"
+            )
+        })
+}
+
+/// Packets per counter, keyed by (interface, zone, reason, verdict).
+fn packets(st: &Status) -> Vec<(String, u64)> {
+    st.counters
+        .iter()
+        .map(|c| {
+            (
+                format!("{}/{}/{}/{}", c.interface, c.zone, c.reason, c.verdict),
+                c.packets,
+            )
+        })
+        .collect()
+}
+
+/// The pins a finished migration leaves: this layout's maps in `maps/`
+/// (with LAYOUT), nothing in `next/` or `retired/`.
+fn pins_settled(cx: &Ctx) -> Result<()> {
+    let root = &cx.sb.pin_root;
+    ensure!(
+        root.join("maps/LAYOUT").exists(),
+        "no maps/LAYOUT pin after the upgrade"
+    );
+    for leftover in ["next", "retired"] {
+        ensure!(
+            !root.join(leftover).exists(),
+            "{leftover}/ is still pinned after the upgrade"
+        );
+    }
+    Ok(())
+}
+
+/// v0.1.0 (layout 1) enforcing under probing → SIGTERM → this build starts
+/// over its pins: no forbidden probe reaches the host, no allowed probe is
+/// lost, counters carry over, the old pins are gone.
+pub(crate) fn upgrade_from_v0_1_0(cx: &mut Ctx) -> Result<()> {
+    upgrade(cx, "v0.1.0", false)
+}
+
+/// As above, but the new daemon dies (abort) after switching every link and
+/// before retiring the old maps; the next start completes the migration.
+pub(crate) fn upgrade_from_v0_1_0_interrupted(cx: &mut Ctx) -> Result<()> {
+    upgrade(cx, "v0.1.0", true)
+}
+
+fn upgrade(cx: &mut Ctx, name: &str, interrupt: bool) -> Result<()> {
+    let old = release(name)?;
+    let pa = cx.policy("upgrade-a.toml", &policies::policy_a())?;
+    let mut d_old = cx
+        .sb
+        .start_daemon_of(&old, &pa, &[])
+        .with_context(|| format!("starting {name}"))?;
+    check(cx.sb, &rows_a()).with_context(|| format!("{name} enforcing policy A"))?;
+    let gen0 = cx.sb.status()?.generation;
+    let (forbidden, allowed) = (forbidden_a(), allowed_a());
+    let all = usable(cx.sb, forbidden.iter().chain(&allowed).copied().collect());
+    let started = Instant::now();
+    let lp = ProbeLoop::start(&cx.sb.topo, &all, Duration::from_millis(5));
+    thread::sleep(Duration::from_millis(700));
+
+    let t_stop = started.elapsed();
+    let stopped = d_old.terminate();
+    let before = cx.sb.status().map(|s| packets(&s));
+    let t_start = started.elapsed();
+    let mut crashed = None;
+    if interrupt {
+        // Dies right after the link updates, before the old maps are retired.
+        match cx
+            .sb
+            .start_daemon_env(&pa, &[], &[("PORTCULLIS_TEST_ABORT_MIGRATION", "1")])
+        {
+            Ok(mut d) => {
+                d.kill9();
+                crashed = Some("the aborting daemon sent READY=1".to_string());
+            }
+            Err(e) => {
+                let log = format!("{e:#}");
+                if !log.contains("PORTCULLIS_TEST_ABORT_MIGRATION") {
+                    crashed = Some(format!("the first start did not stop where told: {log}"));
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    let t_middle = started.elapsed();
+    let d_new = cx.start(&pa, &[]);
+    let t_ready = started.elapsed();
+    thread::sleep(Duration::from_millis(700));
+    let samples = lp.finish();
+    stopped?;
+    let before = before?;
+    let mut d_new = d_new.context("starting this build over the release's pins")?;
+    if let Some(why) = crashed {
+        anyhow::bail!("{why}");
+    }
+
+    let leaks = reached(&samples, &forbidden, None);
+    let (timeouts, fails, longest, where_) = gaps(&samples, &allowed);
+    cx.note(format!(
+        "{name} stopped at {}, this build started at {}{}, ready at {}; {} samples; allowed \
+         probes timed out: {timeouts}, failed otherwise: {fails}; longest gap between opens {}",
+        ms(t_stop),
+        ms(t_start),
+        if interrupt {
+            format!(
+                " (aborted after the link updates; started again at {})",
+                ms(t_middle)
+            )
+        } else {
+            String::new()
+        },
+        ms(t_ready),
+        samples.len(),
+        ms(longest)
+    ));
+    ensure!(
+        leaks.is_empty(),
+        "forbidden probes got through across the upgrade:\n{}",
+        leaks
+            .iter()
+            .take(10)
+            .map(|s| format!("  at {}: {}: {}", ms(s.at), s.probe, s.outcome))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    ensure!(
+        fails == 0 && timeouts == 0,
+        "allowed probes were lost across the upgrade:\n{}",
+        where_.join("\n")
+    );
+    let log = d_new.log().join("\n");
+    ensure!(
+        log.contains("migrated the pinned filter from map layout 1"),
+        "the new daemon did not report a migration; its log:\n{}",
+        d_new.log_tail(30)
+    );
+    if interrupt {
+        ensure!(
+            log.contains("interrupted layout migration"),
+            "the restart did not report recovering the interrupted migration"
+        );
+    }
+    pins_settled(cx)?;
+    let after = packets(&cx.sb.status()?);
+    let mut carried = 0;
+    for (key, was) in &before {
+        let now = after
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        ensure!(
+            now >= *was,
+            "counter {key} went from {was} to {now} across the upgrade"
+        );
+        carried += was;
+    }
+    ensure!(carried > 0, "no packets were counted before the upgrade");
+    cx.note(format!(
+        "{} counters carried ({carried} packets before the upgrade)",
+        before.len()
+    ));
+    let gen = cx.sb.status()?.generation;
+    ensure!(gen > gen0, "generation {gen} after the upgrade, was {gen0}");
+    check(cx.sb, &rows_a()).context("after the upgrade")?;
+    d_new.terminate()?;
+    Ok(())
+}
+
+/// Names of the pins under `dir` (sorted), to compare before and after.
+fn pin_names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `run` of this build over v0.1.0's pins with one argument changed, in the
+/// host namespace; returns (exit success, stderr).
+fn run_new(cx: &Ctx, policy: &std::path::Path, first_iface: &str) -> Result<(bool, String)> {
+    let (p, root, control) = (
+        policy.display().to_string(),
+        cx.sb.pin_root.display().to_string(),
+        cx.sb.control.display().to_string(),
+    );
+    let out = super::cmd::run(
+        &mut cx.sb.portcullis(&[
+            "run",
+            "--policy",
+            &p,
+            "--iface",
+            first_iface,
+            "--iface",
+            super::topology::HOST_INET_IF,
+            "--iface",
+            super::topology::HOST_MGMT_IF,
+            "--pin-root",
+            &root,
+            "--control-socket",
+            &control,
+        ]),
+        super::patience(Duration::from_secs(30)),
+    )?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// A start of this build that fails before any link runs it (its first
+/// interface does not exist) leaves v0.1.0's filter exactly as it was: same
+/// pins, no `next/`, same verdicts; the next good start migrates.
+pub(crate) fn upgrade_failed_start_changes_nothing(cx: &mut Ctx) -> Result<()> {
+    let old = release("v0.1.0")?;
+    let pa = cx.policy("upgrade-fail-a.toml", &policies::policy_a())?;
+    let mut d_old = cx.sb.start_daemon_of(&old, &pa, &[])?;
+    d_old.terminate()?;
+    let maps = cx.sb.pin_root.join("maps");
+    let (pins0, gen0) = (pin_names(&maps), cx.sb.status()?.generation);
+    let (ok, err) = run_new(cx, &pa, "pcnosuch0")?;
+    ensure!(!ok, "start with a missing interface succeeded");
+    ensure!(
+        err.contains("the old filter keeps enforcing"),
+        "the failed start did not say the old filter stays; stderr:\n{err}"
+    );
+    ensure!(
+        pin_names(&maps) == pins0,
+        "the failed start changed the pins: {:?} -> {:?}",
+        pins0,
+        pin_names(&maps)
+    );
+    ensure!(
+        !cx.sb.pin_root.join("next").exists(),
+        "the failed start left next/"
+    );
+    ensure!(
+        cx.sb.status()?.generation == gen0,
+        "the failed start changed the generation"
+    );
+    check(cx.sb, &rows_a()).context("v0.1.0's filter after the failed start")?;
+    let mut d = cx.start(&pa, &[])?;
+    pins_settled(cx)?;
+    check(cx.sb, &rows_a()).context("after the good start")?;
+    d.terminate()?;
+    Ok(())
+}
+
+/// Pins of a newer layout than this build knows are refused with the reason
+/// and left alone (a downgrade must go through `detach`); the refusal comes
+/// before anything else is looked at (here: an interface that does not exist).
+pub(crate) fn newer_layout_is_refused(cx: &mut Ctx) -> Result<()> {
+    let pa = cx.policy("upgrade-newer.toml", &policies::policy_a())?;
+    let mut d = cx.start(&pa, &[])?;
+    d.terminate()?;
+    let layout = cx.sb.pin_root.join("maps/LAYOUT");
+    // What a future build would have pinned: LAYOUT[0] = 99.
+    set_layout_pin(&layout, 99)?;
+    let pins0 = pin_names(&cx.sb.pin_root.join("maps"));
+    let (ok, err) = run_new(cx, &pa, "pcnosuch1")?;
+    ensure!(!ok, "this build started over pins of layout 99");
+    ensure!(
+        err.contains("newer portcullis (map layout 99"),
+        "the refusal does not name the layout; stderr:\n{err}"
+    );
+    ensure!(
+        pin_names(&cx.sb.pin_root.join("maps")) == pins0,
+        "the refused start changed the pins"
+    );
+    check(cx.sb, &rows_a()).context("the pinned filter after the refused start")?;
+    Ok(())
+}
+
+fn set_layout_pin(path: &std::path::Path, v: u32) -> Result<()> {
+    let data = aya::maps::MapData::from_pin(path).context("opening the LAYOUT pin")?;
+    let mut map: aya::maps::Array<aya::maps::MapData, u32> =
+        aya::maps::Map::from_map_data(data).and_then(aya::maps::Array::try_from)?;
+    map.set(0, v, 0)?;
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Earlier releases, built from their commits, for the upgrade test: a new
+//! build must take over a filter each of them pinned (see
+//! filter-user/src/loader/migrate.rs). A clone may carry no tags, so releases
+//! are named by commit. Every later layout change adds its predecessor here.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{clean_cargo, exec};
+
+pub struct Release {
+    pub name: &'static str,
+    pub commit: &'static str,
+    /// Its map layout (filter_common::LAYOUT_VERSION; 1 before that existed).
+    pub layout: u32,
+}
+
+pub const RELEASES: &[Release] = &[Release {
+    name: "v0.1.0",
+    commit: "b7c6d5e47e5a84b83dbb3bf2a16cac31c55324d7",
+    layout: 1,
+}];
+
+/// `NAME=PATH` for every release, each built once (cached under
+/// target/releases/).
+pub fn build_all(root: &Path) -> Result<Vec<String>> {
+    RELEASES
+        .iter()
+        .map(|r| Ok(format!("{}={}", r.name, build(root, r)?.display())))
+        .collect()
+}
+
+/// The `portcullis` binary of `release`, built from its commit's source with
+/// this machine's toolchain (debug profile: only its behaviour is tested).
+fn build(root: &Path, release: &Release) -> Result<PathBuf> {
+    let dir =
+        root.join("target/releases")
+            .join(format!("{}-{}", release.name, &release.commit[..12]));
+    let bin = dir.join("portcullis");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let src = dir.join("src");
+    if src.exists() {
+        fs::remove_dir_all(&src).with_context(|| format!("removing {}", src.display()))?;
+    }
+    fs::create_dir_all(&src)?;
+    extract(root, release.commit, &src)?;
+
+    let ebpf_target = dir.join("ebpf");
+    exec(
+        clean_cargo(Some("nightly"))
+            .current_dir(&src)
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-Z",
+                "build-std=core",
+                "--target",
+                "bpfel-unknown-none",
+                "-p",
+                "filter-ebpf",
+                "--target-dir",
+            ])
+            .arg(&ebpf_target)
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
+            ),
+    )?;
+    let object = ebpf_target.join("bpfel-unknown-none/release/filter-ebpf");
+    if !object.is_file() {
+        bail!("{}: eBPF build left no {}", release.name, object.display());
+    }
+    // One user-side target dir for all releases: their dependencies overlap.
+    let user_target = root.join("target/releases/user");
+    exec(
+        clean_cargo(None)
+            .current_dir(&src)
+            .args(["build", "--locked", "-p", "filter-user", "--target-dir"])
+            .arg(&user_target)
+            .env("PORTCULLIS_EBPF_OBJECT", &object),
+    )?;
+    let built = user_target.join("debug/portcullis");
+    fs::copy(&built, &bin).with_context(|| format!("copying {}", built.display()))?;
+    eprintln!(
+        "{} ({}, map layout {}): {}",
+        release.name,
+        release.commit,
+        release.layout,
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// `git archive COMMIT | tar -x -C DIR`.
+fn extract(root: &Path, commit: &str, into: &Path) -> Result<()> {
+    let mut archive = Command::new("git")
+        .current_dir(root)
+        .args(["archive", "--format=tar", commit])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running git archive")?;
+    let stdout = archive.stdout.take().context("git archive stdout")?;
+    let tar = Command::new("tar")
+        .arg("-x")
+        .arg("-C")
+        .arg(into)
+        .stdin(stdout)
+        .status()
+        .context("running tar")?;
+    let git = archive.wait()?;
+    if !git.success() {
+        bail!(
+            "git archive {commit} failed: this clone lacks the release's commit \
+             (a shallow clone? `git fetch --unshallow`)"
+        );
+    }
+    if !tar.success() {
+        bail!("extracting {commit} into {} failed", into.display());
+    }
+    Ok(())
+}
