@@ -49,6 +49,12 @@ pub fn decide(slot: u32, cfg: &Config, parsed: Parsed) -> Decision {
 
 #[inline(always)]
 fn decide_ip(slot: u32, cfg: &Config, p: &IpPacket) -> Decision {
+    // Looked up first, used at step 4: the verifier then walks the lookup
+    // once per parser outcome, not once more per failsafe branch.
+    let bl6 = match p.src {
+        Src::V6(a) => cfg.has(Config::HAS_BL6) && blocklisted_v6(slot, &a),
+        Src::V4(_) => false,
+    };
     let entry = match p.l4 {
         L4::Ports { proto_index, dport } => PORTS
             .get(port_index(slot, proto_index, dport))
@@ -62,7 +68,7 @@ fn decide_ip(slot: u32, cfg: &Config, p: &IpPacket) -> Decision {
         return decision(Verdict::Pass, Reason::Failsafe, RULE_FAILSAFE);
     }
     // 4. blocklist: fragments and port-less packets too.
-    if blocklisted(slot, cfg, &p.src) {
+    if bl6 || blocklisted(slot, cfg, &p.src) {
         return decision(Verdict::Drop, Reason::Blocklist, RULE_GLOBAL);
     }
     // 5. fragments.
@@ -110,6 +116,6 @@ fn in_set(slot: u32, set: u32, src: &Src) -> bool {
 fn blocklisted(slot: u32, cfg: &Config, src: &Src) -> bool {
     match src {
         Src::V4(a) => cfg.has(Config::HAS_BL4) && blocklisted_v4(slot, u32::from_be_bytes(*a)),
-        Src::V6(a) => cfg.has(Config::HAS_BL6) && blocklisted_v6(slot, a),
+        Src::V6(_) => false,
     }
 }
