@@ -33,7 +33,13 @@ use filter_common::{
 };
 use ipnet::Ipv6Net;
 
-use super::{batch, compact::sorted_diff, fault::Faults, maps::put_all, LoaderError};
+use super::{
+    batch::{self, BATCH},
+    compact::sorted_diff,
+    fault::Faults,
+    maps::put_all,
+    LoaderError,
+};
 
 /// Extra table entries controlled prefix expansion may add to a slot.
 pub const EXPANSION_BUDGET: usize = 1 << 18;
@@ -678,29 +684,45 @@ impl Bl6Maps<'_> {
     }
 }
 
-/// Reads `n` entries of an array from `start`: in batches where the kernel
-/// can, else one by one.
-fn read_array<V: Pod + Default>(
+/// The entries `i` in `0..n` of an array from `start` that differ from the
+/// default, as (i, value): read `BATCH` at a time into one buffer where the
+/// kernel can batch, else one by one (no copy of the whole region).
+fn read_nonzero<V: Pod + Default + PartialEq>(
     map: &Array<MapData, V>,
     name: &'static str,
     start: u32,
     n: u32,
-) -> Result<Vec<V>, LoaderError> {
-    let mut out: Vec<V> = (0..n).map(|_| V::default()).collect();
-    let batched =
-        batch::lookup_array(map.map(), start, &mut out).map_err(|io_error| LoaderError::Map {
-            map: name,
-            source: MapError::SyscallError(SyscallError {
-                call: "bpf_map_lookup_batch",
-                io_error,
-            }),
+) -> Result<HashMap<u32, V>, LoaderError> {
+    let mut out = HashMap::new();
+    let mut buf: Vec<V> = (0..BATCH.min(n as usize)).map(|_| V::default()).collect();
+    let mut done = 0u32;
+    while done < n {
+        let len = (n - done).min(BATCH as u32);
+        let chunk = &mut buf[..len as usize];
+        let batched = batch::lookup_array(map.map(), start + done, chunk).map_err(|io_error| {
+            LoaderError::Map {
+                map: name,
+                source: MapError::SyscallError(SyscallError {
+                    call: "bpf_map_lookup_batch",
+                    io_error,
+                }),
+            }
         })?;
-    if batched {
-        return Ok(out);
+        if !batched {
+            for (i, v) in chunk.iter_mut().enumerate() {
+                *v = map
+                    .get(&(start + done + i as u32), 0)
+                    .map_err(LoaderError::map(name))?;
+            }
+        }
+        for (i, v) in chunk.iter().enumerate() {
+            if *v != V::default() {
+                out.insert(done + i as u32, *v);
+            }
+        }
+        done += len;
     }
-    (start..start + n)
-        .map(|i| map.get(&i, 0).map_err(LoaderError::map(name)))
-        .collect()
+    Ok(out)
 }
 
 /// Reads the IPv6 blocklist maps of `slot` back.
@@ -710,24 +732,15 @@ pub(super) fn read(
     table: &Array<MapData, Bl6Bucket>,
     slot: u32,
 ) -> Result<Bl6Image, LoaderError> {
-    let info = info.get(&slot, 0).map_err(LoaderError::map(MAP_BL6_INFO))?;
-    let words = read_array(
-        words,
-        MAP_BL6_WORDS,
-        slot * BL6_WORDS_PER_SLOT,
-        BL6_WORDS_PER_SLOT,
-    )?;
-    let table = read_array(table, MAP_BL6_TABLE, bucket_key(slot, 0), BL6_REGION)?;
     Ok(Bl6Image {
-        info,
-        words: (0u32..)
-            .zip(words)
-            .filter(|(_, w)| *w != Bl6Word::default())
-            .collect(),
-        table: (0u32..)
-            .zip(table)
-            .filter(|(_, b)| *b != Bl6Bucket::default())
-            .collect(),
+        info: info.get(&slot, 0).map_err(LoaderError::map(MAP_BL6_INFO))?,
+        words: read_nonzero(
+            words,
+            MAP_BL6_WORDS,
+            slot * BL6_WORDS_PER_SLOT,
+            BL6_WORDS_PER_SLOT,
+        )?,
+        table: read_nonzero(table, MAP_BL6_TABLE, bucket_key(slot, 0), BL6_REGION)?,
     })
 }
 
