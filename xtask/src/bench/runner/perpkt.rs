@@ -42,7 +42,7 @@ pub const KINDS: [(&str, &str, bool); 6] = [
         "IPv4 unlisted, zone port, allowlisted: pass",
         true,
     ),
-    ("v6_listed", "IPv6 listed /48 (LPM): drop", false),
+    ("v6_listed", "IPv6 listed /48 (bitmap + table): drop", false),
     (
         "v6_allowed",
         "IPv6 unlisted, zone port, allowlisted: pass",
