@@ -1,13 +1,14 @@
-//! portcullis XDP program: parse (parse.rs), decide (decide.rs), count, act.
+//! portcullis XDP program: parse (parse.rs), decide (decide.rs), count,
+//! sample (events.rs), act.
 #![no_std]
 #![no_main]
 
 mod decide;
+mod events;
 mod maps;
 mod parse;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use aya_log_ebpf::info;
 use filter_common::{
     counter_index, iface_counter_index, slot_of, Config, Reason, Verdict, MAX_IFACE_SLOTS,
     RULE_GLOBAL,
@@ -32,21 +33,13 @@ pub fn portcullis(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     }
 
-    let d = decide::decide(slot, &cfg, parse::parse(&ctx));
+    let parsed = parse::parse(&ctx);
+    let d = decide::decide(slot, &cfg, parsed);
     count(
         iface_counter_index(iface, counter_index(d.rule, d.reason, d.verdict)),
         bytes,
     );
-    if cfg.has(Config::LOG_PACKETS) {
-        info!(
-            &ctx,
-            "gen {} verdict {} reason {} rule {}",
-            generation,
-            d.verdict as u32,
-            d.reason as u32,
-            d.rule
-        );
-    }
+    events::sample(&ctx, &parsed, &d);
     match d.verdict {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,

@@ -3,12 +3,13 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use filter_common::{
-    Bl4HostKey, Bl4Hosts, Bl4Word, Config, Counter, MetaBlob, PortEntry, Tagged4, Tagged6,
-    ZoneInfo, BL4_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_HOSTS_MAX,
-    DEFAULT_BL6_MAX, IFACES_LEN, NUM_SLOTS, PORTS_PER_SLOT, ZONE_SLOTS,
+    Bl4HostKey, Bl4Hosts, Bl4Word, Config, Counter, EventsConfig, EventsState, MetaBlob, PortEntry,
+    Tagged4, Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX,
+    DEFAULT_BL4_HOSTS_MAX, DEFAULT_BL6_MAX, EVENTS_RING_BYTES, IFACES_LEN, NUM_SLOTS,
+    PORTS_PER_SLOT, ZONE_SLOTS,
 };
 
 #[map]
@@ -38,6 +39,12 @@ pub static BL4_HOSTS: HashMap<Bl4HostKey, Bl4Hosts> =
     HashMap::with_max_entries(DEFAULT_BL4_HOSTS_MAX, BPF_F_NO_PREALLOC);
 #[map]
 pub static BL6: LpmTrie<Tagged6, u8> = LpmTrie::with_max_entries(DEFAULT_BL6_MAX, 0);
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+#[map]
+pub static EVENTS_CFG: Array<EventsConfig> = Array::with_max_entries(1, 0);
+#[map]
+pub static EVENTS_STATE: PerCpuArray<EventsState> = PerCpuArray::with_max_entries(1, 0);
 
 /// Host bitmap of a partially blocked /24.
 #[inline(always)]

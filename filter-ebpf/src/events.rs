@@ -1,0 +1,90 @@
+//! Sampled decisions: a decision of a class selected in `EVENTS_CFG` takes a
+//! token from this CPU's bucket (`EVENTS_STATE`) and, with one, becomes an
+//! `Event` in the `EVENTS` ring buffer. The contract: `filter-common`
+//! (`EventsConfig`, `EventsState`, `Event`, `bucket_take`).
+//!
+//! Off (no class selected, the default) costs one array read and a branch.
+//! The destination and the source port are read from the packet only here,
+//! when an event is written.
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use filter_common::{bucket_take, Event, EventsConfig, EVENT_IPV4, EVENT_IPV6};
+
+use crate::{
+    decide::Decision,
+    maps::{EVENTS, EVENTS_CFG, EVENTS_STATE},
+    parse::{bytes, Parsed, L4},
+};
+
+/// Samples `d` if its class is selected.
+#[inline(always)]
+pub fn sample(ctx: &XdpContext, parsed: &Parsed, d: &Decision) {
+    let Some(cfg) = EVENTS_CFG.get(0) else {
+        return;
+    };
+    if cfg.flags & EventsConfig::class(d.verdict, d.reason) == 0 {
+        return;
+    }
+    let (cost, cap) = (cfg.cost_ns, cfg.cap_ns);
+    let Some(state) = EVENTS_STATE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: per-CPU slot; XDP does not preempt itself on one CPU.
+    let state = unsafe { &mut *state };
+    let (credit, taken) = bucket_take(state.credit_ns, state.last_ns, now, cost, cap);
+    state.credit_ns = credit;
+    state.last_ns = now;
+    if !taken {
+        state.suppressed += 1;
+        return;
+    }
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut slot) => {
+            slot.write(record(ctx, parsed, d, now));
+            slot.submit(0);
+            state.emitted += 1;
+        }
+        None => state.lost += 1,
+    }
+}
+
+/// The event of one decision, its addresses and ports read again from the
+/// offsets the parser found.
+#[inline(always)]
+fn record(ctx: &XdpContext, parsed: &Parsed, d: &Decision, now: u64) -> Event {
+    let mut e = Event {
+        ts_ns: now,
+        ifindex: ctx.ingress_ifindex() as u32,
+        rule: d.rule,
+        len: (ctx.data_end() - ctx.data()) as u32,
+        reason: d.reason as u8,
+        verdict: d.verdict as u8,
+        ..Event::default()
+    };
+    let Parsed::Ip(p) = parsed else {
+        return e;
+    };
+    e.proto = p.at.proto;
+    let l3 = p.at.l3 as usize;
+    if p.at.v6 {
+        e.family = EVENT_IPV6;
+        if let Some(a) = bytes::<32>(ctx, l3 + 8) {
+            e.src.copy_from_slice(&a[..16]);
+            e.dst.copy_from_slice(&a[16..]);
+        }
+    } else {
+        e.family = EVENT_IPV4;
+        if let Some(a) = bytes::<8>(ctx, l3 + 12) {
+            e.src[..4].copy_from_slice(&a[..4]);
+            e.dst[..4].copy_from_slice(&a[4..]);
+        }
+    }
+    if let L4::Ports { dport, .. } = p.l4 {
+        e.dport = dport;
+        if let Some(s) = bytes::<2>(ctx, p.at.l4 as usize) {
+            e.sport = u16::from_be_bytes(s);
+        }
+    }
+    e
+}
