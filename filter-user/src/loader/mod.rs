@@ -116,8 +116,6 @@ impl LoaderError {
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Log each packet's decision through aya-log (debugging; costs per packet).
-    pub log_packets: bool,
     /// How long after a flip the now-inactive slot is left untouched, so packets
     /// that read the old generation just before the flip finish with it. XDP
     /// runs in microseconds; the default is generous.
@@ -129,7 +127,6 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
-            log_packets: false,
             quiesce: Duration::from_millis(10),
             pin_root: None,
         }
@@ -146,7 +143,6 @@ pub struct Filter {
     generation: u32,
     last_flip: Option<Instant>,
     opts: LoadOptions,
-    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 /// Hands memory freed by compiling and writing a large policy (the list
@@ -213,16 +209,6 @@ impl Filter {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT)?;
-        // The logger must live as long as the program (it owns the log map). It
-        // is always attached; whether packets are logged is the slot's
-        // LOG_PACKETS flag, so turning logging on is a policy write, not a reload.
-        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!("datapath log unavailable: {e}");
-                None
-            }
-        };
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(LoaderError::Missing(PROGRAM_NAME))?
@@ -245,7 +231,6 @@ impl Filter {
             generation,
             last_flip: None,
             opts,
-            logger,
         })
     }
 
@@ -322,12 +307,7 @@ impl Filter {
         meta: &Meta,
     ) -> Result<u32, LoaderError> {
         self.resync()?;
-        let image = Compact::build(
-            policy,
-            ImageOptions {
-                log_packets: self.opts.log_packets,
-            },
-        )?;
+        let image = Compact::build(policy, ImageOptions::default())?;
         let next = self.generation.wrapping_add(1);
         self.check_capacity(slot_of(next), &image)?;
         let blob = Meta {
@@ -504,10 +484,9 @@ impl Filter {
         self.maps.counter(counter_index(rule, reason, verdict))
     }
 
-    /// Drains logged packet decisions into the `log` logger.
-    pub fn flush_log(&mut self) {
-        if let Some(l) = self.logger.as_mut() {
-            l.flush();
-        }
+    /// Takes a map out of the loaded object (tests without pins read
+    /// `EVENTS` and set `EVENTS_CFG` through it); `None` if taken before.
+    pub fn take_map(&mut self, name: &str) -> Option<aya::maps::Map> {
+        self.ebpf.take_map(name)
     }
 }
