@@ -113,8 +113,9 @@ struct Reader {
 }
 
 impl Reader {
-    fn refresh(&mut self) {
-        self.clock = Clock::now();
+    /// Packet logging on? Read before each batch (one lookup), so a switch
+    /// applies to the very next event.
+    fn refresh_log(&mut self) {
         if self.maps.is_none() {
             self.maps = EventsMaps::open(&self.shared.root).ok();
         }
@@ -123,6 +124,11 @@ impl Reader {
             .as_ref()
             .and_then(|m| m.config().ok())
             .is_some_and(|c| c.flags & EventsConfig::LOG != 0);
+    }
+
+    fn refresh(&mut self) {
+        self.clock = Clock::now();
+        self.refresh_log();
         let Ok(pins) = self.shared.root.open() else {
             return;
         };
@@ -137,6 +143,7 @@ impl Reader {
 
     /// Handles up to BATCH records; true when the ring is empty.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
+        self.refresh_log();
         let hub = &self.shared.events;
         for _ in 0..BATCH {
             let Some(item) = ring.next() else {

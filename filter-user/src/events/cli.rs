@@ -412,12 +412,10 @@ fn rank(records: &[Record], limit: usize) -> (Vec<SourceRow>, Vec<ZoneRow>) {
 pub fn top(args: &TopArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut stream = Stream::open(&args.control_socket, Some(started + args.window))?;
-    if !args.output.is_json() {
-        stream.describe(&format!(
-            "watching dropped events for {}",
-            humantime(args.window)
-        ));
-    }
+    stream.describe(&format!(
+        "watching dropped events for {}",
+        humantime(args.window)
+    ));
     let mut records = Vec::new();
     // Bounded: the daemon's rate limit, and this cap.
     while records.len() < 1_000_000 {
