@@ -53,6 +53,7 @@ const BATCH: usize = 4096;
 pub(crate) struct Hub {
     tx: broadcast::Sender<Arc<str>>,
     slots: Arc<Semaphore>,
+    write_timeout: Duration,
     /// Records read from the ring.
     pub(crate) read: AtomicU64,
     /// Lines subscribers lost by falling behind.
@@ -66,6 +67,7 @@ impl Hub {
         Hub {
             tx: broadcast::channel(BACKLOG).0,
             slots: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),
+            write_timeout: WRITE_TIMEOUT,
             read: AtomicU64::new(0),
             subscriber_drops: AtomicU64::new(0),
             subscriber_stuck: AtomicU64::new(0),
@@ -230,8 +232,8 @@ pub(super) async fn read_ring(shared: Arc<Shared>) {
     }
 }
 
-async fn write_line(write: &mut OwnedWriteHalf, line: &[u8]) -> io::Result<()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(line)).await {
+async fn write_line(write: &mut OwnedWriteHalf, line: &[u8], limit: Duration) -> io::Result<()> {
+    match tokio::time::timeout(limit, write.write_all(line)).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -250,11 +252,27 @@ fn json_line<T: Serialize>(v: &T) -> Vec<u8> {
 /// line per event (`{"event":{…}}`) and `{"lagged":N}` when this subscriber
 /// lost N lines, until the client goes away.
 pub(super) async fn stream(
-    mut read: OwnedReadHalf,
-    mut write: OwnedWriteHalf,
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
     shared: Arc<Shared>,
 ) -> io::Result<()> {
-    let hub = &shared.events;
+    let maps = EventsMaps::open(&shared.root).ok();
+    let header = Header {
+        ok: true,
+        sampling: maps.as_ref().and_then(|m| m.sampling().ok()),
+        stats: maps.as_ref().and_then(|m| m.stats().ok()),
+        error: None,
+    };
+    serve_stream(read, write, &shared.events, header).await
+}
+
+async fn serve_stream(
+    mut read: OwnedReadHalf,
+    mut write: OwnedWriteHalf,
+    hub: &Hub,
+    header: Header,
+) -> io::Result<()> {
+    let limit = hub.write_timeout;
     let Ok(_slot) = hub.slots.clone().try_acquire_owned() else {
         let refused = Header {
             ok: false,
@@ -265,33 +283,26 @@ pub(super) async fn stream(
                  serves); close one and retry"
             )),
         };
-        return write_line(&mut write, &json_line(&refused)).await;
+        return write_line(&mut write, &json_line(&refused), limit).await;
     };
     let mut rx = hub.tx.subscribe();
-    let maps = EventsMaps::open(&shared.root).ok();
-    let header = Header {
-        ok: true,
-        sampling: maps.as_ref().and_then(|m| m.sampling().ok()),
-        stats: maps.as_ref().and_then(|m| m.stats().ok()),
-        error: None,
-    };
-    write_line(&mut write, &json_line(&header)).await?;
+    write_line(&mut write, &json_line(&header), limit).await?;
     let mut sink = [0u8; 256];
     loop {
         tokio::select! {
             got = rx.recv() => match got {
                 Ok(line) => {
-                    if let Err(e) = write_line(&mut write, line.as_bytes()).await {
+                    if let Err(e) = write_line(&mut write, line.as_bytes(), limit).await {
                         if e.kind() == io::ErrorKind::TimedOut {
                             hub.subscriber_stuck.fetch_add(1, Relaxed);
-                            tracing::info!("events: a subscriber took nothing for {WRITE_TIMEOUT:?}; disconnected");
+                            tracing::info!("events: a subscriber took nothing for {limit:?}; disconnected");
                         }
                         return Err(e);
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     hub.subscriber_drops.fetch_add(n, Relaxed);
-                    write_line(&mut write, format!("{{\"lagged\":{n}}}\n").as_bytes()).await?;
+                    write_line(&mut write, format!("{{\"lagged\":{n}}}\n").as_bytes(), limit).await?;
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
@@ -301,5 +312,146 @@ pub(super) async fn stream(
                 Ok(_) => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::{
+        io::{AsyncBufReadExt, BufReader},
+        net::UnixStream,
+    };
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn header() -> Header {
+        Header {
+            ok: true,
+            sampling: None,
+            stats: None,
+            error: None,
+        }
+    }
+
+    fn hub(write_timeout: Duration) -> Arc<Hub> {
+        Arc::new(Hub {
+            write_timeout,
+            ..Hub::new()
+        })
+    }
+
+    /// A subscriber served by a task; returns the client's end.
+    fn subscribe(hub: &Arc<Hub>) -> UnixStream {
+        let (server, client) = UnixStream::pair().unwrap();
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let (r, w) = server.into_split();
+            let _ = serve_stream(r, w, &hub, header()).await;
+        });
+        client
+    }
+
+    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let started = std::time::Instant::now();
+        while !cond() {
+            assert!(started.elapsed() < Duration::from_secs(5), "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn line(i: usize) -> Arc<str> {
+        Arc::from(format!(
+            "{{\"event\":{{\"n\":{i},\"pad\":\"{}\"}}}}\n",
+            "x".repeat(80)
+        ))
+    }
+
+    #[test]
+    fn subscribers_beyond_the_limit_are_refused_with_a_reason() {
+        runtime().block_on(async {
+            let hub = hub(WRITE_TIMEOUT);
+            let mut open = Vec::new();
+            for _ in 0..MAX_SUBSCRIBERS {
+                let mut c = BufReader::new(subscribe(&hub));
+                let mut first = String::new();
+                c.read_line(&mut first).await.unwrap();
+                assert!(first.starts_with("{\"ok\":true"), "{first}");
+                open.push(c);
+            }
+            assert_eq!(hub.subscribers(), MAX_SUBSCRIBERS);
+            let mut extra = BufReader::new(subscribe(&hub));
+            let mut first = String::new();
+            extra.read_line(&mut first).await.unwrap();
+            assert!(
+                first.contains("\"ok\":false") && first.contains("streams are open"),
+                "{first}"
+            );
+            drop(open);
+            wait_for("closed streams free their slots", || hub.subscribers() == 0).await;
+        });
+    }
+
+    #[test]
+    fn a_slow_subscriber_loses_the_oldest_lines_and_is_told_how_many() {
+        runtime().block_on(async {
+            let hub = hub(Duration::from_secs(3));
+            let mut c = BufReader::new(subscribe(&hub));
+            let mut first = String::new();
+            c.read_line(&mut first).await.unwrap();
+            wait_for("subscribed", || hub.tx.receiver_count() == 1).await;
+            // Far more than the socket buffer and the backlog hold.
+            let n = 20_000;
+            for i in 0..n {
+                let _ = hub.tx.send(line(i));
+            }
+            let (mut events, mut lagged) = (0u64, 0u64);
+            while events + lagged < n as u64 {
+                let mut l = String::new();
+                let got = tokio::time::timeout(Duration::from_secs(5), c.read_line(&mut l))
+                    .await
+                    .expect("lines keep coming")
+                    .unwrap();
+                assert!(
+                    got > 0,
+                    "the stream ended after {events} events, {lagged} lagged"
+                );
+                if let Some(rest) = l.strip_prefix("{\"lagged\":") {
+                    lagged += rest.trim().trim_end_matches('}').parse::<u64>().unwrap();
+                } else {
+                    events += 1;
+                }
+            }
+            assert!(lagged > 0, "nothing was dropped");
+            assert!(events <= n as u64 - lagged);
+            assert_eq!(hub.subscriber_drops.load(Relaxed), lagged);
+        });
+    }
+
+    #[test]
+    fn a_stuck_subscriber_is_disconnected_after_the_write_timeout() {
+        runtime().block_on(async {
+            let hub = hub(Duration::from_millis(300));
+            let mut c = subscribe(&hub);
+            wait_for("subscribed", || hub.tx.receiver_count() == 1).await;
+            for i in 0..20_000 {
+                let _ = hub.tx.send(line(i));
+            }
+            wait_for("the stuck subscriber is let go", || {
+                hub.subscriber_stuck.load(Relaxed) == 1
+            })
+            .await;
+            wait_for("its slot is free", || hub.subscribers() == 0).await;
+            // What it can still read is bounded by the socket buffer.
+            let mut all = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut all)).await;
+            assert!(all.len() < 20_000 * 90, "{} bytes", all.len());
+        });
     }
 }
