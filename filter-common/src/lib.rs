@@ -47,6 +47,13 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_EVENTS_CFG: &str = "EVENTS_CFG";
 /// `EVENTS_STATE[0]`, per CPU: the token bucket and its counters ([`EventsState`]).
 pub const MAP_EVENTS_STATE: &str = "EVENTS_STATE";
+/// Program array (one entry: the events program), filled by each load and not
+/// pinned: the sampling path runs as a tail call, verified on its own.
+pub const MAP_EVENTS_PROG: &str = "EVENTS_PROG";
+/// Per-CPU scratch (`EventsPending`): the decision handed to the events program.
+pub const MAP_EVENTS_PENDING: &str = "EVENTS_PENDING";
+/// Maps of the object that belong to one load (created fresh, never pinned).
+pub const PER_LOAD_MAPS: [&str; 2] = [MAP_EVENTS_PROG, MAP_EVENTS_PENDING];
 /// All policy and state maps, for loaders and tests that check the object.
 pub const ALL_MAPS: [&str; 15] = [
     MAP_ACTIVE,
@@ -67,6 +74,8 @@ pub const ALL_MAPS: [&str; 15] = [
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
+/// The XDP program a sampled decision tail-calls (`EVENTS_PROG[0]`).
+pub const EVENTS_PROGRAM_NAME: &str = "portcullis_events";
 
 // ---------------------------------------------------------------------------
 // Reasons, verdicts, rules and counters.
@@ -401,9 +410,11 @@ pub const DEFAULT_ALLOW_MAX: u32 = 1 << 18;
 // ---------------------------------------------------------------------------
 // Sampled decisions: `EVENTS` (ring buffer), `EVENTS_CFG[0]`, `EVENTS_STATE[0]`.
 // A decision whose class (drop, audit pass, other pass) is selected in
-// `EVENTS_CFG.flags` asks this CPU's token bucket for a token; with one, an
-// `Event` goes into the ring (or, if it is full, counts as lost); without,
-// it counts as suppressed. Nothing is selected: one array read and a branch.
+// `EVENTS_CFG.flags` is handed (`EVENTS_PENDING`) to the events program by a
+// tail call (`EVENTS_PROG`), which asks this CPU's token bucket for a token;
+// with one, an `Event` goes into the ring (or, if it is full, counts as
+// lost); without, it counts as suppressed; it returns the decision's action.
+// Nothing is selected: one array read and a branch.
 // ---------------------------------------------------------------------------
 
 /// Bytes of the `EVENTS` ring buffer (a power of two, a multiple of the page
@@ -451,6 +462,19 @@ impl EventsConfig {
             (Verdict::Pass, _) => Self::PASSES,
         }
     }
+}
+
+/// `EVENTS_PENDING[0]`, per CPU: the decision the main program hands to the
+/// events program before the tail call (which returns its verdict).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventsPending {
+    pub rule: u32,
+    /// `Reason as u8`.
+    pub reason: u8,
+    /// `Verdict as u8`.
+    pub verdict: u8,
+    pub _pad: [u8; 2],
 }
 
 /// `EVENTS_STATE[0]`, one per CPU.

@@ -4,30 +4,71 @@
 //! (`EventsConfig`, `EventsState`, `Event`, `bucket_take`).
 //!
 //! Off (no class selected, the default) costs one array read and a branch.
-//! The destination and the source port are read from the packet only here,
-//! when an event is written.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
-use filter_common::{bucket_take, Event, EventsConfig, EVENT_IPV4, EVENT_IPV6};
+//! The rest runs in a program of its own, entered by a tail call: its
+//! verification does not multiply with the main program's paths, and the
+//! packet (destination, source port) is read again only when an event is
+//! written.
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+};
+use filter_common::{
+    bucket_take, Event, EventsConfig, EventsPending, Reason, Verdict, EVENT_IPV4, EVENT_IPV6,
+    NUM_REASONS,
+};
 
 use crate::{
     decide::Decision,
-    maps::{EVENTS, EVENTS_CFG, EVENTS_STATE},
-    parse::{bytes, Parsed, L4},
+    maps::{EVENTS, EVENTS_CFG, EVENTS_PENDING, EVENTS_PROG, EVENTS_STATE},
+    parse::{self, bytes, Parsed, L4},
 };
 
-/// Samples `d` if its class is selected.
+/// In the main program, after counting: a decision of a selected class is
+/// handed to the events program (a tail call, which returns the verdict's
+/// action). Returns only if nothing is sampled or the tail call failed (no
+/// events program loaded): the caller then acts itself.
 #[inline(always)]
-pub fn sample(ctx: &XdpContext, parsed: &Parsed, d: &Decision) {
+pub fn sample(ctx: &XdpContext, d: &Decision) {
     let Some(cfg) = EVENTS_CFG.get(0) else {
         return;
     };
     if cfg.flags & EventsConfig::class(d.verdict, d.reason) == 0 {
         return;
     }
-    let (cost, cap) = (cfg.cost_ns, cfg.cap_ns);
-    let Some(state) = EVENTS_STATE.get_ptr_mut(0) else {
+    let Some(pending) = EVENTS_PENDING.get_ptr_mut(0) else {
         return;
     };
+    // SAFETY: per-CPU slot; XDP does not preempt itself on one CPU, and the
+    // tail-called program reads it on the same CPU.
+    unsafe {
+        *pending = EventsPending {
+            rule: d.rule,
+            reason: d.reason as u8,
+            verdict: d.verdict as u8,
+            _pad: [0; 2],
+        };
+        EVENTS_PROG.tail_call(ctx, 0);
+    }
+}
+
+/// The events program: verified on its own (so the sampling path does not
+/// multiply the main program's verifier states), entered only by the tail
+/// call of [`sample`]. Parses the packet again, takes a token, writes the
+/// event, and returns the main program's verdict.
+#[xdp]
+pub fn portcullis_events(ctx: XdpContext) -> u32 {
+    let Some(p) = EVENTS_PENDING.get(0).copied() else {
+        return xdp_action::XDP_PASS;
+    };
+    let drop = p.verdict == Verdict::Drop as u8;
+    let action = if drop {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    };
+    let (Some(cfg), Some(state)) = (EVENTS_CFG.get(0), EVENTS_STATE.get_ptr_mut(0)) else {
+        return action;
+    };
+    let (cost, cap) = (cfg.cost_ns, cfg.cap_ns);
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: per-CPU slot; XDP does not preempt itself on one CPU.
@@ -37,16 +78,27 @@ pub fn sample(ctx: &XdpContext, parsed: &Parsed, d: &Decision) {
     state.last_ns = now;
     if !taken {
         state.suppressed += 1;
-        return;
+        return action;
     }
+    let reason = if (p.reason as u32) < NUM_REASONS {
+        Reason::ALL[p.reason as usize]
+    } else {
+        Reason::Malformed
+    };
+    let d = Decision {
+        verdict: if drop { Verdict::Drop } else { Verdict::Pass },
+        reason,
+        rule: p.rule,
+    };
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
-            slot.write(record(ctx, parsed, d, now));
+            slot.write(record(&ctx, &parse::parse(&ctx), &d, now));
             slot.submit(0);
             state.emitted += 1;
         }
         None => state.lost += 1,
     }
+    action
 }
 
 /// The event of one decision, its addresses and ports read again from the

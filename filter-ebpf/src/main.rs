@@ -1,5 +1,5 @@
 //! portcullis XDP program: parse (parse.rs), decide (decide.rs), count,
-//! sample (events.rs), act.
+//! sample (events.rs: a tail call into `portcullis_events`), act.
 #![no_std]
 #![no_main]
 
@@ -33,13 +33,12 @@ pub fn portcullis(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     }
 
-    let parsed = parse::parse(&ctx);
-    let d = decide::decide(slot, &cfg, parsed);
+    let d = decide::decide(slot, &cfg, parse::parse(&ctx));
     count(
         iface_counter_index(iface, counter_index(d.rule, d.reason, d.verdict)),
         bytes,
     );
-    events::sample(&ctx, &parsed, &d);
+    events::sample(&ctx, &d);
     match d.verdict {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,

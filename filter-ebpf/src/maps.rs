@@ -3,13 +3,13 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, ProgramArray, RingBuf},
 };
 use filter_common::{
-    Bl4HostKey, Bl4Hosts, Bl4Word, Config, Counter, EventsConfig, EventsState, MetaBlob, PortEntry,
-    Tagged4, Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX,
-    DEFAULT_BL4_HOSTS_MAX, DEFAULT_BL6_MAX, EVENTS_RING_BYTES, IFACES_LEN, NUM_SLOTS,
-    PORTS_PER_SLOT, ZONE_SLOTS,
+    Bl4HostKey, Bl4Hosts, Bl4Word, Config, Counter, EventsConfig, EventsPending, EventsState,
+    MetaBlob, PortEntry, Tagged4, Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, COUNTERS_LEN,
+    DEFAULT_ALLOW_MAX, DEFAULT_BL4_HOSTS_MAX, DEFAULT_BL6_MAX, EVENTS_RING_BYTES, IFACES_LEN,
+    NUM_SLOTS, PORTS_PER_SLOT, ZONE_SLOTS,
 };
 
 #[map]
@@ -45,6 +45,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 pub static EVENTS_CFG: Array<EventsConfig> = Array::with_max_entries(1, 0);
 #[map]
 pub static EVENTS_STATE: PerCpuArray<EventsState> = PerCpuArray::with_max_entries(1, 0);
+/// Per load, not pinned: `[0]` is the events program.
+#[map]
+pub static EVENTS_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static EVENTS_PENDING: PerCpuArray<EventsPending> = PerCpuArray::with_max_entries(1, 0);
 
 /// Host bitmap of a partially blocked /24.
 #[inline(always)]

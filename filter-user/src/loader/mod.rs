@@ -20,14 +20,15 @@ use std::{
 };
 
 use aya::{
-    maps::MapError,
+    maps::{MapError, ProgramArray},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfError, EbpfLoader,
 };
 use compact::Compact;
 pub use detach::{detach_iface, IfaceDetached};
 use filter_common::{
-    counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, NUM_SLOTS, PROGRAM_NAME,
+    counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, EVENTS_PROGRAM_NAME,
+    MAP_EVENTS_PROG, NUM_SLOTS, PROGRAM_NAME,
 };
 pub use image::{ImageOptions, SlotImage};
 pub use maps::Maps;
@@ -157,6 +158,27 @@ fn release_freed_memory() {
     }
 }
 
+/// Loads the program sampled decisions tail-call and puts it into
+/// `EVENTS_PROG[0]` (a map of this load only: see filter-common).
+fn load_events_program(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
+    let events: &mut Xdp = ebpf
+        .program_mut(EVENTS_PROGRAM_NAME)
+        .ok_or(LoaderError::Missing(EVENTS_PROGRAM_NAME))?
+        .try_into()?;
+    events.load()?;
+    let fd = events.fd()?.try_clone().map_err(|e| LoaderError::Io {
+        path: PathBuf::from(EVENTS_PROGRAM_NAME),
+        source: e,
+    })?;
+    let map = ebpf
+        .map_mut(MAP_EVENTS_PROG)
+        .ok_or(LoaderError::Missing(MAP_EVENTS_PROG))?;
+    let mut progs = ProgramArray::try_from(map).map_err(LoaderError::map(MAP_EVENTS_PROG))?;
+    progs
+        .set(0, &fd, 0)
+        .map_err(LoaderError::map(MAP_EVENTS_PROG))
+}
+
 /// ARPHRD_ETHER and ARPHRD_LOOPBACK (whose frames carry a zeroed Ethernet
 /// header): the only link types whose frames start where the parser expects.
 const ETHERNET_LINK_TYPES: [u32; 2] = [1, 772];
@@ -214,6 +236,7 @@ impl Filter {
             .ok_or(LoaderError::Missing(PROGRAM_NAME))?
             .try_into()?;
         program.load()?;
+        load_events_program(&mut ebpf)?;
         for name in ALL_MAPS {
             if ebpf.map(name).is_none() {
                 return Err(LoaderError::Missing(name));
