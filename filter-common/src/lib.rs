@@ -43,8 +43,22 @@ pub const MAP_IFACES: &str = "IFACES";
 pub const MAP_META: &str = "META";
 /// `LAYOUT[0]`: the `LAYOUT_VERSION` of the build that created the maps.
 pub const MAP_LAYOUT: &str = "LAYOUT";
+/// Ring buffer of sampled decisions ([`Event`] records).
+pub const MAP_EVENTS: &str = "EVENTS";
+/// `EVENTS_CFG[0]`: what is sampled and how fast ([`EventsConfig`]); global,
+/// not per policy slot: switching it is one write, never a policy write.
+pub const MAP_EVENTS_CFG: &str = "EVENTS_CFG";
+/// `EVENTS_STATE[0]`, per CPU: the token bucket and its counters ([`EventsState`]).
+pub const MAP_EVENTS_STATE: &str = "EVENTS_STATE";
+/// Program array (one entry: the events program), filled by each load and not
+/// pinned: the sampling path runs as a tail call, verified on its own.
+pub const MAP_EVENTS_PROG: &str = "EVENTS_PROG";
+/// Per-CPU scratch (`EventsPending`): the decision handed to the events program.
+pub const MAP_EVENTS_PENDING: &str = "EVENTS_PENDING";
+/// Maps of the object that belong to one load (created fresh, never pinned).
+pub const PER_LOAD_MAPS: [&str; 2] = [MAP_EVENTS_PROG, MAP_EVENTS_PENDING];
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 16] = [
+pub const ALL_MAPS: [&str; 19] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -61,9 +75,14 @@ pub const ALL_MAPS: [&str; 16] = [
     MAP_BL6_WORDS,
     MAP_BL6_INFO,
     MAP_BL6_TABLE,
+    MAP_EVENTS,
+    MAP_EVENTS_CFG,
+    MAP_EVENTS_STATE,
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
+/// The XDP program a sampled decision tail-calls (`EVENTS_PROG[0]`).
+pub const EVENTS_PROGRAM_NAME: &str = "portcullis_events";
 
 // ---------------------------------------------------------------------------
 // Reasons, verdicts, rules and counters.
@@ -223,8 +242,7 @@ impl Config {
     pub const OTHER_DROP: u32 = 1 << 3;
     /// `fragments = "drop"`; otherwise filter-first.
     pub const FRAGMENTS_DROP: u32 = 1 << 4;
-    /// Log every packet's decision through aya-log (debugging only).
-    pub const LOG_PACKETS: u32 = 1 << 5;
+    // Bit 5 was LOG_PACKETS (layout 1); packet logging is `EVENTS_CFG` now.
     /// The IPv4 blocklist holds at least one prefix (skip lookups when empty).
     pub const HAS_BL4: u32 = 1 << 6;
     /// The IPv6 blocklist holds at least one prefix.
@@ -551,6 +569,152 @@ pub mod layout1 {
 
 // A change to META's record must come with a layout-1 reader of its own.
 const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout1::META_VALUE_SIZE);
+// Sampled decisions: `EVENTS` (ring buffer), `EVENTS_CFG[0]`, `EVENTS_STATE[0]`.
+// A decision whose class (drop, audit pass, other pass) is selected in
+// `EVENTS_CFG.flags` is handed (`EVENTS_PENDING`) to the events program by a
+// tail call (`EVENTS_PROG`), which asks this CPU's token bucket for a token;
+// with one, an `Event` goes into the ring (or, if it is full, counts as
+// lost); without, it counts as suppressed; it returns the decision's action.
+// Nothing is selected: one array read and a branch.
+// ---------------------------------------------------------------------------
+
+/// Bytes of the `EVENTS` ring buffer (a power of two, a multiple of the page
+/// size): about 3,600 records of 64 bytes plus the kernel's 8-byte headers.
+pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
+
+/// `EVENTS_CFG[0]`. All zero = off (a fresh map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventsConfig {
+    pub flags: u32,
+    /// Tokens per second per CPU, as set (for display; the datapath reads
+    /// `cost_ns`).
+    pub rate: u32,
+    /// Nanoseconds of credit one event costs: 1e9 / rate.
+    pub cost_ns: u64,
+    /// Most credit a CPU can save up: burst × cost_ns.
+    pub cap_ns: u64,
+    /// Bucket size in tokens, as set (for display).
+    pub burst: u32,
+    pub _pad: u32,
+}
+
+impl EventsConfig {
+    /// Sample dropped packets.
+    pub const DROPS: u32 = 1 << 0;
+    /// Sample passes of auditing zones (`audit`).
+    pub const AUDIT: u32 = 1 << 1;
+    /// Sample every other pass (with DROPS and AUDIT: every decision).
+    pub const PASSES: u32 = 1 << 2;
+    /// The classes the datapath looks at.
+    pub const CLASSES: u32 = Self::DROPS | Self::AUDIT | Self::PASSES;
+    /// The daemon writes each event it reads to its log (user space only).
+    pub const LOG: u32 = 1 << 8;
+    /// Set at run time (`portcullis sampling`, `log-packets`): the daemon
+    /// keeps it over the policy's `[events]` at start and reload (user space only).
+    pub const OVERRIDE: u32 = 1 << 9;
+
+    /// The class bit of a decision: drops, audit passes, other passes.
+    #[inline(always)]
+    pub const fn class(verdict: Verdict, reason: Reason) -> u32 {
+        match (verdict, reason) {
+            (Verdict::Drop, _) => Self::DROPS,
+            (Verdict::Pass, Reason::Audit) => Self::AUDIT,
+            (Verdict::Pass, _) => Self::PASSES,
+        }
+    }
+}
+
+/// `EVENTS_PENDING[0]`, per CPU: the decision the main program hands to the
+/// events program before the tail call (which returns its verdict).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventsPending {
+    pub rule: u32,
+    /// `Reason as u8`.
+    pub reason: u8,
+    /// `Verdict as u8`.
+    pub verdict: u8,
+    pub _pad: [u8; 2],
+}
+
+/// `EVENTS_STATE[0]`, one per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventsState {
+    /// Saved credit in nanoseconds (at most `cap_ns`).
+    pub credit_ns: u64,
+    /// `bpf_ktime_get_ns` of the last refill.
+    pub last_ns: u64,
+    /// Events written into the ring.
+    pub emitted: u64,
+    /// Selected decisions refused by the bucket.
+    pub suppressed: u64,
+    /// Events the bucket allowed but the full ring did not take.
+    pub lost: u64,
+}
+
+/// One token-bucket step at time `now_ns`: refills the credit by the time
+/// since `last_ns` (capped at `cap_ns`) and takes `cost_ns` of it if there
+/// is that much. Returns (new credit, taken). No division: the daemon
+/// turns rate and burst into `cost_ns` and `cap_ns`. A clock that went back
+/// (`now < last`) refills nothing.
+#[inline(always)]
+pub const fn bucket_take(
+    credit_ns: u64,
+    last_ns: u64,
+    now_ns: u64,
+    cost_ns: u64,
+    cap_ns: u64,
+) -> (u64, bool) {
+    let elapsed = now_ns.saturating_sub(last_ns);
+    let mut credit = credit_ns.saturating_add(elapsed);
+    if credit > cap_ns {
+        credit = cap_ns;
+    }
+    if credit >= cost_ns {
+        (credit - cost_ns, true)
+    } else {
+        (credit, false)
+    }
+}
+
+/// `Event.family`.
+pub const EVENT_NO_IP: u8 = 0;
+pub const EVENT_IPV4: u8 = 4;
+pub const EVENT_IPV6: u8 = 6;
+
+/// One sampled decision, as the datapath writes it into `EVENTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the packet was judged.
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    /// Counter rule: a zone id, `RULE_GLOBAL` or `RULE_FAILSAFE`.
+    pub rule: u32,
+    /// Frame length in bytes.
+    pub len: u32,
+    /// `Reason as u8`.
+    pub reason: u8,
+    /// `Verdict as u8`.
+    pub verdict: u8,
+    /// `EVENT_IPV4`, `EVENT_IPV6` (of the IP header) or `EVENT_NO_IP`
+    /// (non-IP and malformed frames: no addresses).
+    pub family: u8,
+    /// IP protocol number (the last next header for IPv6); 0 if unknown.
+    pub proto: u8,
+    /// Ports of TCP, UDP and SCTP (first fragments and whole packets); else 0.
+    pub sport: u16,
+    pub dport: u16,
+    /// IPv4 addresses in the first 4 bytes; network byte order.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub _pad: [u8; 4],
+}
+
+/// Size of an `Event` in the ring.
+pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 
 #[cfg(feature = "user")]
 mod pod {
@@ -568,6 +732,8 @@ mod pod {
     unsafe impl aya::Pod for Bl6Info {}
     unsafe impl aya::Pod for Bl6Bucket {}
     unsafe impl aya::Pod for MetaBlob {}
+    unsafe impl aya::Pod for EventsConfig {}
+    unsafe impl aya::Pod for EventsState {}
 }
 
 #[cfg(test)]
@@ -653,6 +819,83 @@ mod tests {
             layout1::decode(layout1::COUNTERS_LEN - 1),
             (15, 65, "no_policy", true)
         );
+    }
+
+    #[test]
+    fn event_record_is_64_bytes_without_implicit_padding() {
+        assert_eq!(EVENT_SIZE, 64);
+        assert_eq!(core::mem::size_of::<EventsConfig>(), 32);
+        assert_eq!(core::mem::size_of::<EventsState>(), 40);
+    }
+
+    #[test]
+    fn a_full_bucket_gives_burst_tokens_at_once_then_none() {
+        // 10/s, burst 3: cost 100 ms, cap 300 ms; the first use starts full
+        // (last_ns = 0, a long time ago).
+        let (cost, cap) = (100_000_000, 300_000_000);
+        let now = 5_000_000_000;
+        let (mut credit, mut last, mut taken) = (0, 0, 0);
+        for _ in 0..10 {
+            let (c, t) = bucket_take(credit, last, now, cost, cap);
+            credit = c;
+            last = now;
+            taken += t as u32;
+        }
+        assert_eq!(taken, 3);
+        assert_eq!(credit, 0);
+    }
+
+    #[test]
+    fn the_bucket_refills_at_the_rate_and_never_beyond_the_cap() {
+        let (cost, cap) = (100_000_000, 300_000_000);
+        // Empty at t = 1 s; 250 ms later there are 2 tokens, not 3.
+        let (c, t) = bucket_take(0, 1_000_000_000, 1_250_000_000, cost, cap);
+        assert!(t);
+        assert_eq!(c, 150_000_000);
+        let (c, t) = bucket_take(c, 1_250_000_000, 1_250_000_000, cost, cap);
+        assert!(t);
+        assert_eq!(c, 50_000_000);
+        let (_, t) = bucket_take(c, 1_250_000_000, 1_250_000_000, cost, cap);
+        assert!(!t);
+        // An hour idle: still only `cap` of credit.
+        let (c, _) = bucket_take(0, 0, 3_600_000_000_000, cost, cap);
+        assert_eq!(c, cap - cost);
+        // Over a long flood the tokens are rate × time + burst.
+        let (mut credit, mut last, mut taken) = (0u64, 0u64, 0u64);
+        let start = 10_000_000_000u64;
+        for i in 0..100_000u64 {
+            // One packet every 100 µs for 10 s.
+            let now = start + i * 100_000;
+            let (c, t) = bucket_take(credit, last, now, cost, cap);
+            credit = c;
+            last = now;
+            taken += t as u64;
+        }
+        assert_eq!(taken, 3 + 100 - 1);
+    }
+
+    #[test]
+    fn a_clock_going_back_refills_nothing() {
+        let (c, t) = bucket_take(0, 2_000, 1_000, 10, 100);
+        assert_eq!((c, t), (0, false));
+    }
+
+    #[test]
+    fn decisions_fall_in_one_class_each() {
+        assert_eq!(
+            EventsConfig::class(Verdict::Drop, Reason::Blocklist),
+            EventsConfig::DROPS
+        );
+        assert_eq!(
+            EventsConfig::class(Verdict::Pass, Reason::Audit),
+            EventsConfig::AUDIT
+        );
+        assert_eq!(
+            EventsConfig::class(Verdict::Pass, Reason::Allowed),
+            EventsConfig::PASSES
+        );
+        assert_eq!(EventsConfig::CLASSES & EventsConfig::LOG, 0);
+        assert_eq!(EventsConfig::CLASSES & EventsConfig::OVERRIDE, 0);
     }
 
     #[test]

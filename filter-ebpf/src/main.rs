@@ -1,15 +1,16 @@
-//! portcullis XDP program: parse (parse.rs), decide (decide.rs), count, act.
+//! portcullis XDP program: parse (parse.rs), decide (decide.rs), count,
+//! sample (events.rs: a tail call into `portcullis_events`), act.
 #![no_std]
 #![no_main]
 
 mod blocklist4;
 mod blocklist6;
 mod decide;
+mod events;
 mod maps;
 mod parse;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use aya_log_ebpf::info;
 use filter_common::{
     counter_index, iface_counter_index, slot_of, Config, Reason, Verdict, MAX_IFACE_SLOTS,
     RULE_GLOBAL,
@@ -39,16 +40,7 @@ pub fn portcullis(ctx: XdpContext) -> u32 {
         iface_counter_index(iface, counter_index(d.rule, d.reason, d.verdict)),
         bytes,
     );
-    if cfg.has(Config::LOG_PACKETS) {
-        info!(
-            &ctx,
-            "gen {} verdict {} reason {} rule {}",
-            generation,
-            d.verdict as u32,
-            d.reason as u32,
-            d.rule
-        );
-    }
+    events::sample(&ctx, &d);
     match d.verdict {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,

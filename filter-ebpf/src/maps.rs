@@ -3,12 +3,13 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, ProgramArray, RingBuf},
 };
 use filter_common::{
-    Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter, MetaBlob, PortEntry, Tagged4,
-    Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, BL6_REGION, BL6_WORDS_PER_SLOT, COUNTERS_LEN,
-    DEFAULT_ALLOW_MAX, DEFAULT_BL4_BITS_MAX, IFACES_LEN, NUM_SLOTS, PORTS_PER_SLOT, ZONE_SLOTS,
+    Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter, EventsConfig, EventsPending,
+    EventsState, MetaBlob, PortEntry, Tagged4, Tagged6, ZoneInfo, BL4_WORDS_PER_SLOT, BL6_REGION,
+    BL6_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_BITS_MAX, EVENTS_RING_BYTES,
+    IFACES_LEN, NUM_SLOTS, PORTS_PER_SLOT, ZONE_SLOTS,
 };
 
 #[map]
@@ -50,6 +51,17 @@ pub static BL6_INFO: Array<Bl6Info> = Array::with_max_entries(NUM_SLOTS, 0);
 #[map]
 pub static BL6_TABLE: Array<Bl6Bucket> =
     Array::with_max_entries(NUM_SLOTS * BL6_REGION, BPF_F_MMAPABLE);
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+#[map]
+pub static EVENTS_CFG: Array<EventsConfig> = Array::with_max_entries(1, 0);
+#[map]
+pub static EVENTS_STATE: PerCpuArray<EventsState> = PerCpuArray::with_max_entries(1, 0);
+/// Per load, not pinned: `[0]` is the events program.
+#[map]
+pub static EVENTS_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static EVENTS_PENDING: PerCpuArray<EventsPending> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn lpm4_contains(map: &LpmTrie<Tagged4, u8>, tag: [u8; 4], addr: [u8; 4]) -> bool {

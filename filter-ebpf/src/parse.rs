@@ -47,6 +47,22 @@ pub struct IpPacket {
     pub l4: L4,
     /// Offset 0 with more fragments to come (IPv4 MF, IPv6 M flag).
     pub first_fragment: bool,
+    /// Where the headers are, for a sampled event (events.rs reads the
+    /// destination and source port from there, only when it emits).
+    pub at: Headers,
+}
+
+/// Offsets and the protocol of an IP packet's headers, as parsed.
+#[derive(Clone, Copy)]
+pub struct Headers {
+    /// Offset of the IP header.
+    pub l3: u16,
+    /// Offset of the layer-4 header; 0 for a non-first fragment.
+    pub l4: u16,
+    /// IP protocol (the last next header for IPv6).
+    pub proto: u8,
+    /// The IP header is IPv6 (also for IPv4-mapped sources).
+    pub v6: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -59,7 +75,7 @@ pub enum Parsed {
 /// The one pointer-access helper: a copy of `N` bytes at `off`, if they lie
 /// inside the frame.
 #[inline(always)]
-fn bytes<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
+pub fn bytes<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
     if off > MAX_OFFSET {
         return None;
     }
@@ -125,14 +141,20 @@ fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Parsed {
     let more = frag & 0x2000 != 0;
     let proto = h[9];
     let src = Src::V4([h[12], h[13], h[14], h[15]]);
+    let at = |l4: usize| Headers {
+        l3: l3 as u16,
+        l4: l4 as u16,
+        proto,
+        v6: false,
+    };
     if offset != 0 {
         if proto == IPPROTO_TCP && offset == 1 {
             return Parsed::Malformed;
         }
-        return ip(src, L4::NonFirstFragment, false);
+        return ip(src, L4::NonFirstFragment, false, at(0));
     }
     match l4(ctx, proto, l3 + hlen, l3 + total) {
-        Some(l4) => ip(src, l4, more),
+        Some(l4) => ip(src, l4, more, at(l3 + hlen)),
         None => Parsed::Malformed,
     }
 }
@@ -158,19 +180,25 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Parsed {
     let mut first_fragment = false;
     let mut seen_fragment = false;
     for i in 0..=MAX_EXT_HEADERS {
-        let len = match nh {
+        let (len, e) = match nh {
             NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS | NH_MOBILITY | NH_AH | NH_FRAGMENT => {
                 if i == MAX_EXT_HEADERS || (nh == NH_HOP_BY_HOP && i != 0) {
                     return Parsed::Malformed;
                 }
-                let Some(e) = bytes::<2>(ctx, off) else {
+                // Four bytes, though the length is in the first two: every
+                // extension header is at least 8 bytes (shorter is cut off
+                // below anyway), and the fragment header's offset is in
+                // bytes 2-3. One check the verifier sees for all of them
+                // (LLVM may drop a second one it can prove from `end`).
+                let Some(e) = bytes::<4>(ctx, off) else {
                     return Parsed::Malformed;
                 };
-                match nh {
+                let len = match nh {
                     NH_AH => (e[1] as usize + 2) * 4,
                     NH_FRAGMENT => 8,
                     _ => (e[1] as usize + 1) * 8,
-                }
+                };
+                (len, e)
             }
             _ => break,
         };
@@ -182,27 +210,34 @@ fn parse_ipv6(ctx: &XdpContext, l3: usize) -> Parsed {
                 return Parsed::Malformed;
             }
             seen_fragment = true;
-            let Some(f) = bytes::<4>(ctx, off) else {
-                return Parsed::Malformed;
-            };
+            let f = e;
             let field = be16([f[2], f[3]]);
             let offset = field >> 3;
             if offset != 0 {
                 if f[0] == IPPROTO_TCP && offset == 1 {
                     return Parsed::Malformed;
                 }
-                return ip(src, L4::NonFirstFragment, false);
+                let at = Headers {
+                    l3: l3 as u16,
+                    l4: 0,
+                    proto: f[0],
+                    v6: true,
+                };
+                return ip(src, L4::NonFirstFragment, false, at);
             }
             first_fragment = field & 1 != 0;
         }
-        let Some(e) = bytes::<1>(ctx, off) else {
-            return Parsed::Malformed;
-        };
         nh = e[0];
         off += len;
     }
+    let at = Headers {
+        l3: l3 as u16,
+        l4: off as u16,
+        proto: nh,
+        v6: true,
+    };
     match l4(ctx, nh, off, end) {
-        Some(l4) => ip(src, l4, first_fragment),
+        Some(l4) => ip(src, l4, first_fragment, at),
         None => Parsed::Malformed,
     }
 }
@@ -240,10 +275,11 @@ fn l4(ctx: &XdpContext, proto: u8, off: usize, end: usize) -> Option<L4> {
 }
 
 #[inline(always)]
-fn ip(src: Src, l4: L4, first_fragment: bool) -> Parsed {
+fn ip(src: Src, l4: L4, first_fragment: bool, at: Headers) -> Parsed {
     Parsed::Ip(IpPacket {
         src,
         l4,
         first_fragment,
+        at,
     })
 }

@@ -1,6 +1,7 @@
 //! portcullis user side: the policy compiler, the loader that writes compiled
 //! policies into the XDP program's maps, and the daemon.
 pub mod daemon;
+pub mod events;
 pub mod explain;
 pub mod loader;
 pub mod policy;

@@ -73,6 +73,17 @@ enum Command {
     /// Show what the filter in force does with one packet, and which policy
     /// lines decide it (runs the pinned program; works with the daemon down).
     Explain(filter_user::explain::cli::ExplainArgs),
+    /// Stream sampled decisions (time, interface, addresses, ports, reason,
+    /// zone) from the running daemon; see `sampling` for what is sampled.
+    Events(filter_user::events::cli::EventsArgs),
+    /// Show the sources and zones with the most dropped events over a window.
+    Top(filter_user::events::cli::TopArgs),
+    /// Show or set what the filter samples into the event stream, and how
+    /// fast (at run time; kept across restarts until --reset).
+    Sampling(filter_user::events::cli::SamplingArgs),
+    /// Switch packet logging on or off at run time: the daemon logs each
+    /// sampled decision with its addresses, interface and zone.
+    LogPackets(filter_user::events::cli::LogPacketsArgs),
 }
 
 impl Command {
@@ -86,7 +97,17 @@ impl Command {
             Command::Explain(a) if matches!(a.output, filter_user::explain::cli::Format::Json) => {
                 Output::Json
             }
-            Command::Run(_) | Command::HashPassword | Command::Explain(_) => Output::Text,
+            Command::Events(a) if a.output.is_json() => Output::Json,
+            Command::Top(a) if a.output.is_json() => Output::Json,
+            Command::Sampling(a) if a.output.is_json() => Output::Json,
+            Command::LogPackets(a) if a.output.is_json() => Output::Json,
+            Command::Run(_)
+            | Command::HashPassword
+            | Command::Explain(_)
+            | Command::Events(_)
+            | Command::Top(_)
+            | Command::Sampling(_)
+            | Command::LogPackets(_) => Output::Text,
         }
     }
 }
@@ -112,7 +133,8 @@ struct RunArgs {
     /// Remove the filter when the daemon exits (default: it stays in force).
     #[arg(long)]
     detach_on_exit: bool,
-    /// Log every packet's decision (debugging; costs per packet).
+    /// Deprecated: `portcullis log-packets on` does this at run time. Switches
+    /// packet logging on (every decision sampled, at the configured rate).
     #[arg(long)]
     log_packets: bool,
     /// Attach new links in this XDP mode only; fail rather than fall back
@@ -245,6 +267,10 @@ fn main() -> ExitCode {
         Command::Detach(args) => detach(&args),
         Command::HashPassword => hash_password(),
         Command::Explain(args) => filter_user::explain::cli::run(&args),
+        Command::Events(args) => filter_user::events::cli::events(&args),
+        Command::Top(args) => filter_user::events::cli::top(&args),
+        Command::Sampling(args) => filter_user::events::cli::sampling(&args),
+        Command::LogPackets(args) => filter_user::events::cli::log_packets(&args),
     };
     match result {
         Ok(code) => code,

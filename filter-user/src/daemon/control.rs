@@ -45,6 +45,8 @@ pub enum Request {
     Ping,
     Reload,
     Detach,
+    /// Stream sampled events (see `events.rs`): the connection stays open.
+    Events,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -285,8 +287,8 @@ async fn handle(
     reloads: mpsc::Sender<Reload>,
     shutdown: mpsc::Sender<()>,
 ) -> std::io::Result<()> {
-    let (read, mut write) = conn.into_split();
-    let line = match read_request(read, REQUEST_TIMEOUT).await {
+    let (mut read, mut write) = conn.into_split();
+    let line = match read_request(&mut read, REQUEST_TIMEOUT).await {
         Ok(line) => Ok(line),
         // A silent client gets nothing; an oversized request is told why.
         Err(RequestError::TooLong) => Err(RequestError::TooLong.to_string()),
@@ -317,6 +319,7 @@ async fn handle(
             let _ = shutdown.send(()).await;
             Response::ok(None)
         }
+        Ok(Request::Events) => return super::events::stream(read, write, shared).await,
     };
     let mut out = serde_json::to_string(&response).unwrap_or_else(|_| "{\"ok\":false}".into());
     out.push('\n');

@@ -9,6 +9,7 @@
 pub mod control;
 pub mod detach;
 mod enforce;
+mod events;
 mod ifwait;
 mod limits;
 pub mod metrics;
@@ -106,6 +107,8 @@ pub struct Shared {
     last_reload: RwLock<Option<LastReload>>,
     /// Held for the daemon's whole life: one owner per pin root.
     _owner: owner::OwnerLock,
+    /// Sampled events: the ring reader and the subscribers.
+    events: events::Hub,
 }
 
 impl Shared {
@@ -361,6 +364,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         interfaces,
         last_reload: RwLock::new(None),
         _owner: owner,
+        events: events::Hub::new(),
     });
     shared.record_reload("start", &Ok(generation));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -437,7 +441,6 @@ fn start(
 ) -> Result<(Core, u32, Current, metrics::Metrics), DaemonError> {
     let metrics = metrics::Metrics::new(opts.metrics_listen, &policy.metrics)?;
     let filter = Filter::load(LoadOptions {
-        log_packets: opts.log_packets,
         pin_root: Some(root.clone()),
         ..LoadOptions::default()
     })?;
@@ -452,6 +455,7 @@ fn start(
         attach_mode: opts.attach_mode,
     };
     // Always write at start-up: the slots may come from another build.
+    let events_policy = policy.events;
     let applied = core.apply(policy, true).and_then(|a| {
         core.attach_all()?;
         Ok(a)
@@ -479,6 +483,11 @@ fn start(
             late.cells,
             late.packets
         );
+    }
+    // After a migration: `maps/` holds this build's maps only from here on.
+    apply_events(root, &events_policy, "start");
+    if opts.log_packets {
+        log_packets_from_flag(root);
     }
     tracing::info!(
         "enforcing {} (generation {generation}{}) on {:?}",
@@ -517,6 +526,7 @@ async fn serve(
         shutdown_tx,
     ));
     tokio::spawn(metrics::serve(shared.clone()));
+    tokio::spawn(events::read_ring(shared.clone()));
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(64);
     let mut watcher = watch::Watcher::new(changed_tx);
     watcher.watch(&watched_paths(&opts.policy, &shared));
@@ -524,7 +534,6 @@ async fn serve(
     let mut hup = signal(SignalKind::hangup()).map_err(io_err("SIGHUP handler"))?;
     let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
-    let mut log_tick = tokio::time::interval(Duration::from_millis(200));
     let mut enforce_tick = tokio::time::interval(enforce::CHECK_EVERY);
     // WATCHDOG=1 from this loop: a loop stuck anywhere stops the pings.
     let watchdog_every = watchdog::interval();
@@ -577,18 +586,6 @@ async fn serve(
             _ = enforce_tick.tick() => {
                 let s = shared.clone();
                 let _ = tokio::task::spawn_blocking(move || s.check_enforcing()).await;
-                continue;
-            }
-            _ = log_tick.tick() => {
-                if opts.log_packets {
-                    let s = shared.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        if let Ok(mut core) = s.core.lock() {
-                            core.filter.flush_log();
-                        }
-                    })
-                    .await;
-                }
                 continue;
             }
         };
@@ -661,8 +658,10 @@ fn reload_checked(shared: &Shared, why: &str) -> Result<u32, String> {
             // A changed metrics `listen` is bound (and TLS files read) first:
             // if that fails, the reload is rejected before anything changes.
             let staged = shared.metrics.stage(&p.metrics)?;
+            let events_policy = p.events;
             let applied = core.apply(p, false).map_err(|e| e.to_string())?;
             shared.metrics.commit(staged);
+            apply_events(&shared.root, &events_policy, "reload");
             Ok(applied)
         });
     match outcome {
@@ -722,4 +721,38 @@ pub fn status(pin_root: &Path, control_socket: &Path) -> Result<Status, LoaderEr
     );
     s.daemon_running = running;
     Ok(s)
+}
+
+/// The policy's `[events]`, unless a setting made at run time is in force.
+fn apply_events(root: &PinRoot, policy: &crate::events::EventsPolicy, when: &str) {
+    let mut maps = match crate::events::EventsMaps::open(root) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!("events: {e}; the policy's [events] is not applied");
+            return;
+        }
+    };
+    match maps.apply_policy(policy) {
+        Ok(s) => tracing::info!("events ({when}): {s}"),
+        Err(kept) => tracing::info!(
+            "events ({when}): {kept}; the policy's [events] is not applied \
+             (`portcullis sampling --reset` returns to it)"
+        ),
+    }
+}
+
+/// `run --log-packets`: packet logging on and every decision sampled, as
+/// `portcullis log-packets on` does (and, like it, kept until switched off).
+fn log_packets_from_flag(root: &PinRoot) {
+    tracing::warn!(
+        "--log-packets is deprecated: use `portcullis log-packets on|off` (at run time, no \
+         restart); switching packet logging on now"
+    );
+    match crate::events::EventsMaps::open(root).and_then(|mut m| {
+        let s = crate::events::cli::log_packets_setting(m.sampling()?, true);
+        m.set(&s).map(|()| s)
+    }) {
+        Ok(s) => tracing::info!("events: {s}"),
+        Err(e) => tracing::warn!("events: packet logging not switched on: {e}"),
+    }
 }

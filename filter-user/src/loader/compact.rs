@@ -387,7 +387,7 @@ pub(super) fn keyed_diff<V: PartialEq + Copy>(
     (gone, set)
 }
 
-fn config(policy: &CompiledPolicy, opts: ImageOptions) -> Config {
+fn config(policy: &CompiledPolicy, _opts: ImageOptions) -> Config {
     let d = &policy.defaults;
     let mut flags = Config::VALID;
     let mut set = |cond: bool, flag: u32| {
@@ -399,7 +399,6 @@ fn config(policy: &CompiledPolicy, opts: ImageOptions) -> Config {
     set(d.unmatched == Action::Drop, Config::UNMATCHED_DROP);
     set(d.other_protocols == Action::Drop, Config::OTHER_DROP);
     set(d.fragments == FragmentMode::Drop, Config::FRAGMENTS_DROP);
-    set(opts.log_packets, Config::LOG_PACKETS);
     Config { flags }
 }
 

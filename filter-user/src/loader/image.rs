@@ -28,11 +28,10 @@ pub struct SlotImage {
     pub bl6: Bl6Image,
 }
 
-/// Options that change the image but are not part of the policy file.
+/// Options that change the image but are not part of the policy file (none
+/// since packet logging moved to `EVENTS_CFG`, which is not per slot).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct ImageOptions {
-    pub log_packets: bool,
-}
+pub struct ImageOptions {}
 
 impl SlotImage {
     /// Every map entry of `policy`'s slot. Built through the compact form the

@@ -23,7 +23,7 @@ use std::{
 };
 
 use aya::{
-    maps::MapError,
+    maps::{MapError, ProgramArray},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfError, EbpfLoader,
 };
@@ -31,8 +31,8 @@ pub use bl6::{Bl6Error, Bl6Image};
 use compact::Compact;
 pub use detach::{detach_iface, IfaceDetached};
 use filter_common::{
-    counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, LAYOUT_VERSION, NUM_SLOTS,
-    PROGRAM_NAME,
+    counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, EVENTS_PROGRAM_NAME,
+    LAYOUT_VERSION, MAP_EVENTS_PROG, NUM_SLOTS, PROGRAM_NAME,
 };
 pub use image::{ImageOptions, SlotImage};
 pub use maps::Maps;
@@ -138,8 +138,6 @@ impl LoaderError {
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Log each packet's decision through aya-log (debugging; costs per packet).
-    pub log_packets: bool,
     /// How long after a flip the now-inactive slot is left untouched, so packets
     /// that read the old generation just before the flip finish with it. XDP
     /// runs in microseconds; the default is generous.
@@ -151,7 +149,6 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
-            log_packets: false,
             quiesce: Duration::from_millis(10),
             pin_root: None,
         }
@@ -168,7 +165,6 @@ pub struct Filter {
     generation: u32,
     last_flip: Option<Instant>,
     opts: LoadOptions,
-    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// A migration from an older map layout, until the links run this
     /// program (see [`migrate`]).
     migration: Option<migrate::Migration>,
@@ -186,6 +182,27 @@ fn release_freed_memory() {
     unsafe {
         nix::libc::malloc_trim(0);
     }
+}
+
+/// Loads the program sampled decisions tail-call and puts it into
+/// `EVENTS_PROG[0]` (a map of this load only: see filter-common).
+fn load_events_program(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
+    let events: &mut Xdp = ebpf
+        .program_mut(EVENTS_PROGRAM_NAME)
+        .ok_or(LoaderError::Missing(EVENTS_PROGRAM_NAME))?
+        .try_into()?;
+    events.load()?;
+    let fd = events.fd()?.try_clone().map_err(|e| LoaderError::Io {
+        path: PathBuf::from(EVENTS_PROGRAM_NAME),
+        source: e,
+    })?;
+    let map = ebpf
+        .map_mut(MAP_EVENTS_PROG)
+        .ok_or(LoaderError::Missing(MAP_EVENTS_PROG))?;
+    let mut progs = ProgramArray::try_from(map).map_err(LoaderError::map(MAP_EVENTS_PROG))?;
+    progs
+        .set(0, &fd, 0)
+        .map_err(LoaderError::map(MAP_EVENTS_PROG))
 }
 
 /// ARPHRD_ETHER and ARPHRD_LOOPBACK (whose frames carry a zeroed Ethernet
@@ -265,21 +282,12 @@ impl Filter {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT)?;
-        // The logger must live as long as the program (it owns the log map). It
-        // is always attached; whether packets are logged is the slot's
-        // LOG_PACKETS flag, so turning logging on is a policy write, not a reload.
-        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!("datapath log unavailable: {e}");
-                None
-            }
-        };
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(LoaderError::Missing(PROGRAM_NAME))?
             .try_into()?;
         program.load()?;
+        load_events_program(&mut ebpf)?;
         for name in ALL_MAPS {
             if ebpf.map(name).is_none() {
                 return Err(LoaderError::Missing(name));
@@ -321,7 +329,6 @@ impl Filter {
             generation,
             last_flip: None,
             opts,
-            logger,
             migration,
             links_switched: 0,
         })
@@ -440,12 +447,7 @@ impl Filter {
         meta: &Meta,
     ) -> Result<u32, LoaderError> {
         self.resync()?;
-        let image = Compact::build(
-            policy,
-            ImageOptions {
-                log_packets: self.opts.log_packets,
-            },
-        )?;
+        let image = Compact::build(policy, ImageOptions::default())?;
         let next = self.generation.wrapping_add(1);
         self.check_capacity(slot_of(next), &image)?;
         let blob = Meta {
@@ -629,10 +631,9 @@ impl Filter {
         self.maps.counter(counter_index(rule, reason, verdict))
     }
 
-    /// Drains logged packet decisions into the `log` logger.
-    pub fn flush_log(&mut self) {
-        if let Some(l) = self.logger.as_mut() {
-            l.flush();
-        }
+    /// Takes a map out of the loaded object (tests without pins read
+    /// `EVENTS` and set `EVENTS_CFG` through it); `None` if taken before.
+    pub fn take_map(&mut self, name: &str) -> Option<aya::maps::Map> {
+        self.ebpf.take_map(name)
     }
 }

@@ -270,6 +270,8 @@ pub struct CompiledPolicy {
     /// In policy order; `zones[i].id == i + 1`.
     pub zones: Vec<CompiledZone>,
     pub metrics: MetricsConfig,
+    /// `[events]`: the sampling the daemon sets at start and reload.
+    pub events: crate::events::EventsPolicy,
     /// The list files read, in policy order.
     pub list_files: Vec<ListFileInfo>,
     /// SHA-256 over the policy text and every list file's contents.

@@ -20,6 +20,7 @@ use super::files::{self, FileError, ReadLimits};
 use super::lists;
 use super::ports::parse_port;
 use super::warn;
+use crate::events::{EventsPolicy, Mode};
 
 type Span = Option<Range<usize>>;
 
@@ -31,6 +32,7 @@ const ROOT_KEYS: &[&str] = &[
     "failsafe",
     "zone",
     "metrics",
+    "events",
 ];
 const DEFAULTS_KEYS: &[&str] = &["unmatched", "non_ip", "other_protocols", "fragments"];
 const BLOCKLIST_KEYS: &[&str] = &["cidrs", "files"];
@@ -39,6 +41,7 @@ const ZONE_KEYS: &[&str] = &["name", "ports", "allow", "action", "audit"];
 const METRICS_KEYS: &[&str] = &["listen", "basic_auth", "tls"];
 const BASIC_AUTH_KEYS: &[&str] = &["user", "password_hash"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
+const EVENTS_KEYS: &[&str] = &["sample", "rate", "burst"];
 
 /// The policy format version this build reads.
 pub const POLICY_VERSION: i64 = 1;
@@ -117,6 +120,7 @@ pub(crate) fn compile(
     let failsafe = w.failsafe(root);
     let zones = w.zones(root);
     let metrics = w.metrics(root, path);
+    let events = w.events(root);
 
     let blocklist_v4 = merge_v4(blocklist_v4);
     let blocklist_v6 = merge_v6(blocklist_v6);
@@ -146,6 +150,7 @@ pub(crate) fn compile(
         failsafe,
         zones,
         metrics,
+        events,
         list_files,
         source_hash: hasher.finalize().into(),
         warnings: Vec::new(),
@@ -916,6 +921,55 @@ impl Walker<'_> {
             }
             Field::Ok((v, _)) => Some(v.to_string()),
         }
+    }
+
+    /// `[events]`: what is sampled into the event stream, and how fast.
+    fn events(&mut self, root: &dyn TableLike) -> EventsPolicy {
+        let mut e = EventsPolicy::default();
+        let Some(t) = self.section(root, "events") else {
+            return e;
+        };
+        self.check_keys(t, EVENTS_KEYS, "in [events]");
+        let modes = [
+            ("off", Mode::Off),
+            ("drops", Mode::Drops),
+            ("drops+audit", Mode::DropsAudit),
+            ("all", Mode::All),
+        ];
+        if let Some(m) = self.choice(t, "sample", "events.sample", &modes) {
+            e.sample = m;
+        }
+        let limits = [
+            ("rate", crate::events::MAX_RATE, "events per second per CPU"),
+            (
+                "burst",
+                crate::events::MAX_BURST,
+                "events a CPU may send at once",
+            ),
+        ];
+        for (key, max, what) in limits {
+            let Some(item) = t.get(key) else {
+                continue;
+            };
+            let example = format!("{key} = {}", if key == "rate" { 10 } else { 20 });
+            match item.as_integer() {
+                Some(n) if (1..=i64::from(max)).contains(&n) => {
+                    let n = n as u32;
+                    if key == "rate" {
+                        e.rate = n;
+                    } else {
+                        e.burst = n;
+                    }
+                }
+                Some(n) => self.diags.at(
+                    item.span(),
+                    format!("`events.{key}` {n} is out of range (1 to {max})"),
+                    Some(format!("{key} counts {what}, e.g. {example}")),
+                ),
+                None => self.type_error(item, &format!("events.{key}"), "an integer", &example),
+            }
+        }
+        e
     }
 
     fn metrics(&mut self, root: &dyn TableLike, policy_path: &Path) -> MetricsConfig {

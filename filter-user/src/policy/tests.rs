@@ -845,3 +845,31 @@ fn metrics_tls_files_resolve_against_the_policy_directory() {
     let d = errors("version = 1\n[metrics]\ntls = \"m.pem\"\n");
     find(&d, "`metrics.tls` must be a table");
 }
+
+#[test]
+fn events_section_defaults_to_off_at_a_low_rate() {
+    let p = compile("version = 1\n").unwrap();
+    assert_eq!(p.events, crate::events::EventsPolicy::default());
+    assert_eq!(p.events.sample, crate::events::Mode::Off);
+    assert_eq!((p.events.rate, p.events.burst), (10, 20));
+    let p =
+        compile("version = 1\n[events]\nsample = \"drops+audit\"\nrate = 50\nburst = 5\n").unwrap();
+    assert_eq!(p.events.sample, crate::events::Mode::DropsAudit);
+    assert_eq!((p.events.rate, p.events.burst), (50, 5));
+}
+
+#[test]
+fn events_section_refuses_bad_modes_rates_and_keys_with_locations() {
+    let d =
+        errors("version = 1\n[events]\nsample = \"drop\"\nrate = 0\nburst = \"many\"\nrat = 3\n");
+    let mode = find(&d, "`events.sample` must be");
+    assert_eq!(
+        (mode.line, mode.help.as_deref()),
+        (3, Some("did you mean \"drops\"?"))
+    );
+    assert_eq!(find(&d, "`events.rate` 0 is out of range").line, 4);
+    assert_eq!(find(&d, "`events.burst` must be an integer").line, 5);
+    assert_eq!(find(&d, "unknown key `rat` in [events]").line, 6);
+    let d = errors("version = 1\n[events]\nrate = 1000001\n");
+    find(&d, "out of range (1 to 1000000)");
+}

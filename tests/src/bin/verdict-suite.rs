@@ -52,7 +52,6 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<bool> {
-    loader_checks::install_log_capture();
     let mut h = Harness::new().context("loading the XDP object")?;
 
     let (fp, ff) = run_cases(&mut h, "fixture", &fixtures::fixtures())?;

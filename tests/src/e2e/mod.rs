@@ -18,6 +18,7 @@
 //! - `inputs`: hostile local inputs (FIFO, huge and secret list files, the
 //!   control socket's path and silent clients).
 //! - `ownership`: one owner per pin root, honest status, failed-start rollback.
+//! - `events`: sampled drop events, `top`, the runtime switch, packet logging.
 //! - `warnings`: policy warnings in `check` (text, JSON, `--strict`) and the
 //!   daemon's log.
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
@@ -38,6 +39,7 @@ pub mod cmd;
 pub mod continuity;
 pub mod daemon;
 pub mod demo;
+pub mod events;
 pub mod explain;
 pub mod http;
 pub mod inputs;

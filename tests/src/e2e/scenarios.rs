@@ -313,6 +313,36 @@ pub fn all() -> Vec<Scenario> {
             false,
             super::ownership::private_pins_are_not_said_to_stay,
         ),
+        s(
+            "events-name-drops",
+            false,
+            false,
+            super::events::drops_show_up_named,
+        ),
+        s(
+            "events-flood-bounded-by-token-bucket",
+            false,
+            false,
+            super::events::flood_is_bounded_by_the_token_bucket,
+        ),
+        s(
+            "events-off-yields-none",
+            false,
+            false,
+            super::events::off_yields_no_events,
+        ),
+        s(
+            "events-runtime-switch-survives-restart",
+            false,
+            false,
+            super::events::runtime_switch_survives_restart,
+        ),
+        s(
+            "top-puts-flooder-first",
+            false,
+            false,
+            super::events::top_puts_the_flooder_first,
+        ),
     ]
 }
 

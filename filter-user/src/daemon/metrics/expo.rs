@@ -54,6 +54,14 @@ pub struct Snapshot {
     pub modes: Vec<(String, String)>,
     /// (interface, its filter is in place).
     pub enforcing: Vec<(String, bool)>,
+    /// Sampled events: the datapath's counters (None if unreadable).
+    pub events: Option<crate::events::Stats>,
+    /// `portcullis events` streams open now.
+    pub event_subscribers: usize,
+    /// Lines event subscribers lost by falling behind, and subscribers
+    /// disconnected for taking nothing.
+    pub event_subscriber_drops: u64,
+    pub event_subscribers_stuck: u64,
 }
 
 pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
@@ -140,6 +148,43 @@ pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
         enforcing,
     );
 
+    if let Some(ev) = &s.events {
+        let events = Family::<Labels, Counter>::default();
+        for (result, n) in [
+            ("emitted", ev.emitted),
+            ("suppressed", ev.suppressed),
+            ("lost", ev.lost),
+        ] {
+            events
+                .get_or_create(&labels(&[("result", result)]))
+                .inc_by(n);
+        }
+        registry.register(
+            "portcullis_events",
+            "Sampled decisions: emitted into the ring, suppressed by the rate limit, lost (ring full)",
+            events,
+        );
+    }
+    let subscribers = Gauge::<i64>::default();
+    subscribers.set(s.event_subscribers as i64);
+    registry.register(
+        "portcullis_event_subscribers",
+        "Event streams (`portcullis events`, `top`) open now",
+        subscribers,
+    );
+    let drops = Family::<Labels, Counter>::default();
+    drops
+        .get_or_create(&labels(&[("why", "behind")]))
+        .inc_by(s.event_subscriber_drops);
+    drops
+        .get_or_create(&labels(&[("why", "stuck")]))
+        .inc_by(s.event_subscribers_stuck);
+    registry.register(
+        "portcullis_event_subscriber_drops",
+        "Event lines not delivered: behind = lost by a subscriber that fell behind; stuck = subscribers disconnected for taking nothing",
+        drops,
+    );
+
     let mut out = String::new();
     encode(&mut out, &registry)?;
     Ok(out)
@@ -217,6 +262,7 @@ mod tests {
             prefixes: vec![("blocklist", 2, 1)],
             modes: vec![(iface.into(), "native".into())],
             enforcing: vec![(iface.into(), true)],
+            ..Snapshot::default()
         };
         let text = render(&snap).unwrap();
         assert!(text.contains(r#"interface="a\"b=\\c",zone="x\",verdict=\"pass","#));
@@ -292,5 +338,29 @@ mod tests {
             "portcullis_packets_total{interface=\"inet0\",zone=\"keep-admin\",reason=\"not_allowed\",verdict=\"drop\"} 7"
         ));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn event_counters_are_exported_by_result() {
+        let text = render(&Snapshot {
+            events: Some(crate::events::Stats {
+                emitted: 3,
+                suppressed: 97,
+                lost: 1,
+            }),
+            event_subscribers: 2,
+            event_subscriber_drops: 5,
+            ..Snapshot::default()
+        })
+        .unwrap();
+        for line in [
+            "portcullis_events_total{result=\"emitted\"} 3",
+            "portcullis_events_total{result=\"suppressed\"} 97",
+            "portcullis_events_total{result=\"lost\"} 1",
+            "portcullis_event_subscribers 2",
+            "portcullis_event_subscriber_drops_total{why=\"behind\"} 5",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
     }
 }

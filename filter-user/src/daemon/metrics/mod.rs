@@ -268,6 +268,12 @@ fn render(shared: &Shared) -> Result<String, String> {
             .map(|i| (i.name.clone(), i.mode.as_str().to_string()))
             .collect(),
         enforcing,
+        events: crate::events::EventsMaps::open(&shared.root)
+            .and_then(|m| m.stats())
+            .ok(),
+        event_subscribers: shared.events.subscribers(),
+        event_subscriber_drops: shared.events.subscriber_drops.load(Relaxed),
+        event_subscribers_stuck: shared.events.subscriber_stuck.load(Relaxed),
     };
     expo::render(&snapshot).map_err(|e| e.to_string())
 }

@@ -1,0 +1,142 @@
+//! Sampled decisions: a decision of a class selected in `EVENTS_CFG` takes a
+//! token from this CPU's bucket (`EVENTS_STATE`) and, with one, becomes an
+//! `Event` in the `EVENTS` ring buffer. The contract: `filter-common`
+//! (`EventsConfig`, `EventsState`, `Event`, `bucket_take`).
+//!
+//! Off (no class selected, the default) costs one array read and a branch.
+//! The rest runs in a program of its own, entered by a tail call: its
+//! verification does not multiply with the main program's paths, and the
+//! packet (destination, source port) is read again only when an event is
+//! written.
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+};
+use filter_common::{
+    bucket_take, Event, EventsConfig, EventsPending, Reason, Verdict, EVENT_IPV4, EVENT_IPV6,
+    NUM_REASONS,
+};
+
+use crate::{
+    decide::Decision,
+    maps::{EVENTS, EVENTS_CFG, EVENTS_PENDING, EVENTS_PROG, EVENTS_STATE},
+    parse::{self, bytes, Parsed, L4},
+};
+
+/// In the main program, after counting: a decision of a selected class is
+/// handed to the events program (a tail call, which returns the verdict's
+/// action). Returns only if nothing is sampled or the tail call failed (no
+/// events program loaded): the caller then acts itself.
+#[inline(always)]
+pub fn sample(ctx: &XdpContext, d: &Decision) {
+    let Some(cfg) = EVENTS_CFG.get(0) else {
+        return;
+    };
+    if cfg.flags & EventsConfig::class(d.verdict, d.reason) == 0 {
+        return;
+    }
+    let Some(pending) = EVENTS_PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot; XDP does not preempt itself on one CPU, and the
+    // tail-called program reads it on the same CPU.
+    unsafe {
+        *pending = EventsPending {
+            rule: d.rule,
+            reason: d.reason as u8,
+            verdict: d.verdict as u8,
+            _pad: [0; 2],
+        };
+        EVENTS_PROG.tail_call(ctx, 0);
+    }
+}
+
+/// The events program: verified on its own (so the sampling path does not
+/// multiply the main program's verifier states), entered only by the tail
+/// call of [`sample`]. Parses the packet again, takes a token, writes the
+/// event, and returns the main program's verdict.
+#[xdp]
+pub fn portcullis_events(ctx: XdpContext) -> u32 {
+    let Some(p) = EVENTS_PENDING.get(0).copied() else {
+        return xdp_action::XDP_PASS;
+    };
+    let drop = p.verdict == Verdict::Drop as u8;
+    let action = if drop {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    };
+    let (Some(cfg), Some(state)) = (EVENTS_CFG.get(0), EVENTS_STATE.get_ptr_mut(0)) else {
+        return action;
+    };
+    let (cost, cap) = (cfg.cost_ns, cfg.cap_ns);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: per-CPU slot; XDP does not preempt itself on one CPU.
+    let state = unsafe { &mut *state };
+    let (credit, taken) = bucket_take(state.credit_ns, state.last_ns, now, cost, cap);
+    state.credit_ns = credit;
+    state.last_ns = now;
+    if !taken {
+        state.suppressed += 1;
+        return action;
+    }
+    let reason = if (p.reason as u32) < NUM_REASONS {
+        Reason::ALL[p.reason as usize]
+    } else {
+        Reason::Malformed
+    };
+    let d = Decision {
+        verdict: if drop { Verdict::Drop } else { Verdict::Pass },
+        reason,
+        rule: p.rule,
+    };
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut slot) => {
+            slot.write(record(&ctx, &parse::parse(&ctx), &d, now));
+            slot.submit(0);
+            state.emitted += 1;
+        }
+        None => state.lost += 1,
+    }
+    action
+}
+
+/// The event of one decision, its addresses and ports read again from the
+/// offsets the parser found.
+#[inline(always)]
+fn record(ctx: &XdpContext, parsed: &Parsed, d: &Decision, now: u64) -> Event {
+    let mut e = Event {
+        ts_ns: now,
+        ifindex: ctx.ingress_ifindex() as u32,
+        rule: d.rule,
+        len: (ctx.data_end() - ctx.data()) as u32,
+        reason: d.reason as u8,
+        verdict: d.verdict as u8,
+        ..Event::default()
+    };
+    let Parsed::Ip(p) = parsed else {
+        return e;
+    };
+    e.proto = p.at.proto;
+    let l3 = p.at.l3 as usize;
+    if p.at.v6 {
+        e.family = EVENT_IPV6;
+        if let Some(a) = bytes::<32>(ctx, l3 + 8) {
+            e.src.copy_from_slice(&a[..16]);
+            e.dst.copy_from_slice(&a[16..]);
+        }
+    } else {
+        e.family = EVENT_IPV4;
+        if let Some(a) = bytes::<8>(ctx, l3 + 12) {
+            e.src[..4].copy_from_slice(&a[..4]);
+            e.dst[..4].copy_from_slice(&a[4..]);
+        }
+    }
+    if let L4::Ports { dport, .. } = p.l4 {
+        e.dport = dport;
+        if let Some(s) = bytes::<2>(ctx, p.at.l4 as usize) {
+            e.sport = u16::from_be_bytes(s);
+        }
+    }
+    e
+}
