@@ -479,7 +479,10 @@ impl Daemon {
                 Err(e)
                     if matches!(
                         e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            // A signal to the harness (SIGCHLD) is no error.
+                            | std::io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => bail!("notify socket: {e}"),
             }
