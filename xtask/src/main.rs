@@ -187,8 +187,14 @@ pub(crate) fn exec(cmd: &mut Command) -> Result<()> {
 
 /// The nightly cargo invocation for the eBPF crate (`build`, `clippy`).
 fn ebpf_cargo(root: &Path, subcommand: &str) -> Command {
+    ebpf_cargo_in(root, &root.join("target/ebpf"), subcommand)
+}
+
+/// `cargo +nightly SUBCOMMAND` of the eBPF crate of the source tree `src`
+/// (this checkout, or an earlier release's), with its output under `target`.
+pub(crate) fn ebpf_cargo_in(src: &Path, target: &Path, subcommand: &str) -> Command {
     let mut cmd = clean_cargo(Some("nightly"));
-    cmd.current_dir(root)
+    cmd.current_dir(src)
         .args([
             subcommand,
             "--release",
@@ -200,7 +206,7 @@ fn ebpf_cargo(root: &Path, subcommand: &str) -> Command {
             "filter-ebpf",
             "--target-dir",
         ])
-        .arg(root.join("target/ebpf"))
+        .arg(target)
         // aya-ebpf reads the architecture it is built for from this cfg; the
         // program runs on the host it is built on.
         .env(

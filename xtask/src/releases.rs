@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{clean_cargo, exec};
+use crate::{clean_cargo, ebpf_cargo_in, exec};
 
 pub struct Release {
     pub name: &'static str,
@@ -52,27 +52,7 @@ fn build(root: &Path, release: &Release) -> Result<PathBuf> {
     extract(root, release.commit, &src)?;
 
     let ebpf_target = dir.join("ebpf");
-    exec(
-        clean_cargo(Some("nightly"))
-            .current_dir(&src)
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "-Z",
-                "build-std=core",
-                "--target",
-                "bpfel-unknown-none",
-                "-p",
-                "filter-ebpf",
-                "--target-dir",
-            ])
-            .arg(&ebpf_target)
-            .env(
-                "CARGO_ENCODED_RUSTFLAGS",
-                format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH),
-            ),
-    )?;
+    exec(ebpf_cargo_in(&src, &ebpf_target, "build").arg("--locked"))?;
     let object = ebpf_target.join("bpfel-unknown-none/release/filter-ebpf");
     if !object.is_file() {
         bail!("{}: eBPF build left no {}", release.name, object.display());
