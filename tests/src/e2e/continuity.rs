@@ -16,6 +16,16 @@ use super::{
     topology::*,
 };
 
+/// One sample as a line of a failure message.
+fn line(s: &Sample) -> String {
+    format!("  at {}: {}: {}", ms(s.at), s.probe, s.outcome)
+}
+
+/// The first ten samples as failure-message lines.
+pub(crate) fn listed<'a>(samples: impl Iterator<Item = &'a Sample>) -> String {
+    samples.take(10).map(line).collect::<Vec<_>>().join("\n")
+}
+
 /// Samples of `probes` that reached the host (what a forbidden probe must never do).
 pub(crate) fn reached<'a>(
     samples: &'a [Sample],
@@ -52,7 +62,7 @@ pub(crate) fn gaps(samples: &[Sample], probes: &[Probe]) -> (usize, usize, Durat
                     other += 1;
                 }
                 if where_.len() < 10 {
-                    where_.push(format!("  at {}: {}: {}", ms(s.at), s.probe, s.outcome));
+                    where_.push(line(s));
                 }
             }
         }
@@ -128,12 +138,7 @@ pub(crate) fn kill9(cx: &mut Ctx) -> Result<()> {
     ensure!(
         leaks.is_empty(),
         "forbidden probes got through:\n{}",
-        leaks
-            .iter()
-            .take(10)
-            .map(|s| format!("  at {}: {}: {}", ms(s.at), s.probe, s.outcome))
-            .collect::<Vec<_>>()
-            .join("\n")
+        listed(leaks.iter().copied())
     );
     ensure!(
         fails == 0,
@@ -216,13 +221,7 @@ pub(crate) fn restart_adopts(cx: &mut Ctx) -> Result<()> {
     ensure!(
         leaks.is_empty() && leaks_both.is_empty(),
         "forbidden probes got through across the restart:\n{}",
-        leaks
-            .iter()
-            .chain(&leaks_both)
-            .take(10)
-            .map(|s| format!("  at {}: {}: {}", ms(s.at), s.probe, s.outcome))
-            .collect::<Vec<_>>()
-            .join("\n")
+        listed(leaks.iter().chain(&leaks_both).copied())
     );
     ensure!(
         fails == 0 && fails_b == 0,

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{anyhow, ensure, Context, Result};
 
 use super::{
-    continuity::{allowed_a, forbidden_a, gaps, reached},
+    continuity::{allowed_a, forbidden_a, gaps, listed, reached},
     daemon::Status,
     policies,
     probe::ProbeLoop,
@@ -155,12 +155,7 @@ fn upgrade(cx: &mut Ctx, name: &str, interrupt: bool) -> Result<()> {
     ensure!(
         leaks.is_empty(),
         "forbidden probes got through across the upgrade:\n{}",
-        leaks
-            .iter()
-            .take(10)
-            .map(|s| format!("  at {}: {}: {}", ms(s.at), s.probe, s.outcome))
-            .collect::<Vec<_>>()
-            .join("\n")
+        listed(leaks.iter().copied())
     );
     ensure!(
         fails == 0 && timeouts == 0,
