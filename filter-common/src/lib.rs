@@ -12,7 +12,7 @@
 /// pinned map's name, key, value or size. A build that finds an older layout
 /// pinned migrates it (new maps beside the old, state carried over, one
 /// `bpf_link_update`); layout 1 is v0.1.0's and has no `LAYOUT` map.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Number of policy slots (double buffering).
 pub const NUM_SLOTS: u32 = 2;
@@ -528,47 +528,107 @@ pub const DEFAULT_ALLOW_MAX: u32 = 1 << 18;
 
 // ---------------------------------------------------------------------------
 // Earlier layouts: what a migration reads from them. Only state that is not
-// rebuilt from the policy is carried over (generation, META, counters); the
-// policy slots are written afresh by the new build.
+// rebuilt from the policy is carried over (generation, META, counters, and
+// from layout 2 on the run-time events settings); the policy slots are
+// written afresh by the new build.
 // ---------------------------------------------------------------------------
+
+/// An earlier layout's `COUNTERS` geometry: index = (iface slot ×
+/// counters per slot) + (rule × reasons + reason) × 2 + drop. Counters are
+/// carried by label, so reasons may be added, removed or reordered.
+#[derive(Clone, Copy, Debug)]
+pub struct CounterLayout {
+    /// Reason labels in that layout's order.
+    pub reasons: &'static [&'static str],
+    pub num_rules: u32,
+    pub max_iface_slots: u32,
+}
+
+impl CounterLayout {
+    pub const fn per_iface(&self) -> u32 {
+        self.num_rules * self.reasons.len() as u32 * 2
+    }
+
+    /// Entries of that layout's `COUNTERS` map.
+    pub const fn len(&self) -> u32 {
+        self.max_iface_slots * self.per_iface()
+    }
+
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// (interface slot, rule, reason label, drop?) of an index.
+    pub const fn decode(&self, index: u32) -> (u32, u32, &'static str, bool) {
+        let per = self.per_iface();
+        let iface = index / per;
+        let i = index % per;
+        let rest = i / 2;
+        let n = self.reasons.len() as u32;
+        (
+            iface,
+            rest / n,
+            self.reasons[(rest % n) as usize],
+            i % 2 == 1,
+        )
+    }
+}
 
 /// Layout 1: v0.1.0 (commit b7c6d5e) until wave 2. Its maps live in
 /// `<root>/maps/` with no `LAYOUT` map. ACTIVE is `Array<u32>`[1], META is
 /// `Array<MetaBlob>`[1] (the same 65,536-byte record as today), COUNTERS is a
 /// per-CPU `Array<Counter>` laid out as below.
 pub mod layout1 {
-    /// Reason labels in layout 1's counter order.
-    pub const REASONS: [&str; 11] = [
-        "non_ip",
-        "malformed",
-        "failsafe",
-        "blocklist",
-        "fragment",
-        "other_protocol",
-        "allowed",
-        "not_allowed",
-        "audit",
-        "unmatched",
-        "no_policy",
-    ];
-    pub const NUM_RULES: u32 = 66;
-    pub const MAX_IFACE_SLOTS: u32 = 16;
-    pub const NUM_COUNTERS: u32 = NUM_RULES * REASONS.len() as u32 * 2;
-    pub const COUNTERS_LEN: u32 = MAX_IFACE_SLOTS * NUM_COUNTERS;
-    pub const META_VALUE_SIZE: usize = 65536;
+    use super::CounterLayout;
 
-    /// (interface slot, rule, reason label, drop?) of a layout-1 `COUNTERS` index.
-    pub const fn decode(index: u32) -> (u32, u32, &'static str, bool) {
-        let iface = index / NUM_COUNTERS;
-        let i = index % NUM_COUNTERS;
-        let rest = i / 2;
-        let n = REASONS.len() as u32;
-        (iface, rest / n, REASONS[(rest % n) as usize], i % 2 == 1)
+    pub const COUNTERS: CounterLayout = CounterLayout {
+        reasons: &[
+            "non_ip",
+            "malformed",
+            "failsafe",
+            "blocklist",
+            "fragment",
+            "other_protocol",
+            "allowed",
+            "not_allowed",
+            "audit",
+            "unmatched",
+            "no_policy",
+        ],
+        num_rules: 66,
+        max_iface_slots: 16,
+    };
+    pub const META_VALUE_SIZE: usize = 65536;
+}
+
+/// Layout 2: wave 2's first layout (commit 2aed241; `LAYOUT[0]` = 2).
+/// ACTIVE, META and COUNTERS as in layout 1; adds the run-time events
+/// settings `EVENTS_CFG` (`Array<EventsConfig>`[1], 32-byte values) and
+/// `EVENTS_STATE` (per-CPU `Array<EventsState>`[1], 40-byte values).
+pub mod layout2 {
+    use super::CounterLayout;
+
+    pub const COUNTERS: CounterLayout = super::layout1::COUNTERS;
+    pub const META_VALUE_SIZE: usize = 65536;
+    pub const EVENTS_CFG_VALUE_SIZE: usize = 32;
+    pub const EVENTS_STATE_VALUE_SIZE: usize = 40;
+}
+
+/// The counter geometry of pinned layout `version`, if this build can
+/// migrate from it.
+pub const fn counter_layout(version: u32) -> Option<CounterLayout> {
+    match version {
+        1 => Some(layout1::COUNTERS),
+        2 => Some(layout2::COUNTERS),
+        _ => None,
     }
 }
 
-// A change to META's record must come with a layout-1 reader of its own.
+// A change to one of these records must come with a reader of the old one.
 const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout1::META_VALUE_SIZE);
+const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout2::META_VALUE_SIZE);
+const _: () = assert!(core::mem::size_of::<EventsConfig>() == layout2::EVENTS_CFG_VALUE_SIZE);
+const _: () = assert!(core::mem::size_of::<EventsState>() == layout2::EVENTS_STATE_VALUE_SIZE);
 // Sampled decisions: `EVENTS` (ring buffer), `EVENTS_CFG[0]`, `EVENTS_STATE[0]`.
 // A decision whose class (drop, audit pass, other pass) is selected in
 // `EVENTS_CFG.flags` is handed (`EVENTS_PENDING`) to the events program by a
@@ -807,18 +867,13 @@ mod tests {
     fn layout1_decode_reads_v010_counter_order() {
         // Fixed values of v0.1.0's geometry: (rule * 11 + reason) * 2 + drop,
         // 1452 counters per interface slot.
-        assert_eq!(layout1::NUM_COUNTERS, 1452);
-        assert_eq!(layout1::decode(0), (0, 0, "non_ip", false));
-        assert_eq!(layout1::decode(7), (0, 0, "blocklist", true));
-        assert_eq!(
-            layout1::decode(2 * 11 * 2 + 14),
-            (0, 2, "not_allowed", false)
-        );
-        assert_eq!(layout1::decode(1452 + 21), (1, 0, "no_policy", true));
-        assert_eq!(
-            layout1::decode(layout1::COUNTERS_LEN - 1),
-            (15, 65, "no_policy", true)
-        );
+        let l = layout1::COUNTERS;
+        assert_eq!(l.per_iface(), 1452);
+        assert_eq!(l.decode(0), (0, 0, "non_ip", false));
+        assert_eq!(l.decode(7), (0, 0, "blocklist", true));
+        assert_eq!(l.decode(2 * 11 * 2 + 14), (0, 2, "not_allowed", false));
+        assert_eq!(l.decode(1452 + 21), (1, 0, "no_policy", true));
+        assert_eq!(l.decode(l.len() - 1), (15, 65, "no_policy", true));
     }
 
     #[test]

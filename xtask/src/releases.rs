@@ -19,11 +19,19 @@ pub struct Release {
     pub layout: u32,
 }
 
-pub const RELEASES: &[Release] = &[Release {
-    name: "v0.1.0",
-    commit: "b7c6d5e47e5a84b83dbb3bf2a16cac31c55324d7",
-    layout: 1,
-}];
+pub const RELEASES: &[Release] = &[
+    Release {
+        name: "v0.1.0",
+        commit: "b7c6d5e47e5a84b83dbb3bf2a16cac31c55324d7",
+        layout: 1,
+    },
+    // Wave 2's first landed main: split blocklists, events (EVENTS_CFG).
+    Release {
+        name: "layout-2",
+        commit: "2aed241affdcaf045ffc8134b2febfeb39bbb69d",
+        layout: 2,
+    },
+];
 
 /// `NAME=PATH` for every release, each built once (cached under
 /// target/releases/).

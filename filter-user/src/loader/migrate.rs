@@ -18,8 +18,9 @@ use std::{fs, path::Path, thread, time::Duration};
 
 use aya::maps::{Array, Map, MapData, MapInfo, PerCpuArray};
 use filter_common::{
-    counter_index, iface_counter_index, layout1, Counter, MetaBlob, Reason, Verdict,
-    LAYOUT_VERSION, MAP_ACTIVE, MAP_COUNTERS, MAP_LAYOUT, MAP_META, MAX_IFACE_SLOTS, NUM_RULES,
+    counter_index, counter_layout, iface_counter_index, layout1, layout2, Counter, CounterLayout,
+    EventsConfig, EventsState, MetaBlob, Reason, Verdict, LAYOUT_VERSION, MAP_ACTIVE, MAP_COUNTERS,
+    MAP_EVENTS_CFG, MAP_EVENTS_STATE, MAP_LAYOUT, MAP_META, MAX_IFACE_SLOTS, NUM_RULES,
 };
 
 use super::{maps::Maps, meta::Meta, pins::PinRoot, LoaderError};
@@ -74,6 +75,7 @@ pub(crate) fn recover(root: &PinRoot) -> Result<Option<&'static str>, LoaderErro
 /// and what was carried from them into the new ones.
 pub(crate) struct Migration {
     pub(crate) from: u32,
+    geometry: CounterLayout,
     old_counters: PerCpuArray<MapData, Counter>,
     /// Old counter sums as carried, by old index.
     carried: Vec<Counter>,
@@ -96,21 +98,27 @@ impl Migration {
         from: u32,
         new: &mut Maps,
     ) -> Result<(Migration, Carried), LoaderError> {
-        if from != 1 {
-            return Err(LoaderError::Layout(format!(
-                "pinned maps of layout {from}: this build migrates layout 1 only; \
-                 upgrade through the release that introduced layout {LAYOUT_VERSION}"
-            )));
-        }
-        let old_active: Array<MapData, u32> = open(root, MAP_ACTIVE, 4, 1)?;
+        let geometry = counter_layout(from).ok_or_else(|| {
+            LoaderError::Layout(format!(
+                "pinned maps of layout {from}: this build migrates layouts 1 to {} only; \
+                 upgrade through a release of layout {}",
+                LAYOUT_VERSION - 1,
+                LAYOUT_VERSION - 1
+            ))
+        })?;
+        let old = |name| root.map(name);
+        let old_active: Array<MapData, u32> = open(&old(MAP_ACTIVE), from, 4, 1)?;
         let old_meta: Array<MapData, MetaBlob> =
-            open(root, MAP_META, layout1::META_VALUE_SIZE as u32, 1)?;
+            open(&old(MAP_META), from, layout1::META_VALUE_SIZE as u32, 1)?;
         let old_counters: PerCpuArray<MapData, Counter> = open(
-            root,
-            MAP_COUNTERS,
+            &old(MAP_COUNTERS),
+            from,
             std::mem::size_of::<Counter>() as u32,
-            layout1::COUNTERS_LEN,
+            geometry.len(),
         )?;
+        if from >= 2 {
+            carry_events(root, from)?;
+        }
 
         let generation = old_active
             .get(&0, 0)
@@ -125,13 +133,14 @@ impl Migration {
                     new.set_iface_slot(iface.ifindex, iface.slot)?;
                 }
             }
-            Err(e) => tracing::warn!("layout 1 META record not carried over: {e}"),
+            Err(e) => tracing::warn!("layout {from} META record not carried over: {e}"),
         }
         new.set_active(generation)?;
         let mut m = Migration {
             from,
+            geometry,
             old_counters,
-            carried: vec![Counter::default(); layout1::COUNTERS_LEN as usize],
+            carried: vec![Counter::default(); geometry.len() as usize],
         };
         let carried = m.carry_counters(new)?;
         Ok((m, carried))
@@ -140,7 +149,7 @@ impl Migration {
     /// Adds to `new` what the old counters gained since the last carry.
     fn carry_counters(&mut self, new: &mut Maps) -> Result<Carried, LoaderError> {
         let mut done = Carried::default();
-        for index in 0..layout1::COUNTERS_LEN {
+        for index in 0..self.geometry.len() {
             let now = super::pins::read_counter(&self.old_counters, index)?;
             let before = self.carried[index as usize];
             let delta = Counter {
@@ -151,7 +160,7 @@ impl Migration {
                 continue;
             }
             self.carried[index as usize] = now;
-            match new_index(index) {
+            match new_index(&self.geometry, index) {
                 Some(to) => {
                     new.add_counter(to, delta)?;
                     done.cells += 1;
@@ -183,9 +192,9 @@ impl Migration {
     }
 }
 
-/// Where a layout-1 counter lives in this layout, if it still exists.
-fn new_index(old: u32) -> Option<u32> {
-    let (iface, rule, label, drop) = layout1::decode(old);
+/// Where an old layout's counter lives in this layout, if it still exists.
+fn new_index(old_layout: &CounterLayout, old: u32) -> Option<u32> {
+    let (iface, rule, label, drop) = old_layout.decode(old);
     let reason = Reason::ALL.into_iter().find(|r| r.as_str() == label)?;
     if rule >= NUM_RULES || iface >= MAX_IFACE_SLOTS {
         return None;
@@ -197,26 +206,56 @@ fn new_index(old: u32) -> Option<u32> {
     ))
 }
 
-/// Opens an old pinned map after checking its shape is the one expected.
-fn open<T>(root: &PinRoot, name: &'static str, value: u32, entries: u32) -> Result<T, LoaderError>
+/// Copies the run-time events settings (`portcullis sampling`,
+/// `log-packets`) and the per-CPU emitted/suppressed/lost totals from the
+/// old maps into the new ones in `next/`, so neither resets on upgrade.
+fn carry_events(root: &PinRoot, from: u32) -> Result<(), LoaderError> {
+    let (old, new) = (root.maps_dir(), root.next_dir());
+    let cfg_size = layout2::EVENTS_CFG_VALUE_SIZE as u32;
+    let old_cfg: Array<MapData, EventsConfig> = open(&old.join(MAP_EVENTS_CFG), from, cfg_size, 1)?;
+    let mut new_cfg: Array<MapData, EventsConfig> =
+        open(&new.join(MAP_EVENTS_CFG), LAYOUT_VERSION, cfg_size, 1)?;
+    let cfg = old_cfg
+        .get(&0, 0)
+        .map_err(LoaderError::map(MAP_EVENTS_CFG))?;
+    new_cfg
+        .set(0, cfg, 0)
+        .map_err(LoaderError::map(MAP_EVENTS_CFG))?;
+
+    let state_size = layout2::EVENTS_STATE_VALUE_SIZE as u32;
+    let old_state: PerCpuArray<MapData, EventsState> =
+        open(&old.join(MAP_EVENTS_STATE), from, state_size, 1)?;
+    let mut new_state: PerCpuArray<MapData, EventsState> =
+        open(&new.join(MAP_EVENTS_STATE), LAYOUT_VERSION, state_size, 1)?;
+    let cells = old_state
+        .get(&0, 0)
+        .map_err(LoaderError::map(MAP_EVENTS_STATE))?;
+    new_state
+        .set(0, cells, 0)
+        .map_err(LoaderError::map(MAP_EVENTS_STATE))
+}
+
+/// Opens a pinned map after checking its shape is the one expected of
+/// layout `layout`.
+fn open<T>(path: &Path, layout: u32, value: u32, entries: u32) -> Result<T, LoaderError>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {
-    let path = root.map(name);
-    let info = MapInfo::from_pin(&path).map_err(LoaderError::map(name))?;
+    let name = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+    let info = MapInfo::from_pin(path).map_err(LoaderError::map_named(name))?;
     if (info.value_size(), info.max_entries()) != (value, entries) {
         return Err(LoaderError::Layout(format!(
-            "{} does not look like layout 1 (value size {}, {} entries; expected {value}, \
-             {entries}); run `portcullis detach` to remove the old filter",
+            "{} does not look like layout {layout} (value size {}, {} entries; expected \
+             {value}, {entries}); run `portcullis detach` to remove the old filter",
             path.display(),
             info.value_size(),
             info.max_entries()
         )));
     }
-    let data = MapData::from_pin(&path).map_err(LoaderError::map(name))?;
+    let data = MapData::from_pin(path).map_err(LoaderError::map_named(name))?;
     Map::from_map_data(data)
         .and_then(T::try_from)
-        .map_err(LoaderError::map(name))
+        .map_err(LoaderError::map_named(name))
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), LoaderError> {
@@ -243,21 +282,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_layout1_counter_has_a_place_in_this_layout() {
-        for old in 0..layout1::COUNTERS_LEN {
-            let (iface, rule, label, drop) = layout1::decode(old);
-            let new = new_index(old).expect("carried");
-            let (r, reason, verdict) =
-                filter_common::decode_counter_index(new % filter_common::NUM_COUNTERS);
-            assert_eq!(
-                (
-                    new / filter_common::NUM_COUNTERS,
-                    r,
-                    reason.as_str(),
-                    verdict == Verdict::Drop
-                ),
-                (iface, rule, label, drop)
-            );
+    fn every_earlier_counter_has_a_place_in_this_layout() {
+        for version in 1..LAYOUT_VERSION {
+            let geometry = counter_layout(version).expect("migratable");
+            for old in 0..geometry.len() {
+                let (iface, rule, label, drop) = geometry.decode(old);
+                let new = new_index(&geometry, old).expect("carried");
+                let (r, reason, verdict) =
+                    filter_common::decode_counter_index(new % filter_common::NUM_COUNTERS);
+                assert_eq!(
+                    (
+                        new / filter_common::NUM_COUNTERS,
+                        r,
+                        reason.as_str(),
+                        verdict == Verdict::Drop
+                    ),
+                    (iface, rule, label, drop),
+                    "layout {version} counter {old}"
+                );
+            }
         }
     }
 }

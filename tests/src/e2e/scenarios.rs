@@ -145,6 +145,12 @@ pub fn all() -> Vec<Scenario> {
             upgrade::upgrade_from_v0_1_0_interrupted,
         ),
         s(
+            "upgrade-from-layout-2-keeps-sampling",
+            false,
+            false,
+            upgrade::upgrade_from_layout_2_keeps_sampling,
+        ),
+        s(
             "upgrade-failed-start-changes-nothing",
             false,
             false,

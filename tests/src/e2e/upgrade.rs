@@ -73,16 +73,47 @@ fn pins_settled(cx: &Ctx) -> Result<()> {
 /// over its pins: no forbidden probe reaches the host, no allowed probe is
 /// lost, counters carry over, the old pins are gone.
 pub(crate) fn upgrade_from_v0_1_0(cx: &mut Ctx) -> Result<()> {
-    upgrade(cx, "v0.1.0", false)
+    upgrade(cx, "v0.1.0", 1, false)
 }
 
 /// As above, but the new daemon dies (abort) after switching every link and
 /// before retiring the old maps; the next start completes the migration.
 pub(crate) fn upgrade_from_v0_1_0_interrupted(cx: &mut Ctx) -> Result<()> {
-    upgrade(cx, "v0.1.0", true)
+    upgrade(cx, "v0.1.0", 1, true)
 }
 
-fn upgrade(cx: &mut Ctx, name: &str, interrupt: bool) -> Result<()> {
+/// Layout 2 (wave 2's first release) → this build, as for v0.1.0; besides
+/// the counters, the run-time sampling setting set with the old binary
+/// (`portcullis sampling`) is carried over, not reset to the policy's.
+pub(crate) fn upgrade_from_layout_2_keeps_sampling(cx: &mut Ctx) -> Result<()> {
+    upgrade(cx, "layout-2", 2, false)
+}
+
+/// `portcullis sampling` of binary `bin`, with the sandbox's pins and socket.
+fn sampling(cx: &Ctx, bin: &std::path::Path, args: &[&str]) -> Result<String> {
+    let (root, control) = (
+        cx.sb.pin_root.display().to_string(),
+        cx.sb.control.display().to_string(),
+    );
+    let mut all = vec!["sampling"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--pin-root", &root, "--control-socket", &control]);
+    let out = super::cmd::run(
+        &mut cx.sb.portcullis_of(bin, &all),
+        super::patience(Duration::from_secs(10)),
+    )?;
+    ensure!(
+        out.status.success(),
+        "portcullis sampling {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The run-time sampling setting this test sets on a layout-2 filter.
+const SAMPLING_SET: [&str; 5] = ["drops", "--rate", "7", "--burst", "9"];
+
+fn upgrade(cx: &mut Ctx, name: &str, layout: u32, interrupt: bool) -> Result<()> {
     let old = release(name)?;
     let pa = cx.policy("upgrade-a.toml", &policies::policy_a())?;
     let mut d_old = cx
@@ -90,6 +121,9 @@ fn upgrade(cx: &mut Ctx, name: &str, interrupt: bool) -> Result<()> {
         .start_daemon_of(&old, &pa, &[])
         .with_context(|| format!("starting {name}"))?;
     check(cx.sb, &rows_a()).with_context(|| format!("{name} enforcing policy A"))?;
+    if layout >= 2 {
+        sampling(cx, &old, &SAMPLING_SET).with_context(|| format!("{name}: sampling"))?;
+    }
     let gen0 = cx.sb.status()?.generation;
     let (forbidden, allowed) = (forbidden_a(), allowed_a());
     let all = usable(cx.sb, forbidden.iter().chain(&allowed).copied().collect());
@@ -164,7 +198,9 @@ fn upgrade(cx: &mut Ctx, name: &str, interrupt: bool) -> Result<()> {
     );
     let log = d_new.log().join("\n");
     ensure!(
-        log.contains("migrated the pinned filter from map layout 1"),
+        log.contains(&format!(
+            "migrated the pinned filter from map layout {layout}"
+        )),
         "the new daemon did not report a migration; its log:\n{}",
         d_new.log_tail(30)
     );
@@ -197,6 +233,17 @@ fn upgrade(cx: &mut Ctx, name: &str, interrupt: bool) -> Result<()> {
     let gen = cx.sb.status()?.generation;
     ensure!(gen > gen0, "generation {gen} after the upgrade, was {gen0}");
     check(cx.sb, &rows_a()).context("after the upgrade")?;
+    if layout >= 2 {
+        let shown: serde_json::Value =
+            serde_json::from_str(&sampling(cx, &cx.sb.bin, &["-o", "json"])?)
+                .context("sampling -o json")?;
+        let s = &shown["sampling"];
+        ensure!(
+            s["sample"] == "drops" && s["rate"] == 7 && s["burst"] == 9 && s["runtime"] == true,
+            "the run-time sampling setting was not carried over: {s}"
+        );
+        cx.note("run-time sampling (drops, rate 7, burst 9) carried over".to_string());
+    }
     d_new.terminate()?;
     Ok(())
 }
