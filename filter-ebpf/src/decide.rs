@@ -9,6 +9,7 @@ use crate::{
     blocklist6::blocklisted_v6,
     maps::{lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, PORTS, ZONES},
     parse::{IpPacket, Parsed, Src, L4},
+    schedule::zone_open,
 };
 
 #[derive(Clone, Copy)]
@@ -83,15 +84,21 @@ fn decide_ip(slot: u32, cfg: &Config, p: &IpPacket) -> Decision {
     if matches!(p.l4, L4::NoPorts) {
         return by_default(cfg, Config::OTHER_DROP, Reason::OtherProtocol);
     }
-    // 7. zones.
+    // 7. zones. Outside its hours a scheduled zone refuses everyone.
     let zone = entry.zone as u32;
     if zone != 0 {
+        let flags = ZONES.get(zone_index(slot, zone)).map_or(0, |z| z.flags);
+        let audit = flags & ZoneInfo::AUDIT != 0;
+        if flags & ZoneInfo::SCHEDULED != 0 && !zone_open(slot, zone) {
+            return if audit {
+                decision(Verdict::Pass, Reason::Audit, zone)
+            } else {
+                decision(Verdict::Drop, Reason::Closed, zone)
+            };
+        }
         if in_set(slot, zone, &p.src) {
             return decision(Verdict::Pass, Reason::Allowed, zone);
         }
-        let audit = ZONES
-            .get(zone_index(slot, zone))
-            .is_some_and(|z| z.flags & ZoneInfo::AUDIT != 0);
         return if audit {
             decision(Verdict::Pass, Reason::Audit, zone)
         } else {

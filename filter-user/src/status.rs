@@ -121,7 +121,9 @@ pub fn counter_rows(
             if c.packets == 0 {
                 continue;
             }
-            let (rule, reason, verdict) = decode_counter_index(index as u32);
+            let Some((rule, reason, verdict)) = decode_counter_index(index as u32) else {
+                continue;
+            };
             rows.push(CounterRow {
                 interface: iface.to_string(),
                 zone: rule_label(meta, rule),

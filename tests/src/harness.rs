@@ -130,9 +130,10 @@ impl Harness {
     pub fn observe(&mut self, frame: &[u8]) -> Result<Observed, HarnessError> {
         let snapshot = |f: &Filter| -> Result<Vec<u64>, HarnessError> {
             (0..NUM_COUNTERS)
-                .map(|i| {
-                    let (rule, reason, verdict) = decode_counter_index(i);
-                    Ok(f.counter(rule, reason, verdict)?.packets)
+                .map(|i| match decode_counter_index(i) {
+                    Some((rule, reason, verdict)) => Ok(f.counter(rule, reason, verdict)?.packets),
+                    // An unassigned reason number: no packet counts there.
+                    None => Ok(0),
                 })
                 .collect()
         };
@@ -144,7 +145,9 @@ impl Harness {
             .filter(|i| after[*i as usize] != before[*i as usize])
             .collect();
         let (rule, reason, verdict) = match moved.as_slice() {
-            [one] => decode_counter_index(*one),
+            [one] if decode_counter_index(*one).is_some() => {
+                decode_counter_index(*one).expect("checked")
+            }
             // Not exactly one counter moved: report the action with a marker reason.
             _ => (
                 u32::MAX,

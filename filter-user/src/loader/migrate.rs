@@ -248,7 +248,8 @@ mod tests {
             let (iface, rule, label, drop) = layout1::decode(old);
             let new = new_index(old).expect("carried");
             let (r, reason, verdict) =
-                filter_common::decode_counter_index(new % filter_common::NUM_COUNTERS);
+                filter_common::decode_counter_index(new % filter_common::NUM_COUNTERS)
+                    .expect("a layout-1 reason has a number here");
             assert_eq!(
                 (
                     new / filter_common::NUM_COUNTERS,
