@@ -3,7 +3,7 @@
 //! writer can diff two images to touch only what changed.
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use filter_common::{Bl4Hosts, Bl4Word, Config, PortEntry, ZoneInfo};
+use filter_common::{Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{bl6::Bl6Image, compact::Compact, LoaderError};
@@ -17,6 +17,8 @@ pub struct SlotImage {
     pub ports: HashMap<u32, PortEntry>,
     /// zone id → info; absent = not present.
     pub zones: BTreeMap<u32, ZoneInfo>,
+    /// zone id → transitions of a scheduled zone; absent = all zero.
+    pub sched: BTreeMap<u32, Sched>,
     /// (allow set id, prefix).
     pub allow4: HashSet<(u32, Ipv4Net)>,
     pub allow6: HashSet<(u32, Ipv6Net)>,
@@ -28,10 +30,21 @@ pub struct SlotImage {
     pub bl6: Bl6Image,
 }
 
-/// Options that change the image but are not part of the policy file (none
-/// since packet logging moved to `EVENTS_CFG`, which is not per slot).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ImageOptions {}
+/// Options that change the image but are not part of the policy file: the
+/// clock scheduled zones' transitions are computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageOptions {
+    pub clock: crate::policy::schedule::SchedClock,
+}
+
+impl Default for ImageOptions {
+    /// Now, on this host's clocks.
+    fn default() -> Self {
+        ImageOptions {
+            clock: crate::policy::schedule::SchedClock::system(),
+        }
+    }
+}
 
 impl SlotImage {
     /// Every map entry of `policy`'s slot. Built through the compact form the

@@ -258,6 +258,82 @@ impl ZoneSchedule {
     }
 }
 
+/// What a compiled schedule is anchored to: the instant its transitions start
+/// from, and how a UTC instant maps onto the clock the datapath reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedClock {
+    /// Transitions are computed from here on (normally: now).
+    pub now: Timestamp,
+    /// Added to an instant's Unix nanoseconds to give the kernel's CLOCK_TAI
+    /// (`bpf_ktime_get_tai_ns`): the TAI offset (0 unless chrony or ntpd set
+    /// it, 37 s if they did). Tests put the distance between a synthetic
+    /// "now" and the real one here, so the datapath judges that instant.
+    pub kernel_offset_ns: i128,
+}
+
+impl SchedClock {
+    /// Now, with the host's TAI offset.
+    pub fn system() -> SchedClock {
+        SchedClock {
+            now: Timestamp::now(),
+            kernel_offset_ns: i128::from(tai_offset_s()) * 1_000_000_000,
+        }
+    }
+
+    /// `t` on the kernel's CLOCK_TAI, in nanoseconds (0 before its epoch).
+    pub fn kernel_ns(&self, t: Timestamp) -> u64 {
+        let ns = t.as_nanosecond() + self.kernel_offset_ns;
+        u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
+    }
+
+    /// The instant a kernel CLOCK_TAI reading stands for.
+    pub fn instant(&self, kernel_ns: u64) -> Timestamp {
+        Timestamp::from_nanosecond(i128::from(kernel_ns) - self.kernel_offset_ns)
+            .unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+}
+
+fn clock_ns(id: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
+        return 0;
+    }
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// CLOCK_TAI − CLOCK_REALTIME in whole seconds (it is a whole number of
+/// seconds; rounding removes the time between the two reads).
+pub fn tai_offset_s() -> i64 {
+    let tai = clock_ns(libc::CLOCK_TAI);
+    let real = clock_ns(libc::CLOCK_REALTIME);
+    ((tai - real + 500_000_000).div_euclid(1_000_000_000)) as i64
+}
+
+/// The kernel's CLOCK_TAI now, in nanoseconds (what the datapath reads).
+pub fn kernel_tai_now_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_TAI).max(0)).unwrap_or(0)
+}
+
+impl ZoneSchedule {
+    /// The zone's `SCHED` entry at `clock`, and the transitions behind it.
+    pub fn sched_entry(&self, clock: &SchedClock) -> (filter_common::Sched, Transitions) {
+        let t = self.transitions(clock.now, filter_common::SCHED_MAX_TRANSITIONS);
+        let mut s = filter_common::Sched {
+            open_first: u32::from(t.open_first),
+            count: t.at.len() as u32,
+            ..filter_common::Sched::default()
+        };
+        for (slot, at) in s.t.iter_mut().zip(&t.at) {
+            *slot = clock.kernel_ns(*at);
+        }
+        (s, t)
+    }
+}
+
 /// The first instant at which `tz`'s local clock reads `day` + `secs`
 /// (`secs` up to 86400, the next midnight): the end of a DST gap for a time
 /// the gap skips, the earlier occurrence for a time a fold repeats.
