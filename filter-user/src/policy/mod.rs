@@ -19,6 +19,8 @@ mod warn;
 #[cfg(test)]
 mod input_tests;
 #[cfg(test)]
+mod schedule_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;
@@ -31,8 +33,8 @@ pub use compile::{
 pub use diag::{Diagnostic, PolicyError};
 pub use parse::POLICY_VERSION;
 pub use summary::{
-    BlocklistSummary, DefaultsSummary, FailsafeSummary, ListFileSummary, MetricsSummary,
-    PolicySummary, ZoneSummary,
+    BlocklistSummary, DefaultsSummary, FailsafeSummary, InstantSummary, ListFileSummary,
+    MetricsSummary, PolicySummary, ScheduleSummary, ZoneSummary,
 };
 pub use warn::{Warning, WarningKind};
 

@@ -334,6 +334,32 @@ impl ZoneSchedule {
     }
 }
 
+/// Top up at the latest this often.
+pub const TOPUP_EVERY_H: i64 = 24;
+/// Top up when fewer transitions than this remain stored for a zone.
+pub const TOPUP_MIN_LEFT: usize = 3;
+/// Top up when less than this much (days) of a zone's horizon remains.
+pub const TOPUP_MIN_DAYS: i64 = 3;
+
+/// When a policy's stored transitions (compiled at `clock`) need writing
+/// again: daily, or earlier when a zone's list is down to its last
+/// `TOPUP_MIN_LEFT` transitions or `TOPUP_MIN_DAYS` of horizon; never
+/// sooner than a minute on. `None` without scheduled zones.
+pub fn topup_due(policy: &super::CompiledPolicy, clock: &SchedClock) -> Option<Timestamp> {
+    let hours = |h: i64| jiff::SignedDuration::from_hours(h);
+    let mut due: Option<Timestamp> = None;
+    for s in policy.zones.iter().filter_map(|z| z.schedule.as_ref()) {
+        let (_, t) = s.sched_entry(clock);
+        let mut zone_due = clock.now + hours(TOPUP_EVERY_H);
+        if t.at.len() >= TOPUP_MIN_LEFT {
+            zone_due = zone_due.min(t.at[t.at.len() - TOPUP_MIN_LEFT]);
+        }
+        zone_due = zone_due.min(t.horizon - hours(24 * TOPUP_MIN_DAYS));
+        due = Some(due.map_or(zone_due, |d| d.min(zone_due)));
+    }
+    due.map(|d| d.max(clock.now + jiff::SignedDuration::from_secs(60)))
+}
+
 /// The first instant at which `tz`'s local clock reads `day` + `secs`
 /// (`secs` up to 86400, the next midnight): the end of a DST gap for a time
 /// the gap skips, the earlier occurrence for a time a fold repeats.
