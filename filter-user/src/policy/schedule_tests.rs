@@ -76,7 +76,7 @@ fn hour_25_is_out_of_range_at_the_hours_value() {
         "schedule = [{ days = \"mon\", hours = \"25:00-26:00\" }]\n",
     ));
     assert_eq!(d.line, 6);
-    assert_eq!(d.column, 38, "{d}");
+    assert_eq!(d.column, 37, "{d}");
     assert!(d.message.contains("hour 25"), "{d}");
     assert!(d.help.unwrap().contains("00 to 23"));
 }
