@@ -144,4 +144,38 @@ mod tests {
         assert!(img.allow4.contains(&(1, "0.0.0.0/0".parse().unwrap())));
         assert!(img.allow6.contains(&(1, "::/0".parse().unwrap())));
     }
+
+    #[test]
+    fn a_scheduled_zone_gets_its_flag_and_transitions_on_the_kernel_clock() {
+        let p = compile_str(
+            "version = 1\n[[zone]]\nname = \"a\"\nports = [\"80/tcp\"]\nallow = [\"any\"]\n\
+             schedule = [{ days = \"daily\", hours = \"08:00-09:00\" }]\n",
+            Path::new("test.toml"),
+        )
+        .unwrap();
+        let now: jiff::Timestamp = "2026-12-02T08:30:00Z".parse().unwrap();
+        let clock = crate::policy::schedule::SchedClock {
+            now,
+            kernel_offset_ns: 37_000_000_000,
+        };
+        let img = SlotImage::build(&p, ImageOptions { clock }).unwrap();
+        assert_eq!(img.zones[&1].flags, ZoneInfo::PRESENT | ZoneInfo::SCHEDULED);
+        let s = img.sched[&1];
+        assert_eq!(s.open_first, 1);
+        let close: jiff::Timestamp = "2026-12-02T09:00:00Z".parse().unwrap();
+        assert_eq!(s.t[0] as i128, close.as_nanosecond() + 37_000_000_000);
+        // Open and close for 15 days from a close: odd, ends with a close.
+        assert_eq!(s.count % 2, 1);
+        assert!(s.t[..s.count as usize].windows(2).all(|w| w[0] < w[1]));
+        assert!(!filter_common::sched_is_open(&s, s.t[0]));
+        assert!(filter_common::sched_is_open(&s, s.t[0] - 1));
+        // The same policy at the same clock builds the same image; a zone
+        // without hours has no entry.
+        assert_eq!(SlotImage::build(&p, ImageOptions { clock }).unwrap(), img);
+        assert!(
+            image("version = 1\n[[zone]]\nname = \"a\"\nports = [\"80/tcp\"]\nallow = []\n")
+                .sched
+                .is_empty()
+        );
+    }
 }

@@ -338,13 +338,11 @@ impl ZoneSchedule {
 pub const TOPUP_EVERY_H: i64 = 24;
 /// Top up when fewer transitions than this remain stored for a zone.
 pub const TOPUP_MIN_LEFT: usize = 3;
-/// Top up when less than this much (days) of a zone's horizon remains.
-pub const TOPUP_MIN_DAYS: i64 = 3;
-
 /// When a policy's stored transitions (compiled at `clock`) need writing
-/// again: daily, or earlier when a zone's list is down to its last
-/// `TOPUP_MIN_LEFT` transitions or `TOPUP_MIN_DAYS` of horizon; never
-/// sooner than a minute on. `None` without scheduled zones.
+/// again: daily, or earlier when half of a zone's horizon has passed or its
+/// list is down to its last `TOPUP_MIN_LEFT` transitions (a dense schedule
+/// whose 62 transitions cover less than two days); never sooner than a
+/// minute on. `None` without scheduled zones.
 pub fn topup_due(policy: &super::CompiledPolicy, clock: &SchedClock) -> Option<Timestamp> {
     let hours = |h: i64| jiff::SignedDuration::from_hours(h);
     let mut due: Option<Timestamp> = None;
@@ -354,7 +352,9 @@ pub fn topup_due(policy: &super::CompiledPolicy, clock: &SchedClock) -> Option<T
         if t.at.len() >= TOPUP_MIN_LEFT {
             zone_due = zone_due.min(t.at[t.at.len() - TOPUP_MIN_LEFT]);
         }
-        zone_due = zone_due.min(t.horizon - hours(24 * TOPUP_MIN_DAYS));
+        let half =
+            jiff::SignedDuration::from_secs(t.horizon.duration_since(clock.now).as_secs() / 2);
+        zone_due = zone_due.min(clock.now + half);
         due = Some(due.map_or(zone_due, |d| d.min(zone_due)));
     }
     due.map(|d| d.max(clock.now + jiff::SignedDuration::from_secs(60)))

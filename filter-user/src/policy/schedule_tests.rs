@@ -201,3 +201,40 @@ fn check_summary_shows_the_next_open_and_close_in_local_time_and_utc() {
         "2026-12-07T07:00:00Z"
     );
 }
+
+#[test]
+fn a_top_up_is_due_daily_or_sooner_for_dense_schedules() {
+    use super::schedule::{topup_due, SchedClock};
+    let now: jiff::Timestamp = "2026-12-02T08:30:00Z".parse().unwrap();
+    let clock = SchedClock {
+        now,
+        kernel_offset_ns: 0,
+    };
+    let p = compile(&zone(
+        "schedule = [{ days = \"daily\", hours = \"08:00-09:00\" }]\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        topup_due(&p, &clock),
+        Some(now + jiff::SignedDuration::from_hours(24))
+    );
+    // 32 windows a day: 62 transitions last under a day; top up after half.
+    let windows: Vec<String> = (0..32)
+        .map(|k| {
+            let m = k * 45;
+            format!(
+                "{{ days = \"daily\", hours = \"{:02}:{:02}-{:02}:{:02}\" }}",
+                m / 60,
+                m % 60,
+                (m + 20) / 60,
+                (m + 20) % 60
+            )
+        })
+        .collect();
+    let p = compile(&zone(&format!("schedule = [{}]\n", windows.join(", ")))).unwrap();
+    let due = topup_due(&p, &clock).unwrap();
+    let hours = due.duration_since(now).as_secs() / 3600;
+    assert!((10..=12).contains(&hours), "due in {hours} h");
+    let p = compile(&zone("")).unwrap();
+    assert_eq!(topup_due(&p, &clock), None);
+}

@@ -14,7 +14,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use super::{
-    patience,
+    netns, patience,
     probe::{self, Outcome, Probe},
     scenarios::Ctx,
     topology::*,
@@ -42,19 +42,38 @@ fn hms(s: u64) -> String {
     format!("{:02}:{:02}:{:02}", d / 3600, d / 60 % 60, d % 60)
 }
 
-/// (start, outcome) of each probe until `until` (Unix seconds).
+/// Time between probe starts: probes overlap (a dropped one waits out its
+/// timeout), so both boundaries are seen to about this resolution.
+const PROBE_EVERY: Duration = Duration::from_millis(20);
+
+/// (start, outcome) of probes started every `PROBE_EVERY` until `until`
+/// (Unix seconds), each on a thread of its own in the source's namespace.
 fn probe_until(cx: &Ctx, until: f64) -> Vec<(f64, Outcome)> {
     let p = Probe::tcp(INET4, PORT);
-    let mut out = Vec::new();
-    while unix_now() < until {
-        let at = unix_now();
-        let o = probe::run_batch(&cx.sb.topo, std::slice::from_ref(&p))
-            .pop()
-            .unwrap_or(Outcome::Error("no result".into()));
-        out.push((at, o));
-        thread::sleep(Duration::from_millis(20));
-    }
-    out
+    let ns = cx.sb.topo.ns(p.from.side);
+    thread::scope(|s| {
+        let mut handles = Vec::new();
+        while unix_now() < until {
+            let p = &p;
+            handles.push(s.spawn(move || {
+                if let Err(e) = netns::enter(ns) {
+                    return (unix_now(), Outcome::Error(format!("{e:#}")));
+                }
+                let at = unix_now();
+                (at, probe::probe_here(p, probe::PROBE_TIMEOUT))
+            }));
+            thread::sleep(PROBE_EVERY);
+        }
+        let mut out: Vec<(f64, Outcome)> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or((0.0, Outcome::Error("probe thread panicked".into())))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out
+    })
 }
 
 /// The scheduled zone's entry in `portcullis status -o json` (from the pins).
@@ -120,12 +139,12 @@ pub(crate) fn kill9_boundaries(cx: &mut Ctx) -> Result<()> {
     let closed = first(c, &blocked);
     cx.note(format!(
         "{} probes; daemon killed {:.2} s before opening; first open probe {} after opening, \
-         first blocked probe {} after closing (probes every ~20 ms; a blocked probe takes {} ms)",
+         first blocked probe {} after closing (a probe started every {} ms)",
         samples.len(),
         o - reloaded,
         opened.map_or("none".into(), |l| format!("{:.0} ms", l * 1000.0)),
         closed.map_or("none".into(), |l| format!("{:.0} ms", l * 1000.0)),
-        probe::PROBE_TIMEOUT.as_millis()
+        PROBE_EVERY.as_millis()
     ));
     ensure!(
         wrong.is_empty(),
