@@ -368,14 +368,18 @@ impl ZoneInfo {
 /// windows a day).
 pub const SCHED_MAX_TRANSITIONS: usize = 62;
 
+/// The daemon's lists always end with a close (it drops a trailing open), so
+/// counting the transitions passed gives "closed" past the last one.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sched {
     /// 1: the zone is open before `t[0]`.
     pub open_first: u32,
-    /// Transitions stored in `t` (at most `SCHED_MAX_TRANSITIONS`).
+    /// Transitions stored in `t` (at most `SCHED_MAX_TRANSITIONS`); for
+    /// user space: the datapath stops at the first instant ahead.
     pub count: u32,
-    /// CLOCK_TAI nanoseconds, strictly ascending; `t[count..]` unused (0).
+    /// CLOCK_TAI nanoseconds, strictly ascending; `t[count..]` are
+    /// `u64::MAX` (never reached), so the scan needs no bound but the array.
     pub t: [u64; SCHED_MAX_TRANSITIONS],
 }
 
@@ -390,23 +394,22 @@ impl Default for Sched {
 }
 
 /// Is a zone with schedule entry `s` open at kernel TAI time `now`? Every
-/// transition at or before `now` toggles the state; past the last stored one
-/// the zone is closed. Shared by the datapath and user space (`status`).
+/// transition at or before `now` toggles the state; the list ends with a
+/// close, so past it the zone is closed, and past a full array it is closed
+/// too. One compare per transition passed, one exit: the verifier walks the
+/// loop once per state reaching it. Shared by the datapath and user space.
 #[inline(always)]
 pub fn sched_is_open(s: &Sched, now: u64) -> bool {
     let mut open = s.open_first != 0;
     let mut i = 0;
     while i < SCHED_MAX_TRANSITIONS {
-        if i as u32 >= s.count {
-            return false;
-        }
         if s.t[i] > now {
-            return open;
+            break;
         }
         open = !open;
         i += 1;
     }
-    false
+    open && i < SCHED_MAX_TRANSITIONS
 }
 
 // ---------------------------------------------------------------------------
@@ -993,11 +996,12 @@ mod tests {
         assert_eq!(EventsConfig::CLASSES & EventsConfig::OVERRIDE, 0);
     }
 
+    /// An entry as the daemon writes it: unused instants are `u64::MAX`.
     fn sched(open_first: bool, t: &[u64]) -> Sched {
         let mut s = Sched {
             open_first: open_first as u32,
             count: t.len() as u32,
-            ..Sched::default()
+            t: [u64::MAX; SCHED_MAX_TRANSITIONS],
         };
         s.t[..t.len()].copy_from_slice(t);
         s
@@ -1018,22 +1022,24 @@ mod tests {
 
     #[test]
     fn a_schedule_fails_closed_past_its_last_transition() {
-        // Open before 100, closed from 100, open from 200: past 200 there is
-        // nothing more known, so closed.
-        let s = sched(true, &[100, 200]);
+        // Closed before 100, open from 100, closed from 200 (lists end with a
+        // close): past 200 nothing more is known, and it stays closed.
+        let s = sched(false, &[100, 200]);
         assert!(!sched_is_open(&s, 200));
-        assert!(!sched_is_open(&s, u64::MAX));
-        assert!(!sched_is_open(&sched(true, &[]), 0));
-        let mut full = Sched::default();
+        assert!(!sched_is_open(&s, u64::MAX - 1));
+        // A full array: closed once every instant has passed, whatever the
+        // parity (a list the daemon cut short).
+        let mut full = sched(true, &[]);
         full.count = SCHED_MAX_TRANSITIONS as u32;
         for (i, t) in full.t.iter_mut().enumerate() {
             *t = 10 * (i as u64 + 1);
         }
-        assert!(sched_is_open(&full, 15));
+        assert!(sched_is_open(&full, 5));
+        assert!(!sched_is_open(&full, 15));
+        assert!(sched_is_open(&full, 25));
         assert!(!sched_is_open(&full, 10 * SCHED_MAX_TRANSITIONS as u64));
-        // A count beyond the array (a corrupt entry) reads nothing past it.
-        full.count = u32::MAX;
-        assert!(!sched_is_open(&full, u64::MAX));
+        // An all-zero entry (none written) is closed.
+        assert!(!sched_is_open(&Sched::default(), 12345));
     }
 
     #[test]

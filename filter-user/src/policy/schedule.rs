@@ -325,7 +325,8 @@ impl ZoneSchedule {
         let mut s = filter_common::Sched {
             open_first: u32::from(t.open_first),
             count: t.at.len() as u32,
-            ..filter_common::Sched::default()
+            // Never reached: the datapath's scan stops there.
+            t: [u64::MAX; filter_common::SCHED_MAX_TRANSITIONS],
         };
         for (slot, at) in s.t.iter_mut().zip(&t.at) {
             *slot = clock.kernel_ns(*at);
