@@ -55,10 +55,13 @@ pub const MAP_EVENTS_STATE: &str = "EVENTS_STATE";
 pub const MAP_EVENTS_PROG: &str = "EVENTS_PROG";
 /// Per-CPU scratch (`EventsPending`): the decision handed to the events program.
 pub const MAP_EVENTS_PENDING: &str = "EVENTS_PENDING";
+/// `SCHED[zone_index(slot, zone)]`: when a scheduled zone opens and closes
+/// ([`Sched`]); per slot, rebuilt from the policy (and the clock) by every apply.
+pub const MAP_SCHED: &str = "SCHED";
 /// Maps of the object that belong to one load (created fresh, never pinned).
 pub const PER_LOAD_MAPS: [&str; 2] = [MAP_EVENTS_PROG, MAP_EVENTS_PENDING];
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 19] = [
+pub const ALL_MAPS: [&str; 20] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -78,6 +81,7 @@ pub const ALL_MAPS: [&str; 19] = [
     MAP_EVENTS,
     MAP_EVENTS_CFG,
     MAP_EVENTS_STATE,
+    MAP_SCHED,
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
@@ -114,12 +118,18 @@ pub enum Reason {
     Unmatched = 9,
     /// The active slot holds no policy (only before the first load): passed.
     NoPolicy = 10,
+    /// Zone port of a scheduled zone outside its hours: the zone's action,
+    /// whatever the source (an auditing zone counts `Audit` and passes).
+    Closed = 13,
 }
 
-pub const NUM_REASONS: u32 = 11;
+// Reasons 11 and 12 (rejected, reject_suppressed) belong to another branch;
+// the lead renumbers on merge.
+pub const NUM_REASONS: u32 = 14;
 
 impl Reason {
-    pub const ALL: [Reason; NUM_REASONS as usize] = [
+    /// Every reason, in number order (numbers may have gaps: see `from_u32`).
+    pub const ALL: [Reason; 12] = [
         Reason::NonIp,
         Reason::Malformed,
         Reason::Failsafe,
@@ -131,7 +141,21 @@ impl Reason {
         Reason::Audit,
         Reason::Unmatched,
         Reason::NoPolicy,
+        Reason::Closed,
     ];
+
+    /// The reason numbered `n`, if any (numbers are pre-assigned across
+    /// branches, so they may have gaps).
+    pub const fn from_u32(n: u32) -> Option<Reason> {
+        let mut i = 0;
+        while i < Reason::ALL.len() {
+            if Reason::ALL[i] as u32 == n {
+                return Some(Reason::ALL[i]);
+            }
+            i += 1;
+        }
+        None
+    }
 
     /// The label used in metrics, docs and test fixtures.
     pub const fn as_str(self) -> &'static str {
@@ -147,6 +171,7 @@ impl Reason {
             Reason::Audit => "audit",
             Reason::Unmatched => "unmatched",
             Reason::NoPolicy => "no_policy",
+            Reason::Closed => "closed",
         }
     }
 }
@@ -186,19 +211,18 @@ pub const fn counter_index(rule: u32, reason: Reason, verdict: Verdict) -> u32 {
 }
 
 /// (rule, reason, verdict) of a per-interface counter index; the inverse of
-/// `counter_index`.
-pub const fn decode_counter_index(index: u32) -> (u32, Reason, Verdict) {
+/// `counter_index`. `None` for the cells of unassigned reason numbers.
+pub const fn decode_counter_index(index: u32) -> Option<(u32, Reason, Verdict)> {
     let verdict = if index % 2 == 1 {
         Verdict::Drop
     } else {
         Verdict::Pass
     };
     let rest = index / 2;
-    (
-        rest / NUM_REASONS,
-        Reason::ALL[(rest % NUM_REASONS) as usize],
-        verdict,
-    )
+    match Reason::from_u32(rest % NUM_REASONS) {
+        Some(reason) => Some((rest / NUM_REASONS, reason, verdict)),
+        None => None,
+    }
 }
 
 /// Interface slots for counters: `IFACES[ifindex]` gives the slot of an
@@ -323,6 +347,69 @@ impl ZoneInfo {
     pub const PRESENT: u32 = 1 << 0;
     /// Sources outside `allow` are counted as `audit` and passed.
     pub const AUDIT: u32 = 1 << 1;
+    /// The zone keeps hours: `SCHED` says when it is open.
+    pub const SCHEDULED: u32 = 1 << 8;
+}
+
+// ---------------------------------------------------------------------------
+// Schedules: `SCHED[zone_index(slot, zone)]`, for zones with
+// `ZoneInfo::SCHEDULED`. The daemon turns a zone's weekly windows into the
+// instants at which it opens and closes, from "now" forward, in the kernel's
+// CLOCK_TAI (`bpf_ktime_get_tai_ns`: UTC instant + the TAI offset the daemon
+// read), ascending. The datapath reads the clock and counts the transitions
+// that have passed (early exit on the first one ahead): the zone's state
+// toggles at each. Past the last stored transition the zone is closed (fails
+// closed); the daemon keeps the list topped up far ahead by re-applying the
+// policy through the normal slot swap (never in place: a torn read of a
+// multi-word value could reorder transitions).
+// ---------------------------------------------------------------------------
+
+/// Transitions one zone's entry holds: 31 windows (over a week for up to four
+/// windows a day).
+pub const SCHED_MAX_TRANSITIONS: usize = 62;
+
+/// The daemon's lists always end with a close (it drops a trailing open), so
+/// counting the transitions passed gives "closed" past the last one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sched {
+    /// 1: the zone is open before `t[0]`.
+    pub open_first: u32,
+    /// Transitions stored in `t` (at most `SCHED_MAX_TRANSITIONS`); for
+    /// user space: the datapath stops at the first instant ahead.
+    pub count: u32,
+    /// CLOCK_TAI nanoseconds, strictly ascending; `t[count..]` are
+    /// `u64::MAX` (never reached), so the scan needs no bound but the array.
+    pub t: [u64; SCHED_MAX_TRANSITIONS],
+}
+
+impl Default for Sched {
+    fn default() -> Self {
+        Sched {
+            open_first: 0,
+            count: 0,
+            t: [0; SCHED_MAX_TRANSITIONS],
+        }
+    }
+}
+
+/// Is a zone with schedule entry `s` open at kernel TAI time `now`? Every
+/// transition at or before `now` toggles the state; the list ends with a
+/// close, so past it the zone is closed, and past a full array it is closed
+/// too. One compare per transition passed, one exit: the verifier walks the
+/// loop once per state reaching it. Shared by the datapath and user space.
+#[inline(always)]
+pub fn sched_is_open(s: &Sched, now: u64) -> bool {
+    let mut open = s.open_first != 0;
+    let mut i = 0;
+    while i < SCHED_MAX_TRANSITIONS {
+        if s.t[i] > now {
+            break;
+        }
+        open = !open;
+        i += 1;
+    }
+    open && i < SCHED_MAX_TRANSITIONS
 }
 
 // ---------------------------------------------------------------------------
@@ -794,6 +881,7 @@ mod pod {
     unsafe impl aya::Pod for MetaBlob {}
     unsafe impl aya::Pod for EventsConfig {}
     unsafe impl aya::Pod for EventsState {}
+    unsafe impl aya::Pod for Sched {}
 }
 
 #[cfg(test)]
@@ -802,7 +890,7 @@ mod tests {
 
     #[test]
     fn counter_indices_are_dense_and_unique() {
-        let last = counter_index(NUM_RULES - 1, Reason::NoPolicy, Verdict::Drop);
+        let last = counter_index(NUM_RULES - 1, Reason::Closed, Verdict::Drop);
         assert_eq!(last, NUM_COUNTERS - 1);
         assert_eq!(counter_index(0, Reason::NonIp, Verdict::Pass), 0);
         assert_eq!(counter_index(0, Reason::NonIp, Verdict::Drop), 1);
@@ -818,7 +906,7 @@ mod tests {
             for reason in Reason::ALL {
                 for verdict in [Verdict::Pass, Verdict::Drop] {
                     let index = counter_index(rule, reason, verdict);
-                    assert_eq!(decode_counter_index(index), (rule, reason, verdict));
+                    assert_eq!(decode_counter_index(index), Some((rule, reason, verdict)));
                 }
             }
         }
@@ -826,12 +914,22 @@ mod tests {
 
     #[test]
     fn interface_blocks_do_not_overlap() {
-        let last = counter_index(NUM_RULES - 1, Reason::NoPolicy, Verdict::Drop);
+        let last = counter_index(NUM_RULES - 1, Reason::Closed, Verdict::Drop);
         assert_eq!(iface_counter_index(1, 0), last + 1);
         assert_eq!(
             iface_counter_index(MAX_IFACE_SLOTS - 1, last),
             COUNTERS_LEN - 1
         );
+    }
+
+    #[test]
+    fn reason_numbers_round_trip_and_stay_below_num_reasons() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_u32(r as u32), Some(r));
+            assert!((r as u32) < NUM_REASONS);
+        }
+        assert_eq!(Reason::from_u32(NUM_REASONS), None);
+        assert_eq!(Reason::Closed as u32, 13);
     }
 
     #[test]
@@ -951,6 +1049,52 @@ mod tests {
         );
         assert_eq!(EventsConfig::CLASSES & EventsConfig::LOG, 0);
         assert_eq!(EventsConfig::CLASSES & EventsConfig::OVERRIDE, 0);
+    }
+
+    /// An entry as the daemon writes it: unused instants are `u64::MAX`.
+    fn sched(open_first: bool, t: &[u64]) -> Sched {
+        let mut s = Sched {
+            open_first: open_first as u32,
+            count: t.len() as u32,
+            t: [u64::MAX; SCHED_MAX_TRANSITIONS],
+        };
+        s.t[..t.len()].copy_from_slice(t);
+        s
+    }
+
+    #[test]
+    fn a_schedule_toggles_at_each_transition_it_reaches() {
+        let s = sched(false, &[100, 200, 300, 400]);
+        assert!(!sched_is_open(&s, 99));
+        assert!(sched_is_open(&s, 100));
+        assert!(sched_is_open(&s, 199));
+        assert!(!sched_is_open(&s, 200));
+        assert!(sched_is_open(&s, 350));
+        let s = sched(true, &[100, 200]);
+        assert!(sched_is_open(&s, 0));
+        assert!(!sched_is_open(&s, 150));
+    }
+
+    #[test]
+    fn a_schedule_fails_closed_past_its_last_transition() {
+        // Closed before 100, open from 100, closed from 200 (lists end with a
+        // close): past 200 nothing more is known, and it stays closed.
+        let s = sched(false, &[100, 200]);
+        assert!(!sched_is_open(&s, 200));
+        assert!(!sched_is_open(&s, u64::MAX - 1));
+        // A full array: closed once every instant has passed, whatever the
+        // parity (a list the daemon cut short).
+        let mut full = sched(true, &[]);
+        full.count = SCHED_MAX_TRANSITIONS as u32;
+        for (i, t) in full.t.iter_mut().enumerate() {
+            *t = 10 * (i as u64 + 1);
+        }
+        assert!(sched_is_open(&full, 5));
+        assert!(!sched_is_open(&full, 15));
+        assert!(sched_is_open(&full, 25));
+        assert!(!sched_is_open(&full, 10 * SCHED_MAX_TRANSITIONS as u64));
+        // An all-zero entry (none written) is closed.
+        assert!(!sched_is_open(&Sched::default(), 12345));
     }
 
     #[test]

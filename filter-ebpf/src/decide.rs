@@ -9,6 +9,7 @@ use crate::{
     blocklist6::blocklisted_v6,
     maps::{lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, PORTS, ZONES},
     parse::{IpPacket, Parsed, Src, L4},
+    schedule::zone_open,
 };
 
 #[derive(Clone, Copy)]
@@ -62,6 +63,16 @@ fn decide_ip(slot: u32, cfg: &Config, p: &IpPacket) -> Decision {
             .unwrap_or_default(),
         _ => PortEntry::default(),
     };
+    // The zone's flags and, for a zone that keeps hours, whether it is closed
+    // now: looked up here, used at step 7, so the verifier walks the
+    // schedule scan once per parser outcome (like the IPv6 lookup above).
+    let zone = entry.zone as u32;
+    let zone_flags = if zone != 0 {
+        ZONES.get(zone_index(slot, zone)).map_or(0, |z| z.flags)
+    } else {
+        0
+    };
+    let closed = zone_flags & ZoneInfo::SCHEDULED != 0 && !zone_open(slot, zone);
 
     // 3. failsafe: cannot be blocklisted away.
     if entry.failsafe != 0 && in_set(slot, FAILSAFE_SET_BASE + entry.failsafe as u32, &p.src) {
@@ -83,15 +94,19 @@ fn decide_ip(slot: u32, cfg: &Config, p: &IpPacket) -> Decision {
     if matches!(p.l4, L4::NoPorts) {
         return by_default(cfg, Config::OTHER_DROP, Reason::OtherProtocol);
     }
-    // 7. zones.
-    let zone = entry.zone as u32;
+    // 7. zones. Outside its hours a scheduled zone refuses everyone.
     if zone != 0 {
+        let audit = zone_flags & ZoneInfo::AUDIT != 0;
+        if closed {
+            return if audit {
+                decision(Verdict::Pass, Reason::Audit, zone)
+            } else {
+                decision(Verdict::Drop, Reason::Closed, zone)
+            };
+        }
         if in_set(slot, zone, &p.src) {
             return decision(Verdict::Pass, Reason::Allowed, zone);
         }
-        let audit = ZONES
-            .get(zone_index(slot, zone))
-            .is_some_and(|z| z.flags & ZoneInfo::AUDIT != 0);
         return if audit {
             decision(Verdict::Pass, Reason::Audit, zone)
         } else {

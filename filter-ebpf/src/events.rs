@@ -13,7 +13,6 @@ use aya_ebpf::{
 };
 use filter_common::{
     bucket_take, Event, EventsConfig, EventsPending, Reason, Verdict, EVENT_IPV4, EVENT_IPV6,
-    NUM_REASONS,
 };
 
 use crate::{
@@ -80,11 +79,7 @@ pub fn portcullis_events(ctx: XdpContext) -> u32 {
         state.suppressed += 1;
         return action;
     }
-    let reason = if (p.reason as u32) < NUM_REASONS {
-        Reason::ALL[p.reason as usize]
-    } else {
-        Reason::Malformed
-    };
+    let reason = Reason::from_u32(p.reason as u32).unwrap_or(Reason::Malformed);
     let d = Decision {
         verdict: if drop { Verdict::Drop } else { Verdict::Pass },
         reason,

@@ -9,6 +9,7 @@ mod decide;
 mod events;
 mod maps;
 mod parse;
+mod schedule;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use filter_common::{

@@ -34,6 +34,80 @@ pub struct Status {
     /// What the daemon says about itself, when one answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemon: Option<DaemonInfo>,
+    /// Scheduled zones of the enforced slot, as the datapath judges them now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ZoneHours>,
+}
+
+/// A scheduled zone's state, read from `SCHED` and the kernel's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneHours {
+    pub zone: String,
+    pub open: bool,
+    /// Unix seconds of the next change; `None` past the last stored
+    /// transition (the zone fails closed).
+    pub next_change: Option<i64>,
+    /// Unix seconds of the last stored transition: after it the datapath
+    /// says closed whatever the hours (the daemon tops the list up daily).
+    pub known_until: Option<i64>,
+    /// Why an operator should look, if they should.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// Below this much of stored transitions left, `status` warns.
+pub const HORIZON_WARN_S: i64 = 24 * 3600;
+
+/// The state of each scheduled zone (`entries`: zone id → its `SCHED`
+/// entry) at kernel CLOCK_TAI `kernel_now`; `tai_offset_s` turns kernel
+/// instants into Unix time.
+pub fn zone_hours(
+    meta: &Meta,
+    entries: &[(u32, filter_common::Sched)],
+    kernel_now: u64,
+    tai_offset_s: i64,
+) -> Vec<ZoneHours> {
+    let unix = |t: u64| (t / 1_000_000_000) as i64 - tai_offset_s;
+    let now = unix(kernel_now);
+    entries
+        .iter()
+        .map(|(id, s)| {
+            let count = (s.count as usize).min(s.t.len());
+            let stored = &s.t[..count];
+            let next_change = stored.iter().find(|t| **t > kernel_now).map(|t| unix(*t));
+            let known_until = stored.last().map(|t| unix(*t));
+            let warning = match (next_change, known_until) {
+                (None, _) => Some(
+                    "past its last stored transition: closed until the daemon writes the \
+                     schedule again (is it running?)"
+                        .to_string(),
+                ),
+                (Some(_), Some(k)) if k - now < HORIZON_WARN_S => Some(format!(
+                    "only {}h of transitions stored: the zone closes for good at {} unless \
+                     the daemon tops them up",
+                    (k - now).max(0) / 3600,
+                    utc_text(k)
+                )),
+                _ => None,
+            };
+            ZoneHours {
+                zone: meta
+                    .zone_name(*id)
+                    .map_or_else(|| format!("zone {id}"), str::to_string),
+                open: filter_common::sched_is_open(s, kernel_now),
+                next_change,
+                known_until,
+                warning,
+            }
+        })
+        .collect()
+}
+
+/// Unix seconds as RFC 3339 UTC.
+pub fn utc_text(unix_s: i64) -> String {
+    jiff::Timestamp::from_second(unix_s)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| unix_s.to_string())
 }
 
 /// A daemon's answer to `ping` (fields absent from daemons before them).
@@ -121,7 +195,9 @@ pub fn counter_rows(
             if c.packets == 0 {
                 continue;
             }
-            let (rule, reason, verdict) = decode_counter_index(index as u32);
+            let Some((rule, reason, verdict)) = decode_counter_index(index as u32) else {
+                continue;
+            };
             rows.push(CounterRow {
                 interface: iface.to_string(),
                 zone: rule_label(meta, rule),
@@ -167,6 +243,7 @@ impl Status {
                 })
                 .collect(),
             counters,
+            schedules: Vec::new(),
         }
     }
 
@@ -188,6 +265,7 @@ impl Status {
             enforcing: false,
             not_enforcing: Some(why),
             daemon,
+            schedules: Vec::new(),
         }
     }
 }
@@ -283,6 +361,21 @@ impl fmt::Display for Status {
         }
         if self.interfaces.is_empty() {
             writeln!(f, "interface   none attached")?;
+        }
+        for h in &self.schedules {
+            let state = if h.open { "open" } else { "closed" };
+            let next = match h.next_change {
+                Some(t) => format!(
+                    ", {} {}",
+                    if h.open { "closes" } else { "opens" },
+                    utc_text(t)
+                ),
+                None => String::new(),
+            };
+            writeln!(f, "schedule    {}: {state}{next}", h.zone)?;
+            if let Some(w) = &h.warning {
+                writeln!(f, "  warning: {w}")?;
+            }
         }
         writeln!(
             f,

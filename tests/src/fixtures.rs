@@ -102,6 +102,7 @@ fn tcp(port: u16) -> (Proto, u16, u16) {
 
 fn with_defaults(d: Defaults) -> PolicySpec {
     PolicySpec {
+        at: None,
         defaults: d,
         ..PolicySpec::default()
     }
@@ -113,6 +114,7 @@ fn with_defaults(d: Defaults) -> PolicySpec {
 /// dropped, everything else at its default.
 pub fn keep() -> PolicySpec {
     PolicySpec {
+        at: None,
         defaults: Defaults {
             unmatched: Act::Drop,
             ..Defaults::default()
@@ -159,6 +161,7 @@ fn other_drop() -> PolicySpec {
 /// (10.66.0.0/16), unmatched dropped.
 fn two_failsafe() -> PolicySpec {
     PolicySpec {
+        at: None,
         defaults: Defaults {
             unmatched: Act::Drop,
             ..Defaults::default()
@@ -182,6 +185,7 @@ fn two_failsafe() -> PolicySpec {
 /// (allow 192.168.0.0/16): failsafe sources pass first, the zone judges the rest.
 fn failsafe_and_zone_share_port() -> PolicySpec {
     PolicySpec {
+        at: None,
         defaults: Defaults::default(),
         blocklist: nets(&["10.66.0.0/16", "192.168.66.0/24"]),
         failsafe: vec![RuleSpec {
@@ -200,6 +204,7 @@ fn failsafe_and_zone_share_port() -> PolicySpec {
 /// open to `any` on 443/tcp (zone 1).
 fn blocklist() -> PolicySpec {
     PolicySpec {
+        at: None,
         defaults: Defaults::default(),
         blocklist: nets(&[
             "198.51.100.7/32",
@@ -219,6 +224,7 @@ fn blocklist() -> PolicySpec {
 /// 10.3/16.
 fn zones() -> PolicySpec {
     PolicySpec {
+        at: None,
         defaults: Defaults::default(),
         blocklist: vec![],
         failsafe: vec![],
@@ -249,6 +255,7 @@ fn zones() -> PolicySpec {
 /// nested inside it.
 fn nested() -> PolicySpec {
     PolicySpec {
+        at: None,
         defaults: Defaults::default(),
         blocklist: nets(&["10.66.0.0/16"]),
         failsafe: vec![],
@@ -591,7 +598,8 @@ mod tests {
 
     #[test]
     fn fixtures_cover_every_reason_but_no_policy() {
-        let f = fixtures();
+        let mut f = fixtures();
+        f.extend(crate::fixtures_schedule::fixtures());
         for r in R::ALL {
             let seen = f.iter().any(|c| c.expect.reason == r);
             assert_eq!(seen, r != R::NoPolicy, "reason {}", r.as_str());

@@ -251,14 +251,18 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
             ports,
             allow,
             audit: rng.gen_bool(0.25),
+            schedule: None,
         });
     }
-    PolicySpec {
+    let mut p = PolicySpec {
         defaults,
         blocklist,
         failsafe,
         zones,
-    }
+        at: None,
+    };
+    crate::gen_schedule::add_schedules(rng, &mut p);
+    p
 }
 
 /// A source address: mostly inside (or just outside) the policy's prefixes or

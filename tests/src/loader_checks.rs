@@ -139,9 +139,12 @@ fn slot_round_trip(h: &mut Harness) -> Result<(), String> {
     for i in 0..12 {
         let spec = gen::random_policy(&mut rng);
         let compiled = compile(&spec.to_toml())?;
-        let image = SlotImage::build(&compiled, ImageOptions::default()).map_err(err)?;
+        // One clock for both: scheduled zones' transitions start from it.
+        let opts = ImageOptions::default();
+        let image = SlotImage::build(&compiled, opts).map_err(err)?;
         let f = h.filter();
-        f.apply(&compiled).map_err(err)?;
+        let meta = f.meta().map_err(err)?;
+        f.apply_with_options(&compiled, &meta, opts).map_err(err)?;
         let active = slot_of(f.generation());
         let held = f.read_slot(active).map_err(err)?;
         if held != image {
@@ -194,6 +197,8 @@ pub(crate) fn differences(held: &SlotImage, want: &SlotImage) -> String {
     diff_maps(&mut out, "bl4_hosts", &held.bl4_hosts, &want.bl4_hosts);
     let zones = |z: &std::collections::BTreeMap<u32, _>| z.clone().into_iter().collect();
     diff_maps(&mut out, "zones", &zones(&held.zones), &zones(&want.zones));
+    let sched = |z: &std::collections::BTreeMap<u32, _>| z.clone().into_iter().collect();
+    diff_maps(&mut out, "sched", &sched(&held.sched), &sched(&want.sched));
     out
 }
 

@@ -129,6 +129,29 @@ pub struct ZoneSpec {
     pub ports: Vec<PortRange>,
     pub allow: Vec<Allow>,
     pub audit: bool,
+    /// `schedule` and `timezone`: outside these hours nobody is allowed.
+    pub schedule: Option<ScheduleSpec>,
+}
+
+/// A zone's hours as the policy file writes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleSpec {
+    /// An IANA name; `None` leaves `timezone` out (UTC).
+    pub timezone: Option<String>,
+    /// (`days`, `hours`) as written: `("mon-fri", "08:00-18:30")`.
+    pub windows: Vec<(String, String)>,
+}
+
+impl ScheduleSpec {
+    pub fn new(timezone: Option<&str>, windows: &[(&str, &str)]) -> Self {
+        ScheduleSpec {
+            timezone: timezone.map(str::to_string),
+            windows: windows
+                .iter()
+                .map(|(d, h)| (d.to_string(), h.to_string()))
+                .collect(),
+        }
+    }
 }
 
 impl ZoneSpec {
@@ -138,7 +161,13 @@ impl ZoneSpec {
             ports,
             allow,
             audit: false,
+            schedule: None,
         }
+    }
+
+    pub fn scheduled(mut self, schedule: ScheduleSpec) -> Self {
+        self.schedule = Some(schedule);
+        self
     }
 
     pub fn audit(mut self) -> Self {
@@ -154,6 +183,10 @@ pub struct PolicySpec {
     pub blocklist: Vec<IpNet>,
     pub failsafe: Vec<RuleSpec>,
     pub zones: Vec<ZoneSpec>,
+    /// The instant scheduled zones are judged at: the model decides at it,
+    /// and the harness compiles the transitions so that the datapath's clock
+    /// reads it (shifted by the real now). `None`: the real now.
+    pub at: Option<jiff::Timestamp>,
 }
 
 /// Parse a CIDR or bare address (test helper; panics on a typo).
@@ -331,6 +364,17 @@ impl PolicySpec {
             let _ = writeln!(s, "allow = {}", string_array(allow));
             s.push_str("action = \"drop\"\n");
             let _ = writeln!(s, "audit = {}", zone.audit);
+            if let Some(sched) = &zone.schedule {
+                if let Some(tz) = &sched.timezone {
+                    let _ = writeln!(s, "timezone = {}", quote(tz));
+                }
+                let windows: Vec<String> = sched
+                    .windows
+                    .iter()
+                    .map(|(d, h)| format!("{{ days = {}, hours = {} }}", quote(d), quote(h)))
+                    .collect();
+                let _ = writeln!(s, "schedule = [{}]", windows.join(", "));
+            }
         }
         s
     }
@@ -342,6 +386,7 @@ mod tests {
 
     fn keep() -> PolicySpec {
         PolicySpec {
+            at: None,
             defaults: Defaults {
                 unmatched: Act::Drop,
                 fragments: Fragments::Drop,

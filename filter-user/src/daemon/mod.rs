@@ -88,6 +88,16 @@ struct Core {
     policy_path: PathBuf,
     interfaces: Vec<String>,
     attach_mode: Option<AttachMode>,
+    /// While the enforced policy has scheduled zones: it, when its stored
+    /// transitions need writing again, and the TAI offset they were
+    /// written with (a change of it also calls for a top-up).
+    topup: Option<TopUp>,
+}
+
+struct TopUp {
+    policy: CompiledPolicy,
+    due: jiff::Timestamp,
+    tai_offset_s: i64,
 }
 
 /// Shared between the reload loop, the control socket and the metrics server.
@@ -220,9 +230,22 @@ impl Core {
         meta.policy_hash = hash;
         meta.policy_path = self.policy_path.display().to_string();
         meta.applied_at = now();
-        let generation = self.filter.apply_with_meta(&policy, &meta)?;
+        let opts = crate::loader::ImageOptions::default();
+        let generation = self.filter.apply_with_options(&policy, &meta, opts)?;
         meta.generation = generation;
         self.meta = meta;
+        let current = Current::of(&policy);
+        self.topup = crate::policy::schedule::topup_due(&policy, &opts.clock).map(|due| {
+            tracing::info!(
+                "scheduled zones: transitions written from {}; next top-up at {due}",
+                opts.clock.now
+            );
+            TopUp {
+                policy: policy.clone(),
+                due,
+                tai_offset_s: crate::policy::schedule::tai_offset_s(),
+            }
+        });
         if !policy.interfaces.is_empty() && policy.interfaces != self.interfaces {
             tracing::warn!(
                 "the policy now names interfaces {:?}; the daemon keeps {:?} until restarted",
@@ -230,7 +253,15 @@ impl Core {
                 self.interfaces
             );
         }
-        Ok((generation, Current::of(&policy)))
+        Ok((generation, current))
+    }
+
+    /// Is a schedule top-up due (time, or the TAI offset changed)?
+    fn topup_due(&self) -> bool {
+        self.topup.as_ref().is_some_and(|t| {
+            jiff::Timestamp::now() >= t.due
+                || crate::policy::schedule::tai_offset_s() != t.tai_offset_s
+        })
     }
 
     fn attach_all(&mut self) -> Result<(), LoaderError> {
@@ -453,6 +484,7 @@ fn start(
         policy_path: opts.policy.clone(),
         interfaces,
         attach_mode: opts.attach_mode,
+        topup: None,
     };
     // Always write at start-up: the slots may come from another build.
     let events_policy = policy.events;
@@ -535,6 +567,8 @@ async fn serve(
     let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
     let mut enforce_tick = tokio::time::interval(enforce::CHECK_EVERY);
+    // Scheduled zones: is a top-up of their transitions due?
+    let mut schedule_tick = tokio::time::interval(Duration::from_secs(30));
     // WATCHDOG=1 from this loop: a loop stuck anywhere stops the pings.
     let watchdog_every = watchdog::interval();
     let mut watchdog_tick =
@@ -588,6 +622,14 @@ async fn serve(
                 let _ = tokio::task::spawn_blocking(move || s.check_enforcing()).await;
                 continue;
             }
+            _ = schedule_tick.tick() => {
+                // A reload holds the lock: it writes fresh transitions anyway.
+                let due = shared.core.try_lock().is_ok_and(|c| c.topup_due());
+                if !due {
+                    continue;
+                }
+                Reload { why: TOPUP, reply: None }
+            }
         };
         let s = shared.clone();
         let mut task = tokio::task::spawn_blocking(move || reload(&s, request.why));
@@ -627,9 +669,47 @@ fn watched_paths(policy: &Path, shared: &Shared) -> Vec<PathBuf> {
     paths
 }
 
+/// `Reload::why` of a schedule top-up: the enforced policy written again
+/// (not re-read from its file), through the normal slot swap.
+const TOPUP: &str = "schedule top-up";
+
+/// Writes the enforced policy again with transitions from now on. Not a
+/// reload: not counted, and the policy file is not read.
+fn topup(shared: &Shared) -> Result<u32, String> {
+    shared.check_enforcing();
+    if let Some(e) = shared.enforcing.read().ok().and_then(|e| e.why.clone()) {
+        tracing::warn!("schedule top-up skipped: not enforcing: {e}");
+        return Err(e);
+    }
+    let mut core = shared
+        .core
+        .lock()
+        .map_err(|_| "daemon state poisoned".to_string())?;
+    let Some(policy) = core.topup.as_ref().map(|t| t.policy.clone()) else {
+        return Ok(core.filter.generation());
+    };
+    match core.apply(policy, true) {
+        Ok((generation, _)) => {
+            tracing::info!("schedule top-up: generation {generation}");
+            Ok(generation)
+        }
+        Err(e) => {
+            // Try again at the next tick; the stored transitions hold meanwhile.
+            tracing::error!("schedule top-up failed ({e}); the previous transitions stay");
+            if let Some(t) = core.topup.as_mut() {
+                t.due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
+            }
+            Err(e.to_string())
+        }
+    }
+}
+
 /// Recompiles and applies the policy file. On any error the enforcing policy
 /// is untouched; the error is logged and counted.
 fn reload(shared: &Shared, why: &str) -> Result<u32, String> {
+    if why == TOPUP {
+        return topup(shared);
+    }
     let outcome = reload_checked(shared, why);
     shared.record_reload(why, &outcome);
     outcome
@@ -711,15 +791,22 @@ pub fn status(pin_root: &Path, control_socket: &Path) -> Result<Status, LoaderEr
     let pins = root.open()?;
     let meta = pins.meta()?;
     let rows = counter_rows(&meta, |slot| pins.counters(slot))?;
+    let generation = pins.generation()?;
     let mut s = Status::new(
         daemon,
         &shown,
-        pins.generation()?,
+        generation,
         &meta,
         rows,
         &root.pinned_links(),
     );
     s.daemon_running = running;
+    s.schedules = crate::status::zone_hours(
+        &meta,
+        &pins.schedules(&root, generation)?,
+        crate::policy::schedule::kernel_tai_now_ns(),
+        crate::policy::schedule::tai_offset_s(),
+    );
     Ok(s)
 }
 

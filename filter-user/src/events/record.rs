@@ -8,7 +8,7 @@ use std::{
 
 use filter_common::{
     Event, Reason, Verdict, EVENT_IPV4, EVENT_IPV6, EVENT_SIZE, IPPROTO_SCTP, IPPROTO_TCP,
-    IPPROTO_UDP, NUM_REASONS,
+    IPPROTO_UDP,
 };
 use serde::{Deserialize, Serialize};
 
@@ -161,10 +161,9 @@ fn proto_name(proto: u8, family: u8) -> String {
 impl Record {
     pub fn new(e: &Event, names: &Names, clock: &Clock) -> Record {
         let unix_ns = clock.unix_ns(e.ts_ns);
-        let reason = if u32::from(e.reason) < NUM_REASONS {
-            Reason::ALL[e.reason as usize].as_str().to_string()
-        } else {
-            format!("reason{}", e.reason)
+        let reason = match Reason::from_u32(u32::from(e.reason)) {
+            Some(r) => r.as_str().to_string(),
+            None => format!("reason{}", e.reason),
         };
         let verdict = if e.verdict == Verdict::Drop as u8 {
             Verdict::Drop

@@ -230,8 +230,9 @@ pub fn explain(pin_root: &Path, query: &Query) -> Result<Explanation, ExplainErr
         let before = state.counters(0)?;
         let action = program.test_run(opts())?.return_value;
         let after = state.counters(0)?;
-        if let Some(one) = one_moved(&before, &after) {
-            decided = Some((decode_counter_index(one as u32), action));
+        if let Some(d) = one_moved(&before, &after).and_then(|one| decode_counter_index(one as u32))
+        {
+            decided = Some((d, action));
         }
     }
     let ((rule, reason, verdict), action) = decided.ok_or(ExplainError::Ambiguous(MAX_TRIES))?;
@@ -377,7 +378,8 @@ fn responsible(
     match reason {
         Reason::Failsafe => src.failsafe(spec.src, spec.proto, spec.dport),
         Reason::Blocklist => src.blocklist(spec.src),
-        Reason::Allowed | Reason::NotAllowed | Reason::Audit => {
+        // Closed: outside the zone's `schedule` (part of the zone's lines).
+        Reason::Allowed | Reason::NotAllowed | Reason::Audit | Reason::Closed => {
             src.zone(zone, spec.src, spec.proto, spec.dport)
         }
         Reason::Unmatched => key("unmatched", "no zone claims the port: defaults.unmatched")

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use filter_common::{
-    Bl4Hosts, Bl4Word, Bl6Info, Config, PortEntry, ZoneInfo, FAILSAFE_SET_BASE,
+    Bl4Hosts, Bl4Word, Bl6Info, Config, PortEntry, Sched, ZoneInfo, FAILSAFE_SET_BASE,
     MAX_FAILSAFE_GROUPS, MAX_ZONES, PROTO_INDEX_SCTP, PROTO_INDEX_TCP, PROTO_INDEX_UDP,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -28,6 +28,8 @@ pub struct Compact {
     pub ports: Vec<(u32, PortEntry)>,
     /// zone id → info, sorted.
     pub zones: Vec<(u32, ZoneInfo)>,
+    /// zone id → transitions of each scheduled zone, sorted.
+    pub sched: Vec<(u32, Sched)>,
     /// (allow set id, prefix), sorted, no duplicates.
     pub allow4: Vec<(u32, Ipv4Net)>,
     pub allow6: Vec<(u32, Ipv6Net)>,
@@ -92,11 +94,16 @@ impl Compact {
         let mut config = config(policy, opts);
         let mut ports: HashMap<u32, PortEntry> = HashMap::new();
         let mut zones = Vec::new();
+        let mut sched = Vec::new();
         let mut allow4 = Vec::new();
         let mut allow6 = Vec::new();
         for zone in &policy.zones {
             let id = zone.id as u32;
-            let flags = ZoneInfo::PRESENT | if zone.audit { ZoneInfo::AUDIT } else { 0 };
+            let mut flags = ZoneInfo::PRESENT | if zone.audit { ZoneInfo::AUDIT } else { 0 };
+            if let Some(s) = &zone.schedule {
+                flags |= ZoneInfo::SCHEDULED;
+                sched.push((id, s.sched_entry(&opts.clock).0));
+            }
             zones.push((id, ZoneInfo { flags }));
             for r in &zone.ports {
                 for key in port_keys(r) {
@@ -160,10 +167,12 @@ impl Compact {
         ports.sort_unstable_by_key(|(k, _)| *k);
         zones.sort_unstable_by_key(|(k, _)| *k);
         zones.dedup_by_key(|(k, _)| *k);
+        sched.sort_unstable_by_key(|(k, _)| *k);
         Ok(Compact {
             config,
             ports,
             zones,
+            sched,
             allow4: sorted(allow4),
             allow6: sorted(allow6),
             bl4,
@@ -208,6 +217,7 @@ impl Compact {
             config: self.config,
             ports: self.ports.iter().copied().collect(),
             zones: self.zones.iter().copied().collect(),
+            sched: self.sched.iter().copied().collect(),
             allow4: self.allow4.iter().copied().collect(),
             allow6: self.allow6.iter().copied().collect(),
             bl6: Bl6Image::build(&self.bl6, &self.bl6_info),
@@ -250,6 +260,7 @@ impl Compact {
             config: img.config,
             ports,
             zones: img.zones.iter().map(|(k, v)| (*k, *v)).collect(),
+            sched: img.sched.iter().map(|(k, v)| (*k, *v)).collect(),
             allow4: sorted(img.allow4.iter().copied().collect()),
             allow6: sorted(img.allow6.iter().copied().collect()),
             bl4: Ipv4Net::aggregate(&nets),

@@ -3,7 +3,7 @@
 //! writer can diff two images to touch only what changed.
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use filter_common::{Bl4Hosts, Bl4Word, Config, PortEntry, ZoneInfo};
+use filter_common::{Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{bl6::Bl6Image, compact::Compact, LoaderError};
@@ -17,6 +17,8 @@ pub struct SlotImage {
     pub ports: HashMap<u32, PortEntry>,
     /// zone id → info; absent = not present.
     pub zones: BTreeMap<u32, ZoneInfo>,
+    /// zone id → transitions of a scheduled zone; absent = all zero.
+    pub sched: BTreeMap<u32, Sched>,
     /// (allow set id, prefix).
     pub allow4: HashSet<(u32, Ipv4Net)>,
     pub allow6: HashSet<(u32, Ipv6Net)>,
@@ -28,10 +30,21 @@ pub struct SlotImage {
     pub bl6: Bl6Image,
 }
 
-/// Options that change the image but are not part of the policy file (none
-/// since packet logging moved to `EVENTS_CFG`, which is not per slot).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ImageOptions {}
+/// Options that change the image but are not part of the policy file: the
+/// clock scheduled zones' transitions are computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageOptions {
+    pub clock: crate::policy::schedule::SchedClock,
+}
+
+impl Default for ImageOptions {
+    /// Now, on this host's clocks.
+    fn default() -> Self {
+        ImageOptions {
+            clock: crate::policy::schedule::SchedClock::system(),
+        }
+    }
+}
 
 impl SlotImage {
     /// Every map entry of `policy`'s slot. Built through the compact form the
@@ -130,5 +143,39 @@ mod tests {
         assert_eq!(img.zones[&1].flags, ZoneInfo::PRESENT | ZoneInfo::AUDIT);
         assert!(img.allow4.contains(&(1, "0.0.0.0/0".parse().unwrap())));
         assert!(img.allow6.contains(&(1, "::/0".parse().unwrap())));
+    }
+
+    #[test]
+    fn a_scheduled_zone_gets_its_flag_and_transitions_on_the_kernel_clock() {
+        let p = compile_str(
+            "version = 1\n[[zone]]\nname = \"a\"\nports = [\"80/tcp\"]\nallow = [\"any\"]\n\
+             schedule = [{ days = \"daily\", hours = \"08:00-09:00\" }]\n",
+            Path::new("test.toml"),
+        )
+        .unwrap();
+        let now: jiff::Timestamp = "2026-12-02T08:30:00Z".parse().unwrap();
+        let clock = crate::policy::schedule::SchedClock {
+            now,
+            kernel_offset_ns: 37_000_000_000,
+        };
+        let img = SlotImage::build(&p, ImageOptions { clock }).unwrap();
+        assert_eq!(img.zones[&1].flags, ZoneInfo::PRESENT | ZoneInfo::SCHEDULED);
+        let s = img.sched[&1];
+        assert_eq!(s.open_first, 1);
+        let close: jiff::Timestamp = "2026-12-02T09:00:00Z".parse().unwrap();
+        assert_eq!(s.t[0] as i128, close.as_nanosecond() + 37_000_000_000);
+        // Open and close for 15 days from a close: odd, ends with a close.
+        assert_eq!(s.count % 2, 1);
+        assert!(s.t[..s.count as usize].windows(2).all(|w| w[0] < w[1]));
+        assert!(!filter_common::sched_is_open(&s, s.t[0]));
+        assert!(filter_common::sched_is_open(&s, s.t[0] - 1));
+        // The same policy at the same clock builds the same image; a zone
+        // without hours has no entry.
+        assert_eq!(SlotImage::build(&p, ImageOptions { clock }).unwrap(), img);
+        assert!(
+            image("version = 1\n[[zone]]\nname = \"a\"\nports = [\"80/tcp\"]\nallow = []\n")
+                .sched
+                .is_empty()
+        );
     }
 }

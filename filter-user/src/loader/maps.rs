@@ -8,11 +8,11 @@ use aya::{
 };
 use filter_common::{
     bl4_bits_region, bl4_word_index, port_index, set_tag, zone_index, Bl4Hosts, Bl4Word, Bl6Bucket,
-    Bl6Info, Bl6Word, Config, Counter, MetaBlob, PortEntry, Tagged4, Tagged6, ZoneInfo,
+    Bl6Info, Bl6Word, Config, Counter, MetaBlob, PortEntry, Sched, Tagged4, Tagged6, ZoneInfo,
     BL4_WORDS_PER_SLOT, MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_BASE, MAP_BL4_BITS,
     MAP_BL4_WORDS, MAP_BL6_INFO, MAP_BL6_TABLE, MAP_BL6_WORDS, MAP_CONFIG, MAP_COUNTERS,
-    MAP_IFACES, MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS,
-    ZONE_SLOTS,
+    MAP_IFACES, MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_SCHED, MAP_ZONES, NUM_PORT_PROTOS,
+    SET_TAG_BITS, ZONE_SLOTS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -35,6 +35,7 @@ pub struct Maps {
     counters: PerCpuArray<MapData, Counter>,
     ports: Array<MapData, PortEntry>,
     zones: Array<MapData, ZoneInfo>,
+    sched: Array<MapData, Sched>,
     allow4: LpmTrie<MapData, Tagged4, u8>,
     allow6: LpmTrie<MapData, Tagged6, u8>,
     bl4_words: Array<MapData, Bl4Word>,
@@ -233,6 +234,7 @@ impl Maps {
             counters: take(ebpf, MAP_COUNTERS)?,
             ports: take(ebpf, MAP_PORTS)?,
             zones: take(ebpf, MAP_ZONES)?,
+            sched: take(ebpf, MAP_SCHED)?,
             allow4: take(ebpf, MAP_ALLOW4)?,
             allow6: take(ebpf, MAP_ALLOW6)?,
             bl4_words: take(ebpf, MAP_BL4_WORDS)?,
@@ -368,6 +370,11 @@ impl Maps {
         sync_array(&mut self.zones, MAP_ZONES, f, &old_zones, &new_zones, |z| {
             zone_index(slot, z)
         })?;
+        let old_sched = old.sched.iter().map(|(k, v)| (*k, *v)).collect();
+        let new_sched = new.sched.iter().map(|(k, v)| (*k, *v)).collect();
+        sync_array(&mut self.sched, MAP_SCHED, f, &old_sched, &new_sched, |z| {
+            zone_index(slot, z)
+        })?;
         sync_lpm(
             &mut self.allow4,
             MAP_ALLOW4,
@@ -443,6 +450,14 @@ impl Maps {
             .map(|(k, v)| (zone_index(slot, k), v))
             .unzip();
         put_all(self.zones.map(), MAP_ZONES, f, &keys, &values)?;
+        let (gone, set) = keyed_diff(&old.sched, &new.sched);
+        let (keys, values): (Vec<u32>, Vec<Sched>) = gone
+            .into_iter()
+            .map(|k| (k, Sched::default()))
+            .chain(set)
+            .map(|(k, v)| (zone_index(slot, k), v))
+            .unzip();
+        put_all(self.sched.map(), MAP_SCHED, f, &keys, &values)?;
         sync_lpm_sorted(
             &self.allow4,
             MAP_ALLOW4,
@@ -512,6 +527,13 @@ impl Maps {
                 .map_err(LoaderError::map(MAP_ZONES))?;
             if info != ZoneInfo::default() {
                 img.zones.insert(z, info);
+            }
+            let sched = self
+                .sched
+                .get(&zone_index(slot, z), 0)
+                .map_err(LoaderError::map(MAP_SCHED))?;
+            if sched != Sched::default() {
+                img.sched.insert(z, sched);
             }
         }
         self.read_bl4(slot, &mut img)?;

@@ -289,7 +289,8 @@ mod tests {
                 let (iface, rule, label, drop) = geometry.decode(old);
                 let new = new_index(&geometry, old).expect("carried");
                 let (r, reason, verdict) =
-                    filter_common::decode_counter_index(new % filter_common::NUM_COUNTERS);
+                    filter_common::decode_counter_index(new % filter_common::NUM_COUNTERS)
+                        .expect("an earlier reason has a number here");
                 assert_eq!(
                     (
                         new / filter_common::NUM_COUNTERS,

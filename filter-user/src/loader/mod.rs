@@ -446,8 +446,19 @@ impl Filter {
         policy: &CompiledPolicy,
         meta: &Meta,
     ) -> Result<u32, LoaderError> {
+        self.apply_with_options(policy, meta, ImageOptions::default())
+    }
+
+    /// [`Filter::apply_with_meta`] with the image built at `opts` (the clock
+    /// scheduled zones' transitions start from).
+    pub fn apply_with_options(
+        &mut self,
+        policy: &CompiledPolicy,
+        meta: &Meta,
+        opts: ImageOptions,
+    ) -> Result<u32, LoaderError> {
         self.resync()?;
-        let image = Compact::build(policy, ImageOptions::default())?;
+        let image = Compact::build(policy, opts)?;
         let next = self.generation.wrapping_add(1);
         self.check_capacity(slot_of(next), &image)?;
         let blob = Meta {

@@ -310,6 +310,43 @@ impl PinnedState {
         Meta::decode(&blob)
     }
 
+    /// The scheduled zones of the slot `generation` lives in: (zone id, its
+    /// `SCHED` entry). Empty when the pins have no `SCHED` (an older layout).
+    pub fn schedules(
+        &self,
+        root: &PinRoot,
+        generation: u32,
+    ) -> Result<Vec<(u32, filter_common::Sched)>, LoaderError> {
+        if !root.map(filter_common::MAP_SCHED).exists() {
+            return Ok(Vec::new());
+        }
+        let open = |name: &'static str| -> Result<Map, LoaderError> {
+            let data = MapData::from_pin(root.map(name)).map_err(LoaderError::map(name))?;
+            Map::from_map_data(data).map_err(LoaderError::map(name))
+        };
+        let zones: Array<MapData, filter_common::ZoneInfo> =
+            Array::try_from(open(filter_common::MAP_ZONES)?)
+                .map_err(LoaderError::map(filter_common::MAP_ZONES))?;
+        let sched: Array<MapData, filter_common::Sched> =
+            Array::try_from(open(filter_common::MAP_SCHED)?)
+                .map_err(LoaderError::map(filter_common::MAP_SCHED))?;
+        let slot = filter_common::slot_of(generation);
+        let mut out = Vec::new();
+        for z in 1..filter_common::ZONE_SLOTS {
+            let i = filter_common::zone_index(slot, z);
+            let info = zones
+                .get(&i, 0)
+                .map_err(LoaderError::map(filter_common::MAP_ZONES))?;
+            if info.flags & filter_common::ZoneInfo::SCHEDULED != 0 {
+                let s = sched
+                    .get(&i, 0)
+                    .map_err(LoaderError::map(filter_common::MAP_SCHED))?;
+                out.push((z, s));
+            }
+        }
+        Ok(out)
+    }
+
     /// One interface slot's counters, summed over CPUs, by per-interface index.
     pub fn counters(&self, iface_slot: u32) -> Result<Vec<Counter>, LoaderError> {
         read_counters(&self.counters, iface_slot)

@@ -194,6 +194,8 @@ pub struct CompiledZone {
     pub allow_v6: Vec<Ipv6Net>,
     /// Sources outside `allow` are counted as `audit` and passed.
     pub audit: bool,
+    /// `schedule`: outside these hours nobody is allowed.
+    pub schedule: Option<super::schedule::ZoneSchedule>,
 }
 
 /// `[metrics] basic_auth`.

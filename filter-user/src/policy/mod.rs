@@ -12,11 +12,14 @@ mod files;
 mod lists;
 mod parse;
 mod ports;
+pub mod schedule;
 mod summary;
 mod warn;
 
 #[cfg(test)]
 mod input_tests;
+#[cfg(test)]
+mod schedule_tests;
 #[cfg(test)]
 mod tests;
 
@@ -30,8 +33,8 @@ pub use compile::{
 pub use diag::{Diagnostic, PolicyError};
 pub use parse::POLICY_VERSION;
 pub use summary::{
-    BlocklistSummary, DefaultsSummary, FailsafeSummary, ListFileSummary, MetricsSummary,
-    PolicySummary, ZoneSummary,
+    BlocklistSummary, DefaultsSummary, FailsafeSummary, InstantSummary, ListFileSummary,
+    MetricsSummary, PolicySummary, ScheduleSummary, ZoneSummary,
 };
 pub use warn::{Warning, WarningKind};
 

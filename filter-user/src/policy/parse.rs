@@ -37,7 +37,9 @@ const ROOT_KEYS: &[&str] = &[
 const DEFAULTS_KEYS: &[&str] = &["unmatched", "non_ip", "other_protocols", "fragments"];
 const BLOCKLIST_KEYS: &[&str] = &["cidrs", "files"];
 const FAILSAFE_KEYS: &[&str] = &["ports", "from"];
-const ZONE_KEYS: &[&str] = &["name", "ports", "allow", "action", "audit"];
+const ZONE_KEYS: &[&str] = &[
+    "name", "ports", "allow", "action", "audit", "schedule", "timezone",
+];
 const METRICS_KEYS: &[&str] = &["listen", "basic_auth", "tls"];
 const BASIC_AUTH_KEYS: &[&str] = &["user", "password_hash"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
@@ -50,7 +52,7 @@ pub const POLICY_VERSION: i64 = 1;
 const IFNAME_MAX: usize = 15;
 
 /// A field read from a table: absent, present but already reported as wrong, or good.
-enum Field<T> {
+pub(super) enum Field<T> {
     Missing,
     Bad,
     Ok(T),
@@ -62,10 +64,11 @@ struct ZoneDraft {
     allow_v4: Vec<Ipv4Net>,
     allow_v6: Vec<Ipv6Net>,
     audit: bool,
+    schedule: Option<super::schedule::ZoneSchedule>,
 }
 
-struct Walker<'a> {
-    diags: Diags<'a>,
+pub(super) struct Walker<'a> {
+    pub(super) diags: Diags<'a>,
     /// Caps and deadline for the list files.
     limits: ReadLimits,
 }
@@ -140,6 +143,7 @@ pub(crate) fn compile(
             allow_v4: merge_v4(z.allow_v4),
             allow_v6: merge_v6(z.allow_v6),
             audit: z.audit,
+            schedule: z.schedule,
         })
         .collect();
     let mut policy = CompiledPolicy {
@@ -306,9 +310,20 @@ impl Walker<'_> {
         );
     }
 
-    fn check_keys(&mut self, t: &dyn TableLike, known: &[&str], section: &str) {
+    pub(super) fn check_keys(&mut self, t: &dyn TableLike, known: &[&str], section: &str) {
+        self.check_keys_but(t, known, &[], section);
+    }
+
+    /// As `check_keys`, leaving the keys in `reported` to a check of their own.
+    pub(super) fn check_keys_but(
+        &mut self,
+        t: &dyn TableLike,
+        known: &[&str],
+        reported: &[&str],
+        section: &str,
+    ) {
         for (key, _) in t.iter() {
-            if known.contains(&key) {
+            if known.contains(&key) || reported.contains(&key) {
                 continue;
             }
             let help = match nearest(key, known) {
@@ -323,7 +338,7 @@ impl Walker<'_> {
         }
     }
 
-    fn type_error(&mut self, item: &Item, dotted: &str, expected: &str, example: &str) {
+    pub(super) fn type_error(&mut self, item: &Item, dotted: &str, expected: &str, example: &str) {
         self.diags.at(
             item.span(),
             format!("`{dotted}` must be {expected}, found {}", found(item)),
@@ -331,7 +346,7 @@ impl Walker<'_> {
         );
     }
 
-    fn missing(&mut self, span: Span, section: &str, key: &str, example: &str) {
+    pub(super) fn missing(&mut self, span: Span, section: &str, key: &str, example: &str) {
         self.diags.at(
             span,
             format!("{section} has no `{key}`"),
@@ -339,7 +354,7 @@ impl Walker<'_> {
         );
     }
 
-    fn string<'d>(
+    pub(super) fn string<'d>(
         &mut self,
         t: &'d dyn TableLike,
         key: &str,
@@ -435,7 +450,7 @@ impl Walker<'_> {
     }
 
     /// `[[key]]` entries, also accepted as an inline array of inline tables.
-    fn table_array<'d>(
+    pub(super) fn table_array<'d>(
         &mut self,
         t: &'d dyn TableLike,
         key: &str,
@@ -676,7 +691,13 @@ impl Walker<'_> {
     fn failsafe(&mut self, root: &dyn TableLike) -> Vec<CompiledFailsafe> {
         let mut out = Vec::new();
         for (t, span) in self.table_array(root, "failsafe") {
-            self.check_keys(t, FAILSAFE_KEYS, "in [[failsafe]]");
+            self.no_failsafe_schedule(t);
+            self.check_keys_but(
+                t,
+                FAILSAFE_KEYS,
+                super::schedule::SCHEDULE_KEYS,
+                "in [[failsafe]]",
+            );
             let mut rule = CompiledFailsafe {
                 ports: Vec::new(),
                 from_v4: Vec::new(),
@@ -740,6 +761,7 @@ impl Walker<'_> {
                 allow_v4: Vec::new(),
                 allow_v6: Vec::new(),
                 audit: false,
+                schedule: None,
             };
             match self.string(t, "name", "zone.name", "name = \"admin\"") {
                 Field::Missing => {
@@ -807,6 +829,7 @@ impl Walker<'_> {
                     None => self.type_error(item, "zone.audit", "true or false", "audit = false"),
                 }
             }
+            z.schedule = self.zone_schedule(t);
             drafts.push(z);
         }
         self.check_port_claims(&drafts);

@@ -44,6 +44,77 @@ pub struct ZoneSummary {
     pub audit: bool,
     pub allow_v4: Vec<String>,
     pub allow_v6: Vec<String>,
+    /// The zone's hours and where it stands when the summary was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduleSummary {
+    pub timezone: String,
+    /// As the policy writes them: `mon-fri 08:00-18:30`.
+    pub windows: Vec<String>,
+    pub open_now: bool,
+    pub next_open: Option<InstantSummary>,
+    pub next_close: Option<InstantSummary>,
+}
+
+/// One instant, in the zone's time zone and in UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstantSummary {
+    /// `Thu 2026-12-03 08:00:00 CET`.
+    pub local: String,
+    /// RFC 3339 in UTC: `2026-12-03T07:00:00Z`.
+    pub utc: String,
+}
+
+impl InstantSummary {
+    pub fn new(t: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> Self {
+        InstantSummary {
+            local: t
+                .to_zoned(tz.clone())
+                .strftime("%a %Y-%m-%d %H:%M:%S %Z")
+                .to_string(),
+            utc: t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        }
+    }
+}
+
+impl ScheduleSummary {
+    pub fn new(s: &super::schedule::ZoneSchedule, now: jiff::Timestamp) -> Self {
+        let o = s.outlook(now);
+        ScheduleSummary {
+            timezone: s.timezone.clone(),
+            windows: s.windows.iter().map(ToString::to_string).collect(),
+            open_now: o.open,
+            next_open: o.next_open.map(|t| InstantSummary::new(t, &s.tz)),
+            next_close: o.next_close.map(|t| InstantSummary::new(t, &s.tz)),
+        }
+    }
+}
+
+impl fmt::Display for ScheduleSummary {
+    /// Two lines: the hours, then now and the next open and close.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "hours {} ({})", self.windows.join("; "), self.timezone)?;
+        let when = |i: &Option<InstantSummary>| match i {
+            Some(i) => format!("{} ({})", i.local, i.utc),
+            None => "never".into(),
+        };
+        let (first, second) = if self.open_now {
+            (
+                format!("closes {}", when(&self.next_close)),
+                format!("opens {}", when(&self.next_open)),
+            )
+        } else {
+            (
+                format!("opens {}", when(&self.next_open)),
+                format!("closes {}", when(&self.next_close)),
+            )
+        };
+        let state = if self.open_now { "open" } else { "closed" };
+        write!(f, "now {state}; {first}, then {second}")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -75,7 +146,12 @@ fn strings<T: ToString>(items: &[T]) -> Vec<String> {
 }
 
 impl CompiledPolicy {
+    /// What `check` shows, scheduled zones as of now.
     pub fn summary(&self) -> PolicySummary {
+        self.summary_at(jiff::Timestamp::now())
+    }
+
+    pub fn summary_at(&self, now: jiff::Timestamp) -> PolicySummary {
         let d = &self.defaults;
         PolicySummary {
             source_hash: self.source_hash_hex(),
@@ -105,6 +181,7 @@ impl CompiledPolicy {
                     audit: z.audit,
                     allow_v4: strings(&z.allow_v4),
                     allow_v6: strings(&z.allow_v6),
+                    schedule: z.schedule.as_ref().map(|s| ScheduleSummary::new(s, now)),
                 })
                 .collect(),
             blocklist: BlocklistSummary {
@@ -210,6 +287,11 @@ impl fmt::Display for PolicySummary {
                 z.allow_v4.len(),
                 z.allow_v6.len()
             )?;
+            if let Some(s) = &z.schedule {
+                for line in s.to_string().lines() {
+                    writeln!(f, "      {line}")?;
+                }
+            }
         }
         let b = &self.blocklist;
         writeln!(

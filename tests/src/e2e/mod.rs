@@ -22,6 +22,8 @@
 //! - `warnings`: policy warnings in `check` (text, JSON, `--strict`) and the
 //!   daemon's log.
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
+//! - `schedule`: time-restricted zones opening and closing on time with the
+//!   daemon killed.
 
 use std::{
     path::{Path, PathBuf},
@@ -49,6 +51,7 @@ pub mod ownership;
 pub mod policies;
 pub mod probe;
 pub mod scenarios;
+pub mod schedule;
 pub mod topology;
 pub mod upgrade;
 pub mod vlan;

@@ -18,6 +18,7 @@ use super::{
     daemon::{Daemon, Sandbox, Status},
     http, inputs, metrics_hardening as mh, policies,
     probe::{self, Outcome, Probe, ProbeLoop, CLOSED_TCP_PORT},
+    schedule,
     topology::*,
     upgrade,
 };
@@ -132,6 +133,12 @@ pub fn all() -> Vec<Scenario> {
         s("reload-flips-under-probing", false, true, reload_flips),
         s("kill9-under-probing", false, true, continuity::kill9),
         s("restart-adopts", false, true, continuity::restart_adopts),
+        s(
+            "schedule-kill9-boundaries",
+            false,
+            true,
+            schedule::kill9_boundaries,
+        ),
         s(
             "upgrade-from-v0.1.0",
             false,

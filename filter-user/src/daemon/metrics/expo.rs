@@ -62,6 +62,9 @@ pub struct Snapshot {
     /// disconnected for taking nothing.
     pub event_subscriber_drops: u64,
     pub event_subscribers_stuck: u64,
+    /// Scheduled zones as the datapath judges them, and the Unix time now.
+    pub zone_hours: Vec<crate::status::ZoneHours>,
+    pub now_unix: i64,
 }
 
 pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
@@ -135,6 +138,36 @@ pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
         "1 for the XDP mode each interface runs in",
         modes,
     );
+
+    if !s.zone_hours.is_empty() {
+        let open = Family::<Labels, Gauge>::default();
+        let next = Family::<Labels, Gauge>::default();
+        let left = Family::<Labels, Gauge>::default();
+        for h in &s.zone_hours {
+            let l = labels(&[("zone", &h.zone)]);
+            open.get_or_create(&l).set(i64::from(h.open));
+            if let Some(t) = h.next_change {
+                next.get_or_create(&l).set((t - s.now_unix).max(0));
+            }
+            left.get_or_create(&l)
+                .set(h.known_until.map_or(0, |k| (k - s.now_unix).max(0)));
+        }
+        registry.register(
+            "portcullis_zone_open",
+            "1 while a scheduled zone is inside its hours (as the datapath judges it now)",
+            open,
+        );
+        registry.register(
+            "portcullis_zone_next_change_seconds",
+            "Seconds until a scheduled zone opens or closes next (absent past its last stored transition)",
+            next,
+        );
+        registry.register(
+            "portcullis_zone_schedule_horizon_seconds",
+            "Seconds of stored transitions left for a scheduled zone; at 0 it stays closed (the daemon tops them up daily)",
+            left,
+        );
+    }
 
     let enforcing = Family::<Labels, Gauge>::default();
     for (iface, on) in &s.enforcing {

@@ -256,9 +256,23 @@ fn render(shared: &Shared) -> Result<String, String> {
         ],
         Err(_) => Vec::new(),
     };
+    let generation = pins.generation().map_err(|e| e.to_string())?;
+    let zone_hours = pins
+        .schedules(&shared.root, generation)
+        .map(|entries| {
+            crate::status::zone_hours(
+                &meta,
+                &entries,
+                crate::policy::schedule::kernel_tai_now_ns(),
+                crate::policy::schedule::tai_offset_s(),
+            )
+        })
+        .unwrap_or_default();
     let snapshot = expo::Snapshot {
         rows,
-        generation: pins.generation().map_err(|e| e.to_string())?,
+        generation,
+        zone_hours,
+        now_unix: jiff::Timestamp::now().as_second(),
         reloads_ok: shared.reloads_ok.load(Relaxed),
         reloads_error: shared.reloads_error.load(Relaxed),
         prefixes,

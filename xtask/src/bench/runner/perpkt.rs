@@ -146,10 +146,57 @@ pub fn run(plan: &Plan, args: &Args, set: &PolicySet, results: &mut Results) -> 
                 .join(", ")
         );
     }
+    schedule_cost(plan, &mut filter, results)?;
     // Leave small maps behind for the other parts.
     let empty_policy = policy::compile_str("version = 1\n", std::path::Path::new("empty.toml"))?;
     filter.apply(&empty_policy)?;
     filter.apply(&empty_policy)?;
     results.set_per_packet(&plan.sizes, &table, empty, parse);
+    Ok(())
+}
+
+/// What a schedule adds to a zone packet: the same allowed frame to the same
+/// zone with and without hours (open now, so both pass as `allowed`), in
+/// interleaved rounds. The scheduled zone reads `SCHED`, the TAI clock
+/// (`bpf_ktime_get_tai_ns`) and scans its transitions (the first is ahead).
+fn schedule_cost(plan: &Plan, filter: &mut Filter, results: &mut Results) -> Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let hms = |s: u64| {
+        let d = s % 86_400;
+        format!("{:02}:{:02}:{:02}", d / 3600, d / 60 % 60, d % 60)
+    };
+    let zone = |hours: &str| {
+        format!(
+            "version = 1\n[[zone]]\nname = \"bench\"\nports = [\"9999/udp\"]\nallow = [\"10.0.0.0/8\"]\n{hours}"
+        )
+    };
+    let plain = policy::compile_str(&zone(""), std::path::Path::new("plain.toml"))?;
+    let window = format!(
+        "schedule = [{{ days = \"daily\", hours = \"{}-{}\" }}]\n",
+        hms(now - 3600),
+        hms(now + 22 * 3600)
+    );
+    let scheduled = policy::compile_str(&zone(&window), std::path::Path::new("sched.toml"))?;
+    let frame = frame::ipv4(Ipv4Addr::new(10, 1, 2, 3), RX_ADDR, L4::Udp, 5353, 9999);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        filter.apply(&plain)?;
+        a.push(time(&|f, r| Ok(filter.time_run(f, r)?), &frame, plan)?);
+        filter.apply(&scheduled)?;
+        b.push(time(&|f, r| Ok(filter.time_run(f, r)?), &frame, plan)?);
+    }
+    let (plain_ns, sched_ns) = (median(a), median(b));
+    results.set_num("zone_plain_ns", plain_ns);
+    results.set_num("zone_scheduled_ns", sched_ns);
+    results.set_num("schedule_check_ns", sched_ns - plain_ns);
+    results.set_num("schedule_ratio", sched_ns / plain_ns);
+    eprintln!(
+        "  zone packet: {plain_ns:.1} ns without a schedule, {sched_ns:.1} ns with one: \
+         schedule_check_ns {:.1} (ratio {:.3})",
+        sched_ns - plain_ns,
+        sched_ns / plain_ns
+    );
     Ok(())
 }
