@@ -21,6 +21,7 @@
 //! - `events`: sampled drop events, `top`, the runtime switch, packet logging.
 //! - `warnings`: policy warnings in `check` (text, JSON, `--strict`) and the
 //!   daemon's log.
+//! - `logs`: `--log-format json` lines and journald-aware plain text.
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
 
 use std::{
@@ -43,6 +44,7 @@ pub mod events;
 pub mod explain;
 pub mod http;
 pub mod inputs;
+pub mod logs;
 pub mod metrics_hardening;
 pub mod netns;
 pub mod ownership;

@@ -343,6 +343,13 @@ pub fn all() -> Vec<Scenario> {
             false,
             super::events::top_puts_the_flooder_first,
         ),
+        s("logs-json", false, false, super::logs::daemon_logs_json),
+        s(
+            "logs-plain-journald",
+            false,
+            false,
+            super::logs::plain_logs_follow_journal_stream,
+        ),
     ]
 }
 
