@@ -647,6 +647,9 @@ fn write_json<T: Serialize>(doc: &T) -> Result<()> {
 }
 
 #[cfg(test)]
+mod cli_docs;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -44,6 +44,10 @@ enum Cmd {
         #[arg(long)]
         no_e2e: bool,
     },
+    /// Regenerate the checked-in files derived from the code: man pages and shell
+    /// completions (deploy/man, deploy/completions) from the CLI. `cargo test`
+    /// fails while they differ.
+    Gen,
     /// Build the earlier releases the upgrade test starts from (xtask/src/releases.rs),
     /// cached under target/releases/; prints NAME=PATH for each.
     Releases,
@@ -116,6 +120,7 @@ fn main() -> Result<()> {
             no_e2e,
         } => test(&root, long, seed, no_lint, no_vm, no_e2e),
         Cmd::Demo => demo(&root),
+        Cmd::Gen => gen(&root),
         Cmd::Releases => {
             bootstrap::run()?;
             for r in releases::build_all(&root)? {
@@ -324,6 +329,26 @@ fn test(
             host: false,
         },
     )
+}
+
+/// The generators are the drift tests themselves, run with
+/// `PORTCULLIS_REGENERATE=1` (filter-user/src/cli_docs.rs).
+fn gen(root: &Path) -> Result<()> {
+    exec(
+        clean_cargo(None)
+            .current_dir(root)
+            .env("PORTCULLIS_REGENERATE", "1")
+            .args([
+                "test",
+                "-p",
+                "filter-user",
+                "--bin",
+                "portcullis",
+                "cli_docs::",
+            ]),
+    )?;
+    eprintln!("regenerated deploy/man and deploy/completions; review with `git diff`");
+    Ok(())
 }
 
 /// The daemon and the harness binaries (release, workspace target dir).
