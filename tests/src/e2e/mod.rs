@@ -22,6 +22,7 @@
 //! - `warnings`: policy warnings in `check` (text, JSON, `--strict`) and the
 //!   daemon's log.
 //! - `logs`: `--log-format json` lines and journald-aware plain text.
+//! - `package`: the Debian maintainer scripts against a live filter.
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
 
 use std::{
@@ -48,6 +49,7 @@ pub mod logs;
 pub mod metrics_hardening;
 pub mod netns;
 pub mod ownership;
+pub mod package;
 pub mod policies;
 pub mod probe;
 pub mod scenarios;

@@ -350,6 +350,12 @@ pub fn all() -> Vec<Scenario> {
             false,
             super::logs::plain_logs_follow_journal_stream,
         ),
+        s(
+            "deb-prerm-remove-detaches",
+            false,
+            false,
+            super::package::prerm_remove_detaches_upgrade_keeps,
+        ),
     ]
 }
 
