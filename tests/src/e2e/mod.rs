@@ -23,6 +23,7 @@
 //!   daemon's log.
 //! - `logs`: `--log-format json` lines and journald-aware plain text.
 //! - `package`: the Debian maintainer scripts against a live filter.
+//! - `monitoring`: deploy/monitoring's names against a scrape, promtool.
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
 
 use std::{
@@ -47,6 +48,7 @@ pub mod http;
 pub mod inputs;
 pub mod logs;
 pub mod metrics_hardening;
+pub mod monitoring;
 pub mod netns;
 pub mod ownership;
 pub mod package;

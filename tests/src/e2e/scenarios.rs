@@ -356,6 +356,12 @@ pub fn all() -> Vec<Scenario> {
             false,
             super::package::prerm_remove_detaches_upgrade_keeps,
         ),
+        s(
+            "monitoring-names-are-exported",
+            false,
+            false,
+            super::monitoring::names_are_exported,
+        ),
     ]
 }
 
