@@ -24,6 +24,7 @@
 //! - `logs`: `--log-format json` lines and journald-aware plain text.
 //! - `package`: the Debian maintainer scripts against a live filter.
 //! - `monitoring`: deploy/monitoring's names against a scrape, promtool.
+//! - `kubernetes`: a ConfigMap volume swapped as kubelet swaps it.
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
 
 use std::{
@@ -46,6 +47,7 @@ pub mod events;
 pub mod explain;
 pub mod http;
 pub mod inputs;
+pub mod kubernetes;
 pub mod logs;
 pub mod metrics_hardening;
 pub mod monitoring;

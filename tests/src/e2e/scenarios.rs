@@ -362,6 +362,12 @@ pub fn all() -> Vec<Scenario> {
             false,
             super::monitoring::names_are_exported,
         ),
+        s(
+            "configmap-data-swap-reloads",
+            false,
+            false,
+            super::kubernetes::configmap_swap_reloads,
+        ),
     ]
 }
 
