@@ -4,6 +4,7 @@ pub mod daemon;
 pub mod events;
 pub mod explain;
 pub mod loader;
+pub mod logging;
 pub mod policy;
 pub mod report;
 pub mod status;

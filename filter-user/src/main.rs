@@ -19,10 +19,10 @@ use filter_user::{
         metrics, RunOptions,
     },
     loader::{self, AttachMode, PinRoot, DEFAULT_PIN_ROOT},
+    logging::{self, LogFormat},
     policy, report,
 };
 use serde::Serialize;
-use tracing_subscriber::EnvFilter;
 
 /// Where `run` and `check` look for the policy by default.
 const DEFAULT_POLICY: &str = "/etc/portcullis/policy.toml";
@@ -41,6 +41,16 @@ const STDIN_MAX_BYTES: u64 = 4 << 20;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: plain text (to journald without timestamps and
+    /// with syslog priorities) or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = LogFormat::Plain
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,8 +257,8 @@ enum Output {
 }
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    init_tracing(&cli);
     if let Err((sub, msg)) = validate(&cli) {
         let mut cmd = Cli::command();
         cmd.build();
@@ -316,16 +326,9 @@ fn fail(output: Output, e: &anyhow::Error) -> ExitCode {
 
 /// Logs go to stderr, `info` for the daemon and `warn` for the other commands
 /// unless RUST_LOG says otherwise, so that stdout carries only the output.
-fn init_tracing() {
-    let daemon = std::env::args().nth(1).as_deref() == Some("run");
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(if daemon { "info" } else { "warn" }));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // journald and log files want plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+fn init_tracing(cli: &Cli) {
+    let daemon = matches!(cli.command, Command::Run(_));
+    logging::init(cli.log_format, if daemon { "info" } else { "warn" });
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
@@ -642,6 +645,9 @@ fn write_stdout(text: &str) -> Result<()> {
 fn write_json<T: Serialize>(doc: &T) -> Result<()> {
     write_stdout(&serde_json::to_string_pretty(doc)?)
 }
+
+#[cfg(test)]
+mod cli_docs;
 
 #[cfg(test)]
 mod tests {

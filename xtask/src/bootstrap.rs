@@ -255,3 +255,80 @@ pub fn vm() -> Result<()> {
             .args(&missing),
     )
 }
+
+/// What the package, manifest, schema and alert-rule checks need: Debian's
+/// `lintian`, `dpkg-dev` (dpkg-shlibdeps) and `prometheus` (for `promtool`;
+/// no service is started without systemd, and CI has none), and a Python
+/// venv at target/pytools with `kubernetes-validate` (it bundles the
+/// Kubernetes schemas and brings `jsonschema`, which checks the policy schema).
+pub fn deploy_tools(root: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    for (package, tool) in DEPLOY_PACKAGES {
+        if Command::new(tool).arg("--version").output().is_ok() {
+            say(package, "present");
+        } else {
+            say(package, "missing");
+            missing.push(*package);
+        }
+    }
+    if !missing.is_empty() {
+        if !is_root() || !Path::new("/etc/debian_version").exists() {
+            bail!(
+                "as root on Debian: apt-get install -y --no-install-recommends {}",
+                missing.join(" ")
+            );
+        }
+        let known = missing.iter().all(|p| {
+            output(Command::new("apt-cache").args(["policy", p]))
+                .is_some_and(|s| s.contains("Candidate:") && !s.contains("Candidate: (none)"))
+        });
+        if !known {
+            exec(Command::new("apt-get").args(["update", "-qq"]))?;
+        }
+        exec(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing),
+        )?;
+    }
+    let venv = pytools(root);
+    let python = venv.join("bin/python");
+    let pinned = format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}");
+    let have = output(Command::new(&python).args(["-m", "pip", "show", "kubernetes-validate"]))
+        .is_some_and(|s| s.contains(&format!("Version: {KUBERNETES_VALIDATE_VERSION}")));
+    if have {
+        say(&pinned, "present");
+        return Ok(());
+    }
+    say(&pinned, "missing, installing into target/pytools");
+    if !python.is_file() {
+        exec(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    exec(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(&pinned),
+    )
+}
+
+/// The venv of the Python checkers (`bin/kubernetes-validate`, `bin/python`).
+pub fn pytools(root: &Path) -> std::path::PathBuf {
+    root.join("target/pytools")
+}
+
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+/// Debian packages of the deploy checks, each with a program that answers
+/// `--version` once it is installed.
+const DEPLOY_PACKAGES: &[(&str, &str)] = &[
+    ("lintian", "lintian"),
+    ("dpkg-dev", "dpkg-shlibdeps"),
+    ("prometheus", "promtool"),
+];

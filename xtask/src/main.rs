@@ -1,6 +1,7 @@
 //! `cargo xtask`: bootstrap the toolchain, build the eBPF object, run the tests.
 mod bench;
 mod bootstrap;
+mod deb;
 mod fuzz;
 mod releases;
 mod vm;
@@ -44,6 +45,13 @@ enum Cmd {
         #[arg(long)]
         no_e2e: bool,
     },
+    /// Regenerate the checked-in files derived from the code: man pages and shell
+    /// completions (deploy/man, deploy/completions) from the CLI. `cargo test`
+    /// fails while they differ.
+    Gen,
+    /// The Debian package (target/deb/portcullis_VERSION_ARCH.deb), linted with
+    /// lintian and installed, checked, removed and purged in a throwaway root.
+    Deb,
     /// Build the earlier releases the upgrade test starts from (xtask/src/releases.rs),
     /// cached under target/releases/; prints NAME=PATH for each.
     Releases,
@@ -116,6 +124,16 @@ fn main() -> Result<()> {
             no_e2e,
         } => test(&root, long, seed, no_lint, no_vm, no_e2e),
         Cmd::Demo => demo(&root),
+        Cmd::Gen => gen(&root),
+        Cmd::Deb => {
+            bootstrap::run()?;
+            bootstrap::deploy_tools(&root)?;
+            build_ebpf(&root)?;
+            // The same build as the e2e suite's: one set of release artifacts.
+            let bin = build_release_bins(&root)?;
+            let deb = deb::build(&root, &bin.join("portcullis"))?;
+            deb::check(&root, &deb)
+        }
         Cmd::Releases => {
             bootstrap::run()?;
             for r in releases::build_all(&root)? {
@@ -226,6 +244,22 @@ fn build_ebpf(root: &Path) -> Result<PathBuf> {
     Ok(obj)
 }
 
+/// What deploy/ ships, checked by the tools that consume it: the Debian
+/// package (lintian, install into a throwaway root). Reuses the release
+/// binary the e2e suite runs.
+fn deploy_checks(root: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    bootstrap::deploy_tools(root)?;
+    let bin = build_release_bins(root)?;
+    let deb = deb::build(root, &bin.join("portcullis"))?;
+    deb::check(root, &deb)?;
+    eprintln!(
+        "deploy checks: passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn test(
     root: &Path,
     long: bool,
@@ -309,6 +343,7 @@ fn test(
         e2e(root)?;
         soak_run(root, SOAK_TEST_MINUTES)?;
     }
+    deploy_checks(root)?;
     if no_vm {
         eprintln!("VM run skipped (--no-vm)");
         return Ok(());
@@ -324,6 +359,26 @@ fn test(
             host: false,
         },
     )
+}
+
+/// The generators are the drift tests themselves, run with
+/// `PORTCULLIS_REGENERATE=1` (filter-user/src/cli_docs.rs).
+fn gen(root: &Path) -> Result<()> {
+    exec(
+        clean_cargo(None)
+            .current_dir(root)
+            .env("PORTCULLIS_REGENERATE", "1")
+            .args([
+                "test",
+                "-p",
+                "filter-user",
+                "--bin",
+                "portcullis",
+                "cli_docs::",
+            ]),
+    )?;
+    eprintln!("regenerated deploy/man and deploy/completions; review with `git diff`");
+    Ok(())
 }
 
 /// The daemon and the harness binaries (release, workspace target dir).

@@ -649,9 +649,9 @@ async fn serve(
             }
         };
         let Some(result) = result else { break };
-        if result.is_ok() {
-            watcher.watch(&watched_paths(&opts.policy, &shared));
-        }
+        // Also after a rejected reload: a symlink chain (a ConfigMap's
+        // `..data`) may point somewhere new even though the policy did not load.
+        watcher.watch(&watched_paths(&opts.policy, &shared));
         if let Some(reply) = request.reply {
             let _ = reply.send(result);
         }

@@ -21,6 +21,10 @@
 //! - `events`: sampled drop events, `top`, the runtime switch, packet logging.
 //! - `warnings`: policy warnings in `check` (text, JSON, `--strict`) and the
 //!   daemon's log.
+//! - `logs`: `--log-format json` lines and journald-aware plain text.
+//! - `package`: the Debian maintainer scripts against a live filter.
+//! - `monitoring`: deploy/monitoring's names against a scrape, promtool.
+//! - `kubernetes`: a ConfigMap volume swapped as kubelet swaps it.
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
 //! - `schedule`: time-restricted zones opening and closing on time with the
 //!   daemon killed.
@@ -45,9 +49,13 @@ pub mod events;
 pub mod explain;
 pub mod http;
 pub mod inputs;
+pub mod kubernetes;
+pub mod logs;
 pub mod metrics_hardening;
+pub mod monitoring;
 pub mod netns;
 pub mod ownership;
+pub mod package;
 pub mod policies;
 pub mod probe;
 pub mod scenarios;

@@ -356,6 +356,31 @@ pub fn all() -> Vec<Scenario> {
             false,
             super::events::top_puts_the_flooder_first,
         ),
+        s("logs-json", false, false, super::logs::daemon_logs_json),
+        s(
+            "logs-plain-journald",
+            false,
+            false,
+            super::logs::plain_logs_follow_journal_stream,
+        ),
+        s(
+            "deb-prerm-remove-detaches",
+            false,
+            false,
+            super::package::prerm_remove_detaches_upgrade_keeps,
+        ),
+        s(
+            "monitoring-names-are-exported",
+            false,
+            false,
+            super::monitoring::names_are_exported,
+        ),
+        s(
+            "configmap-data-swap-reloads",
+            false,
+            false,
+            super::kubernetes::configmap_swap_reloads,
+        ),
     ]
 }
 
