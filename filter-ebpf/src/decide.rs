@@ -89,11 +89,14 @@ fn decide_ip(slot: u32, cfg: &Config, p: &IpPacket) -> Decision {
         if in_set(slot, zone, &p.src) {
             return decision(Verdict::Pass, Reason::Allowed, zone);
         }
-        let audit = ZONES
-            .get(zone_index(slot, zone))
-            .is_some_and(|z| z.flags & ZoneInfo::AUDIT != 0);
-        return if audit {
+        let flags = ZONES.get(zone_index(slot, zone)).map_or(0, |z| z.flags);
+        // Audit wins over reject: an auditing zone only counts what it
+        // would have done. `Rejected` is a candidate here: the reply
+        // program (reply.rs) decides whether it is answered and counts.
+        return if flags & ZoneInfo::AUDIT != 0 {
             decision(Verdict::Pass, Reason::Audit, zone)
+        } else if flags & ZoneInfo::REJECT != 0 {
+            decision(Verdict::Drop, Reason::Rejected, zone)
         } else {
             decision(Verdict::Drop, Reason::NotAllowed, zone)
         };

@@ -52,34 +52,13 @@ pub fn sample(ctx: &XdpContext, d: &Decision) {
 
 /// The events program: verified on its own (so the sampling path does not
 /// multiply the main program's verifier states), entered only by the tail
-/// call of [`sample`]. Parses the packet again, takes a token, writes the
-/// event, and returns the main program's verdict.
+/// call of [`sample`]. Emits the event and returns the main program's verdict.
 #[xdp]
 pub fn portcullis_events(ctx: XdpContext) -> u32 {
     let Some(p) = EVENTS_PENDING.get(0).copied() else {
         return xdp_action::XDP_PASS;
     };
     let drop = p.verdict == Verdict::Drop as u8;
-    let action = if drop {
-        xdp_action::XDP_DROP
-    } else {
-        xdp_action::XDP_PASS
-    };
-    let (Some(cfg), Some(state)) = (EVENTS_CFG.get(0), EVENTS_STATE.get_ptr_mut(0)) else {
-        return action;
-    };
-    let (cost, cap) = (cfg.cost_ns, cfg.cap_ns);
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: per-CPU slot; XDP does not preempt itself on one CPU.
-    let state = unsafe { &mut *state };
-    let (credit, taken) = bucket_take(state.credit_ns, state.last_ns, now, cost, cap);
-    state.credit_ns = credit;
-    state.last_ns = now;
-    if !taken {
-        state.suppressed += 1;
-        return action;
-    }
     let reason = if (p.reason as u32) < NUM_REASONS {
         Reason::ALL[p.reason as usize]
     } else {
@@ -90,15 +69,47 @@ pub fn portcullis_events(ctx: XdpContext) -> u32 {
         reason,
         rule: p.rule,
     };
+    emit(&ctx, &d);
+    if drop {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// Samples `d` if its class is selected: takes a token from this CPU's
+/// bucket and, with one, writes the event (the packet is parsed again for
+/// its addresses and ports). Used by the events program and by the reply
+/// program (reply.rs), which samples before it rewrites the frame. Not
+/// inlined: the reply program's stack would not hold it and its callees.
+#[inline(never)]
+pub fn emit(ctx: &XdpContext, d: &Decision) {
+    let (Some(cfg), Some(state)) = (EVENTS_CFG.get(0), EVENTS_STATE.get_ptr_mut(0)) else {
+        return;
+    };
+    if cfg.flags & EventsConfig::class(d.verdict, d.reason) == 0 {
+        return;
+    }
+    let (cost, cap) = (cfg.cost_ns, cfg.cap_ns);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: per-CPU slot; XDP does not preempt itself on one CPU.
+    let state = unsafe { &mut *state };
+    let (credit, taken) = bucket_take(state.credit_ns, state.last_ns, now, cost, cap);
+    state.credit_ns = credit;
+    state.last_ns = now;
+    if !taken {
+        state.suppressed += 1;
+        return;
+    }
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
-            slot.write(record(&ctx, &parse::parse(&ctx), &d, now));
+            slot.write(record(ctx, &parse::parse(ctx), d, now));
             slot.submit(0);
             state.emitted += 1;
         }
         None => state.lost += 1,
     }
-    action
 }
 
 /// The event of one decision, its addresses and ports read again from the

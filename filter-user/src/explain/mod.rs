@@ -235,9 +235,11 @@ pub fn explain(pin_root: &Path, query: &Query) -> Result<Explanation, ExplainErr
         }
     }
     let ((rule, reason, verdict), action) = decided.ok_or(ExplainError::Ambiguous(MAX_TRIES))?;
-    let expected_action = match verdict {
-        Verdict::Pass => 2,
-        Verdict::Drop => 1,
+    let expected_action = match (verdict, reason) {
+        (Verdict::Pass, _) => 2,
+        // A rejecting zone's reply leaves by XDP_TX.
+        (Verdict::Drop, Reason::Rejected) => 3,
+        (Verdict::Drop, _) => 1,
     };
     if action != expected_action {
         return Err(ExplainError::Inconsistent {
@@ -377,8 +379,17 @@ fn responsible(
     match reason {
         Reason::Failsafe => src.failsafe(spec.src, spec.proto, spec.dport),
         Reason::Blocklist => src.blocklist(spec.src),
-        Reason::Allowed | Reason::NotAllowed | Reason::Audit => {
+        Reason::Allowed | Reason::NotAllowed | Reason::Audit | Reason::Rejected => {
             src.zone(zone, spec.src, spec.proto, spec.dport)
+        }
+        Reason::RejectSuppressed => {
+            let mut lines = src.zone(zone, spec.src, spec.proto, spec.dport);
+            lines.extend(key(
+                "reject_rate",
+                "this CPU's reply budget was spent: defaults.reject_rate",
+            ));
+            lines.extend(key("reject_burst", "defaults.reject_burst"));
+            lines
         }
         Reason::Unmatched => key("unmatched", "no zone claims the port: defaults.unmatched")
             .into_iter()
@@ -403,6 +414,10 @@ fn default_note(reason: Reason) -> Option<&'static str> {
         Reason::OtherProtocol => "defaults.other_protocols is not set (pass)",
         Reason::Malformed => "the frame breaks the parsing contract (docs/parsing-contract.md)",
         Reason::NoPolicy => "the active slot holds no policy (before the first load)",
+        Reason::RejectSuppressed => {
+            "the zone would reject, but this CPU's reply budget was spent (defaults.reject_rate, \
+             reject_burst; explain's own frames take replies from it too)"
+        }
         _ => return None,
     })
 }
