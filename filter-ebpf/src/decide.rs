@@ -4,11 +4,14 @@ use filter_common::{
     FAILSAFE_SET_BASE, RULE_FAILSAFE, RULE_GLOBAL,
 };
 
+use aya_ebpf::programs::XdpContext;
+
 use crate::{
     blocklist4::blocklisted_v4,
     blocklist6::blocklisted_v6,
     maps::{lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, PORTS, ZONES},
     parse::{IpPacket, Parsed, Src, L4},
+    reply,
 };
 
 #[derive(Clone, Copy)]
@@ -38,17 +41,20 @@ fn by_default(cfg: &Config, drop_flag: u32, reason: Reason) -> Decision {
     decision(verdict, reason, RULE_GLOBAL)
 }
 
+/// The decision for a parsed frame. A rejecting zone's refusal does not
+/// return: it is handed to the reply program (reply.rs), which counts,
+/// samples and answers; only without one is it returned, as `not_allowed`.
 #[inline(always)]
-pub fn decide(slot: u32, cfg: &Config, parsed: Parsed) -> Decision {
+pub fn decide(ctx: &XdpContext, slot: u32, cfg: &Config, parsed: Parsed) -> Decision {
     match parsed {
         Parsed::NonIp => by_default(cfg, Config::NON_IP_DROP, Reason::NonIp),
         Parsed::Malformed => decision(Verdict::Drop, Reason::Malformed, RULE_GLOBAL),
-        Parsed::Ip(p) => decide_ip(slot, cfg, &p),
+        Parsed::Ip(p) => decide_ip(ctx, slot, cfg, &p),
     }
 }
 
 #[inline(always)]
-fn decide_ip(slot: u32, cfg: &Config, p: &IpPacket) -> Decision {
+fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decision {
     // Looked up first, used at step 4: the verifier then walks the lookup
     // once per parser outcome, not once more per failsafe branch.
     let bl6 = match p.src {
@@ -91,15 +97,16 @@ fn decide_ip(slot: u32, cfg: &Config, p: &IpPacket) -> Decision {
         }
         let flags = ZONES.get(zone_index(slot, zone)).map_or(0, |z| z.flags);
         // Audit wins over reject: an auditing zone only counts what it
-        // would have done. `Rejected` is a candidate here: the reply
-        // program (reply.rs) decides whether it is answered and counts.
-        return if flags & ZoneInfo::AUDIT != 0 {
-            decision(Verdict::Pass, Reason::Audit, zone)
-        } else if flags & ZoneInfo::REJECT != 0 {
-            decision(Verdict::Drop, Reason::Rejected, zone)
-        } else {
-            decision(Verdict::Drop, Reason::NotAllowed, zone)
-        };
+        // would have done.
+        if flags & ZoneInfo::AUDIT != 0 {
+            return decision(Verdict::Pass, Reason::Audit, zone);
+        }
+        // Here, not in the caller: a branch on the decision there would
+        // make the verifier walk counting and sampling once per reason.
+        if flags & ZoneInfo::REJECT != 0 {
+            reply::hand_off(ctx);
+        }
+        return decision(Verdict::Drop, Reason::NotAllowed, zone);
     }
     // 8. no zone claims the port.
     by_default(cfg, Config::UNMATCHED_DROP, Reason::Unmatched)

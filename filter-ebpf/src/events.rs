@@ -19,7 +19,7 @@ use filter_common::{
 use crate::{
     decide::Decision,
     maps::{EVENTS, EVENTS_CFG, EVENTS_PENDING, EVENTS_PROG, EVENTS_STATE},
-    parse::{self, bytes, Parsed, L4},
+    parse::{self, bytes, Headers, Parsed, L4},
 };
 
 /// In the main program, after counting: a decision of a selected class is
@@ -77,13 +77,42 @@ pub fn portcullis_events(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Samples `d` if its class is selected: takes a token from this CPU's
-/// bucket and, with one, writes the event (the packet is parsed again for
-/// its addresses and ports). Used by the events program and by the reply
-/// program (reply.rs), which samples before it rewrites the frame. Not
-/// inlined: the reply program's stack would not hold it and its callees.
-#[inline(never)]
+/// Where an event finds the packet's addresses and ports.
+#[derive(Clone, Copy)]
+pub struct Where {
+    pub at: Headers,
+    /// TCP, UDP or SCTP with its header (ports at `at.l4`).
+    pub ports: bool,
+}
+
+impl Where {
+    #[inline(always)]
+    pub fn of(parsed: &Parsed) -> Option<Where> {
+        match parsed {
+            Parsed::Ip(p) => Some(Where {
+                at: p.at,
+                ports: matches!(p.l4, L4::Ports { .. }),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Samples `d` if its class is selected (the packet is parsed again for
+/// its addresses and ports).
+#[inline(always)]
 pub fn emit(ctx: &XdpContext, d: &Decision) {
+    emit_at(ctx, d, Where::of(&parse::parse(ctx)));
+}
+
+/// Samples `d` if its class is selected: takes a token from this CPU's
+/// bucket and, with one, writes the event, reading addresses and ports at
+/// `at`. Used by the events program and by the reply program (reply.rs),
+/// which samples before it rewrites the frame, from the headers it parsed.
+/// Not inlined, and without a parse of its own: the reply program calls it
+/// with several decisions, and the verifier walks it once per decision.
+#[inline(never)]
+pub fn emit_at(ctx: &XdpContext, d: &Decision, at: Option<Where>) {
     let (Some(cfg), Some(state)) = (EVENTS_CFG.get(0), EVENTS_STATE.get_ptr_mut(0)) else {
         return;
     };
@@ -104,7 +133,7 @@ pub fn emit(ctx: &XdpContext, d: &Decision) {
     }
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
-            slot.write(record(ctx, &parse::parse(ctx), d, now));
+            slot.write(record(ctx, at, d, now));
             slot.submit(0);
             state.emitted += 1;
         }
@@ -115,7 +144,7 @@ pub fn emit(ctx: &XdpContext, d: &Decision) {
 /// The event of one decision, its addresses and ports read again from the
 /// offsets the parser found.
 #[inline(always)]
-fn record(ctx: &XdpContext, parsed: &Parsed, d: &Decision, now: u64) -> Event {
+fn record(ctx: &XdpContext, at: Option<Where>, d: &Decision, now: u64) -> Event {
     let mut e = Event {
         ts_ns: now,
         ifindex: ctx.ingress_ifindex() as u32,
@@ -125,12 +154,12 @@ fn record(ctx: &XdpContext, parsed: &Parsed, d: &Decision, now: u64) -> Event {
         verdict: d.verdict as u8,
         ..Event::default()
     };
-    let Parsed::Ip(p) = parsed else {
+    let Some(w) = at else {
         return e;
     };
-    e.proto = p.at.proto;
-    let l3 = p.at.l3 as usize;
-    if p.at.v6 {
+    e.proto = w.at.proto;
+    let l3 = w.at.l3 as usize;
+    if w.at.v6 {
         e.family = EVENT_IPV6;
         if let Some(a) = bytes::<32>(ctx, l3 + 8) {
             e.src.copy_from_slice(&a[..16]);
@@ -143,10 +172,10 @@ fn record(ctx: &XdpContext, parsed: &Parsed, d: &Decision, now: u64) -> Event {
             e.dst[..4].copy_from_slice(&a[4..]);
         }
     }
-    if let L4::Ports { dport, .. } = p.l4 {
-        e.dport = dport;
-        if let Some(s) = bytes::<2>(ctx, p.at.l4 as usize) {
-            e.sport = u16::from_be_bytes(s);
+    if w.ports {
+        if let Some(p) = bytes::<4>(ctx, w.at.l4 as usize) {
+            e.sport = u16::from_be_bytes([p[0], p[1]]);
+            e.dport = u16::from_be_bytes([p[2], p[3]]);
         }
     }
     e

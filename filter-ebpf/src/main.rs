@@ -38,13 +38,7 @@ pub fn portcullis(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     }
 
-    let mut d = decide::decide(slot, &cfg, parse::parse(&ctx));
-    if d.reason == Reason::Rejected {
-        reply::hand_off(&ctx);
-        // No reply program (none loaded, or the tail call failed): the
-        // zone's refusal is a plain drop.
-        d.reason = Reason::NotAllowed;
-    }
+    let d = decide::decide(&ctx, slot, &cfg, parse::parse(&ctx));
     count(
         iface_counter_index(iface, counter_index(d.rule, d.reason, d.verdict)),
         bytes,

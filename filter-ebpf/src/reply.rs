@@ -1,7 +1,7 @@
 //! Rejecting zones (`action = "reject"`): the frame is rewritten in place into
 //! the reply and sent back out of the interface it came in on (`XDP_TX`).
 //!
-//! The main program's decision `Rejected` is only a candidate: it tail-calls
+//! The main program does not count a rejecting zone's refusal: it tail-calls
 //! `portcullis_reply` (through the pinned `REPLY_PROG`, so rejecting zones
 //! keep answering while no daemon runs), which derives the zone's reply
 //! again from the frame and the maps, and decides:
@@ -44,7 +44,7 @@ use filter_common::{
 
 use crate::{
     decide::Decision,
-    events,
+    events::{self, Where},
     maps::{count, ACTIVE, CONFIG, IFACES, PORTS, REPLY_PROG, REPLY_STATE, ZONES},
     parse::{self, bytes, IpPacket, Parsed, L4},
 };
@@ -60,17 +60,20 @@ const MAX_L3: usize = 22;
 /// Bound of every offset written or summed (the verifier needs one).
 const MAX_OFF: usize = 0x4000;
 
-/// In the main program: hands a `Rejected` candidate to the reply program.
-/// Returns only if there is none (the caller then drops it as `not_allowed`).
+/// In the main program (decide.rs): hands a rejecting zone's refusal to the
+/// reply program. Returns only if there is none (the caller then drops it
+/// as `not_allowed`).
 #[inline(always)]
 pub fn hand_off(ctx: &XdpContext) {
     // SAFETY: the program array holds XDP programs only (the loader's).
     unsafe { REPLY_PROG.tail_call(ctx, 0) };
 }
 
-/// What the reply will be, read from the frame before anything is written.
+/// What the reply will be, read from the frame before anything is written;
+/// `at` also for a frame that is not answered (for its sampled event).
 #[derive(Clone, Copy, Default)]
 struct Plan {
+    at: Option<Where>,
     l3: usize,
     l4: usize,
     v6: bool,
@@ -94,13 +97,14 @@ pub fn portcullis_reply(ctx: XdpContext) -> u32 {
     let cfg = CONFIG.get(slot).copied().unwrap_or_default();
     let mut plan = Plan::default();
     let (rule, mut reason) = judge(&ctx, slot, &cfg, &mut plan);
-    events::emit(
+    events::emit_at(
         &ctx,
         &Decision {
             verdict: Verdict::Drop,
             reason,
             rule,
         },
+        plan.at,
     );
     let mut action = xdp_action::XDP_DROP;
     if reason == Reason::Rejected {
@@ -121,7 +125,9 @@ pub fn portcullis_reply(ctx: XdpContext) -> u32 {
 /// (as is [`build`]): inlined, the program's stack passed 512 bytes.
 #[inline(never)]
 fn judge(ctx: &XdpContext, slot: u32, cfg: &Config, plan: &mut Plan) -> (u32, Reason) {
-    let Parsed::Ip(p) = parse::parse(ctx) else {
+    let parsed = parse::parse(ctx);
+    plan.at = Where::of(&parsed);
+    let Parsed::Ip(p) = parsed else {
         return (RULE_GLOBAL, Reason::NotAllowed);
     };
     let L4::Ports { proto_index, dport } = p.l4 else {
@@ -147,7 +153,10 @@ fn judge(ctx: &XdpContext, slot: u32, cfg: &Config, plan: &mut Plan) -> (u32, Re
     if !take_token(cfg) {
         return (zone, Reason::RejectSuppressed);
     }
-    *plan = prepared;
+    *plan = Plan {
+        at: plan.at,
+        ..prepared
+    };
     (zone, Reason::Rejected)
 }
 
@@ -207,6 +216,7 @@ fn prepare(ctx: &XdpContext, p: &IpPacket, reply: Reply) -> Option<Plan> {
         l3 + u16::from_be_bytes([h[2], h[3]]) as usize
     };
     let mut plan = Plan {
+        at: None,
         l3,
         l4,
         v6,
