@@ -632,6 +632,22 @@ impl Filter {
         Ok(self.program()?.test_run(opts)?.return_value)
     }
 
+    /// Runs one frame through the loaded program and returns the XDP action
+    /// and the frame as the program left it (a rejecting zone's reply).
+    pub fn test_run_output(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), LoaderError> {
+        // Room for any frame TEST_RUN takes, grown by a reply's headers.
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let r = self.program()?.test_run(opts)?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
     /// Runs `frame` `repeat` times in the kernel; the mean time per run as the
     /// kernel measured it (for benchmarks; counters move by `repeat`).
     pub fn time_run(&self, frame: &[u8], repeat: u32) -> Result<Duration, LoaderError> {
