@@ -25,6 +25,7 @@ fn policy(prefixes: &[Ipv6Net]) -> PolicySpec {
             vec![(Proto::Tcp, 443, 443)],
             vec![Allow::Any],
         )],
+        reject_budget: None,
     }
 }
 
