@@ -70,6 +70,10 @@ pub fn run(h: &mut Harness, scale: bool) -> Result<(u64, u64), HarnessError> {
             "bl4_group_of_64_partial_nets24_and_edges",
             crate::bl4_checks::group_of_64_partial_nets,
         ),
+        (
+            "reject_budget_bounds_replies_per_cpu",
+            crate::fixtures_reject::budget,
+        ),
     ];
     if scale {
         checks.push((
