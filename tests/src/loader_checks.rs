@@ -340,13 +340,10 @@ fn events_off_by_default(_: &mut Harness) -> Result<(), String> {
     let (f, mut ring, maps) = events_filter()?;
     // A figure, not an assertion: how much the verifier walked (kernels
     // before 6.x prune less, and stop at 1M).
-    if let Some(n) = f
-        .program()
-        .ok()
-        .and_then(|p| p.info().ok())
-        .and_then(|i| i.verified_instruction_count())
-    {
-        eprintln!("verifier: the main program took {n} instructions to verify");
+    for (name, n) in f.verified_instructions() {
+        if let Some(n) = n {
+            eprintln!("verifier: {name} took {n} instructions to verify");
+        }
     }
     f.time_run(&outsider_frame(), 10).map_err(err)?;
     f.time_run(&insider_frame(), 10).map_err(err)?;

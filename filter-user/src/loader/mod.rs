@@ -450,6 +450,22 @@ impl Filter {
             .try_into()?)
     }
 
+    /// How many instructions the verifier walked for each program of the
+    /// object (`None` where the kernel does not say): a figure for checks.
+    pub fn verified_instructions(&self) -> Vec<(&'static str, Option<u32>)> {
+        [PROGRAM_NAME, EVENTS_PROGRAM_NAME, REPLY_PROGRAM_NAME]
+            .into_iter()
+            .map(|name| {
+                let n = self
+                    .ebpf
+                    .program(name)
+                    .and_then(|p| p.info().ok())
+                    .and_then(|i| i.verified_instruction_count());
+                (name, n)
+            })
+            .collect()
+    }
+
     /// Writes `policy` into the inactive slot and flips to it, keeping the
     /// META record as it is (but for the generation it describes). On error
     /// the active policy is untouched and keeps enforcing.
