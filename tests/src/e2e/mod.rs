@@ -19,6 +19,7 @@
 //!   control socket's path and silent clients).
 //! - `ownership`: one owner per pin root, honest status, failed-start rollback.
 //! - `events`: sampled drop events, `top`, the runtime switch, packet logging.
+//! - `reject`: rejecting zones' replies reach real sockets; the reply budget.
 //! - `warnings`: policy warnings in `check` (text, JSON, `--strict`) and the
 //!   daemon's log.
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
@@ -48,6 +49,7 @@ pub mod netns;
 pub mod ownership;
 pub mod policies;
 pub mod probe;
+pub mod reject;
 pub mod scenarios;
 pub mod topology;
 pub mod upgrade;
