@@ -58,10 +58,17 @@ pub const MAP_EVENTS_PENDING: &str = "EVENTS_PENDING";
 /// `SCHED[zone_index(slot, zone)]`: when a scheduled zone opens and closes
 /// ([`Sched`]); per slot, rebuilt from the policy (and the clock) by every apply.
 pub const MAP_SCHED: &str = "SCHED";
+/// Program array (one entry: the reply program), pinned so that rejecting
+/// zones keep answering while no daemon runs; each load puts its own reply
+/// program in.
+pub const MAP_REPLY_PROG: &str = "REPLY_PROG";
+/// `REPLY_STATE[0]`, per CPU: the reply budget's token bucket ([`ReplyState`]),
+/// global (not per policy slot), so a reload does not refill it.
+pub const MAP_REPLY_STATE: &str = "REPLY_STATE";
 /// Maps of the object that belong to one load (created fresh, never pinned).
 pub const PER_LOAD_MAPS: [&str; 2] = [MAP_EVENTS_PROG, MAP_EVENTS_PENDING];
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 20] = [
+pub const ALL_MAPS: [&str; 22] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -82,11 +89,16 @@ pub const ALL_MAPS: [&str; 20] = [
     MAP_EVENTS_CFG,
     MAP_EVENTS_STATE,
     MAP_SCHED,
+    MAP_REPLY_PROG,
+    MAP_REPLY_STATE,
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
 /// The XDP program a sampled decision tail-calls (`EVENTS_PROG[0]`).
 pub const EVENTS_PROGRAM_NAME: &str = "portcullis_events";
+/// The XDP program a rejecting zone tail-calls (`REPLY_PROG[0]`): it rewrites
+/// the frame into the reply and returns `XDP_TX`.
+pub const REPLY_PROGRAM_NAME: &str = "portcullis_reply";
 
 // ---------------------------------------------------------------------------
 // Reasons, verdicts, rules and counters.
@@ -118,18 +130,21 @@ pub enum Reason {
     Unmatched = 9,
     /// The active slot holds no policy (only before the first load): passed.
     NoPolicy = 10,
+    /// As `NotAllowed` in a rejecting zone: the frame was turned into a TCP
+    /// reset or an ICMP unreachable and sent back (`XDP_TX`). Counted as a drop.
+    Rejected = 11,
+    /// A reply was due but this CPU's reply budget was spent: dropped.
+    RejectSuppressed = 12,
     /// Zone port of a scheduled zone outside its hours: the zone's action,
     /// whatever the source (an auditing zone counts `Audit` and passes).
     Closed = 13,
 }
 
-// Reasons 11 and 12 (rejected, reject_suppressed) belong to another branch;
-// the lead renumbers on merge.
 pub const NUM_REASONS: u32 = 14;
 
 impl Reason {
     /// Every reason, in number order (numbers may have gaps: see `from_u32`).
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; NUM_REASONS as usize] = [
         Reason::NonIp,
         Reason::Malformed,
         Reason::Failsafe,
@@ -141,6 +156,8 @@ impl Reason {
         Reason::Audit,
         Reason::Unmatched,
         Reason::NoPolicy,
+        Reason::Rejected,
+        Reason::RejectSuppressed,
         Reason::Closed,
     ];
 
@@ -171,6 +188,8 @@ impl Reason {
             Reason::Audit => "audit",
             Reason::Unmatched => "unmatched",
             Reason::NoPolicy => "no_policy",
+            Reason::Rejected => "rejected",
+            Reason::RejectSuppressed => "reject_suppressed",
             Reason::Closed => "closed",
         }
     }
@@ -256,6 +275,13 @@ pub struct Counter {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub flags: u32,
+    pub _pad: u32,
+    /// The reply budget of rejecting zones, per CPU: nanoseconds of credit
+    /// one reply costs (1e9 / `reject_rate`) …
+    pub reject_cost_ns: u64,
+    /// … and the most credit a CPU saves up (`reject_burst` × cost). The
+    /// bucket itself lives in `REPLY_STATE`, outside the slots.
+    pub reject_cap_ns: u64,
 }
 
 impl Config {
@@ -348,7 +374,101 @@ impl ZoneInfo {
     /// Sources outside `allow` are counted as `audit` and passed.
     pub const AUDIT: u32 = 1 << 1;
     /// The zone keeps hours: `SCHED` says when it is open.
-    pub const SCHEDULED: u32 = 1 << 8;
+    pub const SCHEDULED: u32 = 1 << 3;
+    /// Sources outside `allow` get a reply (`action = "reject"`); which one is
+    /// the [`Reply`] in bits `REPLY_SHIFT..`. `AUDIT` wins over it.
+    pub const REJECT: u32 = 1 << 2;
+    pub const REPLY_SHIFT: u32 = 8;
+    pub const REPLY_MASK: u32 = 0xf << Self::REPLY_SHIFT;
+
+    /// Flags of a rejecting zone answering with `reply`.
+    #[inline(always)]
+    pub const fn reject_flags(reply: Reply) -> u32 {
+        Self::REJECT | (reply as u32) << Self::REPLY_SHIFT
+    }
+
+    /// The reply this zone's flags ask for (`ByProtocol` if none is set).
+    #[inline(always)]
+    pub const fn reply(&self) -> Reply {
+        Reply::from_bits((self.flags & Self::REPLY_MASK) >> Self::REPLY_SHIFT)
+    }
+}
+
+/// What a rejecting zone sends back (`reject_with`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Reply {
+    #[default]
+    /// No `reject_with`: TCP gets a reset, UDP and SCTP a port unreachable.
+    ByProtocol = 0,
+    /// A TCP RST as RFC 9293 §3.10.7.1 answers a segment in state CLOSED.
+    TcpReset = 1,
+    /// ICMP type 3 code 3 / ICMPv6 type 1 code 4.
+    PortUnreachable = 2,
+    /// ICMP type 3 code 13 / ICMPv6 type 1 code 1.
+    AdminProhibited = 3,
+    /// ICMP type 3 code 1 / ICMPv6 type 1 code 3 (address unreachable).
+    HostUnreachable = 4,
+}
+
+impl Reply {
+    #[inline(always)]
+    pub const fn from_bits(bits: u32) -> Reply {
+        match bits {
+            1 => Reply::TcpReset,
+            2 => Reply::PortUnreachable,
+            3 => Reply::AdminProhibited,
+            4 => Reply::HostUnreachable,
+            _ => Reply::ByProtocol,
+        }
+    }
+
+    /// The reply sent to a packet of IP protocol `proto` (TCP, UDP or SCTP).
+    /// `TcpReset` cannot answer UDP or SCTP (the compiler refuses it there);
+    /// it stays `TcpReset` and the datapath does not answer.
+    #[inline(always)]
+    pub const fn for_proto(self, proto: u8) -> Reply {
+        match self {
+            Reply::ByProtocol if proto == IPPROTO_TCP => Reply::TcpReset,
+            Reply::ByProtocol => Reply::PortUnreachable,
+            other => other,
+        }
+    }
+
+    /// (ICMP type, code) for IPv4 and IPv6 of an ICMP reply; `None` for a reset.
+    #[inline(always)]
+    pub const fn icmp(self, v6: bool) -> Option<(u8, u8)> {
+        match (self, v6) {
+            (Reply::PortUnreachable, false) => Some((3, 3)),
+            (Reply::AdminProhibited, false) => Some((3, 13)),
+            (Reply::HostUnreachable, false) => Some((3, 1)),
+            (Reply::PortUnreachable, true) => Some((1, 4)),
+            (Reply::AdminProhibited, true) => Some((1, 1)),
+            (Reply::HostUnreachable, true) => Some((1, 3)),
+            _ => None,
+        }
+    }
+}
+
+/// Largest ICMP error over IPv4 (RFC 1812 §4.3.2.3: "SHOULD NOT exceed 576
+/// bytes"), counted from the IP header: the quote is the offending datagram
+/// (header, options and data) cut to what fits.
+pub const REPLY_ICMP4_MAX: usize = 576;
+/// Largest ICMPv6 error (RFC 4443 §2.4 (c): the minimum IPv6 MTU, 1280).
+pub const REPLY_ICMP6_MAX: usize = 1280;
+/// TTL / hop limit of every reply.
+pub const REPLY_TTL: u8 = 64;
+/// The IPv4 TOS of ICMP errors (precedence "internetwork control", as Linux).
+pub const REPLY_ICMP4_TOS: u8 = 0xc0;
+
+/// `REPLY_STATE[0]`, one per CPU: the reply budget's bucket (the same
+/// [`bucket_take`] as sampled events, with `Config::reject_cost_ns`/`cap_ns`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyState {
+    pub credit_ns: u64,
+    /// `bpf_ktime_get_ns` of the last refill.
+    pub last_ns: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -882,6 +1002,7 @@ mod pod {
     unsafe impl aya::Pod for EventsConfig {}
     unsafe impl aya::Pod for EventsState {}
     unsafe impl aya::Pod for Sched {}
+    unsafe impl aya::Pod for ReplyState {}
 }
 
 #[cfg(test)]
@@ -890,7 +1011,8 @@ mod tests {
 
     #[test]
     fn counter_indices_are_dense_and_unique() {
-        let last = counter_index(NUM_RULES - 1, Reason::Closed, Verdict::Drop);
+        let last_reason = Reason::ALL[NUM_REASONS as usize - 1];
+        let last = counter_index(NUM_RULES - 1, last_reason, Verdict::Drop);
         assert_eq!(last, NUM_COUNTERS - 1);
         assert_eq!(counter_index(0, Reason::NonIp, Verdict::Pass), 0);
         assert_eq!(counter_index(0, Reason::NonIp, Verdict::Drop), 1);
@@ -914,7 +1036,8 @@ mod tests {
 
     #[test]
     fn interface_blocks_do_not_overlap() {
-        let last = counter_index(NUM_RULES - 1, Reason::Closed, Verdict::Drop);
+        let last_reason = Reason::ALL[NUM_REASONS as usize - 1];
+        let last = counter_index(NUM_RULES - 1, last_reason, Verdict::Drop);
         assert_eq!(iface_counter_index(1, 0), last + 1);
         assert_eq!(
             iface_counter_index(MAX_IFACE_SLOTS - 1, last),
@@ -1095,6 +1218,50 @@ mod tests {
         assert!(!sched_is_open(&full, 10 * SCHED_MAX_TRANSITIONS as u64));
         // An all-zero entry (none written) is closed.
         assert!(!sched_is_open(&Sched::default(), 12345));
+    }
+
+    #[test]
+    fn reasons_are_numbered_as_all_lists_them() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        assert_eq!(Reason::Rejected as u32, 11);
+        assert_eq!(Reason::RejectSuppressed.as_str(), "reject_suppressed");
+    }
+
+    #[test]
+    fn zone_reply_bits_round_trip_and_resolve_by_protocol() {
+        for reply in [
+            Reply::ByProtocol,
+            Reply::TcpReset,
+            Reply::PortUnreachable,
+            Reply::AdminProhibited,
+            Reply::HostUnreachable,
+        ] {
+            let z = ZoneInfo {
+                flags: ZoneInfo::PRESENT | ZoneInfo::reject_flags(reply),
+            };
+            assert_eq!(z.reply(), reply);
+            assert_ne!(z.flags & ZoneInfo::REJECT, 0);
+        }
+        assert_eq!(Reply::ByProtocol.for_proto(IPPROTO_TCP), Reply::TcpReset);
+        assert_eq!(
+            Reply::ByProtocol.for_proto(IPPROTO_UDP),
+            Reply::PortUnreachable
+        );
+        assert_eq!(
+            Reply::ByProtocol.for_proto(IPPROTO_SCTP),
+            Reply::PortUnreachable
+        );
+        assert_eq!(
+            Reply::AdminProhibited.for_proto(IPPROTO_TCP),
+            Reply::AdminProhibited
+        );
+        assert_eq!(Reply::PortUnreachable.icmp(false), Some((3, 3)));
+        assert_eq!(Reply::AdminProhibited.icmp(true), Some((1, 1)));
+        assert_eq!(Reply::HostUnreachable.icmp(true), Some((1, 3)));
+        assert_eq!(Reply::TcpReset.icmp(false), None);
+        assert_eq!(core::mem::size_of::<Config>(), 24);
     }
 
     #[test]

@@ -4,11 +4,14 @@ use filter_common::{
     FAILSAFE_SET_BASE, RULE_FAILSAFE, RULE_GLOBAL,
 };
 
+use aya_ebpf::programs::XdpContext;
+
 use crate::{
     blocklist4::blocklisted_v4,
     blocklist6::blocklisted_v6,
     maps::{lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, PORTS, ZONES},
     parse::{IpPacket, Parsed, Src, L4},
+    reply,
     schedule::zone_open,
 };
 
@@ -39,17 +42,20 @@ fn by_default(cfg: &Config, drop_flag: u32, reason: Reason) -> Decision {
     decision(verdict, reason, RULE_GLOBAL)
 }
 
+/// The decision for a parsed frame. A rejecting zone's refusal does not
+/// return: it is handed to the reply program (reply.rs), which counts,
+/// samples and answers; only without one is it returned, as `not_allowed`.
 #[inline(always)]
-pub fn decide(slot: u32, cfg: &Config, parsed: Parsed) -> Decision {
+pub fn decide(ctx: &XdpContext, slot: u32, cfg: &Config, parsed: Parsed) -> Decision {
     match parsed {
         Parsed::NonIp => by_default(cfg, Config::NON_IP_DROP, Reason::NonIp),
         Parsed::Malformed => decision(Verdict::Drop, Reason::Malformed, RULE_GLOBAL),
-        Parsed::Ip(p) => decide_ip(slot, cfg, &p),
+        Parsed::Ip(p) => decide_ip(ctx, slot, cfg, &p),
     }
 }
 
 #[inline(always)]
-fn decide_ip(slot: u32, cfg: &Config, p: &IpPacket) -> Decision {
+fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decision {
     // Looked up first, used at step 4: the verifier then walks the lookup
     // once per parser outcome, not once more per failsafe branch.
     let bl6 = match p.src {
@@ -97,21 +103,32 @@ fn decide_ip(slot: u32, cfg: &Config, p: &IpPacket) -> Decision {
     // 7. zones. Outside its hours a scheduled zone refuses everyone.
     if zone != 0 {
         let audit = zone_flags & ZoneInfo::AUDIT != 0;
+        let reject = zone_flags & ZoneInfo::REJECT != 0;
         if closed {
-            return if audit {
-                decision(Verdict::Pass, Reason::Audit, zone)
-            } else {
-                decision(Verdict::Drop, Reason::Closed, zone)
-            };
+            if audit {
+                return decision(Verdict::Pass, Reason::Audit, zone);
+            }
+            // A closed rejecting zone answers too (the reply program counts
+            // it `rejected`, or `not_allowed` if it cannot be answered).
+            if reject {
+                reply::hand_off(ctx);
+            }
+            return decision(Verdict::Drop, Reason::Closed, zone);
         }
         if in_set(slot, zone, &p.src) {
             return decision(Verdict::Pass, Reason::Allowed, zone);
         }
-        return if audit {
-            decision(Verdict::Pass, Reason::Audit, zone)
-        } else {
-            decision(Verdict::Drop, Reason::NotAllowed, zone)
-        };
+        // Audit wins over reject: an auditing zone only counts what it
+        // would have done.
+        if audit {
+            return decision(Verdict::Pass, Reason::Audit, zone);
+        }
+        // Here, not in the caller: a branch on the decision there would
+        // make the verifier walk counting and sampling once per reason.
+        if reject {
+            reply::hand_off(ctx);
+        }
+        return decision(Verdict::Drop, Reason::NotAllowed, zone);
     }
     // 8. no zone claims the port.
     by_default(cfg, Config::UNMATCHED_DROP, Reason::Unmatched)

@@ -1,5 +1,7 @@
 //! portcullis XDP program: parse (parse.rs), decide (decide.rs), count,
-//! sample (events.rs: a tail call into `portcullis_events`), act.
+//! sample (events.rs: a tail call into `portcullis_events`), act. A rejecting
+//! zone's refusal goes to `portcullis_reply` instead (reply.rs, a tail call),
+//! which counts, samples and answers itself.
 #![no_std]
 #![no_main]
 
@@ -9,6 +11,7 @@ mod decide;
 mod events;
 mod maps;
 mod parse;
+mod reply;
 mod schedule;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -36,7 +39,7 @@ pub fn portcullis(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     }
 
-    let d = decide::decide(slot, &cfg, parse::parse(&ctx));
+    let d = decide::decide(&ctx, slot, &cfg, parse::parse(&ctx));
     count(
         iface_counter_index(iface, counter_index(d.rule, d.reason, d.verdict)),
         bytes,

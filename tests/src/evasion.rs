@@ -71,6 +71,7 @@ pub fn probe() -> PolicySpec {
             ],
             vec![allow("10.20.0.0/16"), allow("fd20::/48")],
         )],
+        reject_budget: None,
     }
 }
 

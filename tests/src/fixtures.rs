@@ -132,6 +132,7 @@ pub fn keep() -> PolicySpec {
                 vec![allow("10.20.0.0/16"), allow("fd20::/48")],
             ),
         ],
+        reject_budget: None,
     }
 }
 
@@ -178,6 +179,7 @@ fn two_failsafe() -> PolicySpec {
             },
         ],
         zones: vec![],
+        reject_budget: None,
     }
 }
 
@@ -197,6 +199,7 @@ fn failsafe_and_zone_share_port() -> PolicySpec {
             vec![tcp(22)],
             vec![allow("192.168.0.0/16")],
         )],
+        reject_budget: None,
     }
 }
 
@@ -215,6 +218,7 @@ fn blocklist() -> PolicySpec {
         ]),
         failsafe: vec![],
         zones: vec![ZoneSpec::new("web", vec![tcp(443)], vec![Allow::Any])],
+        reject_budget: None,
     }
 }
 
@@ -248,6 +252,7 @@ fn zones() -> PolicySpec {
                 vec![allow("10.3.0.0/16")],
             ),
         ],
+        reject_budget: None,
     }
 }
 
@@ -264,6 +269,7 @@ fn nested() -> PolicySpec {
             vec![tcp(8443)],
             vec![allow("10.0.0.0/8")],
         )],
+        reject_budget: None,
     }
 }
 
@@ -598,11 +604,15 @@ mod tests {
 
     #[test]
     fn fixtures_cover_every_reason_but_no_policy() {
+        // `reject_suppressed` needs a spent budget: the reply fixtures'
+        // budget check (`fixtures_reject::budget`) pins it.
         let mut f = fixtures();
+        f.extend(crate::fixtures_reject::cases().into_iter().map(|c| c.case));
         f.extend(crate::fixtures_schedule::fixtures());
         for r in R::ALL {
             let seen = f.iter().any(|c| c.expect.reason == r);
-            assert_eq!(seen, r != R::NoPolicy, "reason {}", r.as_str());
+            let expected = !matches!(r, R::NoPolicy | R::RejectSuppressed);
+            assert_eq!(seen, expected, "reason {}", r.as_str());
         }
     }
 }

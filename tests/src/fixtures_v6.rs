@@ -26,6 +26,7 @@ fn policy(prefixes: &[Ipv6Net]) -> PolicySpec {
             vec![(Proto::Tcp, 443, 443)],
             vec![Allow::Any],
         )],
+        reject_budget: None,
     }
 }
 

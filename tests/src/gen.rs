@@ -19,7 +19,8 @@ use crate::packet::{
     ETH_P_LLDP, ETH_P_MPLS, ETH_P_PPPOE,
 };
 use crate::spec::{
-    Act, Allow, Defaults, Fragments, PolicySpec, PortRange, Proto, RuleSpec, ZoneSpec,
+    Act, Allow, Defaults, Fragments, PolicySpec, PortRange, Proto, RejectWith, RuleSpec, ZoneSpec,
+    UNLIMITED_REPLIES,
 };
 
 /// The generator every test should use: deterministic for a seed.
@@ -246,23 +247,87 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
                 }
             })
             .collect();
+        let audit = rng.gen_bool(0.25);
+        let reject = rng.gen_bool(0.35).then(|| {
+            let tcp_only = ports.iter().all(|r| r.0 == Proto::Tcp);
+            let menu: Vec<RejectWith> = RejectWith::ALL
+                .into_iter()
+                .filter(|w| tcp_only || *w != RejectWith::TcpReset)
+                .collect();
+            *menu.choose(rng).expect("non-empty")
+        });
         zones.push(ZoneSpec {
             name: format!("zone-{}", i + 1),
             ports,
             allow,
-            audit: rng.gen_bool(0.25),
+            audit,
+            reject,
             schedule: None,
         });
     }
+    // Replies are compared one by one: the budget must never run out.
+    let reject_budget = zones
+        .iter()
+        .any(|z| z.reject.is_some())
+        .then_some(UNLIMITED_REPLIES);
     let mut p = PolicySpec {
         defaults,
         blocklist,
         failsafe,
         zones,
         at: None,
+        reject_budget,
     };
     crate::gen_schedule::add_schedules(rng, &mut p);
     p
+}
+
+/// TCP flags: mostly the segments a rejecting zone sees (SYN, ACK, data,
+/// FIN), and those it must not answer (RST), sometimes any byte.
+fn random_tcp_flags<R: Rng + ?Sized>(rng: &mut R) -> u8 {
+    const MENU: [u8; 9] = [0x02, 0x02, 0x02, 0x10, 0x18, 0x11, 0x01, 0x04, 0x14];
+    if rng.gen_bool(0.1) {
+        rng.gen()
+    } else {
+        *MENU.choose(rng).expect("non-empty")
+    }
+}
+
+/// The destination of a generated packet: the host, now and then a group
+/// address (which a rejecting zone must not answer; nothing else reads it).
+fn random_destination<R: Rng + ?Sized>(rng: &mut R, v6: bool) -> IpAddr {
+    if rng.gen_bool(0.95) {
+        return if v6 {
+            IpAddr::V6(HOST6)
+        } else {
+            IpAddr::V4(HOST4)
+        };
+    }
+    if v6 {
+        IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1))
+    } else {
+        let menu = [
+            Ipv4Addr::BROADCAST,
+            Ipv4Addr::new(224, 0, 0, 1),
+            Ipv4Addr::new(239, 1, 2, 3),
+            Ipv4Addr::new(127, 0, 0, 1),
+        ];
+        IpAddr::V4(*menu.choose(rng).expect("non-empty"))
+    }
+}
+
+/// MAC addresses: mostly unicast, now and then a broadcast or multicast
+/// destination or a group source.
+fn random_macs<R: Rng + ?Sized>(rng: &mut R) -> Option<([u8; 6], [u8; 6])> {
+    let unicast = crate::packet::DST_MAC;
+    let src = crate::packet::SRC_MAC;
+    match rng.gen_range(0..100) {
+        0..=1 => Some(([0xff; 6], src)),
+        2 => Some(([0x01, 0x00, 0x5e, 0x00, 0x00, 0x01], src)),
+        3 => Some(([0x33, 0x33, 0x00, 0x00, 0x00, 0x01], src)),
+        4 => Some((unicast, [0x03, 0, 0, 0, 0, 1])),
+        _ => None,
+    }
 }
 
 /// A source address: mostly inside (or just outside) the policy's prefixes or
@@ -558,18 +623,16 @@ fn frame_recipe<R: Rng + ?Sized>(rng: &mut R, policy: &PolicySpec, broken: bool)
     };
     let proto = top.ip_proto(v6);
 
-    let mut f = if v6 {
-        let src6 = match src {
-            IpAddr::V4(a) => a.to_ipv6_mapped(),
-            IpAddr::V6(a) => a,
-        };
-        Frame::ipv6(src6, HOST6)
-    } else {
-        match src {
-            IpAddr::V4(a) => Frame::ipv4(a, HOST4),
-            IpAddr::V6(_) => unreachable!("IPv6 sources always make IPv6 frames"),
-        }
+    let dst = random_destination(rng, v6);
+    let mut f = match (src, dst) {
+        (IpAddr::V4(a), IpAddr::V6(d)) => Frame::ipv6(a.to_ipv6_mapped(), d),
+        (IpAddr::V6(a), IpAddr::V6(d)) => Frame::ipv6(a, d),
+        (IpAddr::V4(a), IpAddr::V4(d)) => Frame::ipv4(a, d),
+        (IpAddr::V6(_), IpAddr::V4(_)) => unreachable!("IPv6 sources always make IPv6 frames"),
     };
+    if let Some((d, s)) = random_macs(rng) {
+        f = f.macs(d, s);
+    }
 
     // VLAN tags
     let tags = if has(Damage::ThirdVlan) {
@@ -585,7 +648,16 @@ fn frame_recipe<R: Rng + ?Sized>(rng: &mut R, policy: &PolicySpec, broken: bool)
 
     // Layer 4
     f = match top {
-        Top::Ports(Proto::Tcp, s, d) => f.tcp(s, d),
+        Top::Ports(Proto::Tcp, s, d) => {
+            let f = f
+                .tcp_flags(s, d, random_tcp_flags(rng))
+                .seq_ack(rng.gen(), rng.gen());
+            if rng.gen_bool(0.03) {
+                f.tcp_doff(rng.gen_range(0..16))
+            } else {
+                f
+            }
+        }
         Top::Ports(Proto::Udp, s, d) => f.udp(s, d),
         Top::Ports(Proto::Sctp, s, d) => f.sctp(s, d),
         Top::Icmp if v6 => f.icmpv6(),
@@ -796,6 +868,11 @@ pub fn policy_simplifications(p: &PolicySpec) -> Vec<PolicySpec> {
             q.zones[zi].audit = false;
             out.push(q);
         }
+        if z.reject.is_some() {
+            let mut q = p.clone();
+            q.zones[zi].reject = None;
+            out.push(q);
+        }
     }
     for (ri, r) in p.failsafe.iter().enumerate() {
         if r.ports.len() > 1 {
@@ -989,7 +1066,8 @@ mod tests {
             }
         }
         for reason in Reason::ALL {
-            if reason == Reason::NoPolicy {
+            // No policy: never generated; the budget: not modelled.
+            if matches!(reason, Reason::NoPolicy | Reason::RejectSuppressed) {
                 continue;
             }
             let count = reasons.get(&reason).copied().unwrap_or(0);

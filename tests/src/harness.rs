@@ -128,6 +128,18 @@ impl Harness {
         frame: &[u8],
         expect: Observed,
     ) -> Result<Option<Observed>, HarnessError> {
+        Ok(self.check_reply(frame, expect, None)?.err().map(|(o, _)| o))
+    }
+
+    /// As [`Harness::check`], and for `rejected` also the reply: `Ok(Ok(()))`
+    /// if the program did exactly `expect` and (when `reply` is given) left
+    /// exactly those bytes; else what it did and the bytes it left.
+    pub fn check_reply(
+        &mut self,
+        frame: &[u8],
+        expect: Observed,
+        reply: Option<&[u8]>,
+    ) -> Result<Result<(), (Observed, Vec<u8>)>, HarnessError> {
         if frame.len() < 14 || frame.len() > MAX_FRAME {
             return Err(HarnessError::FrameSize(frame.len()));
         }
@@ -136,13 +148,19 @@ impl Harness {
             Some(p) => *p,
             None => self.packets(index, &expect)?,
         };
-        let action = self.filter.test_run(frame)?;
+        let (action, out) = self.filter.test_run_output(frame)?;
         let after = self.packets(index, &expect)?;
-        let verdict_ok = action == xdp_action(expect.verdict);
-        if verdict_ok && after == before + 1 {
-            return Ok(None);
+        let verdict_ok = action == xdp_action_of(expect.verdict, expect.reason);
+        let reply_ok = reply.is_none_or(|r| r == out.as_slice());
+        if verdict_ok && reply_ok && after == before + 1 {
+            return Ok(Ok(()));
         }
-        Ok(Some(self.observe(frame)?))
+        let observed = if verdict_ok && after == before + 1 {
+            expect
+        } else {
+            self.observe(frame)?
+        };
+        Ok(Err((observed, out)))
     }
 
     /// Mean kernel time of one run of `frame` over `repeat` runs.
@@ -178,10 +196,10 @@ impl Harness {
             _ => (
                 u32::MAX,
                 Reason::NoPolicy,
-                if action == xdp_action(Verdict::Drop) {
-                    Verdict::Drop
-                } else {
+                if action == xdp_action(Verdict::Pass) {
                     Verdict::Pass
+                } else {
+                    Verdict::Drop
                 },
             ),
         };
@@ -201,5 +219,13 @@ pub fn xdp_action(v: Verdict) -> u32 {
     match v {
         Verdict::Pass => 2, // XDP_PASS
         Verdict::Drop => 1, // XDP_DROP
+    }
+}
+
+/// The action of a decision: a rejecting zone's reply leaves by XDP_TX.
+pub fn xdp_action_of(v: Verdict, r: Reason) -> u32 {
+    match (v, r) {
+        (Verdict::Drop, Reason::Rejected) => 3, // XDP_TX
+        _ => xdp_action(v),
     }
 }

@@ -4,7 +4,8 @@
 //! - `spec`: a policy as the tests see it, rendered to policy file format v1.
 //! - `model`: the independent reference model of docs/parsing-contract.md.
 //! - `gen`: seeded random policies and frames, and a minimiser, for differential tests.
-//! - `case`, `fixtures`, `fixtures_v6`, `evasion`: named cases with hand-written expectations.
+//! - `case`, `fixtures`, `fixtures_v6`, `fixtures_reject`, `evasion`: named cases with
+//!   hand-written expectations (`fixtures_reject`: with the exact reply bytes).
 //! - `harness`, `loader_checks`, `apply_faults`: run frames through the real XDP
 //!   object (root); `apply_faults` fails every write step of an apply;
 //!   `bl4_checks` pins the IPv4 blocklist's layout and diff sizes.
@@ -16,6 +17,7 @@ pub mod case;
 pub mod e2e;
 pub mod evasion;
 pub mod fixtures;
+pub mod fixtures_reject;
 pub mod fixtures_schedule;
 pub mod fixtures_v6;
 pub mod gen;

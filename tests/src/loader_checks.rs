@@ -70,6 +70,10 @@ pub fn run(h: &mut Harness, scale: bool) -> Result<(u64, u64), HarnessError> {
             "bl4_group_of_64_partial_nets24_and_edges",
             crate::bl4_checks::group_of_64_partial_nets,
         ),
+        (
+            "reject_budget_bounds_replies_per_cpu",
+            crate::fixtures_reject::budget,
+        ),
     ];
     if scale {
         checks.push((
@@ -341,13 +345,10 @@ fn events_off_by_default(_: &mut Harness) -> Result<(), String> {
     let (f, mut ring, maps) = events_filter()?;
     // A figure, not an assertion: how much the verifier walked (kernels
     // before 6.x prune less, and stop at 1M).
-    if let Some(n) = f
-        .program()
-        .ok()
-        .and_then(|p| p.info().ok())
-        .and_then(|i| i.verified_instruction_count())
-    {
-        eprintln!("verifier: the main program took {n} instructions to verify");
+    for (name, n) in f.verified_instructions() {
+        if let Some(n) = n {
+            eprintln!("verifier: {name} took {n} instructions to verify");
+        }
     }
     f.time_run(&outsider_frame(), 10).map_err(err)?;
     f.time_run(&insider_frame(), 10).map_err(err)?;

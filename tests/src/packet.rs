@@ -255,6 +255,11 @@ enum L4 {
         sport: u16,
         dport: u16,
         flags: u8,
+        seq: u32,
+        ack: u32,
+        window: u16,
+        /// Data offset in 32-bit words (the header emitted stays 20 bytes).
+        doff: u8,
     },
     Udp {
         sport: u16,
@@ -266,6 +271,12 @@ enum L4 {
     },
     Icmp,
     Icmpv6,
+    /// An ICMP (IPv4) or ICMPv6 error: type, code, 4 unused bytes, then the
+    /// payload (the quote).
+    IcmpError {
+        ty: u8,
+        code: u8,
+    },
     /// Any protocol number, payload written verbatim.
     Raw {
         proto: u8,
@@ -284,6 +295,7 @@ struct Ip4 {
     options: Vec<u8>,
     ttl: u8,
     id: u16,
+    tos: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -306,6 +318,8 @@ enum Net {
 /// A frame under construction. See the module documentation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
+    /// Destination and source MAC addresses.
+    macs: ([u8; 6], [u8; 6]),
     /// (TPID, VID), outermost first.
     vlans: Vec<(u16, u16)>,
     net: Net,
@@ -320,6 +334,7 @@ pub struct Frame {
 impl Frame {
     fn with_net(net: Net) -> Self {
         Frame {
+            macs: (DST_MAC, SRC_MAC),
             vlans: Vec::new(),
             net,
             l4: L4::None,
@@ -341,6 +356,7 @@ impl Frame {
             options: Vec::new(),
             ttl: 64,
             id: 0x1234,
+            tos: 0,
         }))
     }
 
@@ -384,13 +400,76 @@ impl Frame {
         self.tcp_flags(sport, dport, 0x02)
     }
 
-    /// TCP with the given flags byte.
+    /// TCP with the given flags byte (sequence number 0x10000000, ack 0,
+    /// window 64240, no options).
     pub fn tcp_flags(mut self, sport: u16, dport: u16, flags: u8) -> Self {
         self.l4 = L4::Tcp {
             sport,
             dport,
             flags,
+            seq: 0x1000_0000,
+            ack: 0,
+            window: 64240,
+            doff: 5,
         };
+        self
+    }
+
+    fn tcp_knob(&mut self, knob: &str) -> (&mut u32, &mut u32, &mut u16, &mut u8) {
+        match &mut self.l4 {
+            L4::Tcp {
+                seq,
+                ack,
+                window,
+                doff,
+                ..
+            } => (seq, ack, window, doff),
+            _ => panic!("Frame::{knob} applies to TCP frames only (call .tcp() first)"),
+        }
+    }
+
+    /// The TCP sequence and acknowledgment numbers.
+    pub fn seq_ack(mut self, seq: u32, ack: u32) -> Self {
+        let (s, a, _, _) = self.tcp_knob("seq_ack");
+        (*s, *a) = (seq, ack);
+        self
+    }
+
+    /// The TCP window.
+    pub fn window(mut self, window: u16) -> Self {
+        *self.tcp_knob("window").2 = window;
+        self
+    }
+
+    /// Override the TCP data offset field (in 32-bit words).
+    pub fn tcp_doff(mut self, words: u8) -> Self {
+        *self.tcp_knob("tcp_doff").3 = words;
+        self
+    }
+
+    /// An ICMP destination-unreachable-style error (IPv4: ICMP, IPv6:
+    /// ICMPv6, by the frame's family) quoting `quote`.
+    pub fn icmp_error(mut self, ty: u8, code: u8, quote: impl Into<Vec<u8>>) -> Self {
+        self.l4 = L4::IcmpError { ty, code };
+        self.payload = Some(quote.into());
+        self
+    }
+
+    /// The destination and source MAC addresses.
+    pub fn macs(mut self, dst: [u8; 6], src: [u8; 6]) -> Self {
+        self.macs = (dst, src);
+        self
+    }
+
+    /// The IPv4 TOS byte.
+    pub fn tos(mut self, tos: u8) -> Self {
+        self.v4("tos").tos = tos;
+        self
+    }
+
+    /// The IPv4 identification.
+    pub fn ip_id(mut self, id: u16) -> Self {
+        self.v4("ip_id").id = id;
         self
     }
 
@@ -528,6 +607,10 @@ impl Frame {
             L4::Sctp { .. } => PROTO_SCTP,
             L4::Icmp => PROTO_ICMP,
             L4::Icmpv6 => PROTO_ICMPV6,
+            L4::IcmpError { .. } => match self.net {
+                Net::V6(_) => PROTO_ICMPV6,
+                _ => PROTO_ICMP,
+            },
             L4::Raw { proto } => proto,
         }
     }
@@ -549,15 +632,19 @@ impl Frame {
                 sport,
                 dport,
                 flags,
+                seq,
+                ack,
+                window,
+                doff,
             } => {
                 let mut b = Vec::with_capacity(20);
                 b.extend_from_slice(&sport.to_be_bytes());
                 b.extend_from_slice(&dport.to_be_bytes());
-                b.extend_from_slice(&0x1000_0000u32.to_be_bytes()); // seq
-                b.extend_from_slice(&0u32.to_be_bytes()); // ack
-                b.push(5 << 4); // data offset 5 words
+                b.extend_from_slice(&seq.to_be_bytes());
+                b.extend_from_slice(&ack.to_be_bytes());
+                b.push(doff << 4);
                 b.push(flags);
-                b.extend_from_slice(&64240u16.to_be_bytes()); // window
+                b.extend_from_slice(&window.to_be_bytes());
                 b.extend_from_slice(&[0, 0]); // checksum
                 b.extend_from_slice(&[0, 0]); // urgent pointer
                 b.extend(payload.unwrap_or_default());
@@ -604,6 +691,20 @@ impl Frame {
                 b[8..12].copy_from_slice(&crc.to_le_bytes());
                 b
             }
+            L4::IcmpError { ty, code } => {
+                let mut b = vec![ty, code, 0, 0, 0, 0, 0, 0];
+                b.extend(payload.unwrap_or_default());
+                let ck = match &self.net {
+                    Net::V6(_) => {
+                        let mut all = pseudo(PROTO_ICMPV6, b.len());
+                        all.extend_from_slice(&b);
+                        internet_checksum(&all)
+                    }
+                    _ => internet_checksum(&b),
+                };
+                b[2..4].copy_from_slice(&ck.to_be_bytes());
+                b
+            }
             L4::Icmp | L4::Icmpv6 => {
                 let ty = if self.l4 == L4::Icmp { 8 } else { 128 };
                 let mut b = vec![ty, 0, 0, 0, 0x4b, 0x1d, 0, 1];
@@ -632,7 +733,7 @@ impl Frame {
                 let total = ip.total_len.unwrap_or((hlen + l4.len()) as u16);
                 let mut h = Vec::with_capacity(hlen + l4.len());
                 h.push((ip.version << 4) | (ihl & 0x0f));
-                h.push(0); // DSCP/ECN
+                h.push(ip.tos); // DSCP/ECN
                 h.extend_from_slice(&total.to_be_bytes());
                 h.extend_from_slice(&ip.id.to_be_bytes());
                 h.extend_from_slice(&ip.frag_field.to_be_bytes());
@@ -680,8 +781,8 @@ impl Frame {
     pub fn build(&self) -> Vec<u8> {
         let (ethertype, net) = self.net_bytes();
         let mut f = Vec::with_capacity(14 + 4 * self.vlans.len() + net.len() + self.trailer.len());
-        f.extend_from_slice(&DST_MAC);
-        f.extend_from_slice(&SRC_MAC);
+        f.extend_from_slice(&self.macs.0);
+        f.extend_from_slice(&self.macs.1);
         for &(tpid, vid) in &self.vlans {
             f.extend_from_slice(&tpid.to_be_bytes());
             // TCI: PCP 0, DEI 0, VID

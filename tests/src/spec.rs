@@ -122,13 +122,46 @@ pub struct RuleSpec {
     pub from: Vec<IpNet>,
 }
 
-/// A `[[zone]]`, always with `action = "drop"`.
+/// `reject_with` (`ByProtocol`: not written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectWith {
+    ByProtocol,
+    TcpReset,
+    PortUnreachable,
+    AdminProhibited,
+    HostUnreachable,
+}
+
+impl RejectWith {
+    pub const ALL: [RejectWith; 5] = [
+        RejectWith::ByProtocol,
+        RejectWith::TcpReset,
+        RejectWith::PortUnreachable,
+        RejectWith::AdminProhibited,
+        RejectWith::HostUnreachable,
+    ];
+
+    /// The policy's value; `None` for `ByProtocol`.
+    pub fn as_str(self) -> Option<&'static str> {
+        match self {
+            RejectWith::ByProtocol => None,
+            RejectWith::TcpReset => Some("tcp-reset"),
+            RejectWith::PortUnreachable => Some("icmp-port-unreachable"),
+            RejectWith::AdminProhibited => Some("icmp-admin-prohibited"),
+            RejectWith::HostUnreachable => Some("icmp-host-unreachable"),
+        }
+    }
+}
+
+/// A `[[zone]]`: `action = "drop"`, or `"reject"` with its `reject_with`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ZoneSpec {
     pub name: String,
     pub ports: Vec<PortRange>,
     pub allow: Vec<Allow>,
     pub audit: bool,
+    /// `Some`: `action = "reject"`.
+    pub reject: Option<RejectWith>,
     /// `schedule` and `timezone`: outside these hours nobody is allowed.
     pub schedule: Option<ScheduleSpec>,
 }
@@ -162,6 +195,7 @@ impl ZoneSpec {
             allow,
             audit: false,
             schedule: None,
+            reject: None,
         }
     }
 
@@ -172,6 +206,12 @@ impl ZoneSpec {
 
     pub fn audit(mut self) -> Self {
         self.audit = true;
+        self
+    }
+
+    /// `action = "reject"` with `with`.
+    pub fn reject(mut self, with: RejectWith) -> Self {
+        self.reject = Some(with);
         self
     }
 }
@@ -187,7 +227,14 @@ pub struct PolicySpec {
     /// and the harness compiles the transitions so that the datapath's clock
     /// reads it (shifted by the real now). `None`: the real now.
     pub at: Option<jiff::Timestamp>,
+    /// `defaults.reject_rate` and `reject_burst`; `None`: not written (the
+    /// compiler's defaults).
+    pub reject_budget: Option<(u32, u32)>,
 }
+
+/// A reply budget no test run exhausts (a million replies per CPU, and a
+/// million per second more), for policies whose replies are compared.
+pub const UNLIMITED_REPLIES: (u32, u32) = (1_000_000, 1_000_000);
 
 /// Parse a CIDR or bare address (test helper; panics on a typo).
 pub fn net(s: &str) -> IpNet {
@@ -314,6 +361,11 @@ impl PolicySpec {
                 errors.push(format!("failsafe #{}: no ports", i + 1));
             }
         }
+        for z in &self.zones {
+            if z.reject == Some(RejectWith::TcpReset) && z.ports.iter().any(|r| r.0 != Proto::Tcp) {
+                errors.push(format!("zone {}: tcp-reset on non-TCP ports", z.name));
+            }
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -330,6 +382,9 @@ impl PolicySpec {
         let _ = writeln!(s, "non_ip = {}", quote(d.non_ip.as_str()));
         let _ = writeln!(s, "other_protocols = {}", quote(d.other_protocols.as_str()));
         let _ = writeln!(s, "fragments = {}", quote(d.fragments.as_str()));
+        if let Some((rate, burst)) = self.reject_budget {
+            let _ = writeln!(s, "reject_rate = {rate}\nreject_burst = {burst}");
+        }
         s.push_str("\n[blocklist]\n");
         let _ = writeln!(
             s,
@@ -362,7 +417,15 @@ impl PolicySpec {
                 Allow::Net(n) => n.to_string(),
             });
             let _ = writeln!(s, "allow = {}", string_array(allow));
-            s.push_str("action = \"drop\"\n");
+            match zone.reject {
+                None => s.push_str("action = \"drop\"\n"),
+                Some(with) => {
+                    s.push_str("action = \"reject\"\n");
+                    if let Some(w) = with.as_str() {
+                        let _ = writeln!(s, "reject_with = {}", quote(w));
+                    }
+                }
+            }
             let _ = writeln!(s, "audit = {}", zone.audit);
             if let Some(sched) = &zone.schedule {
                 if let Some(tz) = &sched.timezone {
@@ -406,6 +469,7 @@ mod tests {
                 )
                 .audit(),
             ],
+            reject_budget: None,
         }
     }
 
@@ -452,6 +516,31 @@ audit = true
         assert!(t.contains("cidrs = []"));
         assert!(!t.contains("[[zone]]"));
         assert!(!t.contains("[[failsafe]]"));
+        assert!(!t.contains("reject"));
+    }
+
+    #[test]
+    fn reject_zones_and_the_budget_render() {
+        let mut p = PolicySpec {
+            reject_budget: Some((5, 6)),
+            ..PolicySpec::default()
+        };
+        p.zones.push(
+            ZoneSpec::new("r", vec![(Proto::Udp, 1, 1)], vec![])
+                .reject(RejectWith::HostUnreachable),
+        );
+        p.zones.push(
+            ZoneSpec::new("s", vec![(Proto::Tcp, 2, 2)], vec![]).reject(RejectWith::ByProtocol),
+        );
+        let t = p.to_toml();
+        assert!(t.contains("reject_rate = 5\nreject_burst = 6\n"), "{t}");
+        assert!(t.contains("action = \"reject\"\nreject_with = \"icmp-host-unreachable\"\n"));
+        assert!(
+            t.contains("name = \"s\"\nports = [\"2/tcp\"]\nallow = []\naction = \"reject\"\naudit")
+        );
+        assert!(p.check().is_ok());
+        p.zones[0].reject = Some(RejectWith::TcpReset);
+        assert_eq!(p.check().unwrap_err().len(), 1);
     }
 
     #[test]

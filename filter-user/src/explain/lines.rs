@@ -97,6 +97,7 @@ impl<'a> Source<'a> {
             None => {
                 out.extend(self.key_line_in(table, "allow", format!("allow does not list {src}")));
                 out.extend(self.key_line_in(table, "action", "the zone's action".into()));
+                out.extend(self.key_line_in(table, "reject_with", "the zone's reply".into()));
                 out.extend(self.key_line_in(table, "audit", "the zone's audit switch".into()));
             }
         }

@@ -236,9 +236,11 @@ pub fn explain(pin_root: &Path, query: &Query) -> Result<Explanation, ExplainErr
         }
     }
     let ((rule, reason, verdict), action) = decided.ok_or(ExplainError::Ambiguous(MAX_TRIES))?;
-    let expected_action = match verdict {
-        Verdict::Pass => 2,
-        Verdict::Drop => 1,
+    let expected_action = match (verdict, reason) {
+        (Verdict::Pass, _) => 2,
+        // A rejecting zone's reply leaves by XDP_TX.
+        (Verdict::Drop, Reason::Rejected) => 3,
+        (Verdict::Drop, _) => 1,
     };
     if action != expected_action {
         return Err(ExplainError::Inconsistent {
@@ -379,8 +381,19 @@ fn responsible(
         Reason::Failsafe => src.failsafe(spec.src, spec.proto, spec.dport),
         Reason::Blocklist => src.blocklist(spec.src),
         // Closed: outside the zone's `schedule` (part of the zone's lines).
-        Reason::Allowed | Reason::NotAllowed | Reason::Audit | Reason::Closed => {
-            src.zone(zone, spec.src, spec.proto, spec.dport)
+        Reason::Allowed
+        | Reason::NotAllowed
+        | Reason::Audit
+        | Reason::Closed
+        | Reason::Rejected => src.zone(zone, spec.src, spec.proto, spec.dport),
+        Reason::RejectSuppressed => {
+            let mut lines = src.zone(zone, spec.src, spec.proto, spec.dport);
+            lines.extend(key(
+                "reject_rate",
+                "this CPU's reply budget was spent: defaults.reject_rate",
+            ));
+            lines.extend(key("reject_burst", "defaults.reject_burst"));
+            lines
         }
         Reason::Unmatched => key("unmatched", "no zone claims the port: defaults.unmatched")
             .into_iter()
@@ -405,6 +418,10 @@ fn default_note(reason: Reason) -> Option<&'static str> {
         Reason::OtherProtocol => "defaults.other_protocols is not set (pass)",
         Reason::Malformed => "the frame breaks the parsing contract (docs/parsing-contract.md)",
         Reason::NoPolicy => "the active slot holds no policy (before the first load)",
+        Reason::RejectSuppressed => {
+            "the zone would reject, but this CPU's reply budget was spent (defaults.reject_rate, \
+             reject_burst; explain's own frames take replies from it too)"
+        }
         _ => return None,
     })
 }

@@ -18,7 +18,7 @@ use super::{
     image::{ImageOptions, SlotImage},
     LoaderError,
 };
-use crate::policy::{Action, CompiledPolicy, FragmentMode, PortRange, Proto};
+use crate::policy::{Action, CompiledPolicy, FragmentMode, PortRange, Proto, ZoneAction};
 
 /// Everything one slot holds, compactly. Keys are slot-relative.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -103,6 +103,9 @@ impl Compact {
             if let Some(s) = &zone.schedule {
                 flags |= ZoneInfo::SCHEDULED;
                 sched.push((id, s.sched_entry(&opts.clock).0));
+            }
+            if let ZoneAction::Reject(with) = zone.action {
+                flags |= ZoneInfo::reject_flags(with.reply());
             }
             zones.push((id, ZoneInfo { flags }));
             for r in &zone.ports {
@@ -410,7 +413,15 @@ fn config(policy: &CompiledPolicy, _opts: ImageOptions) -> Config {
     set(d.unmatched == Action::Drop, Config::UNMATCHED_DROP);
     set(d.other_protocols == Action::Drop, Config::OTHER_DROP);
     set(d.fragments == FragmentMode::Drop, Config::FRAGMENTS_DROP);
-    Config { flags }
+    // The reply budget as the datapath's bucket takes it: no division there.
+    let rate = u64::from(d.reject_rate.max(1));
+    let reject_cost_ns = 1_000_000_000 / rate;
+    Config {
+        flags,
+        _pad: 0,
+        reject_cost_ns,
+        reject_cap_ns: reject_cost_ns * u64::from(d.reject_burst.max(1)),
+    }
 }
 
 #[cfg(test)]

@@ -178,4 +178,22 @@ mod tests {
                 .is_empty()
         );
     }
+
+    #[test]
+    fn reject_zones_carry_their_reply_and_the_budget_lands_in_config() {
+        let img = image(
+            "version = 1\n[defaults]\nreject_rate = 50\nreject_burst = 4\n\
+             [[zone]]\nname = \"a\"\nports = [\"1/tcp\"]\nallow = []\naction = \"reject\"\n\
+             [[zone]]\nname = \"b\"\nports = [\"2/udp\"]\nallow = []\naction = \"reject\"\n\
+             reject_with = \"icmp-host-unreachable\"\n\
+             [[zone]]\nname = \"c\"\nports = [\"3/udp\"]\nallow = []\n",
+        );
+        let a = img.zones[&1];
+        assert_eq!(a.flags & ZoneInfo::REJECT, ZoneInfo::REJECT);
+        assert_eq!(a.reply(), filter_common::Reply::ByProtocol);
+        assert_eq!(img.zones[&2].reply(), filter_common::Reply::HostUnreachable);
+        assert_eq!(img.zones[&3].flags, ZoneInfo::PRESENT);
+        assert_eq!(img.config.reject_cost_ns, 20_000_000);
+        assert_eq!(img.config.reject_cap_ns, 80_000_000);
+    }
 }

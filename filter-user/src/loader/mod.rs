@@ -32,7 +32,7 @@ use compact::Compact;
 pub use detach::{detach_iface, IfaceDetached};
 use filter_common::{
     counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, EVENTS_PROGRAM_NAME,
-    LAYOUT_VERSION, MAP_EVENTS_PROG, NUM_SLOTS, PROGRAM_NAME,
+    LAYOUT_VERSION, MAP_EVENTS_PROG, MAP_REPLY_PROG, NUM_SLOTS, PROGRAM_NAME, REPLY_PROGRAM_NAME,
 };
 pub use image::{ImageOptions, SlotImage};
 pub use maps::Maps;
@@ -205,6 +205,28 @@ fn load_events_program(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
         .map_err(LoaderError::map(MAP_EVENTS_PROG))
 }
 
+/// Loads the reply program rejecting zones tail-call and puts it into
+/// `REPLY_PROG[0]`. That map is pinned: a daemon that adopts it replaces the
+/// previous load's program, and it keeps answering with no daemon running.
+fn load_reply_program(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
+    let reply: &mut Xdp = ebpf
+        .program_mut(REPLY_PROGRAM_NAME)
+        .ok_or(LoaderError::Missing(REPLY_PROGRAM_NAME))?
+        .try_into()?;
+    reply.load()?;
+    let fd = reply.fd()?.try_clone().map_err(|e| LoaderError::Io {
+        path: PathBuf::from(REPLY_PROGRAM_NAME),
+        source: e,
+    })?;
+    let map = ebpf
+        .map_mut(MAP_REPLY_PROG)
+        .ok_or(LoaderError::Missing(MAP_REPLY_PROG))?;
+    let mut progs = ProgramArray::try_from(map).map_err(LoaderError::map(MAP_REPLY_PROG))?;
+    progs
+        .set(0, &fd, 0)
+        .map_err(LoaderError::map(MAP_REPLY_PROG))
+}
+
 /// ARPHRD_ETHER and ARPHRD_LOOPBACK (whose frames carry a zeroed Ethernet
 /// header): the only link types whose frames start where the parser expects.
 const ETHERNET_LINK_TYPES: [u32; 2] = [1, 772];
@@ -288,6 +310,7 @@ impl Filter {
             .try_into()?;
         program.load()?;
         load_events_program(&mut ebpf)?;
+        load_reply_program(&mut ebpf)?;
         for name in ALL_MAPS {
             if ebpf.map(name).is_none() {
                 return Err(LoaderError::Missing(name));
@@ -425,6 +448,22 @@ impl Filter {
             .program(PROGRAM_NAME)
             .ok_or(LoaderError::Missing(PROGRAM_NAME))?
             .try_into()?)
+    }
+
+    /// How many instructions the verifier walked for each program of the
+    /// object (`None` where the kernel does not say): a figure for checks.
+    pub fn verified_instructions(&self) -> Vec<(&'static str, Option<u32>)> {
+        [PROGRAM_NAME, EVENTS_PROGRAM_NAME, REPLY_PROGRAM_NAME]
+            .into_iter()
+            .map(|name| {
+                let n = self
+                    .ebpf
+                    .program(name)
+                    .and_then(|p| p.info().ok())
+                    .and_then(|i| i.verified_instruction_count());
+                (name, n)
+            })
+            .collect()
     }
 
     /// Writes `policy` into the inactive slot and flips to it, keeping the
@@ -618,6 +657,22 @@ impl Filter {
             ..Default::default()
         };
         Ok(self.program()?.test_run(opts)?.return_value)
+    }
+
+    /// Runs one frame through the loaded program and returns the XDP action
+    /// and the frame as the program left it (a rejecting zone's reply).
+    pub fn test_run_output(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), LoaderError> {
+        // Room for any frame TEST_RUN takes, grown by a reply's headers.
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let r = self.program()?.test_run(opts)?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
     }
 
     /// Runs `frame` `repeat` times in the kernel; the mean time per run as the

@@ -54,6 +54,83 @@ impl fmt::Display for FragmentMode {
     }
 }
 
+/// What a zone does with sources outside its `allow` (`action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ZoneAction {
+    /// Dropped silently.
+    Drop,
+    /// Answered with a TCP reset or an ICMP unreachable (`reject_with`).
+    Reject(RejectWith),
+}
+
+impl ZoneAction {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ZoneAction::Drop => "drop",
+            ZoneAction::Reject(_) => "reject",
+        }
+    }
+}
+
+/// `reject_with`: the reply of a rejecting zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectWith {
+    /// Not set: a TCP reset for TCP, an ICMP port unreachable for UDP and SCTP.
+    ByProtocol,
+    TcpReset,
+    IcmpPortUnreachable,
+    IcmpAdminProhibited,
+    IcmpHostUnreachable,
+}
+
+impl RejectWith {
+    /// The values `reject_with` takes, as written.
+    pub const NAMES: [(&'static str, RejectWith); 4] = [
+        ("tcp-reset", RejectWith::TcpReset),
+        ("icmp-port-unreachable", RejectWith::IcmpPortUnreachable),
+        ("icmp-admin-prohibited", RejectWith::IcmpAdminProhibited),
+        ("icmp-host-unreachable", RejectWith::IcmpHostUnreachable),
+    ];
+
+    /// The policy's spelling (`by-protocol` when not set).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RejectWith::ByProtocol => "by-protocol",
+            RejectWith::TcpReset => "tcp-reset",
+            RejectWith::IcmpPortUnreachable => "icmp-port-unreachable",
+            RejectWith::IcmpAdminProhibited => "icmp-admin-prohibited",
+            RejectWith::IcmpHostUnreachable => "icmp-host-unreachable",
+        }
+    }
+
+    /// The reply a packet of `proto` gets.
+    pub const fn for_proto(self, proto: Proto) -> RejectWith {
+        match (self, proto) {
+            (RejectWith::ByProtocol, Proto::Tcp) => RejectWith::TcpReset,
+            (RejectWith::ByProtocol, _) => RejectWith::IcmpPortUnreachable,
+            (other, _) => other,
+        }
+    }
+
+    /// The datapath's encoding (filter-common `Reply`).
+    pub const fn reply(self) -> filter_common::Reply {
+        use filter_common::Reply;
+        match self {
+            RejectWith::ByProtocol => Reply::ByProtocol,
+            RejectWith::TcpReset => Reply::TcpReset,
+            RejectWith::IcmpPortUnreachable => Reply::PortUnreachable,
+            RejectWith::IcmpAdminProhibited => Reply::AdminProhibited,
+            RejectWith::IcmpHostUnreachable => Reply::HostUnreachable,
+        }
+    }
+}
+
+impl fmt::Display for RejectWith {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A layer-4 protocol with ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
@@ -162,7 +239,19 @@ pub struct Defaults {
     pub non_ip: Action,
     pub other_protocols: Action,
     pub fragments: FragmentMode,
+    /// Replies of rejecting zones per second, per CPU …
+    pub reject_rate: u32,
+    /// … and how many a CPU may send at once after a quiet spell.
+    pub reject_burst: u32,
 }
+
+/// Default reply budget of rejecting zones (per CPU): modest, so the host
+/// is no use as a reflector.
+pub const DEFAULT_REJECT_RATE: u32 = 100;
+pub const DEFAULT_REJECT_BURST: u32 = 200;
+/// The most `reject_rate` and `reject_burst` accept.
+pub const MAX_REJECT_RATE: u32 = 1_000_000;
+pub const MAX_REJECT_BURST: u32 = 1_000_000;
 
 impl Default for Defaults {
     fn default() -> Self {
@@ -171,6 +260,8 @@ impl Default for Defaults {
             non_ip: Action::Pass,
             other_protocols: Action::Pass,
             fragments: FragmentMode::FilterFirst,
+            reject_rate: DEFAULT_REJECT_RATE,
+            reject_burst: DEFAULT_REJECT_BURST,
         }
     }
 }
@@ -196,6 +287,8 @@ pub struct CompiledZone {
     pub audit: bool,
     /// `schedule`: outside these hours nobody is allowed.
     pub schedule: Option<super::schedule::ZoneSchedule>,
+    /// What sources outside `allow` get (when not auditing).
+    pub action: ZoneAction,
 }
 
 /// `[metrics] basic_auth`.

@@ -27,14 +27,15 @@ use std::path::Path;
 
 pub use compile::{
     merge_ports, merge_v4, merge_v6, Action, BasicAuth, CompiledFailsafe, CompiledPolicy,
-    CompiledZone, Defaults, FragmentMode, ListFileInfo, MetricsConfig, PortRange, Proto, TlsFiles,
-    DEFAULT_METRICS_LISTEN,
+    CompiledZone, Defaults, FragmentMode, ListFileInfo, MetricsConfig, PortRange, Proto,
+    RejectWith, TlsFiles, ZoneAction, DEFAULT_METRICS_LISTEN, DEFAULT_REJECT_BURST,
+    DEFAULT_REJECT_RATE, MAX_REJECT_BURST, MAX_REJECT_RATE,
 };
 pub use diag::{Diagnostic, PolicyError};
 pub use parse::POLICY_VERSION;
 pub use summary::{
     BlocklistSummary, DefaultsSummary, FailsafeSummary, InstantSummary, ListFileSummary,
-    MetricsSummary, PolicySummary, ScheduleSummary, ZoneSummary,
+    MetricsSummary, PolicySummary, ReplySummary, ScheduleSummary, ZoneSummary,
 };
 pub use warn::{Warning, WarningKind};
 

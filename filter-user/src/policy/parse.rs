@@ -13,7 +13,8 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 use super::addr::{self, Use};
 use super::compile::{
     merge_ports, merge_v4, merge_v6, Action, BasicAuth, CompiledFailsafe, CompiledPolicy,
-    CompiledZone, Defaults, FragmentMode, ListFileInfo, MetricsConfig, PortRange, TlsFiles,
+    CompiledZone, Defaults, FragmentMode, ListFileInfo, MetricsConfig, PortRange, Proto,
+    RejectWith, TlsFiles, ZoneAction, MAX_REJECT_BURST, MAX_REJECT_RATE,
 };
 use super::diag::{excerpt, nearest, Diags, PolicyError};
 use super::files::{self, FileError, ReadLimits};
@@ -34,11 +35,25 @@ const ROOT_KEYS: &[&str] = &[
     "metrics",
     "events",
 ];
-const DEFAULTS_KEYS: &[&str] = &["unmatched", "non_ip", "other_protocols", "fragments"];
+const DEFAULTS_KEYS: &[&str] = &[
+    "unmatched",
+    "non_ip",
+    "other_protocols",
+    "fragments",
+    "reject_rate",
+    "reject_burst",
+];
 const BLOCKLIST_KEYS: &[&str] = &["cidrs", "files"];
 const FAILSAFE_KEYS: &[&str] = &["ports", "from"];
 const ZONE_KEYS: &[&str] = &[
-    "name", "ports", "allow", "action", "audit", "schedule", "timezone",
+    "name",
+    "ports",
+    "allow",
+    "action",
+    "reject_with",
+    "audit",
+    "schedule",
+    "timezone",
 ];
 const METRICS_KEYS: &[&str] = &["listen", "basic_auth", "tls"];
 const BASIC_AUTH_KEYS: &[&str] = &["user", "password_hash"];
@@ -65,6 +80,7 @@ struct ZoneDraft {
     allow_v6: Vec<Ipv6Net>,
     audit: bool,
     schedule: Option<super::schedule::ZoneSchedule>,
+    action: ZoneAction,
 }
 
 pub(super) struct Walker<'a> {
@@ -144,6 +160,7 @@ pub(crate) fn compile(
             allow_v6: merge_v6(z.allow_v6),
             audit: z.audit,
             schedule: z.schedule,
+            action: z.action,
         })
         .collect();
     let mut policy = CompiledPolicy {
@@ -573,6 +590,41 @@ impl Walker<'_> {
         if let Some(m) = self.choice(t, "fragments", "defaults.fragments", &modes) {
             d.fragments = m;
         }
+        let budget = [
+            (
+                "reject_rate",
+                MAX_REJECT_RATE,
+                "replies of rejecting zones per second per CPU",
+                100,
+            ),
+            (
+                "reject_burst",
+                MAX_REJECT_BURST,
+                "replies a CPU may send at once",
+                200,
+            ),
+        ];
+        for (key, max, what, example) in budget {
+            let Some(item) = t.get(key) else {
+                continue;
+            };
+            let example = format!("{key} = {example}");
+            match item.as_integer() {
+                Some(n) if (1..=i64::from(max)).contains(&n) => {
+                    if key == "reject_rate" {
+                        d.reject_rate = n as u32;
+                    } else {
+                        d.reject_burst = n as u32;
+                    }
+                }
+                Some(n) => self.diags.at(
+                    item.span(),
+                    format!("`defaults.{key}` {n} is out of range (1 to {max})"),
+                    Some(format!("{key} counts {what}, e.g. {example}")),
+                ),
+                None => self.type_error(item, &format!("defaults.{key}"), "an integer", &example),
+            }
+        }
         d
     }
 
@@ -762,6 +814,7 @@ impl Walker<'_> {
                 allow_v6: Vec::new(),
                 audit: false,
                 schedule: None,
+                action: ZoneAction::Drop,
             };
             match self.string(t, "name", "zone.name", "name = \"admin\"") {
                 Field::Missing => {
@@ -806,23 +859,7 @@ impl Walker<'_> {
                 Field::Bad => {}
                 Field::Ok(a) => self.addresses(&a, Use::Allow, &mut z.allow_v4, &mut z.allow_v6),
             }
-            if let Field::Ok((action, aspan)) =
-                self.string(t, "action", "zone.action", "action = \"drop\"")
-            {
-                match action {
-                    "drop" => {}
-                    "reject" => self.diags.at(
-                        aspan,
-                        "action \"reject\" is not supported yet",
-                        Some("use action = \"drop\" (sources outside `allow` are dropped silently)".into()),
-                    ),
-                    other => self.diags.at(
-                        aspan,
-                        format!("unknown zone action \"{}\"", excerpt(other)),
-                        Some("the only action is \"drop\" (\"reject\" is planned); to let traffic through while watching, set audit = true".into()),
-                    ),
-                }
-            }
+            z.action = self.zone_action(t, &z);
             if let Some(item) = t.get("audit") {
                 match item.as_bool() {
                     Some(b) => z.audit = b,
@@ -834,6 +871,74 @@ impl Walker<'_> {
         }
         self.check_port_claims(&drafts);
         drafts
+    }
+
+    /// `action` and `reject_with` of a zone whose ports are read.
+    fn zone_action(&mut self, t: &dyn TableLike, z: &ZoneDraft) -> ZoneAction {
+        let mut reject = false;
+        if let Field::Ok((action, aspan)) =
+            self.string(t, "action", "zone.action", "action = \"drop\"")
+        {
+            match action {
+                "drop" => {}
+                "reject" => reject = true,
+                other => {
+                    let help = match nearest(other, &["drop", "reject"]) {
+                        Some(n) => format!("did you mean \"{n}\"?"),
+                        None => "an action is \"drop\" (silently) or \"reject\" (a TCP reset or an ICMP unreachable); to let traffic through while watching, set audit = true".into(),
+                    };
+                    self.diags.at(
+                        aspan,
+                        format!("unknown zone action \"{}\"", excerpt(other)),
+                        Some(help),
+                    );
+                }
+            }
+        }
+        let with = self.choice(t, "reject_with", "zone.reject_with", &RejectWith::NAMES);
+        let Some(with) = with else {
+            return if reject {
+                ZoneAction::Reject(RejectWith::ByProtocol)
+            } else {
+                ZoneAction::Drop
+            };
+        };
+        let span = t.get("reject_with").and_then(|i| i.span());
+        if !reject {
+            self.diags.at(
+                span.clone(),
+                format!("`reject_with = \"{with}\"` without action = \"reject\""),
+                Some(
+                    "a reply is sent only by a rejecting zone: add action = \"reject\" (sources \
+                     outside `allow` then get this reply), or remove reject_with to drop them \
+                     silently"
+                        .into(),
+                ),
+            );
+        }
+        if with == RejectWith::TcpReset {
+            if let Some((range, _)) = z.ports.iter().find(|(r, _)| r.proto != Proto::Tcp) {
+                self.diags.at(
+                    span,
+                    format!(
+                        "reject_with = \"tcp-reset\" cannot answer {range} of zone \"{}\": a TCP \
+                         reset answers TCP only",
+                        z.name
+                    ),
+                    Some(
+                        "leave reject_with out (TCP then gets a reset, UDP and SCTP an ICMP \
+                         port unreachable), choose an ICMP reply for the whole zone, or move \
+                         the UDP and SCTP ports to a zone of their own"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        if reject {
+            ZoneAction::Reject(with)
+        } else {
+            ZoneAction::Drop
+        }
     }
 
     /// A (proto, port) belongs to one zone at most. Sweeps all ranges sorted by

@@ -5,7 +5,7 @@ use std::fmt;
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
-use super::compile::CompiledPolicy;
+use super::compile::{CompiledPolicy, Proto, ZoneAction};
 
 /// How many prefixes the text view shows per list before abbreviating.
 const SHOW_PREFIXES: usize = 6;
@@ -27,6 +27,9 @@ pub struct DefaultsSummary {
     pub non_ip: &'static str,
     pub other_protocols: &'static str,
     pub fragments: &'static str,
+    /// The reply budget of rejecting zones, per CPU.
+    pub reject_rate: u32,
+    pub reject_burst: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,6 +45,11 @@ pub struct ZoneSummary {
     pub name: String,
     pub ports: Vec<String>,
     pub audit: bool,
+    /// `drop` or `reject`.
+    pub action: &'static str,
+    /// A rejecting zone's reply per protocol it has ports of; empty for a
+    /// dropping zone.
+    pub replies: Vec<ReplySummary>,
     pub allow_v4: Vec<String>,
     pub allow_v6: Vec<String>,
     /// The zone's hours and where it stands when the summary was made.
@@ -118,6 +126,14 @@ impl fmt::Display for ScheduleSummary {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplySummary {
+    /// `tcp`, `udp` or `sctp`.
+    pub proto: &'static str,
+    /// `tcp-reset`, `icmp-port-unreachable`, …
+    pub reply: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BlocklistSummary {
     /// Prefixes after merging.
     pub prefixes_v4: usize,
@@ -161,6 +177,8 @@ impl CompiledPolicy {
                 non_ip: d.non_ip.as_str(),
                 other_protocols: d.other_protocols.as_str(),
                 fragments: d.fragments.as_str(),
+                reject_rate: d.reject_rate,
+                reject_burst: d.reject_burst,
             },
             failsafe: self
                 .failsafe
@@ -179,6 +197,18 @@ impl CompiledPolicy {
                     name: z.name.clone(),
                     ports: strings(&z.ports),
                     audit: z.audit,
+                    action: z.action.as_str(),
+                    replies: match z.action {
+                        ZoneAction::Drop => Vec::new(),
+                        ZoneAction::Reject(with) => Proto::ALL
+                            .into_iter()
+                            .filter(|p| z.ports.iter().any(|r| r.proto == *p))
+                            .map(|p| ReplySummary {
+                                proto: p.as_str(),
+                                reply: with.for_proto(p).as_str(),
+                            })
+                            .collect(),
+                    },
                     allow_v4: strings(&z.allow_v4),
                     allow_v6: strings(&z.allow_v6),
                     schedule: z.schedule.as_ref().map(|s| ScheduleSummary::new(s, now)),
@@ -291,6 +321,18 @@ impl fmt::Display for PolicySummary {
                 for line in s.to_string().lines() {
                     writeln!(f, "      {line}")?;
                 }
+            }
+            if !z.replies.is_empty() {
+                let replies: Vec<String> = z
+                    .replies
+                    .iter()
+                    .map(|r| format!("{} → {}", r.proto, r.reply))
+                    .collect();
+                let budget = format!(
+                    "at most {}/s, bursts of {}, per CPU",
+                    self.defaults.reject_rate, self.defaults.reject_burst
+                );
+                writeln!(f, "      reject {} ({budget})", replies.join(", "))?;
             }
         }
         let b = &self.blocklist;

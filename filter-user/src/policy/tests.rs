@@ -234,7 +234,7 @@ fn unknown_key_without_near_match_lists_valid_keys() {
     assert_eq!((e.line, e.column), (3, 1));
     assert_eq!(
         e.help.as_deref(),
-        Some("valid keys in [defaults]: unmatched, non_ip, other_protocols, fragments")
+        Some("valid keys in [defaults]: unmatched, non_ip, other_protocols, fragments, reject_rate, reject_burst")
     );
     let d = errors("version = 1\n[[zones]]\nname = \"x\"\n");
     let e = find(&d, "unknown key `zones` at the top level");
@@ -291,23 +291,148 @@ fn defaults_are_read() {
             non_ip: Action::Drop,
             other_protocols: Action::Drop,
             fragments: FragmentMode::Drop,
+            ..Defaults::default()
         }
     );
 }
 
+fn zone(extra: &str) -> String {
+    format!(
+        "version = 1\n[[zone]]\nname = \"a\"\nports = [\"22/tcp\", \"53/udp\"]\nallow = []\n{extra}"
+    )
+}
+
 #[test]
-fn reject_action_not_supported_yet() {
-    let d = errors(
-        "version = 1\n[[zone]]\nname = \"a\"\nports = [\"22/tcp\"]\nallow = []\naction = \"reject\"\n",
+fn reject_without_reject_with_answers_by_protocol() {
+    let p = compile(&zone("action = \"reject\"\n")).unwrap();
+    assert_eq!(
+        p.zones[0].action,
+        ZoneAction::Reject(RejectWith::ByProtocol)
     );
-    assert_eq!(d.len(), 1);
-    assert_eq!(d[0].message, "action \"reject\" is not supported yet");
-    assert_eq!((d[0].line, d[0].column), (6, 10));
-    assert!(d[0].help.as_deref().unwrap().contains("action = \"drop\""));
-    let d = errors(
-        "version = 1\n[[zone]]\nname = \"a\"\nports = [\"22/tcp\"]\nallow = []\naction = \"pass\"\n",
+    let s = p.summary();
+    assert_eq!(s.zones[0].action, "reject");
+    let replies: Vec<_> = s.zones[0]
+        .replies
+        .iter()
+        .map(|r| (r.proto, r.reply))
+        .collect();
+    assert_eq!(
+        replies,
+        [("tcp", "tcp-reset"), ("udp", "icmp-port-unreachable")]
     );
-    find(&d, "unknown zone action \"pass\"");
+    let text = s.to_string();
+    assert!(
+        text.contains("reject tcp → tcp-reset, udp → icmp-port-unreachable (at most 100/s, bursts of 200, per CPU)"),
+        "{text}"
+    );
+    let drop = compile(&zone("")).unwrap();
+    assert_eq!(drop.zones[0].action, ZoneAction::Drop);
+    assert!(drop.summary().zones[0].replies.is_empty());
+    assert!(!drop.summary().to_string().contains("reject"));
+}
+
+#[test]
+fn reject_with_picks_the_reply_for_every_protocol() {
+    let p = compile(&zone(
+        "action = \"reject\"\nreject_with = \"icmp-admin-prohibited\"\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        p.zones[0].action,
+        ZoneAction::Reject(RejectWith::IcmpAdminProhibited)
+    );
+    let s = p.summary();
+    assert!(s.zones[0]
+        .replies
+        .iter()
+        .all(|r| r.reply == "icmp-admin-prohibited"));
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["zones"][0]["action"], "reject");
+    assert_eq!(json["zones"][0]["replies"][0]["proto"], "tcp");
+    assert_eq!(
+        json["zones"][0]["replies"][1]["reply"],
+        "icmp-admin-prohibited"
+    );
+}
+
+#[test]
+fn unknown_reject_with_names_the_valid_replies() {
+    let d = errors(&zone("action = \"reject\"\nreject_with = \"tcp-rst\"\n"));
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert!(d[0].message.contains("`zone.reject_with` must be \"tcp-reset\" or \"icmp-port-unreachable\" or \"icmp-admin-prohibited\" or \"icmp-host-unreachable\", found \"tcp-rst\""), "{}", d[0].message);
+    assert_eq!((d[0].line, d[0].column), (7, 15));
+    assert_eq!(d[0].help.as_deref(), Some("did you mean \"tcp-reset\"?"));
+    let d = errors(&zone("action = \"reject\"\nreject_with = \"rst\"\n"));
+    assert!(d[0].help.as_deref().unwrap().contains("valid values"));
+}
+
+#[test]
+fn tcp_reset_on_a_zone_with_udp_ports_is_an_error() {
+    let d = errors(&zone("action = \"reject\"\nreject_with = \"tcp-reset\"\n"));
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(
+        d[0].message,
+        "reject_with = \"tcp-reset\" cannot answer 53/udp of zone \"a\": a TCP reset answers TCP only"
+    );
+    assert_eq!((d[0].line, d[0].column), (7, 15));
+    assert!(d[0]
+        .help
+        .as_deref()
+        .unwrap()
+        .contains("leave reject_with out"));
+    // On a TCP-only zone it is fine.
+    let p = compile(
+        "version = 1\n[[zone]]\nname = \"a\"\nports = [\"22/tcp\"]\nallow = []\n\
+         action = \"reject\"\nreject_with = \"tcp-reset\"\n",
+    )
+    .unwrap();
+    assert_eq!(p.zones[0].action, ZoneAction::Reject(RejectWith::TcpReset));
+}
+
+#[test]
+fn reject_with_without_action_reject_is_an_error() {
+    for extra in [
+        "reject_with = \"icmp-port-unreachable\"\n",
+        "action = \"drop\"\nreject_with = \"icmp-port-unreachable\"\n",
+    ] {
+        let d = errors(&zone(extra));
+        let e = find(&d, "without action = \"reject\"");
+        assert_eq!(e.column, 15);
+        assert!(e
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("add action = \"reject\""));
+    }
+}
+
+#[test]
+fn unknown_zone_action_suggests_drop_or_reject() {
+    let d = errors(&zone("action = \"rejct\"\n"));
+    let e = find(&d, "unknown zone action \"rejct\"");
+    assert_eq!((e.line, e.column), (6, 10));
+    assert_eq!(e.help.as_deref(), Some("did you mean \"reject\"?"));
+    let d = errors(&zone("action = \"pass\"\n"));
+    let e = find(&d, "unknown zone action \"pass\"");
+    assert!(e.help.as_deref().unwrap().contains("audit = true"));
+}
+
+#[test]
+fn reject_budget_is_read_and_range_checked() {
+    let p = compile("version = 1\n[defaults]\nreject_rate = 5\nreject_burst = 7\n").unwrap();
+    assert_eq!((p.defaults.reject_rate, p.defaults.reject_burst), (5, 7));
+    let p = compile("version = 1\n").unwrap();
+    assert_eq!(
+        (p.defaults.reject_rate, p.defaults.reject_burst),
+        (DEFAULT_REJECT_RATE, DEFAULT_REJECT_BURST)
+    );
+    let d = errors("version = 1\n[defaults]\nreject_rate = 0\nreject_burst = \"lots\"\n");
+    let e = find(
+        &d,
+        "`defaults.reject_rate` 0 is out of range (1 to 1000000)",
+    );
+    assert_eq!((e.line, e.column), (3, 15));
+    find(&d, "`defaults.reject_burst` must be an integer");
 }
 
 #[test]

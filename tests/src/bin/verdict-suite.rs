@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use portcullis_tests::{
     case::Case,
-    evasion, fixtures, fixtures_schedule, fixtures_v6, gen,
+    evasion, fixtures, fixtures_reject, fixtures_schedule, fixtures_v6, gen,
     harness::{Harness, Observed, MAX_FRAME},
     loader_checks, model,
     packet::hex,
@@ -57,7 +57,8 @@ fn run(args: &Args) -> Result<bool> {
     let (fp, ff) = run_cases(&mut h, "fixture", &fixtures::fixtures())?;
     let (fp6, ff6) = run_cases(&mut h, "fixture", &fixtures_v6::fixtures())?;
     let (fps, ffs) = run_cases(&mut h, "fixture", &fixtures_schedule::fixtures())?;
-    let (fp, ff) = (fp + fp6 + fps, ff + ff6 + ffs);
+    let (fpr, ffr) = run_reply_cases(&mut h, &fixtures_reject::cases())?;
+    let (fp, ff) = (fp + fp6 + fps + fpr, ff + ff6 + ffs + ffr);
     let (ep, ef) = run_cases(&mut h, "evasion", &evasion::corpus())?;
     let (lp, lf) = loader_checks::run(&mut h, !args.no_scale)?;
 
@@ -115,6 +116,51 @@ fn run_cases(h: &mut Harness, kind: &str, cases: &[Case]) -> Result<(u64, u64)> 
     Ok((passed, failed))
 }
 
+/// The reply fixtures: verdict, reason, rule, and the exact bytes the
+/// program leaves in the frame (its reply), which must also pass the
+/// checksum verifier.
+fn run_reply_cases(h: &mut Harness, cases: &[fixtures_reject::ReplyCase]) -> Result<(u64, u64)> {
+    let (mut passed, mut failed) = (0, 0);
+    let mut applied = None;
+    for c in cases {
+        let toml = c.case.policy.to_toml();
+        if applied.as_deref() != Some(toml.as_str()) {
+            h.apply(&c.case.policy)
+                .with_context(|| format!("reply fixture {}: applying its policy", c.case.name))?;
+            applied = Some(toml);
+        }
+        let expect = Observed::from(&c.case.expect);
+        let outcome = h.check_reply(&c.case.frame, expect, c.reply.as_deref())?;
+        let verified = match (&outcome, &c.reply) {
+            (Ok(()), Some(r)) => fixtures_reject::verify_reply(r).err(),
+            _ => None,
+        };
+        match (outcome, verified) {
+            (Ok(()), None) => passed += 1,
+            (Ok(()), Some(e)) => {
+                failed += 1;
+                println!(
+                    "FAIL reply fixture {}: the reply fails the verifier: {e}",
+                    c.case.name
+                );
+            }
+            (Err((got, out)), _) => {
+                failed += 1;
+                println!(
+                    "FAIL reply fixture {}: expected {expect}, got {got}\n  what: {}\n  frame: {}\n  \
+                     want:  {}\n  left:  {}",
+                    c.case.name,
+                    c.case.what,
+                    hex(&c.case.frame),
+                    c.reply.as_deref().map_or("(no reply)".into(), hex),
+                    hex(&out)
+                );
+            }
+        }
+    }
+    Ok((passed, failed))
+}
+
 fn differential(h: &mut Harness, seed: u64, total: u64) -> Result<(u64, u64)> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let (mut cases, mut mismatches) = (0u64, 0u64);
@@ -130,7 +176,7 @@ fn differential(h: &mut Harness, seed: u64, total: u64) -> Result<(u64, u64)> {
             if frame.len() < 14 || frame.len() > MAX_FRAME {
                 continue; // BPF_PROG_TEST_RUN cannot run these sizes.
             }
-            let j = model::judge(&spec, &frame);
+            let (j, reply) = model::decide(&spec, &frame);
             let expect = Observed {
                 verdict: j.verdict,
                 reason: j.reason,
@@ -138,7 +184,7 @@ fn differential(h: &mut Harness, seed: u64, total: u64) -> Result<(u64, u64)> {
             };
             *reasons.entry(j.reason.as_str()).or_default() += 1;
             cases += 1;
-            if let Some(got) = h.check(&frame, expect)? {
+            if let Err((got, _)) = h.check_reply(&frame, expect, reply.as_deref())? {
                 mismatches += 1;
                 if mismatches <= REPRODUCERS {
                     report_mismatch(h, &spec, &frame, expect, got)?;
@@ -168,16 +214,25 @@ fn report_mismatch(
         if h.apply(s).is_err() || f.len() < 14 {
             return false;
         }
-        let j = model::judge(s, f);
+        let (j, reply) = model::decide(s, f);
         let e = Observed {
             verdict: j.verdict,
             reason: j.reason,
             rule: j.rule,
         };
-        matches!(h.check(f, e), Ok(Some(_)))
+        matches!(h.check_reply(f, e, reply.as_deref()), Ok(Err(_)))
     });
-    let j = model::judge(&spec, &frame);
+    let (j, reply) = model::decide(&spec, &frame);
     h.apply(&spec)?;
+    let e = Observed {
+        verdict: j.verdict,
+        reason: j.reason,
+        rule: j.rule,
+    };
+    let left = match h.check_reply(&frame, e, reply.as_deref())? {
+        Ok(()) => Vec::new(),
+        Err((_, out)) => out,
+    };
     let got = h.observe(&frame)?;
     println!(
         "minimal reproducer: model {} ({}, rule {}), program {got}\n--- policy ---\n{}--- frame ---\n{}",
@@ -187,5 +242,12 @@ fn report_mismatch(
         spec.to_toml(),
         hex(&frame)
     );
+    if let Some(r) = reply {
+        println!(
+            "--- model's reply ---\n{}\n--- program's ---\n{}",
+            hex(&r),
+            hex(&left)
+        );
+    }
     Ok(())
 }

@@ -19,6 +19,7 @@
 //!   control socket's path and silent clients).
 //! - `ownership`: one owner per pin root, honest status, failed-start rollback.
 //! - `events`: sampled drop events, `top`, the runtime switch, packet logging.
+//! - `reject`: rejecting zones' replies reach real sockets; the reply budget.
 //! - `warnings`: policy warnings in `check` (text, JSON, `--strict`) and the
 //!   daemon's log.
 //! - `logs`: `--log-format json` lines and journald-aware plain text.
@@ -58,6 +59,7 @@ pub mod ownership;
 pub mod package;
 pub mod policies;
 pub mod probe;
+pub mod reject;
 pub mod scenarios;
 pub mod schedule;
 pub mod topology;

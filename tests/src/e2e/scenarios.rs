@@ -18,7 +18,7 @@ use super::{
     daemon::{Daemon, Sandbox, Status},
     http, inputs, metrics_hardening as mh, policies,
     probe::{self, Outcome, Probe, ProbeLoop, CLOSED_TCP_PORT},
-    schedule,
+    reject, schedule,
     topology::*,
     upgrade,
 };
@@ -127,6 +127,18 @@ pub fn all() -> Vec<Scenario> {
             failsafe_beats_blocklist,
         ),
         s("ipv6-paths", false, true, ipv6_paths),
+        s(
+            "reject-answers-at-once",
+            false,
+            true,
+            reject::answers_at_once,
+        ),
+        s(
+            "reject-budget-bounds-a-flood",
+            false,
+            false,
+            reject::budget_bounds_a_flood,
+        ),
         s("vlan-path", false, false, vlan_path),
         s("invalid-reload-keeps-old", false, true, invalid_reload),
         s("valid-reload-swaps", false, true, valid_reload),

@@ -32,7 +32,7 @@ const SKB_VLAN_TCI: i16 = 24;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Insn {
+pub(crate) struct Insn {
     code: u8,
     regs: u8,
     off: i16,
@@ -47,7 +47,7 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
         imm,
     }
 }
-const fn mov_imm(dst: u8, imm: i32) -> Insn {
+pub(crate) const fn mov_imm(dst: u8, imm: i32) -> Insn {
     insn(0xb7, dst, 0, 0, imm)
 }
 const fn mov_reg(dst: u8, src: u8) -> Insn {
@@ -56,7 +56,7 @@ const fn mov_reg(dst: u8, src: u8) -> Insn {
 const fn call(helper: i32) -> Insn {
     insn(0x85, 0, 0, 0, helper)
 }
-const fn exit() -> Insn {
+pub(crate) const fn exit() -> Insn {
     insn(0x95, 0, 0, 0, 0)
 }
 const fn ldx_w(dst: u8, src: u8, off: i16) -> Insn {
@@ -124,12 +124,23 @@ struct ProgAttachAttr {
 }
 
 fn load(name: &str, insns: &[Insn]) -> Result<libc::c_int> {
+    load_prog(BPF_PROG_TYPE_SCHED_CLS, 0, name, insns)
+}
+
+/// Loads `insns` as a program of `prog_type` (expecting `attach_type`);
+/// returns its fd.
+pub(crate) fn load_prog(
+    prog_type: u32,
+    attach_type: u32,
+    name: &str,
+    insns: &[Insn],
+) -> Result<libc::c_int> {
     let license = CString::new("GPL").expect("no NUL");
     let mut log = vec![0u8; 64 * 1024];
     let mut prog_name = [0u8; 16];
     prog_name[..name.len().min(15)].copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
     let attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_SCHED_CLS,
+        prog_type,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
@@ -140,7 +151,7 @@ fn load(name: &str, insns: &[Insn]) -> Result<libc::c_int> {
         prog_flags: 0,
         prog_name,
         prog_ifindex: 0,
-        expected_attach_type: 0,
+        expected_attach_type: attach_type,
     };
     // SAFETY: attr and everything it points to outlive the call.
     let fd = unsafe {
@@ -155,14 +166,14 @@ fn load(name: &str, insns: &[Insn]) -> Result<libc::c_int> {
         let err = std::io::Error::last_os_error();
         let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
         bail!(
-            "loading tc program {name}: {err}; verifier: {}",
+            "loading program {name}: {err}; verifier: {}",
             String::from_utf8_lossy(&log[..end]).trim()
         );
     }
     Ok(fd as libc::c_int)
 }
 
-fn ifindex(dev: &str) -> Result<u32> {
+pub(crate) fn ifindex(dev: &str) -> Result<u32> {
     let c = CString::new(dev)?;
     // SAFETY: valid C string.
     let i = unsafe { libc::if_nametoindex(c.as_ptr()) };

@@ -10,21 +10,25 @@
 //! Where the contract leaves room for more than one reading, the most literal one
 //! is taken and marked `// CONTRACT:`.
 //!
-//! Split by concern: `parse` (frames), `schedule` (zone hours, from the
-//! windows and an instant, never from the compiled transition list), and the
-//! verdict order here.
+//! By concern: `parse` reads the frame (the contract's tables), this module
+//! applies the verdict order, `schedule` says whether a zone keeps its hours
+//! (from the windows and an instant, never from the compiled transition
+//! list), `reply` whether and how a rejecting zone answers (the exact reply
+//! bytes, from docs/policy.md), `tests` pins it all.
 
 mod parse;
+mod reply;
 pub mod schedule;
 #[cfg(test)]
 mod tests;
-
-pub use parse::*;
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use filter_common::{Reason, Verdict, RULE_FAILSAFE, RULE_GLOBAL};
 use ipnet::IpNet;
+
+pub use parse::*;
+pub use reply::{reply, NoReply};
 
 use crate::spec::{ports_cover, Act, Allow, Fragments, PolicySpec};
 
@@ -120,7 +124,18 @@ fn act(a: Act) -> Verdict {
 
 /// The verdict for `frame` under `policy`, by the contract's verdict order.
 pub fn judge(policy: &PolicySpec, frame: &[u8]) -> Judgement {
-    let global = |verdict, reason| Judgement::new(verdict, reason, RULE_GLOBAL);
+    decide(policy, frame).0
+}
+
+/// The reply the program must send for `frame` (exactly these bytes), if
+/// its verdict is `rejected`.
+pub fn expected_reply(policy: &PolicySpec, frame: &[u8]) -> Option<Vec<u8>> {
+    decide(policy, frame).1
+}
+
+/// The verdict, and for `rejected` the reply.
+pub fn decide(policy: &PolicySpec, frame: &[u8]) -> (Judgement, Option<Vec<u8>>) {
+    let global = |verdict, reason| (Judgement::new(verdict, reason, RULE_GLOBAL), None);
     let d = &policy.defaults;
 
     // 1. not IPv4/IPv6, 2. malformed
@@ -136,7 +151,8 @@ pub fn judge(policy: &PolicySpec, frame: &[u8]) -> Judgement {
     if let Transport::Ports { proto, dport } = info.transport {
         for rule in &policy.failsafe {
             if ports_cover(&rule.ports, proto, dport) && in_any(&rule.from, src) {
-                return Judgement::new(Verdict::Pass, Reason::Failsafe, RULE_FAILSAFE);
+                let j = Judgement::new(Verdict::Pass, Reason::Failsafe, RULE_FAILSAFE);
+                return (j, None);
             }
         }
     }
@@ -167,23 +183,35 @@ pub fn judge(policy: &PolicySpec, frame: &[u8]) -> Judgement {
     for (index, zone) in policy.zones.iter().enumerate() {
         if ports_cover(&zone.ports, proto, dport) {
             let id = PolicySpec::zone_id(index);
+            let j = |verdict, reason| (Judgement::new(verdict, reason, id), None);
             // Outside its hours a scheduled zone refuses everyone.
-            if let Some(s) = &zone.schedule {
-                let at = policy.at.unwrap_or_else(jiff::Timestamp::now);
-                if !schedule::open_at(s, at) {
-                    return if zone.audit {
-                        Judgement::new(Verdict::Pass, Reason::Audit, id)
-                    } else {
-                        Judgement::new(Verdict::Drop, Reason::Closed, id)
-                    };
-                }
+            let at = || policy.at.unwrap_or_else(jiff::Timestamp::now);
+            let closed = zone
+                .schedule
+                .as_ref()
+                .is_some_and(|s| !schedule::open_at(s, at()));
+            if !closed && allowed(&zone.allow, src) {
+                return j(Verdict::Pass, Reason::Allowed);
             }
-            return if allowed(&zone.allow, src) {
-                Judgement::new(Verdict::Pass, Reason::Allowed, id)
-            } else if zone.audit {
-                Judgement::new(Verdict::Pass, Reason::Audit, id)
+            // An auditing zone only counts what it would do, reject included.
+            if zone.audit {
+                return j(Verdict::Pass, Reason::Audit);
+            }
+            // A rejecting zone answers what may be answered (reply.rs) and
+            // drops the rest as a dropping zone would (`not_allowed`, closed
+            // or not: the reply program judges those). The reply budget is
+            // not modelled: tests that compare give the policy room.
+            let refused = if closed && zone.reject.is_none() {
+                Reason::Closed
             } else {
-                Judgement::new(Verdict::Drop, Reason::NotAllowed, id)
+                Reason::NotAllowed
+            };
+            return match zone.reject.map(|with| reply(frame, &info, with, proto)) {
+                Some(Ok(bytes)) => (
+                    Judgement::new(Verdict::Drop, Reason::Rejected, id),
+                    Some(bytes),
+                ),
+                _ => j(Verdict::Drop, refused),
             };
         }
     }

@@ -1,4 +1,5 @@
-//! Frame parsing as docs/parsing-contract.md prescribes (the model's reading).
+//! The contract's parse (docs/parsing-contract.md, "Layer 2" to "Layer 4"),
+//! table row by table row: what a frame is, and where its headers lie.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -23,6 +24,14 @@ pub struct IpInfo {
     pub src: IpAddr,
     pub fragment: Fragment,
     pub transport: Transport,
+    /// Where the IP header starts in the frame.
+    pub l3: usize,
+    /// Where the layer-4 header starts in the frame (0 for a non-first
+    /// fragment, which has none).
+    pub l4: usize,
+    /// Where the IP packet ends in the frame, by its length field (Ethernet
+    /// padding may follow).
+    pub end: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +170,9 @@ fn parse_ipv4(p: &[u8], l3: usize) -> Parse<IpInfo> {
             src: IpAddr::V4(src),
             fragment: Fragment::NonFirst,
             transport: Transport::NoPorts { protocol },
+            l3,
+            l4: 0,
+            end: l3 + total_len,
         });
     }
     let fragment = if more_fragments {
@@ -173,6 +185,9 @@ fn parse_ipv4(p: &[u8], l3: usize) -> Parse<IpInfo> {
         src: IpAddr::V4(src),
         fragment,
         transport,
+        l3,
+        l4: l3 + header_len,
+        end: l3 + total_len,
     })
 }
 
@@ -237,6 +252,9 @@ fn parse_ipv6(p: &[u8], l3: usize) -> Parse<IpInfo> {
                         src,
                         fragment: Fragment::NonFirst,
                         transport: Transport::NoPorts { protocol: inner },
+                        l3,
+                        l4: 0,
+                        end: l3 + 40 + payload_len,
                     });
                 }
                 if more || V6_ATOMIC_FRAGMENT_IS_FIRST {
@@ -273,6 +291,9 @@ fn parse_ipv6(p: &[u8], l3: usize) -> Parse<IpInfo> {
         src,
         fragment,
         transport,
+        l3,
+        l4: l3 + 40 + pos,
+        end: l3 + 40 + payload_len,
     })
 }
 

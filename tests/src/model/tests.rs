@@ -1,9 +1,12 @@
-//! The reference model's own tests.
+//! The reference model pinned by hand, rule by rule.
+
 use super::*;
-use crate::packet::{ExtHeader, Frame, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_LLDP};
-use crate::spec::{allow, nets, Defaults, Proto, RuleSpec, ZoneSpec};
-use rand::{Rng, SeedableRng};
 use std::net::Ipv6Addr;
+
+use crate::packet::{ExtHeader, Frame, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_LLDP};
+use crate::spec::Proto;
+use crate::spec::{allow, nets, Defaults, RuleSpec, ZoneSpec};
+use rand::{Rng, SeedableRng};
 
 // ---- helpers ---------------------------------------------------------
 
@@ -49,6 +52,7 @@ fn keep() -> PolicySpec {
             )
             .audit(),
         ],
+        reject_budget: None,
     }
 }
 
