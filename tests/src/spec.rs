@@ -377,6 +377,10 @@ impl PolicySpec {
     pub fn to_toml(&self) -> String {
         let mut s = String::new();
         let d = &self.defaults;
+        if let Some(at) = self.at {
+            // Not policy: the instant the harness and the model judge at.
+            let _ = writeln!(s, "# judged at {at}");
+        }
         s.push_str("version = 1\n\n[defaults]\n");
         let _ = writeln!(s, "unmatched = {}", quote(d.unmatched.as_str()));
         let _ = writeln!(s, "non_ip = {}", quote(d.non_ip.as_str()));

@@ -430,10 +430,12 @@ pub(crate) fn parse_timezone(name: &str) -> Result<(String, TimeZone), Problem> 
         .map(|(_, n)| n.clone())
         .collect();
     let close: Vec<String> = if city.is_empty() {
+        // The closest names only (ties kept, at most three).
+        let best = scored.first().map_or(0, |(d, _)| *d);
         scored
             .iter()
             .take(3)
-            .filter(|(d, _)| *d <= 4.max(lower.len() / 3))
+            .filter(|(d, _)| *d == best && *d <= 4.max(lower.len() / 3))
             .map(|(_, n)| n.clone())
             .collect()
     } else {
