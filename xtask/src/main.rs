@@ -3,6 +3,7 @@ mod bench;
 mod bootstrap;
 mod deb;
 mod fuzz;
+mod kube;
 mod releases;
 mod vm;
 
@@ -45,6 +46,9 @@ enum Cmd {
         #[arg(long)]
         no_e2e: bool,
     },
+    /// Check deploy/ with the tools that consume it: the Debian package
+    /// (lintian, install), the Kubernetes manifests (part of `test`).
+    DeployCheck,
     /// Regenerate the checked-in files derived from the code: man pages and shell
     /// completions (deploy/man, deploy/completions) from the CLI. `cargo test`
     /// fails while they differ.
@@ -125,6 +129,11 @@ fn main() -> Result<()> {
         } => test(&root, long, seed, no_lint, no_vm, no_e2e),
         Cmd::Demo => demo(&root),
         Cmd::Gen => gen(&root),
+        Cmd::DeployCheck => {
+            bootstrap::run()?;
+            build_ebpf(&root)?;
+            deploy_checks(&root)
+        }
         Cmd::Deb => {
             bootstrap::run()?;
             bootstrap::deploy_tools(&root)?;
@@ -245,7 +254,8 @@ fn build_ebpf(root: &Path) -> Result<PathBuf> {
 }
 
 /// What deploy/ ships, checked by the tools that consume it: the Debian
-/// package (lintian, install into a throwaway root). Reuses the release
+/// package (lintian, install into a throwaway root), the Kubernetes manifests
+/// (kubernetes-validate, the ConfigMap's policy). Reuses the release
 /// binary the e2e suite runs.
 fn deploy_checks(root: &Path) -> Result<()> {
     let started = std::time::Instant::now();
@@ -253,6 +263,7 @@ fn deploy_checks(root: &Path) -> Result<()> {
     let bin = build_release_bins(root)?;
     let deb = deb::build(root, &bin.join("portcullis"))?;
     deb::check(root, &deb)?;
+    kube::check(root, &bin.join("portcullis"))?;
     eprintln!(
         "deploy checks: passed in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -269,6 +280,8 @@ fn test(
     no_e2e: bool,
 ) -> Result<()> {
     bootstrap::run()?;
+    // lintian, promtool (the e2e suite's monitoring scenario), kubernetes-validate.
+    bootstrap::deploy_tools(root)?;
     build_ebpf(root)?;
     if !no_lint {
         exec(
