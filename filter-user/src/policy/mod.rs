@@ -12,6 +12,7 @@ mod files;
 mod lists;
 mod parse;
 mod ports;
+pub mod schema;
 mod summary;
 mod warn;
 
