@@ -160,7 +160,7 @@ fn main() -> Result<()> {
     ] {
         write(&valid, name.into(), text)?;
     }
-    let mut rng = gen::rng(0x5c4e_3a);
+    let mut rng = gen::rng(0x005c_4e3a);
     for i in 0..args.random {
         write(
             &valid,
