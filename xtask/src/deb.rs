@@ -61,6 +61,11 @@ const FILES: &[(&str, &str, u32)] = &[
         0o644,
     ),
     (
+        "docs/policy.schema.json",
+        "usr/share/doc/portcullis/policy.schema.json",
+        0o644,
+    ),
+    (
         "deploy/debian/copyright",
         "usr/share/doc/portcullis/copyright",
         0o644,

@@ -5,6 +5,7 @@ mod deb;
 mod fuzz;
 mod kube;
 mod releases;
+mod schema;
 mod vm;
 
 use std::{
@@ -50,8 +51,8 @@ enum Cmd {
     /// (lintian, install), the Kubernetes manifests (part of `test`).
     DeployCheck,
     /// Regenerate the checked-in files derived from the code: man pages and shell
-    /// completions (deploy/man, deploy/completions) from the CLI. `cargo test`
-    /// fails while they differ.
+    /// completions (deploy/man, deploy/completions) from the CLI, the policy's
+    /// JSON schema (docs/policy.schema.json). `cargo test` fails while they differ.
     Gen,
     /// The Debian package (target/deb/portcullis_VERSION_ARCH.deb), linted with
     /// lintian and installed, checked, removed and purged in a throwaway root.
@@ -255,7 +256,8 @@ fn build_ebpf(root: &Path) -> Result<PathBuf> {
 
 /// What deploy/ ships, checked by the tools that consume it: the Debian
 /// package (lintian, install into a throwaway root), the Kubernetes manifests
-/// (kubernetes-validate, the ConfigMap's policy). Reuses the release
+/// (kubernetes-validate, the ConfigMap's policy), the policy's JSON schema
+/// (jsonschema over the examples and fixtures). Reuses the release
 /// binary the e2e suite runs.
 fn deploy_checks(root: &Path) -> Result<()> {
     let started = std::time::Instant::now();
@@ -264,6 +266,7 @@ fn deploy_checks(root: &Path) -> Result<()> {
     let deb = deb::build(root, &bin.join("portcullis"))?;
     deb::check(root, &deb)?;
     kube::check(root, &bin.join("portcullis"))?;
+    schema::check(root, &bin)?;
     eprintln!(
         "deploy checks: passed in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -375,22 +378,23 @@ fn test(
 }
 
 /// The generators are the drift tests themselves, run with
-/// `PORTCULLIS_REGENERATE=1` (filter-user/src/cli_docs.rs).
+/// `PORTCULLIS_REGENERATE=1` (filter-user/src/cli_docs.rs, policy/schema.rs).
 fn gen(root: &Path) -> Result<()> {
-    exec(
-        clean_cargo(None)
-            .current_dir(root)
-            .env("PORTCULLIS_REGENERATE", "1")
-            .args([
-                "test",
-                "-p",
-                "filter-user",
-                "--bin",
-                "portcullis",
-                "cli_docs::",
-            ]),
-    )?;
-    eprintln!("regenerated deploy/man and deploy/completions; review with `git diff`");
+    for filter in [
+        ["--bin", "portcullis", "cli_docs::"],
+        ["--lib", "policy::schema::", "--"],
+    ] {
+        exec(
+            clean_cargo(None)
+                .current_dir(root)
+                .env("PORTCULLIS_REGENERATE", "1")
+                .args(["test", "-p", "filter-user"])
+                .args(filter.iter().filter(|a| **a != "--")),
+        )?;
+    }
+    eprintln!(
+        "regenerated deploy/man, deploy/completions and docs/policy.schema.json; review with `git diff`"
+    );
     Ok(())
 }
 

@@ -13,6 +13,7 @@ mod lists;
 mod parse;
 mod ports;
 pub mod schedule;
+pub mod schema;
 mod summary;
 mod warn;
 

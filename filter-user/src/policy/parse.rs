@@ -25,7 +25,7 @@ use crate::events::{EventsPolicy, Mode};
 
 type Span = Option<Range<usize>>;
 
-const ROOT_KEYS: &[&str] = &[
+pub(super) const ROOT_KEYS: &[&str] = &[
     "version",
     "interfaces",
     "defaults",
@@ -35,7 +35,7 @@ const ROOT_KEYS: &[&str] = &[
     "metrics",
     "events",
 ];
-const DEFAULTS_KEYS: &[&str] = &[
+pub(super) const DEFAULTS_KEYS: &[&str] = &[
     "unmatched",
     "non_ip",
     "other_protocols",
@@ -43,9 +43,9 @@ const DEFAULTS_KEYS: &[&str] = &[
     "reject_rate",
     "reject_burst",
 ];
-const BLOCKLIST_KEYS: &[&str] = &["cidrs", "files"];
-const FAILSAFE_KEYS: &[&str] = &["ports", "from"];
-const ZONE_KEYS: &[&str] = &[
+pub(super) const BLOCKLIST_KEYS: &[&str] = &["cidrs", "files"];
+pub(super) const FAILSAFE_KEYS: &[&str] = &["ports", "from"];
+pub(super) const ZONE_KEYS: &[&str] = &[
     "name",
     "ports",
     "allow",
@@ -55,10 +55,10 @@ const ZONE_KEYS: &[&str] = &[
     "schedule",
     "timezone",
 ];
-const METRICS_KEYS: &[&str] = &["listen", "basic_auth", "tls"];
-const BASIC_AUTH_KEYS: &[&str] = &["user", "password_hash"];
-const TLS_KEYS: &[&str] = &["cert", "key"];
-const EVENTS_KEYS: &[&str] = &["sample", "rate", "burst"];
+pub(super) const METRICS_KEYS: &[&str] = &["listen", "basic_auth", "tls"];
+pub(super) const BASIC_AUTH_KEYS: &[&str] = &["user", "password_hash"];
+pub(super) const TLS_KEYS: &[&str] = &["cert", "key"];
+pub(super) const EVENTS_KEYS: &[&str] = &["sample", "rate", "burst"];
 
 /// The policy format version this build reads.
 pub const POLICY_VERSION: i64 = 1;
