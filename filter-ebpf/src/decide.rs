@@ -1,6 +1,6 @@
 //! The verdict order of docs/parsing-contract.md, over one policy slot.
 use filter_common::{
-    port_index, set_tag, zone_index, Config, PortEntry, Reason, Verdict, ZoneInfo,
+    port_index, set_tag, zone_index, Config, PortEntry, Reason, ReplyPending, Verdict, ZoneInfo,
     FAILSAFE_SET_BASE, RULE_FAILSAFE, RULE_GLOBAL,
 };
 
@@ -104,7 +104,20 @@ fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decisio
         // Here, not in the caller: a branch on the decision there would
         // make the verifier walk counting and sampling once per reason.
         if flags & ZoneInfo::REJECT != 0 {
-            reply::hand_off(ctx);
+            reply::hand_off(
+                ctx,
+                ReplyPending {
+                    zone,
+                    zone_flags: flags,
+                    slot,
+                    l3: p.at.l3,
+                    l4: p.at.l4,
+                    proto: p.at.proto,
+                    v6: p.at.v6 as u8,
+                    first_fragment: p.first_fragment as u8,
+                    _pad: 0,
+                },
+            );
         }
         return decision(Verdict::Drop, Reason::NotAllowed, zone);
     }
