@@ -65,10 +65,15 @@ pub const MAP_REPLY_PROG: &str = "REPLY_PROG";
 /// `REPLY_STATE[0]`, per CPU: the reply budget's token bucket ([`ReplyState`]),
 /// global (not per policy slot), so a reload does not refill it.
 pub const MAP_REPLY_STATE: &str = "REPLY_STATE";
+/// `REPLY_PENDING[0]`, per CPU: what the main program found out about a
+/// refusal it hands to the reply program ([`ReplyPending`]). Scratch, but
+/// pinned like `REPLY_PROG`: a program of one build may tail-call the reply
+/// program of the next (same layout) while a daemon takes over.
+pub const MAP_REPLY_PENDING: &str = "REPLY_PENDING";
 /// Maps of the object that belong to one load (created fresh, never pinned).
 pub const PER_LOAD_MAPS: [&str; 2] = [MAP_EVENTS_PROG, MAP_EVENTS_PENDING];
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 22] = [
+pub const ALL_MAPS: [&str; 23] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -91,6 +96,7 @@ pub const ALL_MAPS: [&str; 22] = [
     MAP_SCHED,
     MAP_REPLY_PROG,
     MAP_REPLY_STATE,
+    MAP_REPLY_PENDING,
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
@@ -461,8 +467,32 @@ pub const REPLY_TTL: u8 = 64;
 /// The IPv4 TOS of ICMP errors (precedence "internetwork control", as Linux).
 pub const REPLY_ICMP4_TOS: u8 = 0xc0;
 
-/// `REPLY_STATE[0]`, one per CPU: the reply budget's bucket (the same
-/// [`bucket_take`] as sampled events, with `Config::reject_cost_ns`/`cap_ns`).
+/// `REPLY_PENDING[0]`, per CPU: a rejecting zone's refusal as the main
+/// program decided it, for the reply program it tail-calls next (so that
+/// one neither parses the frame nor looks the zone up again).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyPending {
+    /// The zone id (the counter rule).
+    pub zone: u32,
+    /// The zone's `ZoneInfo::flags` (its `Reply`).
+    pub zone_flags: u32,
+    /// The policy slot the decision read (its `Config` holds the budget).
+    pub slot: u32,
+    /// Offsets of the IP and layer-4 headers.
+    pub l3: u16,
+    pub l4: u16,
+    /// IP protocol (TCP, UDP or SCTP).
+    pub proto: u8,
+    /// The IP header is IPv6.
+    pub v6: u8,
+    /// Offset 0 with more fragments to come.
+    pub first_fragment: u8,
+    pub _pad: u8,
+}
+
+/// `REPLY_STATE[0]`, one per CPU: the reply budget's bucket
+/// ([`lazy_bucket_take`], with `Config::reject_cost_ns`/`cap_ns`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplyState {
@@ -946,6 +976,42 @@ pub const fn bucket_take(
     }
 }
 
+/// The reply budget's token bucket: as [`bucket_take`], but the clock is
+/// read (`clock`) only when the saved credit does not pay for a token, so
+/// a reply within the budget costs no clock read (on the machines measured,
+/// a helper call is about as dear as the reset itself). Refilling only
+/// then, credit saved before an idle spell is not clipped at the cap while
+/// it lasts: in any window of T a CPU gives at most 2 × burst + rate × T
+/// tokens (a plain bucket: burst + rate × T), and rate × T in the long run.
+/// Credit above `cap_ns` (a new policy's smaller burst) is cut at once.
+/// Returns (credit, last refill, taken).
+#[inline(always)]
+pub fn lazy_bucket_take(
+    credit_ns: u64,
+    last_ns: u64,
+    cost_ns: u64,
+    cap_ns: u64,
+    clock: impl FnOnce() -> u64,
+) -> (u64, u64, bool) {
+    let mut credit = if credit_ns > cap_ns {
+        cap_ns
+    } else {
+        credit_ns
+    };
+    let mut last = last_ns;
+    if credit < cost_ns {
+        let now = clock();
+        let (c, _) = bucket_take(credit, last_ns, now, 0, cap_ns);
+        credit = c;
+        last = now;
+    }
+    if credit >= cost_ns {
+        (credit - cost_ns, last, true)
+    } else {
+        (credit, last, false)
+    }
+}
+
 /// `Event.family`.
 pub const EVENT_NO_IP: u8 = 0;
 pub const EVENT_IPV4: u8 = 4;
@@ -1003,6 +1069,7 @@ mod pod {
     unsafe impl aya::Pod for EventsState {}
     unsafe impl aya::Pod for Sched {}
     unsafe impl aya::Pod for ReplyState {}
+    unsafe impl aya::Pod for ReplyPending {}
 }
 
 #[cfg(test)]
@@ -1151,6 +1218,49 @@ mod tests {
     }
 
     #[test]
+    fn the_lazy_bucket_reads_the_clock_only_when_empty() {
+        // 10/s, burst 3: cost 100 ms, cap 300 ms. Fresh: one read fills it.
+        let (cost, cap) = (100_000_000, 300_000_000);
+        let reads = core::cell::Cell::new(0);
+        let clock = |t: u64| {
+            reads.set(reads.get() + 1);
+            t
+        };
+        let (mut credit, mut last, mut taken) = (0, 0, 0);
+        for _ in 0..10 {
+            let (c, l, t) = lazy_bucket_take(credit, last, cost, cap, || clock(5_000_000_000));
+            (credit, last) = (c, l);
+            taken += t as u32;
+        }
+        assert_eq!(taken, 3);
+        // One read to fill, one per refused packet.
+        assert_eq!(reads.get(), 1 + 7);
+        // Credit from a larger burst is cut to the new cap without a read.
+        let (c, _, t) = lazy_bucket_take(10 * cap, last, cost, cap, || panic!("no read"));
+        assert!(t);
+        assert_eq!(c, cap - cost);
+    }
+
+    #[test]
+    fn the_lazy_bucket_gives_at_most_two_bursts_and_the_rate_in_a_window() {
+        // Burst 3 at 10/s. Take 1 token at t = 0 (the bucket fills), stay
+        // idle 10 s, then flood one packet per ms for 1 s: a plain bucket
+        // gives 3 + 10; the lazy one at most 2 × 3 + 10, never more.
+        let (cost, cap) = (100_000_000u64, 300_000_000u64);
+        let (c, l, t) = lazy_bucket_take(0, 0, cost, cap, || 1_000_000_000);
+        assert!(t);
+        let (mut credit, mut last, mut taken) = (c, l, 0u64);
+        let start = 11_000_000_000u64;
+        for i in 0..1000u64 {
+            let now = start + i * 1_000_000;
+            let (c, l, t) = lazy_bucket_take(credit, last, cost, cap, || now);
+            (credit, last) = (c, l);
+            taken += t as u64;
+        }
+        assert!((13..=16).contains(&taken), "{taken}");
+    }
+
+    #[test]
     fn a_clock_going_back_refills_nothing() {
         let (c, t) = bucket_take(0, 2_000, 1_000, 10, 100);
         assert_eq!((c, t), (0, false));
@@ -1262,6 +1372,7 @@ mod tests {
         assert_eq!(Reply::HostUnreachable.icmp(true), Some((1, 3)));
         assert_eq!(Reply::TcpReset.icmp(false), None);
         assert_eq!(core::mem::size_of::<Config>(), 24);
+        assert_eq!(core::mem::size_of::<ReplyPending>(), 20);
     }
 
     #[test]

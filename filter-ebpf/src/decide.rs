@@ -1,6 +1,6 @@
 //! The verdict order of docs/parsing-contract.md, over one policy slot.
 use filter_common::{
-    port_index, set_tag, zone_index, Config, PortEntry, Reason, Verdict, ZoneInfo,
+    port_index, set_tag, zone_index, Config, PortEntry, Reason, ReplyPending, Verdict, ZoneInfo,
     FAILSAFE_SET_BASE, RULE_FAILSAFE, RULE_GLOBAL,
 };
 
@@ -111,7 +111,7 @@ fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decisio
             // A closed rejecting zone answers too (the reply program counts
             // it `rejected`, or `not_allowed` if it cannot be answered).
             if reject {
-                reply::hand_off(ctx);
+                reply::hand_off(ctx, pending(slot, zone, zone_flags, p));
             }
             return decision(Verdict::Drop, Reason::Closed, zone);
         }
@@ -128,12 +128,28 @@ fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decisio
         // Here, not in the caller: a branch on the decision there would
         // make the verifier walk counting and sampling once per reason.
         if reject {
-            reply::hand_off(ctx);
+            reply::hand_off(ctx, pending(slot, zone, zone_flags, p));
         }
         return decision(Verdict::Drop, Reason::NotAllowed, zone);
     }
     // 8. no zone claims the port.
     by_default(cfg, Config::UNMATCHED_DROP, Reason::Unmatched)
+}
+
+/// What the reply program needs of this packet's parse and zone.
+#[inline(always)]
+fn pending(slot: u32, zone: u32, zone_flags: u32, p: &IpPacket) -> ReplyPending {
+    ReplyPending {
+        zone,
+        zone_flags,
+        slot,
+        l3: p.at.l3,
+        l4: p.at.l4,
+        proto: p.at.proto,
+        v6: p.at.v6 as u8,
+        first_fragment: p.first_fragment as u8,
+        _pad: 0,
+    }
 }
 
 /// Is `src` in allow set `set` (a zone or a failsafe group) of `slot`?

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use filter_common::{
     Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter, EventsConfig, EventsPending,
-    EventsState, MetaBlob, PortEntry, ReplyState, Sched, Tagged4, Tagged6, ZoneInfo,
+    EventsState, MetaBlob, PortEntry, ReplyPending, ReplyState, Sched, Tagged4, Tagged6, ZoneInfo,
     BL4_WORDS_PER_SLOT, BL6_REGION, BL6_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX,
     DEFAULT_BL4_BITS_MAX, EVENTS_RING_BYTES, IFACES_LEN, NUM_SLOTS, PORTS_PER_SLOT, ZONE_SLOTS,
 };
@@ -71,6 +71,8 @@ pub static SCHED: Array<Sched> = Array::with_max_entries(NUM_SLOTS * ZONE_SLOTS,
 pub static REPLY_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 pub static REPLY_STATE: PerCpuArray<ReplyState> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static REPLY_PENDING: PerCpuArray<ReplyPending> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn lpm4_contains(map: &LpmTrie<Tagged4, u8>, tag: [u8; 4], addr: [u8; 4]) -> bool {

@@ -301,15 +301,16 @@ pub fn budget_bounds_a_flood(cx: &mut Ctx) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("the ICMP counter panicked"))??;
     let cpus = thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let window = took.as_secs_f64() + 0.3;
-    // Each CPU: a full bucket, plus what refills while the flood lasts.
-    let bound = cpus * (u64::from(BURST) + (f64::from(RATE) * window).ceil() as u64 + 1);
+    // Each CPU: at most two bursts (the bucket refills lazily, see
+    // filter-common's `lazy_bucket_take`) plus what refills meanwhile.
+    let bound = cpus * (2 * u64::from(BURST) + (f64::from(RATE) * window).ceil() as u64 + 1);
     let s = cx.sb.status()?;
     let rejected = s.packets(HOST_INET_IF, "reject-udp", "rejected", "drop");
     let suppressed = s.packets(HOST_INET_IF, "reject-udp", "reject_suppressed", "drop");
     cx.note(format!(
         "{sent} datagrams in {:.0} ms: {replies} ICMP port unreachable received; counted \
          rejected {rejected}, reject_suppressed {suppressed}; bound {bound} ({cpus} CPUs × \
-         (burst {BURST} + {RATE}/s × {window:.2} s + 1))",
+         (2 × burst {BURST} + {RATE}/s × {window:.2} s + 1))",
         took.as_secs_f64() * 1e3
     ));
     ensure!(
