@@ -193,7 +193,7 @@ impl Migration {
 }
 
 /// Where an old layout's counter lives in this layout, if it still exists.
-fn new_index(old_layout: &CounterLayout, old: u32) -> Option<u32> {
+pub(crate) fn new_index(old_layout: &CounterLayout, old: u32) -> Option<u32> {
     let (iface, rule, label, drop) = old_layout.decode(old);
     let reason = Reason::ALL.into_iter().find(|r| r.as_str() == label)?;
     if rule >= NUM_RULES || iface >= MAX_IFACE_SLOTS {

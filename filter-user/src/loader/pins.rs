@@ -277,7 +277,14 @@ impl PinRoot {
             let data = MapData::from_pin(self.map(name)).map_err(LoaderError::map(name))?;
             Map::from_map_data(data).map_err(LoaderError::map(name))
         };
+        // Pins of an older layout (before an upgrade): their counters are
+        // read in that layout's geometry and shown in this one's.
+        let older = match super::migrate::pinned_layout(self)? {
+            Some(v) if v < filter_common::LAYOUT_VERSION => filter_common::counter_layout(v),
+            _ => None,
+        };
         Ok(PinnedState {
+            older,
             active: Array::try_from(open(MAP_ACTIVE)?).map_err(LoaderError::map(MAP_ACTIVE))?,
             counters: PerCpuArray::try_from(open(MAP_COUNTERS)?)
                 .map_err(LoaderError::map(MAP_COUNTERS))?,
@@ -288,6 +295,7 @@ impl PinRoot {
 
 /// Read-only handles on the pinned maps that describe the running filter.
 pub struct PinnedState {
+    older: Option<filter_common::CounterLayout>,
     active: Array<MapData, u32>,
     counters: PerCpuArray<MapData, Counter>,
     meta: Array<MapData, MetaBlob>,
@@ -349,7 +357,21 @@ impl PinnedState {
 
     /// One interface slot's counters, summed over CPUs, by per-interface index.
     pub fn counters(&self, iface_slot: u32) -> Result<Vec<Counter>, LoaderError> {
-        read_counters(&self.counters, iface_slot)
+        let Some(old) = self.older else {
+            return read_counters(&self.counters, iface_slot);
+        };
+        let mut out = vec![Counter::default(); NUM_COUNTERS as usize];
+        let per = old.per_iface();
+        for i in 0..per {
+            let index = iface_slot * per + i;
+            if let Some(new) = super::migrate::new_index(&old, index) {
+                let c = read_counter(&self.counters, index)?;
+                let cell = &mut out[(new % NUM_COUNTERS) as usize];
+                cell.packets += c.packets;
+                cell.bytes += c.bytes;
+            }
+        }
+        Ok(out)
     }
 }
 
