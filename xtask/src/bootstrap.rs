@@ -1,7 +1,8 @@
 //! Installs what building the XDP object needs, idempotently and visibly:
 //! nightly rust-src (for `-Z build-std=core`), Debian's LLVM 22 development
 //! files, bpf-linker 0.13 built against them, cargo-fuzz, and the test tools
-//! (openssl, Python's prometheus_client). Where it cannot install (not
+//! (openssl, Python's prometheus_client; for deploy/: lintian, dpkg-dev,
+//! promtool, and kubernetes-validate in a venv under target/). Where it cannot install (not
 //! root, not Debian) it prints the exact commands instead.
 use std::{path::Path, process::Command};
 
@@ -303,7 +304,24 @@ pub fn deploy_tools(root: &Path) -> Result<()> {
     }
     say(&pinned, "missing, installing into target/pytools");
     if !python.is_file() {
-        exec(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        // Debian's python3 makes venvs only with python3-venv (ensurepip).
+        if !made {
+            if !is_root() {
+                bail!("python3 -m venv failed: as root, apt-get install -y python3-venv");
+            }
+            let _ = std::fs::remove_dir_all(&venv);
+            exec(
+                Command::new("apt-get")
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .args(["install", "-y", "-qq", "python3-venv"]),
+            )?;
+            exec(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        }
     }
     exec(
         Command::new(&python)

@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what the build needs (nightly rust-src, LLVM 22, bpf-linker), skipping what is present.
+    /// Install what the build and the tests need (nightly rust-src, LLVM 22, bpf-linker, lintian,
+    /// promtool, kubernetes-validate, ...), skipping what is present.
     Bootstrap,
     /// Build the XDP object (target/ebpf/bpfel-unknown-none/release/filter-ebpf).
     BuildEbpf,
@@ -116,7 +117,10 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     match cli.command {
-        Cmd::Bootstrap => bootstrap::run(),
+        Cmd::Bootstrap => {
+            bootstrap::run()?;
+            bootstrap::deploy_tools(&root)
+        }
         Cmd::BuildEbpf => {
             bootstrap::run()?;
             build_ebpf(&root).map(|_| ())
