@@ -110,12 +110,7 @@ fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decisio
                     zone,
                     zone_flags: flags,
                     slot,
-                    l3: p.at.l3,
-                    l4: p.at.l4,
-                    proto: p.at.proto,
-                    v6: p.at.v6 as u8,
-                    first_fragment: p.first_fragment as u8,
-                    _pad: 0,
+                    ..ReplyPending::default()
                 },
             );
         }
