@@ -469,7 +469,11 @@ pub const REPLY_ICMP4_TOS: u8 = 0xc0;
 
 /// `REPLY_PENDING[0]`, per CPU: a rejecting zone's refusal as the main
 /// program decided it, for the reply program it tail-calls next (so that
-/// one neither parses the frame nor looks the zone up again).
+/// one looks nothing up again). The main program hands over only values it
+/// holds anyway (handing over the parser's header offsets too made it keep
+/// them on every parser path, and the 6.1 verifier gave up at 1M
+/// instructions); the reply program parses the frame again (a few
+/// nanoseconds) and keeps the headers here.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplyPending {
@@ -479,16 +483,17 @@ pub struct ReplyPending {
     pub zone_flags: u32,
     /// The policy slot the decision read (its `Config` holds the budget).
     pub slot: u32,
-    /// Offsets of the IP and layer-4 headers.
+    /// Written and read back by the reply program: its parse of the frame
+    /// (offsets of the IP and layer-4 headers, protocol, IPv6, first
+    /// fragment, 1 if the frame has ports). Read back from a map, they are
+    /// values the verifier does not track, so it walks the reply once, not
+    /// once per parser outcome.
     pub l3: u16,
     pub l4: u16,
-    /// IP protocol (TCP, UDP or SCTP).
     pub proto: u8,
-    /// The IP header is IPv6.
     pub v6: u8,
-    /// Offset 0 with more fragments to come.
     pub first_fragment: u8,
-    pub _pad: u8,
+    pub ports: u8,
 }
 
 /// `REPLY_STATE[0]`, one per CPU: the reply budget's bucket

@@ -2,7 +2,7 @@
 //! the reply and sent back out of the interface it came in on (`XDP_TX`).
 //!
 //! The main program does not count a rejecting zone's refusal: it writes
-//! what it found (zone, reply, headers: `REPLY_PENDING`) and tail-calls
+//! the zone and its flags (`REPLY_PENDING`) and tail-calls
 //! `portcullis_reply` (through the pinned `REPLY_PROG`, so rejecting zones
 //! keep answering while no daemon runs), which decides:
 //!
@@ -48,7 +48,7 @@ use crate::{
     decide::Decision,
     events::{self, Where},
     maps::{count, CONFIG, EVENTS_CFG, IFACES, REPLY_PENDING, REPLY_PROG, REPLY_STATE},
-    parse::{bytes, Headers},
+    parse::{self, bytes, Headers, Parsed, L4},
 };
 
 const TCP_FIN: u8 = 0x01;
@@ -92,9 +92,8 @@ struct Plan {
 }
 
 /// The reply program: counts, samples (before the rewrite, so the event
-/// shows the offending packet) and answers. Everything the main program
-/// knew about the refusal is in `REPLY_PENDING`: nothing is parsed or
-/// looked up twice.
+/// shows the offending packet) and answers. The zone and its reply are in
+/// `REPLY_PENDING`; the frame is parsed again for its headers.
 #[xdp]
 pub fn portcullis_reply(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
@@ -102,6 +101,25 @@ pub fn portcullis_reply(ctx: XdpContext) -> u32 {
         Some(slot) if *slot < MAX_IFACE_SLOTS => *slot,
         _ => 0,
     };
+    let Some(pending) = REPLY_PENDING.get_ptr_mut(0) else {
+        return xdp_action::XDP_DROP;
+    };
+    // The main program parsed it as a zone's packet with ports; parsed
+    // again here, the headers go through the map (see `ReplyPending`).
+    let parsed = parse::parse(&ctx);
+    // SAFETY: per-CPU slot; XDP does not preempt itself on one CPU.
+    unsafe {
+        if let Parsed::Ip(ip) = parsed {
+            (*pending).l3 = ip.at.l3;
+            (*pending).l4 = ip.at.l4;
+            (*pending).proto = ip.at.proto;
+            (*pending).v6 = ip.at.v6 as u8;
+            (*pending).first_fragment = ip.first_fragment as u8;
+            (*pending).ports = matches!(ip.l4, L4::Ports { .. }) as u8;
+        } else {
+            (*pending).ports = 0;
+        }
+    }
     let Some(p) = REPLY_PENDING.get(0).copied() else {
         return xdp_action::XDP_DROP;
     };
@@ -111,12 +129,16 @@ pub fn portcullis_reply(ctx: XdpContext) -> u32 {
         proto: p.proto,
         v6: p.v6 != 0,
     };
-    let reply = ZoneInfo {
-        flags: p.zone_flags,
-    }
-    .reply()
-    .for_proto(p.proto);
-    let plan = prepare(&ctx, &at, p.first_fragment != 0, reply);
+    let plan = if p.ports != 0 {
+        let reply = ZoneInfo {
+            flags: p.zone_flags,
+        }
+        .reply()
+        .for_proto(p.proto);
+        prepare(&ctx, &at, p.first_fragment != 0, reply)
+    } else {
+        None
+    };
     let mut reason = match plan {
         None => Reason::NotAllowed,
         Some(_) if !take_token(p.slot) => Reason::RejectSuppressed,
@@ -132,7 +154,11 @@ pub fn portcullis_reply(ctx: XdpContext) -> u32 {
         .get(0)
         .is_some_and(|c| c.flags & EventsConfig::class(d.verdict, d.reason) != 0)
     {
-        events::emit_at(&ctx, &d, Some(Where { at, ports: true }));
+        events::emit_at(
+            &ctx,
+            &d,
+            (p.ports != 0).then_some(Where { at, ports: true }),
+        );
     }
     let mut action = xdp_action::XDP_DROP;
     if let (Reason::Rejected, Some(plan)) = (reason, plan) {
