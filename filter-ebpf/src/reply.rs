@@ -123,9 +123,12 @@ pub fn portcullis_reply(ctx: XdpContext) -> u32 {
     let Some(p) = REPLY_PENDING.get(0).copied() else {
         return xdp_action::XDP_DROP;
     };
+    // Masked to what the parser can produce (l3 ≤ 22, l4 ≤ 16 KiB): read
+    // from a map they are any u16, and the 6.1 verifier gives a packet
+    // pointer with up to 64 KiB of variable offset no range at all.
     let at = Headers {
-        l3: p.l3,
-        l4: p.l4,
+        l3: p.l3 & 0x1f,
+        l4: p.l4 & 0x7fff,
         proto: p.proto,
         v6: p.v6 != 0,
     };
