@@ -186,17 +186,27 @@ fn llvm() -> Result<()> {
         bail!("LLVM 22 development files are required to build bpf-linker");
     }
     say("LLVM 22", "missing, installing from Debian");
-    let known = output(Command::new("apt-cache").args(["policy", LLVM_PACKAGES[0]]))
-        .is_some_and(|s| s.contains("Candidate:") && !s.contains("Candidate: (none)"));
+    apt_install(&LLVM_PACKAGES, true)
+}
+
+/// `apt-get install` of `packages` (as root, on Debian), after an
+/// `apt-get update` only if apt does not know one of them yet.
+fn apt_install(packages: &[&str], recommends: bool) -> Result<()> {
+    let known = packages.iter().all(|p| {
+        output(Command::new("apt-cache").args(["policy", p]))
+            .is_some_and(|s| s.contains("Candidate:") && !s.contains("Candidate: (none)"))
+    });
     if !known {
         exec(Command::new("apt-get").args(["update", "-qq"]))?;
     }
-    exec(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-qq"])
-            .args(LLVM_PACKAGES),
-    )
+    let mut install = Command::new("apt-get");
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq"]);
+    if !recommends {
+        install.arg("--no-install-recommends");
+    }
+    exec(install.args(packages))
 }
 
 /// What `vm-test` needs on the host (Debian packages). `kmod` provides
@@ -242,19 +252,7 @@ pub fn vm() -> Result<()> {
         "VM test packages",
         &format!("installing {}", missing.join(" ")),
     );
-    let known = missing.iter().all(|p| {
-        output(Command::new("apt-cache").args(["policy", p]))
-            .is_some_and(|s| s.contains("Candidate:") && !s.contains("Candidate: (none)"))
-    });
-    if !known {
-        exec(Command::new("apt-get").args(["update", "-qq"]))?;
-    }
-    exec(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing),
-    )
+    apt_install(&missing, false)
 }
 
 /// What the package, manifest, schema and alert-rule checks need: Debian's
@@ -279,19 +277,7 @@ pub fn deploy_tools(root: &Path) -> Result<()> {
                 missing.join(" ")
             );
         }
-        let known = missing.iter().all(|p| {
-            output(Command::new("apt-cache").args(["policy", p]))
-                .is_some_and(|s| s.contains("Candidate:") && !s.contains("Candidate: (none)"))
-        });
-        if !known {
-            exec(Command::new("apt-get").args(["update", "-qq"]))?;
-        }
-        exec(
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .args(&missing),
-        )?;
+        apt_install(&missing, false)?;
     }
     let venv = pytools(root);
     let python = venv.join("bin/python");
