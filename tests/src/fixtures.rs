@@ -273,7 +273,7 @@ fn nested() -> PolicySpec {
     }
 }
 
-fn case(
+pub(crate) fn case(
     name: &'static str,
     what: &'static str,
     policy: PolicySpec,

@@ -10,6 +10,7 @@ use filter_common::{Reason as R, Verdict as V};
 use jiff::Timestamp;
 
 use crate::case::{Case, Expect};
+use crate::fixtures::case;
 use crate::packet::Frame;
 use crate::spec::{nets, Allow, PolicySpec, Proto, RuleSpec, ScheduleSpec, ZoneSpec};
 
@@ -60,22 +61,6 @@ fn hours(when: &str, timezone: &str, windows: &[(&str, &str)]) -> PolicySpec {
                 .scheduled(ScheduleSpec::new(Some(timezone), windows)),
         ],
         ..PolicySpec::default()
-    }
-}
-
-fn case(
-    name: &'static str,
-    what: &'static str,
-    policy: PolicySpec,
-    frame: Vec<u8>,
-    expect: Expect,
-) -> Case {
-    Case {
-        name,
-        what,
-        policy,
-        frame,
-        expect,
     }
 }
 
