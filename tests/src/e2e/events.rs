@@ -163,6 +163,11 @@ fn send_udp(
 
 /// `sampling -o json [ARGS]` under the sandbox's pin root.
 fn sampling(sb: &Sandbox, args: &[&str]) -> Result<Value> {
+    sampling_of(sb, &sb.bin, args)
+}
+
+/// As [`sampling`], with another build's binary (an earlier release).
+pub(crate) fn sampling_of(sb: &Sandbox, bin: &std::path::Path, args: &[&str]) -> Result<Value> {
     let root = sb.pin_root.display().to_string();
     let control = sb.control.display().to_string();
     let mut all = vec!["sampling", "-o", "json", "--pin-root", &root];
@@ -170,7 +175,10 @@ fn sampling(sb: &Sandbox, args: &[&str]) -> Result<Value> {
     if args.contains(&"--reset") {
         all.extend(["--control-socket", &control]);
     }
-    let out = cmd::run(&mut sb.portcullis(&all), super::patience(cmd::CMD_TIMEOUT))?;
+    let out = cmd::run(
+        &mut sb.portcullis_of(bin, &all),
+        super::patience(cmd::CMD_TIMEOUT),
+    )?;
     ensure!(
         out.status.success(),
         "{all:?}: {}",

@@ -89,27 +89,6 @@ pub(crate) fn upgrade_from_layout_2_keeps_sampling(cx: &mut Ctx) -> Result<()> {
     upgrade(cx, "layout-2", 2, false)
 }
 
-/// `portcullis sampling` of binary `bin`, with the sandbox's pins and socket.
-fn sampling(cx: &Ctx, bin: &std::path::Path, args: &[&str]) -> Result<String> {
-    let (root, control) = (
-        cx.sb.pin_root.display().to_string(),
-        cx.sb.control.display().to_string(),
-    );
-    let mut all = vec!["sampling"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--pin-root", &root, "--control-socket", &control]);
-    let out = super::cmd::run(
-        &mut cx.sb.portcullis_of(bin, &all),
-        super::patience(Duration::from_secs(10)),
-    )?;
-    ensure!(
-        out.status.success(),
-        "portcullis sampling {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The run-time sampling setting this test sets on a layout-2 filter.
 const SAMPLING_SET: [&str; 5] = ["drops", "--rate", "7", "--burst", "9"];
 
@@ -122,7 +101,8 @@ fn upgrade(cx: &mut Ctx, name: &str, layout: u32, interrupt: bool) -> Result<()>
         .with_context(|| format!("starting {name}"))?;
     check(cx.sb, &rows_a()).with_context(|| format!("{name} enforcing policy A"))?;
     if layout >= 2 {
-        sampling(cx, &old, &SAMPLING_SET).with_context(|| format!("{name}: sampling"))?;
+        super::events::sampling_of(cx.sb, &old, &SAMPLING_SET)
+            .with_context(|| format!("{name}: sampling"))?;
     }
     let gen0 = cx.sb.status()?.generation;
     let (forbidden, allowed) = (forbidden_a(), allowed_a());
@@ -234,9 +214,7 @@ fn upgrade(cx: &mut Ctx, name: &str, layout: u32, interrupt: bool) -> Result<()>
     ensure!(gen > gen0, "generation {gen} after the upgrade, was {gen0}");
     check(cx.sb, &rows_a()).context("after the upgrade")?;
     if layout >= 2 {
-        let shown: serde_json::Value =
-            serde_json::from_str(&sampling(cx, &cx.sb.bin, &["-o", "json"])?)
-                .context("sampling -o json")?;
+        let shown = super::events::sampling_of(cx.sb, &cx.sb.bin, &[])?;
         let s = &shown["sampling"];
         ensure!(
             s["sample"] == "drops" && s["rate"] == 7 && s["burst"] == 9 && s["runtime"] == true,
