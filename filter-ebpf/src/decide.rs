@@ -111,7 +111,7 @@ fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decisio
             // A closed rejecting zone answers too (the reply program counts
             // it `rejected`, or `not_allowed` if it cannot be answered).
             if reject {
-                reply::hand_off(ctx, pending(slot, zone, zone_flags, p));
+                reply::hand_off(ctx, pending(slot, zone, zone_flags));
             }
             return decision(Verdict::Drop, Reason::Closed, zone);
         }
@@ -128,7 +128,7 @@ fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decisio
         // Here, not in the caller: a branch on the decision there would
         // make the verifier walk counting and sampling once per reason.
         if reject {
-            reply::hand_off(ctx, pending(slot, zone, zone_flags, p));
+            reply::hand_off(ctx, pending(slot, zone, zone_flags));
         }
         return decision(Verdict::Drop, Reason::NotAllowed, zone);
     }
@@ -140,7 +140,7 @@ fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decisio
 /// keeping the header offsets on every parser path took the main program
 /// past 1M verifier instructions on 6.1).
 #[inline(always)]
-fn pending(slot: u32, zone: u32, zone_flags: u32, _p: &IpPacket) -> ReplyPending {
+fn pending(slot: u32, zone: u32, zone_flags: u32) -> ReplyPending {
     ReplyPending {
         zone,
         zone_flags,
