@@ -12,7 +12,7 @@
 /// pinned map's name, key, value or size. A build that finds an older layout
 /// pinned migrates it (new maps beside the old, state carried over, one
 /// `bpf_link_update`); layout 1 is v0.1.0's and has no `LAYOUT` map.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Number of policy slots (double buffering).
 pub const NUM_SLOTS: u32 = 2;
@@ -856,12 +856,44 @@ pub mod layout2 {
     pub const EVENTS_STATE_VALUE_SIZE: usize = 40;
 }
 
+/// Layout 3: reject and opening hours (commit d9a4e08; `LAYOUT[0]` = 3).
+/// META, EVENTS_CFG and EVENTS_STATE as in layout 2; COUNTERS gains the
+/// reasons `rejected`, `reject_suppressed` and `closed`.
+pub mod layout3 {
+    use super::CounterLayout;
+
+    pub const COUNTERS: CounterLayout = CounterLayout {
+        reasons: &[
+            "non_ip",
+            "malformed",
+            "failsafe",
+            "blocklist",
+            "fragment",
+            "other_protocol",
+            "allowed",
+            "not_allowed",
+            "audit",
+            "unmatched",
+            "no_policy",
+            "rejected",
+            "reject_suppressed",
+            "closed",
+        ],
+        num_rules: 66,
+        max_iface_slots: 16,
+    };
+    pub const META_VALUE_SIZE: usize = super::layout2::META_VALUE_SIZE;
+    pub const EVENTS_CFG_VALUE_SIZE: usize = super::layout2::EVENTS_CFG_VALUE_SIZE;
+    pub const EVENTS_STATE_VALUE_SIZE: usize = super::layout2::EVENTS_STATE_VALUE_SIZE;
+}
+
 /// The counter geometry of pinned layout `version`, if this build can
 /// migrate from it.
 pub const fn counter_layout(version: u32) -> Option<CounterLayout> {
     match version {
         1 => Some(layout1::COUNTERS),
         2 => Some(layout2::COUNTERS),
+        3 => Some(layout3::COUNTERS),
         _ => None,
     }
 }
@@ -871,6 +903,8 @@ const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout1::META_VALUE_SI
 const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout2::META_VALUE_SIZE);
 const _: () = assert!(core::mem::size_of::<EventsConfig>() == layout2::EVENTS_CFG_VALUE_SIZE);
 const _: () = assert!(core::mem::size_of::<EventsState>() == layout2::EVENTS_STATE_VALUE_SIZE);
+const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout3::META_VALUE_SIZE);
+const _: () = assert!(core::mem::size_of::<EventsState>() == layout3::EVENTS_STATE_VALUE_SIZE);
 // Sampled decisions: `EVENTS` (ring buffer), `EVENTS_CFG[0]`, `EVENTS_STATE[0]`.
 // A decision whose class (drop, audit pass, other pass) is selected in
 // `EVENTS_CFG.flags` is handed (`EVENTS_PENDING`) to the events program by a

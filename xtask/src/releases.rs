@@ -31,6 +31,12 @@ pub const RELEASES: &[Release] = &[
         commit: "2aed241affdcaf045ffc8134b2febfeb39bbb69d",
         layout: 2,
     },
+    // Wave 2's third landed main: reject and opening hours.
+    Release {
+        name: "layout-3",
+        commit: "d9a4e08a22274a061ba37a2a04496bc481735b43",
+        layout: 3,
+    },
 ];
 
 /// `NAME=PATH` for every release, each built once (cached under

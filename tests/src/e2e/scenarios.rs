@@ -170,6 +170,12 @@ pub fn all() -> Vec<Scenario> {
             upgrade::upgrade_from_layout_2_keeps_sampling,
         ),
         s(
+            "upgrade-from-layout-3",
+            false,
+            false,
+            upgrade::upgrade_from_layout_3,
+        ),
+        s(
             "upgrade-failed-start-changes-nothing",
             false,
             false,

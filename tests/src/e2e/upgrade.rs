@@ -89,6 +89,11 @@ pub(crate) fn upgrade_from_layout_2_keeps_sampling(cx: &mut Ctx) -> Result<()> {
     upgrade(cx, "layout-2", 2, false)
 }
 
+/// Layout 3 (reject and opening hours) → this build, as for layout 2.
+pub(crate) fn upgrade_from_layout_3(cx: &mut Ctx) -> Result<()> {
+    upgrade(cx, "layout-3", 3, false)
+}
+
 /// The run-time sampling setting this test sets on a layout-2 filter.
 const SAMPLING_SET: [&str; 5] = ["drops", "--rate", "7", "--burst", "9"];
 
