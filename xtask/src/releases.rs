@@ -92,7 +92,11 @@ fn build(root: &Path, release: &Release) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// `git archive COMMIT | tar -x -C DIR`.
+/// `git archive COMMIT | tar -x -m -C DIR`. `-m` stamps the files with the
+/// time of extraction: with the commit's times, cargo took a crate whose
+/// manifest did not change since another release's build in the shared
+/// target dir as fresh (the artifact was newer than the old mtimes) and
+/// linked that release's `filter-common` into this one.
 fn extract(root: &Path, commit: &str, into: &Path) -> Result<()> {
     let mut archive = Command::new("git")
         .current_dir(root)
@@ -102,8 +106,7 @@ fn extract(root: &Path, commit: &str, into: &Path) -> Result<()> {
         .context("running git archive")?;
     let stdout = archive.stdout.take().context("git archive stdout")?;
     let tar = Command::new("tar")
-        .arg("-x")
-        .arg("-C")
+        .args(["-x", "-m", "-C"])
         .arg(into)
         .stdin(stdout)
         .status()
