@@ -36,6 +36,11 @@ pub const MAP_ALLOW6: &str = "ALLOW6";
 pub const MAP_BL4_WORDS: &str = "BL4_WORDS";
 pub const MAP_BL4_BASE: &str = "BL4_BASE";
 pub const MAP_BL4_BITS: &str = "BL4_BITS";
+/// The allowlist lanes: the IPv4 blocklist's layout, per (slot, lane), for
+/// the largest zone allow sets ("Allowlist lanes" below).
+pub const MAP_LANE4_WORDS: &str = "LANE4_WORDS";
+pub const MAP_LANE4_BASE: &str = "LANE4_BASE";
+pub const MAP_LANE4_BITS: &str = "LANE4_BITS";
 pub const MAP_BL6_WORDS: &str = "BL6_WORDS";
 pub const MAP_BL6_INFO: &str = "BL6_INFO";
 pub const MAP_BL6_TABLE: &str = "BL6_TABLE";
@@ -73,7 +78,7 @@ pub const MAP_REPLY_PENDING: &str = "REPLY_PENDING";
 /// Maps of the object that belong to one load (created fresh, never pinned).
 pub const PER_LOAD_MAPS: [&str; 2] = [MAP_EVENTS_PROG, MAP_EVENTS_PENDING];
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 23] = [
+pub const ALL_MAPS: [&str; 26] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -97,6 +102,9 @@ pub const ALL_MAPS: [&str; 23] = [
     MAP_REPLY_PROG,
     MAP_REPLY_STATE,
     MAP_REPLY_PENDING,
+    MAP_LANE4_WORDS,
+    MAP_LANE4_BASE,
+    MAP_LANE4_BITS,
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
@@ -386,6 +394,16 @@ impl ZoneInfo {
     pub const REJECT: u32 = 1 << 2;
     pub const REPLY_SHIFT: u32 = 8;
     pub const REPLY_MASK: u32 = 0xf << Self::REPLY_SHIFT;
+    /// The allowlist lane (1..=`ALLOW4_LANES`) holding the zone's IPv4
+    /// allow set instead of `ALLOW4`; 0 = the trie.
+    pub const LANE_SHIFT: u32 = 12;
+    pub const LANE_MASK: u32 = 0x7 << Self::LANE_SHIFT;
+
+    /// The zone's IPv4 allowlist lane, 0 = none (the trie).
+    #[inline(always)]
+    pub const fn lane(&self) -> u32 {
+        (self.flags & Self::LANE_MASK) >> Self::LANE_SHIFT
+    }
 
     /// Flags of a rejecting zone answering with `reply`.
     #[inline(always)]
@@ -641,6 +659,51 @@ pub const fn bl4_bits_index(base: u32, part: u64, net24: u32) -> u32 {
 #[inline(always)]
 pub const fn bl4_bits_region(max_entries: u32) -> u32 {
     max_entries / NUM_SLOTS
+}
+
+// ---------------------------------------------------------------------------
+// Allowlist lanes: the IPv4 allow sets of the (up to `ALLOW4_LANES`) largest
+// zones of a slot, in the blocklist's layout instead of the `ALLOW4` trie, so
+// a flood from beside a country-sized list costs one bitmap read (two more
+// for a partly covered /24), not a trie walk. The blocklist is lane 0 (the
+// `BL4_*` maps); lanes 1..=`ALLOW4_LANES` live in `LANE4_WORDS`,
+// `LANE4_BASE` and `LANE4_BITS`, which are `BL4_WORDS`, `BL4_BASE` and
+// `BL4_BITS` with one *space* per (slot, lane): `lane4_space`. Space `p`
+// owns words `[p * BL4_WORDS_PER_SLOT, (p + 1) * BL4_WORDS_PER_SLOT)` and
+// host bitmaps `[p * LANE4_REGION, (p + 1) * LANE4_REGION)`; bases are
+// absolute indices into `LANE4_BITS`, as in the blocklist.
+//
+// A zone uses a lane when bit field `ZoneInfo::LANE_MASK` of its flags says
+// so; then its IPv4 prefixes are not in `ALLOW4` (its IPv6 ones stay in
+// `ALLOW6`). Only zone sets of at least `LANE_MIN_PREFIXES` prefixes get one
+// (and only if their partly covered /24s fit `LANE4_REGION`); failsafe
+// groups never do. The loader keeps a zone in its lane across reloads while
+// it stays eligible, so a one-line change is a diff of that lane.
+// Memory: 6 MiB of words and bases per (slot, lane) plus 32 B per host
+// bitmap: 3 lanes × 2 slots = 36 MiB + 6 MiB of host bitmaps.
+// ---------------------------------------------------------------------------
+
+/// Allowlist lanes per slot.
+pub const ALLOW4_LANES: u32 = 3;
+/// Smallest zone IPv4 allow set (prefixes, after merging) that gets a lane:
+/// below it the trie is as fast (bench: `ratio_vs_floor_allow_1k_miss`).
+pub const LANE_MIN_PREFIXES: usize = 1024;
+/// Host bitmaps (partly covered /24s) per (slot, lane).
+pub const LANE4_REGION: u32 = 1 << 15;
+/// Spaces: one per (slot, lane).
+pub const LANE4_SPACES: u32 = NUM_SLOTS * ALLOW4_LANES;
+pub const LANE4_BITS_MAX: u32 = LANE4_SPACES * LANE4_REGION;
+
+/// The space of `slot`'s lane `lane` (1..=`ALLOW4_LANES`).
+#[inline(always)]
+pub const fn lane4_space(slot: u32, lane: u32) -> u32 {
+    slot * ALLOW4_LANES + lane - 1
+}
+
+/// Index into `LANE4_WORDS` and `LANE4_BASE` of the group holding `net24`.
+#[inline(always)]
+pub const fn lane4_word_index(slot: u32, lane: u32, net24: u32) -> u32 {
+    lane4_space(slot, lane) * BL4_WORDS_PER_SLOT + (net24 >> 6)
 }
 
 #[repr(C)]
@@ -1412,6 +1475,23 @@ mod tests {
         assert_eq!(Reply::TcpReset.icmp(false), None);
         assert_eq!(core::mem::size_of::<Config>(), 24);
         assert_eq!(core::mem::size_of::<ReplyPending>(), 20);
+    }
+
+    #[test]
+    fn lane_spaces_are_disjoint_and_fill_the_maps() {
+        assert_eq!(lane4_space(0, 1), 0);
+        assert_eq!(lane4_space(1, ALLOW4_LANES), LANE4_SPACES - 1);
+        assert_eq!(lane4_word_index(1, 1, 0), ALLOW4_LANES * BL4_WORDS_PER_SLOT);
+        assert_eq!(
+            lane4_word_index(1, ALLOW4_LANES, 0xff_ffff),
+            LANE4_SPACES * BL4_WORDS_PER_SLOT - 1
+        );
+        // Lane numbers fit the flags' field and leave the reply's bits alone.
+        let z = ZoneInfo {
+            flags: ALLOW4_LANES << ZoneInfo::LANE_SHIFT | ZoneInfo::REPLY_MASK,
+        };
+        assert_eq!(z.lane(), ALLOW4_LANES);
+        assert_eq!(ZoneInfo::LANE_MASK & ZoneInfo::REPLY_MASK, 0);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use filter_common::{
 use aya_ebpf::programs::XdpContext;
 
 use crate::{
-    blocklist4::blocklisted_v4,
+    blocklist4::{blocklisted_v4, in_lane_v4},
     blocklist6::blocklisted_v6,
     maps::{lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, PORTS, ZONES},
     parse::{IpPacket, Parsed, Src, L4},
@@ -117,7 +117,7 @@ fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decisio
         }
         // Opaque to the optimiser: else LLVM folds the lookup's pointer into
         // the verdict (`audit | found`), which the verifier refuses.
-        if core::hint::black_box(in_set(slot, zone, &p.src)) {
+        if core::hint::black_box(in_zone(slot, zone, zone_flags, &p.src)) {
             return decision(Verdict::Pass, Reason::Allowed, zone);
         }
         // Audit wins over reject: an auditing zone only counts what it
@@ -156,6 +156,17 @@ fn in_set(slot: u32, set: u32, src: &Src) -> bool {
     match src {
         Src::V4(a) => lpm4_contains(&ALLOW4, tag, *a),
         Src::V6(a) => lpm6_contains(&ALLOW6, tag, *a),
+    }
+}
+
+/// Is `src` in zone `zone`'s allow set: its lane's bitmap for an IPv4
+/// source of a laned zone, else the trie.
+#[inline(always)]
+fn in_zone(slot: u32, zone: u32, zone_flags: u32, src: &Src) -> bool {
+    let lane = (zone_flags & ZoneInfo::LANE_MASK) >> ZoneInfo::LANE_SHIFT;
+    match src {
+        Src::V4(a) if lane != 0 => in_lane_v4(slot, lane, u32::from_be_bytes(*a)),
+        _ => in_set(slot, zone, src),
     }
 }
 

@@ -9,7 +9,8 @@ use filter_common::{
     Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter, EventsConfig, EventsPending,
     EventsState, MetaBlob, PortEntry, ReplyPending, ReplyState, Sched, Tagged4, Tagged6, ZoneInfo,
     BL4_WORDS_PER_SLOT, BL6_REGION, BL6_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX,
-    DEFAULT_BL4_BITS_MAX, EVENTS_RING_BYTES, IFACES_LEN, NUM_SLOTS, PORTS_PER_SLOT, ZONE_SLOTS,
+    DEFAULT_BL4_BITS_MAX, EVENTS_RING_BYTES, IFACES_LEN, LANE4_BITS_MAX, LANE4_SPACES, NUM_SLOTS,
+    PORTS_PER_SLOT, ZONE_SLOTS,
 };
 
 #[map]
@@ -42,6 +43,14 @@ pub static BL4_WORDS: Array<Bl4Word> = Array::with_max_entries(NUM_SLOTS * BL4_W
 pub static BL4_BASE: Array<u32> = Array::with_max_entries(NUM_SLOTS * BL4_WORDS_PER_SLOT, 0);
 #[map]
 pub static BL4_BITS: Array<Bl4Hosts> = Array::with_max_entries(DEFAULT_BL4_BITS_MAX, 0);
+/// The allowlist lanes: `BL4_*`'s layout, one space per (slot, lane).
+#[map]
+pub static LANE4_WORDS: Array<Bl4Word> =
+    Array::with_max_entries(LANE4_SPACES * BL4_WORDS_PER_SLOT, 0);
+#[map]
+pub static LANE4_BASE: Array<u32> = Array::with_max_entries(LANE4_SPACES * BL4_WORDS_PER_SLOT, 0);
+#[map]
+pub static LANE4_BITS: Array<Bl4Hosts> = Array::with_max_entries(LANE4_BITS_MAX, 0);
 #[map]
 pub static BL6_WORDS: Array<Bl6Word> = Array::with_max_entries(NUM_SLOTS * BL6_WORDS_PER_SLOT, 0);
 #[map]

@@ -1,7 +1,9 @@
 //! The IPv4 blocklist's host bitmaps in `BL4_BITS` (layout: `filter-common`,
 //! "IPv4 blocklist"): where each group's block lies in its slot's region (the
 //! [`Layout`], with its allocator), and how a slot is brought from one
-//! blocklist to another.
+//! blocklist to another. The allowlist lanes (`LANE4_*`, "Allowlist lanes")
+//! have the same layout with one *space* per (slot, lane) instead of one per
+//! slot; everything here takes the space (for the blocklist: the slot).
 //!
 //! A group is the 64 /24s of one `BL4_WORDS` word; its block holds the host
 //! bitmaps of its partly listed /24s, contiguous, in /24 order. The writer:
@@ -22,13 +24,15 @@
 //! `CONFIG` is invalid), so blocks are freely rewritten and reused within one
 //! write. The logic is pure: it hands batches of entries to a `flush` callback
 //! (the map writer, or an in-memory model in the tests).
+use std::collections::HashMap;
+
 use filter_common::{Bl4Hosts, Bl4Word, BL4_WORDS_PER_SLOT};
 use ipnet::Ipv4Net;
 
 use super::{
     batch::BATCH,
     compact::{sorted_diff, touched_words, word},
-    image::SlotImage,
+    image::{BitmapImage, SlotImage},
     LoaderError,
 };
 
@@ -122,23 +126,56 @@ impl Groups for [Ipv4Net] {
     }
 }
 
-/// An expanded image: a `part` bit without a host bitmap (possible in an
+/// An expanded bitmap: a `part` bit without a host bitmap (possible in an
 /// image read back from a half-written slot) reads as an empty bitmap.
+fn expanded_group(
+    words: &HashMap<u32, Bl4Word>,
+    bits: &HashMap<u32, Bl4Hosts>,
+    w: u32,
+    hosts: &mut Vec<(u32, Bl4Hosts)>,
+) -> Bl4Word {
+    let word = words.get(&w).copied().unwrap_or_default();
+    for b in 0..64 {
+        if word.part & (1 << b) != 0 {
+            let net24 = (w << 6) | b;
+            hosts.push((net24, bits.get(&net24).copied().unwrap_or_default()));
+        }
+    }
+    word
+}
+
+/// An expanded set, with the words it holds.
+pub(super) trait Expanded: Groups {
+    fn word_keys(&self) -> impl Iterator<Item = u32> + '_;
+}
+
+/// A slot image's blocklist.
 impl Groups for SlotImage {
     fn group(&self, w: u32, hosts: &mut Vec<(u32, Bl4Hosts)>) -> Bl4Word {
-        let word = self.bl4_words.get(&w).copied().unwrap_or_default();
-        for b in 0..64 {
-            if word.part & (1 << b) != 0 {
-                let net24 = (w << 6) | b;
-                let bits = self.bl4_hosts.get(&net24).copied().unwrap_or_default();
-                hosts.push((net24, bits));
-            }
-        }
-        word
+        expanded_group(&self.bl4_words, &self.bl4_hosts, w, hosts)
     }
 }
 
-/// One batch of entries for the three maps, slot-absolute indices. Flushed
+impl Expanded for SlotImage {
+    fn word_keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.bl4_words.keys().copied()
+    }
+}
+
+/// A lane.
+impl Groups for BitmapImage {
+    fn group(&self, w: u32, hosts: &mut Vec<(u32, Bl4Hosts)>) -> Bl4Word {
+        expanded_group(&self.words, &self.hosts, w, hosts)
+    }
+}
+
+impl Expanded for BitmapImage {
+    fn word_keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words.keys().copied()
+    }
+}
+
+/// One batch of entries for the three maps, absolute indices. Flushed
 /// in this order: bitmaps, bases, words (a word never announces a block
 /// before it is written).
 #[derive(Debug, Default)]
@@ -190,7 +227,8 @@ pub(crate) struct Outcome {
 
 /// Where a group's bitmaps go and what a pass writes.
 struct Pass<'a, F> {
-    slot: u32,
+    /// The slot (blocklist) or `lane4_space` (lane) written.
+    space: u32,
     layout: &'a mut Layout,
     writes: Writes,
     flush: &'a mut F,
@@ -199,19 +237,19 @@ struct Pass<'a, F> {
 
 impl<F: FnMut(&Writes) -> Result<(), LoaderError>> Pass<'_, F> {
     fn word(&mut self, w: u32, v: Bl4Word) {
-        self.writes.words.push(self.slot * BL4_WORDS_PER_SLOT + w);
+        self.writes.words.push(self.space * BL4_WORDS_PER_SLOT + w);
         self.writes.words_v.push(v);
     }
 
     fn base(&mut self, w: u32, start: u32) {
-        self.writes.base.push(self.slot * BL4_WORDS_PER_SLOT + w);
+        self.writes.base.push(self.space * BL4_WORDS_PER_SLOT + w);
         self.writes
             .base_v
-            .push(self.slot * self.layout.region + start);
+            .push(self.space * self.layout.region + start);
     }
 
     fn bits(&mut self, at: u32, v: Bl4Hosts) {
-        self.writes.bits.push(self.slot * self.layout.region + at);
+        self.writes.bits.push(self.space * self.layout.region + at);
         self.writes.bits_v.push(v);
     }
 
@@ -365,22 +403,6 @@ pub(super) fn union_sorted(a: Vec<u32>, b: Vec<u32>) -> Vec<u32> {
     out
 }
 
-/// Partly listed /24s of a sorted, disjoint list (what a slot's region must
-/// hold; the loader's capacity check counts them in `Compact::shared_entries`).
-#[cfg(test)]
-fn partial_nets24(bl4: &[Ipv4Net]) -> usize {
-    let mut count = 0;
-    let mut last = None;
-    for n in bl4.iter().filter(|n| n.prefix_len() > 24) {
-        let net24 = u32::from(n.network()) >> 8;
-        if last != Some(net24) {
-            count += 1;
-            last = Some(net24);
-        }
-    }
-    count
-}
-
 /// Words with a partly listed /24 in `bl4` (sorted, disjoint), ascending.
 fn partial_words(bl4: &[Ipv4Net]) -> Vec<u32> {
     let mut words: Vec<u32> = bl4
@@ -392,13 +414,15 @@ fn partial_words(bl4: &[Ipv4Net]) -> Vec<u32> {
     words
 }
 
-/// Brings slot `slot` from prefix list `old` (what it holds) to `new`.
-/// `layout` is the slot's layout (`None` = unknown: rewrite); on success it
-/// describes the slot, on error it is `None`.
+/// Brings space `space` (a slot's blocklist, or a lane) from prefix list
+/// `old` (what it holds) to `new`. `layout` is the space's layout (`None` =
+/// unknown: rewrite); on success it describes the space, on error it is
+/// `None`. `what` names the set in logs.
 pub(super) fn write_lists<F>(
     layout: &mut Option<Layout>,
     region: u32,
-    slot: u32,
+    space: u32,
+    what: &str,
     old: &[Ipv4Net],
     new: &[Ipv4Net],
     mut flush: F,
@@ -415,7 +439,7 @@ where
     let fresh = current.is_none();
     let mut l = current.take().unwrap_or_else(|| Layout::new(region));
     let mut pass = Pass {
-        slot,
+        space,
         layout: &mut l,
         writes: Writes::default(),
         flush: &mut flush,
@@ -429,7 +453,7 @@ where
             Ok(()) => {}
             Err(why) => {
                 tracing::info!(
-                    "IPv4 blocklist, slot {slot}: {}; rewriting the slot's host bitmaps compactly",
+                    "{what}: {}; rewriting its host bitmaps compactly",
                     match why {
                         Fallback::Fragmented { need } => format!(
                             "no free block of {need} host bitmaps in its region of {region}"
@@ -452,32 +476,27 @@ where
     Ok(Outcome { rewritten, entries })
 }
 
-/// Brings slot `slot` from `old` (read back from the kernel, possibly
+/// Brings space `space` from `old` (read back from the kernel, possibly
 /// inconsistent) to `new`: always a rewrite, the read-back layout is not
-/// trusted. On success `layout` describes the slot.
-pub(super) fn write_images<F>(
+/// trusted. On success `layout` describes the space.
+pub(super) fn write_images<F, E: Expanded>(
     layout: &mut Option<Layout>,
     region: u32,
-    slot: u32,
-    old: &SlotImage,
-    new: &SlotImage,
+    space: u32,
+    old: &E,
+    new: &E,
     mut flush: F,
 ) -> Result<Outcome, LoaderError>
 where
     F: FnMut(&Writes) -> Result<(), LoaderError>,
 {
     *layout = None;
-    let mut words: Vec<u32> = old
-        .bl4_words
-        .keys()
-        .chain(new.bl4_words.keys())
-        .copied()
-        .collect();
+    let mut words: Vec<u32> = old.word_keys().chain(new.word_keys()).collect();
     words.sort_unstable();
     words.dedup();
     let mut l = Layout::new(region);
     let mut pass = Pass {
-        slot,
+        space,
         layout: &mut l,
         writes: Writes::default(),
         flush: &mut flush,
@@ -499,7 +518,7 @@ mod tests {
     use filter_common::bl4_bits_index;
 
     use super::*;
-    use crate::loader::compact::Compact;
+    use crate::loader::{compact::Compact, lanes::partial_nets24};
 
     /// The three maps of both slots in memory, as the kernel holds them.
     struct Kernel {
@@ -671,6 +690,7 @@ mod tests {
                 &mut self.layout,
                 k.region,
                 self.slot,
+                "test",
                 &self.held,
                 new,
                 |w| k.apply(w),
@@ -862,7 +882,7 @@ mod tests {
             bits_max = bits_max.max(w.bits.iter().map(|i| *i as usize).max().unwrap_or(0));
             Ok(())
         };
-        let first = write_lists(&mut layout, region, 0, &[], &list, &mut flush).unwrap();
+        let first = write_lists(&mut layout, region, 0, "test", &[], &list, &mut flush).unwrap();
         assert!(!first.rewritten);
         let parts = partial_nets24(&list) as u64;
         assert!(parts > 900_000, "{parts}");
@@ -873,7 +893,7 @@ mod tests {
         let mut one = list.clone();
         let a = addrs[500_000] + 1;
         one.insert(500_001, Ipv4Net::new(a.into(), 32).unwrap());
-        let out = write_lists(&mut layout, region, 0, &list, &one, &mut flush).unwrap();
+        let out = write_lists(&mut layout, region, 0, "test", &list, &one, &mut flush).unwrap();
         assert_eq!((out.rewritten, out.entries), (false, 1));
         // A new /32 in a fresh /24: a new block of its group (≤ 64), its
         // base and its word.
@@ -884,11 +904,11 @@ mod tests {
         let mut two = one.clone();
         two.push(Ipv4Net::new(fresh.into(), 32).unwrap());
         two.sort();
-        let out = write_lists(&mut layout, region, 0, &one, &two, &mut flush).unwrap();
+        let out = write_lists(&mut layout, region, 0, "test", &one, &two, &mut flush).unwrap();
         assert!(!out.rewritten);
         assert!((3..=66).contains(&out.entries), "{}", out.entries);
         // And back: removing it moves the group again.
-        let out = write_lists(&mut layout, region, 0, &two, &one, &mut flush).unwrap();
+        let out = write_lists(&mut layout, region, 0, "test", &two, &one, &mut flush).unwrap();
         assert!(!out.rewritten && out.entries <= 66, "{out:?}");
     }
 

@@ -8,14 +8,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use filter_common::{
-    Bl4Hosts, Bl4Word, Bl6Info, Config, PortEntry, Sched, ZoneInfo, FAILSAFE_SET_BASE,
-    MAX_FAILSAFE_GROUPS, MAX_ZONES, PROTO_INDEX_SCTP, PROTO_INDEX_TCP, PROTO_INDEX_UDP,
+    Bl4Hosts, Bl4Word, Bl6Info, Config, PortEntry, Sched, ZoneInfo, ALLOW4_LANES,
+    FAILSAFE_SET_BASE, MAX_FAILSAFE_GROUPS, MAX_ZONES, PROTO_INDEX_SCTP, PROTO_INDEX_TCP,
+    PROTO_INDEX_UDP,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{
     bl6::{self, Bl6Image},
-    image::{ImageOptions, SlotImage},
+    image::{BitmapImage, ImageOptions, SlotImage},
+    lanes::{self, Lanes},
     LoaderError,
 };
 use crate::policy::{Action, CompiledPolicy, FragmentMode, PortRange, Proto, ZoneAction};
@@ -35,6 +37,12 @@ pub struct Compact {
     pub allow6: Vec<(u32, Ipv6Net)>,
     /// The IPv4 blocklist: sorted, pairwise disjoint prefixes.
     pub bl4: Vec<Ipv4Net>,
+    /// `lane4[l - 1]`: the IPv4 allow set of the zone in allowlist lane `l`
+    /// (sorted, disjoint; empty for a free lane). Those zones' IPv4 prefixes
+    /// are not in `allow4`.
+    pub lane4: [Vec<Ipv4Net>; ALLOW4_LANES as usize],
+    /// The zone (by name) in each lane, for the next build's placement.
+    pub lane_zones: Lanes,
     /// The IPv6 blocklist: sorted, pairwise disjoint prefixes.
     pub bl6: Vec<Ipv6Net>,
     /// Its probed lengths and hash seed, and the home bucket of each of its
@@ -87,7 +95,18 @@ fn disjoint_v4(nets: &[Ipv4Net]) -> Vec<Ipv4Net> {
 }
 
 impl Compact {
+    /// The slot for `policy`, its allowlist lanes placed afresh.
     pub fn build(policy: &CompiledPolicy, opts: ImageOptions) -> Result<Self, LoaderError> {
+        Self::build_after(policy, opts, &Lanes::default())
+    }
+
+    /// The slot for `policy`, zones keeping the lanes `prev` gave them while
+    /// they stay eligible (`lanes::place`).
+    pub(crate) fn build_after(
+        policy: &CompiledPolicy,
+        opts: ImageOptions,
+        prev: &Lanes,
+    ) -> Result<Self, LoaderError> {
         if policy.zones.len() > MAX_ZONES as usize {
             return Err(LoaderError::TooManyZones(policy.zones.len()));
         }
@@ -120,8 +139,36 @@ impl Compact {
                     e.zone = zone.id;
                 }
             }
-            allow4.extend(zone.allow_v4.iter().map(|n| (id, *n)));
             allow6.extend(zone.allow_v6.iter().map(|n| (id, *n)));
+        }
+
+        // IPv4 allow sets: the eligible largest in lanes, the rest in the trie.
+        let lists: Vec<(u32, Vec<Ipv4Net>)> = policy
+            .zones
+            .iter()
+            .map(|z| (z.id as u32, disjoint_v4(&z.allow_v4)))
+            .collect();
+        let eligible: Vec<(String, usize)> = policy
+            .zones
+            .iter()
+            .zip(&lists)
+            .filter(|(_, (_, nets))| lanes::eligible(nets))
+            .map(|(z, (_, nets))| (z.name.clone(), nets.len()))
+            .collect();
+        let lane_zones = lanes::place(&eligible, prev);
+        let mut lane4: [Vec<Ipv4Net>; ALLOW4_LANES as usize] = Default::default();
+        for (zone, (id, nets)) in policy.zones.iter().zip(lists) {
+            match lane_zones
+                .iter()
+                .position(|z| z.as_deref() == Some(&zone.name))
+            {
+                Some(l) => {
+                    let info = &mut zones.iter_mut().find(|(z, _)| *z == id).expect("pushed").1;
+                    info.flags |= (l as u32 + 1) << ZoneInfo::LANE_SHIFT;
+                    lane4[l] = nets;
+                }
+                None => allow4.extend(zone.allow_v4.iter().map(|n| (id, *n))),
+            }
         }
 
         // Failsafe: each port covered by failsafe rules gets the group of
@@ -179,10 +226,17 @@ impl Compact {
             allow4: sorted(allow4),
             allow6: sorted(allow6),
             bl4,
+            lane4,
+            lane_zones,
             bl6,
             bl6_info,
             bl6_homes,
         })
+    }
+
+    /// Which zone holds which allowlist lane.
+    pub(crate) fn lanes(&self) -> Lanes {
+        self.lane_zones.clone()
     }
 
     /// The IPv6 blocklist as the writer diffs it.
@@ -226,12 +280,12 @@ impl Compact {
             bl6: Bl6Image::build(&self.bl6, &self.bl6_info),
             ..SlotImage::default()
         };
-        let mut hosts = Vec::new();
-        for w in touched_words(self.bl4.iter()) {
-            let word = word(&self.bl4, w, &mut hosts);
-            img.bl4_words.insert(w, word);
+        let bl4 = BitmapImage::of(&self.bl4);
+        img.bl4_words = bl4.words;
+        img.bl4_hosts = bl4.hosts;
+        for (lane, nets) in img.lane4.iter_mut().zip(&self.lane4) {
+            *lane = BitmapImage::of(nets);
         }
-        img.bl4_hosts.extend(hosts);
         img
     }
 
@@ -241,22 +295,7 @@ impl Compact {
     /// no /24 is both full and partial); the writer never relies on it for
     /// slots read back from the kernel (it diffs expanded images there).
     pub fn from_image(img: &SlotImage) -> Compact {
-        let mut nets = Vec::new();
-        for (w, word) in &img.bl4_words {
-            for b in 0..64 {
-                if word.full & (1 << b) != 0 {
-                    let net24 = (w << 6) | b;
-                    nets.push(Ipv4Net::new((net24 << 8).into(), 24).expect("valid /24"));
-                }
-            }
-        }
-        for (net24, hosts) in &img.bl4_hosts {
-            for h in 0..256u32 {
-                if hosts.bits[(h >> 6) as usize] & (1 << (h & 63)) != 0 {
-                    nets.push(Ipv4Net::new(((net24 << 8) | h).into(), 32).expect("valid /32"));
-                }
-            }
-        }
+        let nets = nets_of(&img.bl4_words, &img.bl4_hosts);
         let mut ports: Vec<_> = img.ports.iter().map(|(k, v)| (*k, *v)).collect();
         ports.sort_unstable_by_key(|(k, _)| *k);
         Compact {
@@ -266,12 +305,39 @@ impl Compact {
             sched: img.sched.iter().map(|(k, v)| (*k, *v)).collect(),
             allow4: sorted(img.allow4.iter().copied().collect()),
             allow6: sorted(img.allow6.iter().copied().collect()),
-            bl4: Ipv4Net::aggregate(&nets),
+            bl4: nets,
+            lane4: std::array::from_fn(|l| nets_of(&img.lane4[l].words, &img.lane4[l].hosts)),
+            // Not in the maps (names are in META): placement starts afresh.
+            lane_zones: Lanes::default(),
             bl6: img.bl6.prefixes(),
             bl6_info: img.bl6.info,
             bl6_homes: bl6::homes(&img.bl6.prefixes(), &img.bl6.info),
         }
     }
+}
+
+/// The prefix list (sorted, disjoint) an expanded bitmap holds: exact for
+/// consistent images (every `part` bit has its host bitmap, no /24 both
+/// full and partial).
+#[cfg(test)]
+fn nets_of(words: &HashMap<u32, Bl4Word>, hosts: &HashMap<u32, Bl4Hosts>) -> Vec<Ipv4Net> {
+    let mut nets = Vec::new();
+    for (w, word) in words {
+        for b in 0..64 {
+            if word.full & (1 << b) != 0 {
+                let net24 = (w << 6) | b;
+                nets.push(Ipv4Net::new((net24 << 8).into(), 24).expect("valid /24"));
+            }
+        }
+    }
+    for (net24, hosts) in hosts {
+        for h in 0..256u32 {
+            if hosts.bits[(h >> 6) as usize] & (1 << (h & 63)) != 0 {
+                nets.push(Ipv4Net::new(((net24 << 8) | h).into(), 32).expect("valid /32"));
+            }
+        }
+    }
+    Ipv4Net::aggregate(&nets)
 }
 
 /// Word index (64 /24s, 2^14 addresses) of an address.

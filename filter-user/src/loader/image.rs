@@ -3,10 +3,14 @@
 //! writer can diff two images to touch only what changed.
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use filter_common::{Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo};
+use filter_common::{Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo, ALLOW4_LANES};
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use super::{bl6::Bl6Image, compact::Compact, LoaderError};
+use super::{
+    bl6::Bl6Image,
+    compact::{touched_words, word, Compact},
+    LoaderError,
+};
 use crate::policy::CompiledPolicy;
 
 /// Everything one slot holds. Keys are slot-relative; the writer adds the slot.
@@ -26,8 +30,33 @@ pub struct SlotImage {
     pub bl4_words: HashMap<u32, Bl4Word>,
     /// /24 number → host bitmap.
     pub bl4_hosts: HashMap<u32, Bl4Hosts>,
+    /// `lane4[l - 1]`: allowlist lane `l`, expanded like the blocklist.
+    pub lane4: [BitmapImage; ALLOW4_LANES as usize],
     /// The IPv6 blocklist's words, probed lengths and hash table.
     pub bl6: Bl6Image,
+}
+
+/// An IPv4 set in the blocklist's layout (the blocklist, or a lane),
+/// expanded: what the datapath reads.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BitmapImage {
+    /// word index within the space → word; absent = all zero.
+    pub words: HashMap<u32, Bl4Word>,
+    /// /24 number → host bitmap.
+    pub hosts: HashMap<u32, Bl4Hosts>,
+}
+
+impl BitmapImage {
+    /// The expansion of a sorted, disjoint prefix list.
+    pub fn of(nets: &[Ipv4Net]) -> BitmapImage {
+        let mut img = BitmapImage::default();
+        let mut hosts = Vec::new();
+        for w in touched_words(nets.iter()) {
+            img.words.insert(w, word(nets, w, &mut hosts));
+        }
+        img.hosts.extend(hosts);
+        img
+    }
 }
 
 /// Options that change the image but are not part of the policy file: the

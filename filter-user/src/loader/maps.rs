@@ -7,12 +7,13 @@ use aya::{
     Ebpf, Pod,
 };
 use filter_common::{
-    bl4_bits_region, bl4_word_index, port_index, set_tag, zone_index, Bl4Hosts, Bl4Word, Bl6Bucket,
+    bl4_bits_region, lane4_space, port_index, set_tag, zone_index, Bl4Hosts, Bl4Word, Bl6Bucket,
     Bl6Info, Bl6Word, Config, Counter, MetaBlob, PortEntry, Sched, Tagged4, Tagged6, ZoneInfo,
-    BL4_WORDS_PER_SLOT, MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_BASE, MAP_BL4_BITS,
-    MAP_BL4_WORDS, MAP_BL6_INFO, MAP_BL6_TABLE, MAP_BL6_WORDS, MAP_CONFIG, MAP_COUNTERS,
-    MAP_IFACES, MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_SCHED, MAP_ZONES, NUM_PORT_PROTOS,
-    SET_TAG_BITS, ZONE_SLOTS,
+    ALLOW4_LANES, BL4_WORDS_PER_SLOT, LANE4_SPACES, MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6,
+    MAP_BL4_BASE, MAP_BL4_BITS, MAP_BL4_WORDS, MAP_BL6_INFO, MAP_BL6_TABLE, MAP_BL6_WORDS,
+    MAP_CONFIG, MAP_COUNTERS, MAP_IFACES, MAP_LANE4_BASE, MAP_LANE4_BITS, MAP_LANE4_WORDS,
+    MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_SCHED, MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS,
+    ZONE_SLOTS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -22,7 +23,7 @@ use super::{
     bl6::{self, Bl6Maps},
     compact::{keyed_diff, sorted_diff, Compact, SharedEntries},
     fault::Faults,
-    image::SlotImage,
+    image::{BitmapImage, SlotImage},
     meta::Meta,
     pins::{read_counter, read_counters},
     LoaderError,
@@ -46,6 +47,10 @@ pub struct Maps {
     /// Where each slot's host bitmaps lie; `None` = unknown (the next write
     /// of that slot lays them out afresh).
     bl4_layout: [Option<Layout>; 2],
+    /// The allowlist lanes: the same three maps, a space per (slot, lane).
+    lane4: Bitmap4,
+    /// Per slot and lane, as `bl4_layout`.
+    lane4_layout: [[Option<Layout>; ALLOW4_LANES as usize]; 2],
     bl6_words: Array<MapData, Bl6Word>,
     bl6_info: Array<MapData, Bl6Info>,
     bl6_table: Array<MapData, Bl6Bucket>,
@@ -202,20 +207,46 @@ fn sync_lpm_sorted<T: Ord, K: Pod>(
     put_all(map.map(), name, faults, &added, &vec![1u8; added.len()])
 }
 
-/// The IPv4 blocklist's maps, for `bl4`'s batches.
+/// The IPv4 blocklist's maps, or the lanes', for `bl4`'s batches.
 struct Bl4Maps<'a> {
     words: &'a MapData,
     base: &'a MapData,
     bits: &'a MapData,
+    names: [&'static str; 3],
     faults: &'a Faults,
 }
 
 impl Bl4Maps<'_> {
     /// Bitmaps first, then bases, then words.
     fn flush(&self, w: &bl4::Writes) -> Result<(), LoaderError> {
-        put_all(self.bits, MAP_BL4_BITS, self.faults, &w.bits, &w.bits_v)?;
-        put_all(self.base, MAP_BL4_BASE, self.faults, &w.base, &w.base_v)?;
-        put_all(self.words, MAP_BL4_WORDS, self.faults, &w.words, &w.words_v)
+        let [words, base, bits] = self.names;
+        put_all(self.bits, bits, self.faults, &w.bits, &w.bits_v)?;
+        put_all(self.base, base, self.faults, &w.base, &w.base_v)?;
+        put_all(self.words, words, self.faults, &w.words, &w.words_v)
+    }
+}
+
+/// The three maps of the allowlist lanes.
+struct Bitmap4 {
+    words: Array<MapData, Bl4Word>,
+    base: Array<MapData, u32>,
+    bits: Array<MapData, Bl4Hosts>,
+    /// Entries of `LANE4_BITS` each space owns.
+    region: u32,
+}
+
+const LANE4_NAMES: [&str; 3] = [MAP_LANE4_WORDS, MAP_LANE4_BASE, MAP_LANE4_BITS];
+const BL4_NAMES: [&str; 3] = [MAP_BL4_WORDS, MAP_BL4_BASE, MAP_BL4_BITS];
+
+impl Bitmap4 {
+    fn maps<'a>(&'a self, faults: &'a Faults) -> Bl4Maps<'a> {
+        Bl4Maps {
+            words: self.words.map(),
+            base: self.base.map(),
+            bits: self.bits.map(),
+            names: LANE4_NAMES,
+            faults,
+        }
     }
 }
 
@@ -242,6 +273,21 @@ impl Maps {
             bl4_bits,
             bl4_region: bl4_bits_region(bits_max),
             bl4_layout: [None, None],
+            lane4: {
+                let bits: Array<MapData, Bl4Hosts> = take(ebpf, MAP_LANE4_BITS)?;
+                let max = bits
+                    .map()
+                    .info()
+                    .map_err(LoaderError::map(MAP_LANE4_BITS))?
+                    .max_entries();
+                Bitmap4 {
+                    words: take(ebpf, MAP_LANE4_WORDS)?,
+                    base: take(ebpf, MAP_LANE4_BASE)?,
+                    bits,
+                    region: max / LANE4_SPACES,
+                }
+            },
+            lane4_layout: Default::default(),
             bl6_words: take(ebpf, MAP_BL6_WORDS)?,
             bl6_info: take(ebpf, MAP_BL6_INFO)?,
             bl6_table: take(ebpf, MAP_BL6_TABLE)?,
@@ -395,10 +441,19 @@ impl Maps {
             words: self.bl4_words.map(),
             base: self.bl4_base.map(),
             bits: self.bl4_bits.map(),
+            names: BL4_NAMES,
             faults: f,
         };
         let layout = &mut self.bl4_layout[slot as usize];
         bl4::write_images(layout, self.bl4_region, slot, old, new, |w| bl4.flush(w))?;
+        let lanes = self.lane4.maps(f);
+        for (l, layout) in self.lane4_layout[slot as usize].iter_mut().enumerate() {
+            let space = lane4_space(slot, l as u32 + 1);
+            let (old, new) = (&old.lane4[l], &new.lane4[l]);
+            bl4::write_images(layout, self.lane4.region, space, old, new, |w| {
+                lanes.flush(w)
+            })?;
+        }
         self.bl6_maps(f).write_image(slot, &old.bl6, &new.bl6)?;
         self.set_config(slot, new.config)
     }
@@ -479,8 +534,21 @@ impl Maps {
             words: self.bl4_words.map(),
             base: self.bl4_base.map(),
             bits: self.bl4_bits.map(),
+            names: BL4_NAMES,
             faults: f,
         };
+        // The lanes first: each is a diff of its zone's list (or, after a
+        // lane changed hands, of two zones' lists).
+        let lanes = self.lane4.maps(f);
+        for (l, layout) in self.lane4_layout[slot as usize].iter_mut().enumerate() {
+            let lane = l as u32 + 1;
+            let what = format!("allowlist lane {lane}, slot {slot}");
+            let (old, new) = (&old.lane4[l], &new.lane4[l]);
+            let space = lane4_space(slot, lane);
+            bl4::write_lists(layout, self.lane4.region, space, &what, old, new, |w| {
+                lanes.flush(w)
+            })?;
+        }
         let bl6 = Bl6Maps {
             words: self.bl6_words.map(),
             info: self.bl6_info.map(),
@@ -493,7 +561,10 @@ impl Maps {
             let other = s.spawn(|| -> Result<(), LoaderError> {
                 bl6.write_diff(slot, old.bl6_side(), new.bl6_side())
             });
-            let mine = bl4::write_lists(layout, region, slot, &old.bl4, &new.bl4, |w| bl4.flush(w));
+            let what = format!("IPv4 blocklist, slot {slot}");
+            let mine = bl4::write_lists(layout, region, slot, &what, &old.bl4, &new.bl4, |w| {
+                bl4.flush(w)
+            });
             other
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
@@ -536,7 +607,23 @@ impl Maps {
                 img.sched.insert(z, sched);
             }
         }
-        self.read_bl4(slot, &mut img)?;
+        let bl4 = read_bitmap(
+            (&self.bl4_words, &self.bl4_base),
+            &self.bl4_bits,
+            BL4_NAMES,
+            slot,
+            self.bl4_region,
+        )?;
+        (img.bl4_words, img.bl4_hosts) = (bl4.words, bl4.hosts);
+        for (l, lane) in img.lane4.iter_mut().enumerate() {
+            *lane = read_bitmap(
+                (&self.lane4.words, &self.lane4.base),
+                &self.lane4.bits,
+                LANE4_NAMES,
+                lane4_space(slot, l as u32 + 1),
+                self.lane4.region,
+            )?;
+        }
         for key in self.allow4.keys() {
             let key = key.map_err(LoaderError::map(MAP_ALLOW4))?;
             if let Some((set, net)) = untag4(&key, slot) {
@@ -585,56 +672,59 @@ fn read_range<V: Pod + Default>(
         .collect()
 }
 
-impl Maps {
-    /// The IPv4 blocklist of `slot` as the datapath sees it: each word, and
-    /// for each partly listed /24 the bitmap its base and rank point to.
-    /// Pointers outside the slot's region (a half-written slot) are skipped.
-    fn read_bl4(&self, slot: u32, img: &mut SlotImage) -> Result<(), LoaderError> {
-        let region = slot * self.bl4_region..(slot + 1) * self.bl4_region;
-        let first = bl4_word_index(slot, 0);
-        let words = read_range(&self.bl4_words, MAP_BL4_WORDS, first, BL4_WORDS_PER_SLOT)?;
-        let bases = read_range(&self.bl4_base, MAP_BL4_BASE, first, BL4_WORDS_PER_SLOT)?;
-        // (BL4_BITS index, /24) of every partly listed /24, by index.
-        let mut wanted = Vec::new();
-        for (w, (word, base)) in (0u32..).zip(words.iter().zip(&bases)) {
-            if *word == Bl4Word::default() {
+/// The IPv4 set of space `space` (a slot's blocklist, or a lane) as the
+/// datapath sees it: each word, and for each partly covered /24 the bitmap
+/// its base and rank point to. Pointers outside the space's region (a
+/// half-written slot) are skipped.
+fn read_bitmap(
+    (words_map, base_map): (&Array<MapData, Bl4Word>, &Array<MapData, u32>),
+    bits: &Array<MapData, Bl4Hosts>,
+    [words_name, base_name, bits_name]: [&'static str; 3],
+    space: u32,
+    region_len: u32,
+) -> Result<BitmapImage, LoaderError> {
+    let mut img = BitmapImage::default();
+    let region = space * region_len..(space + 1) * region_len;
+    let first = space * BL4_WORDS_PER_SLOT;
+    let words = read_range(words_map, words_name, first, BL4_WORDS_PER_SLOT)?;
+    let bases = read_range(base_map, base_name, first, BL4_WORDS_PER_SLOT)?;
+    // (bitmap index, /24) of every partly covered /24, by index.
+    let mut wanted = Vec::new();
+    for (w, (word, base)) in (0u32..).zip(words.iter().zip(&bases)) {
+        if *word == Bl4Word::default() {
+            continue;
+        }
+        img.words.insert(w, *word);
+        for b in 0..64u32 {
+            if word.part & (1 << b) == 0 {
                 continue;
             }
-            img.bl4_words.insert(w, *word);
-            for b in 0..64u32 {
-                if word.part & (1 << b) == 0 {
-                    continue;
-                }
-                let rank = (word.part & ((1 << b) - 1)).count_ones();
-                if let Some(at) = base.checked_add(rank).filter(|i| region.contains(i)) {
-                    wanted.push((at, (w << 6) | b));
-                }
+            let rank = (word.part & ((1 << b) - 1)).count_ones();
+            if let Some(at) = base.checked_add(rank).filter(|i| region.contains(i)) {
+                wanted.push((at, (w << 6) | b));
             }
         }
-        drop((words, bases));
-        wanted.sort_unstable();
-        let mut i = 0;
-        while i < wanted.len() {
-            let start = wanted[i].0;
-            let n = (BATCH as u32).min(region.end - start);
-            let Some(chunk) = read_batched(&self.bl4_bits, MAP_BL4_BITS, start, n)? else {
-                // No batch lookups: only what is wanted, one by one.
-                for (at, net24) in &wanted[i..] {
-                    let hosts = self
-                        .bl4_bits
-                        .get(at, 0)
-                        .map_err(LoaderError::map(MAP_BL4_BITS))?;
-                    img.bl4_hosts.insert(*net24, hosts);
-                }
-                break;
-            };
-            while let Some((at, net24)) = wanted.get(i).filter(|(at, _)| *at < start + n) {
-                img.bl4_hosts.insert(*net24, chunk[(at - start) as usize]);
-                i += 1;
-            }
-        }
-        Ok(())
     }
+    drop((words, bases));
+    wanted.sort_unstable();
+    let mut i = 0;
+    while i < wanted.len() {
+        let start = wanted[i].0;
+        let n = (BATCH as u32).min(region.end - start);
+        let Some(chunk) = read_batched(bits, bits_name, start, n)? else {
+            // No batch lookups: only what is wanted, one by one.
+            for (at, net24) in &wanted[i..] {
+                let hosts = bits.get(at, 0).map_err(LoaderError::map(bits_name))?;
+                img.hosts.insert(*net24, hosts);
+            }
+            break;
+        };
+        while let Some((at, net24)) = wanted.get(i).filter(|(at, _)| *at < start + n) {
+            img.hosts.insert(*net24, chunk[(at - start) as usize]);
+            i += 1;
+        }
+    }
+    Ok(img)
 }
 
 /// (set id, prefix) of an LPM key, if it belongs to `slot`.

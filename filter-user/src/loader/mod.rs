@@ -11,6 +11,7 @@ mod compact;
 mod detach;
 mod fault;
 mod image;
+mod lanes;
 mod maps;
 mod meta;
 mod migrate;
@@ -497,8 +498,18 @@ impl Filter {
         opts: ImageOptions,
     ) -> Result<u32, LoaderError> {
         self.resync()?;
-        let image = Compact::build(policy, opts)?;
         let next = self.generation.wrapping_add(1);
+        // Lanes stay with their zones: as the enforced slot has them (the
+        // target usually holds the same, from `prefill_standby`).
+        let target = slot_of(next) as usize;
+        let prev = self.shadow[1 - target]
+            .as_ref()
+            .or(self.shadow[target].as_ref())
+            .map(Compact::lanes)
+            .unwrap_or_default();
+        // (A slot read back from the kernel has no shadow: placement starts
+        // afresh, and a lane that changes hands is rewritten, correctly.)
+        let image = Compact::build_after(policy, opts, &prev)?;
         self.check_capacity(slot_of(next), &image)?;
         let blob = Meta {
             generation: next,
