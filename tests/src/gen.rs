@@ -263,6 +263,7 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
             audit,
             reject,
             schedule: None,
+            rate: Vec::new(),
         });
     }
     // Replies are compared one by one: the budget must never run out.
@@ -279,6 +280,7 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
         reject_budget,
     };
     crate::gen_schedule::add_schedules(rng, &mut p);
+    crate::gen_rate::add_limits(rng, &mut p);
     p
 }
 

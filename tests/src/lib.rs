@@ -21,6 +21,7 @@ pub mod fixtures_reject;
 pub mod fixtures_schedule;
 pub mod fixtures_v6;
 pub mod gen;
+pub mod gen_rate;
 pub mod gen_schedule;
 pub mod harness;
 pub mod loader_checks;

@@ -9,9 +9,9 @@ use aya::{
 use filter_common::{
     bl4_bits_region, bl4_word_index, port_index, set_tag, zone_index, Bl4Hosts, Bl4Word, Bl6Bucket,
     Bl6Info, Bl6Word, Config, Counter, MetaBlob, PortEntry, Sched, Tagged4, Tagged6, ZoneInfo,
-    BL4_WORDS_PER_SLOT, MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_BASE, MAP_BL4_BITS,
+    ZoneRates, BL4_WORDS_PER_SLOT, MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_BASE, MAP_BL4_BITS,
     MAP_BL4_WORDS, MAP_BL6_INFO, MAP_BL6_TABLE, MAP_BL6_WORDS, MAP_CONFIG, MAP_COUNTERS,
-    MAP_IFACES, MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_SCHED, MAP_ZONES, NUM_PORT_PROTOS,
+    MAP_IFACES, MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_RATES, MAP_SCHED, MAP_ZONES, NUM_PORT_PROTOS,
     SET_TAG_BITS, ZONE_SLOTS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -36,6 +36,7 @@ pub struct Maps {
     ports: Array<MapData, PortEntry>,
     zones: Array<MapData, ZoneInfo>,
     sched: Array<MapData, Sched>,
+    rates: Array<MapData, ZoneRates>,
     allow4: LpmTrie<MapData, Tagged4, u8>,
     allow6: LpmTrie<MapData, Tagged6, u8>,
     bl4_words: Array<MapData, Bl4Word>,
@@ -235,6 +236,7 @@ impl Maps {
             ports: take(ebpf, MAP_PORTS)?,
             zones: take(ebpf, MAP_ZONES)?,
             sched: take(ebpf, MAP_SCHED)?,
+            rates: take(ebpf, MAP_RATES)?,
             allow4: take(ebpf, MAP_ALLOW4)?,
             allow6: take(ebpf, MAP_ALLOW6)?,
             bl4_words: take(ebpf, MAP_BL4_WORDS)?,
@@ -375,6 +377,11 @@ impl Maps {
         sync_array(&mut self.sched, MAP_SCHED, f, &old_sched, &new_sched, |z| {
             zone_index(slot, z)
         })?;
+        let old_rates = old.rates.iter().map(|(k, v)| (*k, *v)).collect();
+        let new_rates = new.rates.iter().map(|(k, v)| (*k, *v)).collect();
+        sync_array(&mut self.rates, MAP_RATES, f, &old_rates, &new_rates, |z| {
+            zone_index(slot, z)
+        })?;
         sync_lpm(
             &mut self.allow4,
             MAP_ALLOW4,
@@ -458,6 +465,14 @@ impl Maps {
             .map(|(k, v)| (zone_index(slot, k), v))
             .unzip();
         put_all(self.sched.map(), MAP_SCHED, f, &keys, &values)?;
+        let (gone, set) = keyed_diff(&old.rates, &new.rates);
+        let (keys, values): (Vec<u32>, Vec<ZoneRates>) = gone
+            .into_iter()
+            .map(|k| (k, ZoneRates::default()))
+            .chain(set)
+            .map(|(k, v)| (zone_index(slot, k), v))
+            .unzip();
+        put_all(self.rates.map(), MAP_RATES, f, &keys, &values)?;
         sync_lpm_sorted(
             &self.allow4,
             MAP_ALLOW4,
@@ -534,6 +549,13 @@ impl Maps {
                 .map_err(LoaderError::map(MAP_SCHED))?;
             if sched != Sched::default() {
                 img.sched.insert(z, sched);
+            }
+            let rates = self
+                .rates
+                .get(&zone_index(slot, z), 0)
+                .map_err(LoaderError::map(MAP_RATES))?;
+            if rates != ZoneRates::default() {
+                img.rates.insert(z, rates);
             }
         }
         self.read_bl4(slot, &mut img)?;

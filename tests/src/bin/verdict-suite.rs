@@ -171,12 +171,14 @@ fn differential(h: &mut Harness, seed: u64, total: u64) -> Result<(u64, u64)> {
         h.apply(&spec)
             .with_context(|| format!("generated policy rejected:\n{}", spec.to_toml()))?;
         policies += 1;
+        // One frozen clock per policy (see gen_rate): buckets only drain.
+        let mut rates = model::rate::Rates::new();
         for _ in 0..FRAMES_PER_POLICY {
             let frame = gen::random_frame(&mut rng, &spec);
             if frame.len() < 14 || frame.len() > MAX_FRAME {
                 continue; // BPF_PROG_TEST_RUN cannot run these sizes.
             }
-            let (j, reply) = model::decide(&spec, &frame);
+            let (j, reply) = model::decide_with(&spec, &frame, &mut rates);
             let expect = Observed {
                 verdict: j.verdict,
                 reason: j.reason,
