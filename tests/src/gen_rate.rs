@@ -6,6 +6,9 @@
 //! which packets of each source (or aggregate) fit the burst, the ceiling,
 //! the new-key budget and the table's room.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
 use rand::{seq::SliceRandom, Rng};
 
 use crate::spec::{LimitSpec, PolicySpec};
@@ -71,4 +74,43 @@ pub fn add_limits<R: Rng + ?Sized>(rng: &mut R, p: &mut PolicySpec) {
             }
         }
     }
+}
+
+/// Sources the frames of a policy with limits come from again and again:
+/// the first addresses of each limited zone's first allow prefixes, their
+/// neighbours one /24 (IPv6: one /64) away, and two addresses outside them.
+/// A function of the policy, so every frame of it draws the same ones.
+pub fn sticky_sources(p: &PolicySpec) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for z in p.zones.iter().filter(|z| !z.rate.is_empty()) {
+        for a in z.allow.iter().take(2) {
+            let net = match a {
+                crate::spec::Allow::Any => IpNet::V4("10.0.0.0/8".parse().expect("net")),
+                crate::spec::Allow::Net(n) => *n,
+            };
+            match net {
+                IpNet::V4(n) => {
+                    let base = u32::from(n.network());
+                    for off in [1u32, 2, 256 + 1] {
+                        let a = base.wrapping_add(off);
+                        if n.contains(&Ipv4Addr::from(a)) {
+                            out.push(IpAddr::V4(Ipv4Addr::from(a)));
+                        }
+                    }
+                }
+                IpNet::V6(n) => {
+                    let base = u128::from(n.network());
+                    for off in [1u128, 2, (1 << 64) + 1] {
+                        let a = base.wrapping_add(off);
+                        if n.contains(&Ipv6Addr::from(a)) {
+                            out.push(IpAddr::V6(Ipv6Addr::from(a)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
