@@ -173,17 +173,53 @@ fn rate() -> Value {
     let one = table(
         "A rate limit of allowed sources: packets or connections (TCP SYN without ACK).",
         vec![
-            Key("packets", rate_string("Packets per period: 200/s, 3000/min, 10/h, 100/day."), false),
-            Key("connections", rate_string("New TCP connections per period: 20/s."), false),
-            Key("burst", integer(1, super::rate::MAX_BURST as i64, 1, "Admitted at once (default: one period's worth)."), false),
+            Key(
+                "packets",
+                rate_string("Packets per period: 200/s, 3000/min, 10/h, 100/day."),
+                false,
+            ),
+            Key(
+                "connections",
+                rate_string("New TCP connections per period: 20/s."),
+                false,
+            ),
+            Key(
+                "burst",
+                integer(
+                    1,
+                    super::rate::MAX_BURST as i64,
+                    1,
+                    "Admitted at once (default: one period's worth).",
+                ),
+                false,
+            ),
             Key(
                 "per",
                 json!({ "description": "source (default), zone, an IPv4 length /8../32, an IPv6 length /48../128, or one of each: [\"/24\", \"/64\"].", "anyOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" }, "minItems": 1, "maxItems": 2 } ] }),
                 false,
             ),
-            Key("ceiling", rate_string("The zone's aggregate for untracked sources (default: ten times the limit)."), false),
-            Key("new_sources", rate_string("Sources newly tracked per period (default 100/s)."), false),
-            Key("tracked", integer(1, filter_common::RATE_TABLE_MAX.into(), super::rate::DEFAULT_TRACKED.into(), "Sources (or prefixes) this limit keeps a bucket for."), false),
+            Key(
+                "ceiling",
+                rate_string(
+                    "The zone's aggregate for untracked sources (default: ten times the limit).",
+                ),
+                false,
+            ),
+            Key(
+                "new_sources",
+                rate_string("Sources newly tracked per period (default 100/s)."),
+                false,
+            ),
+            Key(
+                "tracked",
+                integer(
+                    1,
+                    filter_common::RATE_TABLE_MAX.into(),
+                    super::rate::DEFAULT_TRACKED.into(),
+                    "Sources (or prefixes) this limit keeps a bucket for.",
+                ),
+                false,
+            ),
         ],
     );
     json!({
