@@ -8,6 +8,9 @@
 //! flips `ACTIVE` with one 4-byte write, so no packet ever sees half of two policies.
 #![no_std]
 
+mod rate;
+pub use rate::*;
+
 /// Version of the map layout this build pins: bumped by every change to a
 /// pinned map's name, key, value or size. A build that finds an older layout
 /// pinned migrates it (new maps beside the old, state carried over, one
@@ -78,7 +81,7 @@ pub const MAP_REPLY_PENDING: &str = "REPLY_PENDING";
 /// Maps of the object that belong to one load (created fresh, never pinned).
 pub const PER_LOAD_MAPS: [&str; 2] = [MAP_EVENTS_PROG, MAP_EVENTS_PENDING];
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 26] = [
+pub const ALL_MAPS: [&str; 28] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -105,6 +108,10 @@ pub const ALL_MAPS: [&str; 26] = [
     MAP_LANE4_WORDS,
     MAP_LANE4_BASE,
     MAP_LANE4_BITS,
+    MAP_RATES,
+    MAP_RATE_KEYS,
+    MAP_RATE_ZONE,
+    MAP_RATE_REAPED,
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
@@ -152,9 +159,14 @@ pub enum Reason {
     /// Zone port of a scheduled zone outside its hours: the zone's action,
     /// whatever the source (an auditing zone counts `Audit` and passes).
     Closed = 13,
+    /// Zone port, source allowed, but over the zone's `rate` limit: the
+    /// zone's action (an auditing zone counts `Audit` and passes).
+    RateLimited = 14,
+    /// Zone port, source allowed, but over its transfer `quota`.
+    QuotaExceeded = 15,
 }
 
-pub const NUM_REASONS: u32 = 14;
+pub const NUM_REASONS: u32 = 16;
 
 impl Reason {
     /// Every reason, in number order (numbers may have gaps: see `from_u32`).
@@ -173,6 +185,8 @@ impl Reason {
         Reason::Rejected,
         Reason::RejectSuppressed,
         Reason::Closed,
+        Reason::RateLimited,
+        Reason::QuotaExceeded,
     ];
 
     /// The reason numbered `n`, if any (numbers are pre-assigned across
@@ -205,6 +219,8 @@ impl Reason {
             Reason::Rejected => "rejected",
             Reason::RejectSuppressed => "reject_suppressed",
             Reason::Closed => "closed",
+            Reason::RateLimited => "rate_limited",
+            Reason::QuotaExceeded => "quota_exceeded",
         }
     }
 }
@@ -389,6 +405,8 @@ impl ZoneInfo {
     pub const AUDIT: u32 = 1 << 1;
     /// The zone keeps hours: `SCHED` says when it is open.
     pub const SCHEDULED: u32 = 1 << 3;
+    /// The zone has a `rate` limit: `RATES` holds it.
+    pub const LIMITED: u32 = 1 << 4;
     /// Sources outside `allow` get a reply (`action = "reject"`); which one is
     /// the [`Reply`] in bits `REPLY_SHIFT..`. `AUDIT` wins over it.
     pub const REJECT: u32 = 1 << 2;
@@ -1172,6 +1190,10 @@ mod pod {
     unsafe impl aya::Pod for Sched {}
     unsafe impl aya::Pod for ReplyState {}
     unsafe impl aya::Pod for ReplyPending {}
+    unsafe impl aya::Pod for ZoneRates {}
+    unsafe impl aya::Pod for RateKey {}
+    unsafe impl aya::Pod for RateBucket {}
+    unsafe impl aya::Pod for RateZone {}
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::{
     blocklist6::blocklisted_v6,
     maps::{lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, PORTS, ZONES},
     parse::{IpPacket, Parsed, Src, L4},
-    reply,
+    rate, reply,
     schedule::zone_open,
 };
 
@@ -118,7 +118,20 @@ fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decisio
         // Opaque to the optimiser: else LLVM folds the lookup's pointer into
         // the verdict (`audit | found`), which the verifier refuses.
         if core::hint::black_box(in_zone(slot, zone, zone_flags, &p.src)) {
-            return decision(Verdict::Pass, Reason::Allowed, zone);
+            if zone_flags & ZoneInfo::LIMITED == 0
+                || core::hint::black_box(rate::within(ctx, slot, zone, p))
+            {
+                return decision(Verdict::Pass, Reason::Allowed, zone);
+            }
+            // Over the limit: the zone's action, as for a source outside
+            // `allow` (a rejecting zone's reply is counted `rejected`).
+            if audit {
+                return decision(Verdict::Pass, Reason::Audit, zone);
+            }
+            if reject {
+                reply::hand_off(ctx, pending(slot, zone, zone_flags));
+            }
+            return decision(Verdict::Drop, Reason::RateLimited, zone);
         }
         // Audit wins over reject: an auditing zone only counts what it
         // would have done.

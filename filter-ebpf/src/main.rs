@@ -4,6 +4,9 @@
 //! which counts, samples and answers itself.
 #![no_std]
 #![no_main]
+// Atomic compare-and-swap for the rate buckets (rate.rs).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod blocklist4;
 mod blocklist6;
@@ -11,6 +14,7 @@ mod decide;
 mod events;
 mod maps;
 mod parse;
+mod rate;
 mod reply;
 mod schedule;
 

@@ -3,14 +3,15 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, ProgramArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, ProgramArray, RingBuf},
 };
 use filter_common::{
     Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter, EventsConfig, EventsPending,
-    EventsState, MetaBlob, PortEntry, ReplyPending, ReplyState, Sched, Tagged4, Tagged6, ZoneInfo,
-    BL4_WORDS_PER_SLOT, BL6_REGION, BL6_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX,
-    DEFAULT_BL4_BITS_MAX, EVENTS_RING_BYTES, IFACES_LEN, LANE4_BITS_MAX, LANE4_SPACES, NUM_SLOTS,
-    PORTS_PER_SLOT, ZONE_SLOTS,
+    EventsState, MetaBlob, PortEntry, RateBucket, RateKey, RateZone, ReplyPending, ReplyState,
+    Sched, Tagged4, Tagged6, ZoneInfo, ZoneRates, BL4_WORDS_PER_SLOT, BL6_REGION,
+    BL6_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_BITS_MAX, EVENTS_RING_BYTES,
+    IFACES_LEN, LANE4_BITS_MAX, LANE4_SPACES, NUM_SLOTS, PORTS_PER_SLOT, RATE_TABLE_MAX,
+    RATE_ZONE_LEN, ZONE_SLOTS,
 };
 
 #[map]
@@ -82,6 +83,17 @@ pub static REPLY_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 pub static REPLY_STATE: PerCpuArray<ReplyState> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static REPLY_PENDING: PerCpuArray<ReplyPending> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per slot and zone: its rate limits (rate.rs).
+#[map]
+pub static RATES: Array<ZoneRates> = Array::with_max_entries(NUM_SLOTS * ZONE_SLOTS, 0);
+/// The buckets of tracked sources; preallocated (flags 0), not LRU.
+#[map]
+pub static RATE_KEYS: HashMap<RateKey, RateBucket> = HashMap::with_max_entries(RATE_TABLE_MAX, 0);
+#[map]
+pub static RATE_ZONE: Array<RateZone> = Array::with_max_entries(RATE_ZONE_LEN, 0);
+#[map]
+pub static RATE_REAPED: Array<u64> = Array::with_max_entries(RATE_ZONE_LEN, 0);
 
 #[inline(always)]
 pub fn lpm4_contains(map: &LpmTrie<Tagged4, u8>, tag: [u8; 4], addr: [u8; 4]) -> bool {

@@ -263,6 +263,7 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
             audit,
             reject,
             schedule: None,
+            rate: Vec::new(),
         });
     }
     // Replies are compared one by one: the budget must never run out.
@@ -279,6 +280,7 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
         reject_budget,
     };
     crate::gen_schedule::add_schedules(rng, &mut p);
+    crate::gen_rate::add_limits(rng, &mut p);
     p
 }
 
@@ -333,6 +335,11 @@ fn random_macs<R: Rng + ?Sized>(rng: &mut R) -> Option<([u8; 6], [u8; 6])> {
 /// A source address: mostly inside (or just outside) the policy's prefixes or
 /// the pool, sometimes anything.
 pub fn random_source<R: Rng + ?Sized>(rng: &mut R, policy: &PolicySpec) -> IpAddr {
+    // Rate limits need sources that come back: a few fixed ones per policy.
+    let sticky = crate::gen_rate::sticky_sources(policy);
+    if !sticky.is_empty() && rng.gen_bool(0.4) {
+        return *sticky.choose(rng).expect("non-empty");
+    }
     let prefixes = policy.all_prefixes();
     let roll = rng.gen_range(0..100);
     let net = if roll < 65 && !prefixes.is_empty() {

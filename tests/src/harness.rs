@@ -9,7 +9,7 @@ use std::{collections::HashMap, fmt, path::Path, time::Duration};
 
 use filter_common::{decode_counter_index, Reason, Verdict, NUM_COUNTERS};
 use filter_user::{
-    loader::{Filter, ImageOptions, LoadOptions, LoaderError},
+    loader::{Filter, ImageOptions, LoadOptions, LoaderError, RateState},
     policy::{
         self,
         schedule::{kernel_tai_now_ns, SchedClock},
@@ -70,6 +70,8 @@ impl From<&Expect> for Observed {
 
 pub struct Harness {
     filter: Filter,
+    /// The rate limits' buckets (outside the policy slots).
+    rates: RateState,
     /// Last known packet count per counter index.
     seen: HashMap<u32, u64>,
 }
@@ -80,13 +82,16 @@ pub const MAX_FRAME: usize = 3500;
 
 impl Harness {
     pub fn new() -> Result<Harness, HarnessError> {
+        // Nothing is attached and TEST_RUN is synchronous: no packet can be
+        // in flight on the old slot, so no quiescence wait is needed.
+        let mut filter = Filter::load(LoadOptions {
+            quiesce: Duration::ZERO,
+            ..LoadOptions::default()
+        })?;
+        let rates = filter.take_rate_state()?;
         Ok(Harness {
-            // Nothing is attached and TEST_RUN is synchronous: no packet can be
-            // in flight on the old slot, so no quiescence wait is needed.
-            filter: Filter::load(LoadOptions {
-                quiesce: Duration::ZERO,
-                ..LoadOptions::default()
-            })?,
+            filter,
+            rates,
             seen: HashMap::new(),
         })
     }
@@ -95,8 +100,20 @@ impl Harness {
         &mut self.filter
     }
 
-    /// Compiles `spec` through its TOML form, as an operator's file would be.
+    /// The rate limits' state, to read buckets back.
+    pub fn rates(&mut self) -> &mut RateState {
+        &mut self.rates
+    }
+
+    /// Compiles `spec` through its TOML form, as an operator's file would
+    /// be, on fresh rate buckets (each test policy starts from full ones).
     pub fn apply(&mut self, spec: &PolicySpec) -> Result<(), HarnessError> {
+        self.rates.reset()?;
+        self.apply_keeping_rates(spec)
+    }
+
+    /// As [`apply`](Self::apply), keeping the buckets, as a reload does.
+    pub fn apply_keeping_rates(&mut self, spec: &PolicySpec) -> Result<(), HarnessError> {
         let compiled = policy::compile_str(&spec.to_toml(), Path::new("generated.toml"))?;
         match spec.at {
             // The datapath reads the real clock: shift the transitions so

@@ -164,6 +164,106 @@ pub struct ZoneSpec {
     pub reject: Option<RejectWith>,
     /// `schedule` and `timezone`: outside these hours nobody is allowed.
     pub schedule: Option<ScheduleSpec>,
+    /// `rate`: at most one packet and one connection limit.
+    pub rate: Vec<LimitSpec>,
+}
+
+/// One `rate` table as the policy writes it. Units are `s`, `min`, `h`, `day`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitSpec {
+    /// `connections` (TCP SYN without ACK) rather than `packets`.
+    pub connections: bool,
+    pub count: u64,
+    pub unit: &'static str,
+    /// `None`: not written (one period's worth).
+    pub burst: Option<u64>,
+    /// IPv4 and IPv6 mask lengths; `zone`: one bucket for the zone.
+    pub v4_len: u8,
+    pub v6_len: u8,
+    pub zone: bool,
+    /// `ceiling` (count, unit) and its burst proportion follow the limit's;
+    /// `None`: ten times the limit.
+    pub ceiling: Option<(u64, &'static str)>,
+    /// `new_sources`; `None`: 100/s.
+    pub new_sources: Option<(u64, &'static str)>,
+    /// `tracked`; `None`: `defaults.rate_tracked` (4096).
+    pub tracked: Option<u32>,
+}
+
+impl LimitSpec {
+    /// `count` per `unit` per source, bursts of `burst`.
+    pub fn packets(count: u64, unit: &'static str, burst: u64) -> Self {
+        LimitSpec {
+            connections: false,
+            count,
+            unit,
+            burst: Some(burst),
+            v4_len: 32,
+            v6_len: 128,
+            zone: false,
+            ceiling: None,
+            new_sources: None,
+            tracked: None,
+        }
+    }
+
+    pub fn connections(count: u64, unit: &'static str, burst: u64) -> Self {
+        LimitSpec {
+            connections: true,
+            ..Self::packets(count, unit, burst)
+        }
+    }
+
+    /// The period of `unit`, in ns.
+    pub fn period_ns(unit: &str) -> u64 {
+        match unit {
+            "s" => 1_000_000_000,
+            "min" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "day" => 86_400_000_000_000,
+            other => panic!("unit {other} is not one LimitSpec writes"),
+        }
+    }
+
+    fn to_toml(&self) -> String {
+        let mut parts = vec![format!(
+            "{} = \"{}/{}\"",
+            if self.connections {
+                "connections"
+            } else {
+                "packets"
+            },
+            self.count,
+            self.unit
+        )];
+        if let Some(b) = self.burst {
+            parts.push(format!("burst = {b}"));
+        }
+        if self.zone {
+            parts.push("per = \"zone\"".into());
+        } else {
+            let mut per = Vec::new();
+            if self.v4_len != 32 {
+                per.push(format!("\"/{}\"", self.v4_len));
+            }
+            if self.v6_len != 128 {
+                per.push(format!("\"/{}\"", self.v6_len));
+            }
+            if !per.is_empty() {
+                parts.push(format!("per = [{}]", per.join(", ")));
+            }
+            if let Some((c, u)) = self.ceiling {
+                parts.push(format!("ceiling = \"{c}/{u}\""));
+            }
+            if let Some((c, u)) = self.new_sources {
+                parts.push(format!("new_sources = \"{c}/{u}\""));
+            }
+            if let Some(t) = self.tracked {
+                parts.push(format!("tracked = {t}"));
+            }
+        }
+        format!("{{ {} }}", parts.join(", "))
+    }
 }
 
 /// A zone's hours as the policy file writes them.
@@ -196,7 +296,14 @@ impl ZoneSpec {
             audit: false,
             schedule: None,
             reject: None,
+            rate: Vec::new(),
         }
+    }
+
+    /// With a `rate` limit (two calls: a packet and a connection limit).
+    pub fn limited(mut self, limit: LimitSpec) -> Self {
+        self.rate.push(limit);
+        self
     }
 
     pub fn scheduled(mut self, schedule: ScheduleSpec) -> Self {
@@ -441,6 +548,10 @@ impl PolicySpec {
                     .map(|(d, h)| format!("{{ days = {}, hours = {} }}", quote(d), quote(h)))
                     .collect();
                 let _ = writeln!(s, "schedule = [{}]", windows.join(", "));
+            }
+            if !zone.rate.is_empty() {
+                let limits: Vec<String> = zone.rate.iter().map(LimitSpec::to_toml).collect();
+                let _ = writeln!(s, "rate = [{}]", limits.join(", "));
             }
         }
         s

@@ -14,6 +14,7 @@ mod ifwait;
 mod limits;
 pub mod metrics;
 pub mod owner;
+mod reap;
 mod watch;
 mod watchdog;
 
@@ -559,6 +560,7 @@ async fn serve(
     ));
     tokio::spawn(metrics::serve(shared.clone()));
     tokio::spawn(events::read_ring(shared.clone()));
+    tokio::spawn(reap::run(shared.clone()));
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(64);
     let mut watcher = watch::Watcher::new(changed_tx);
     watcher.watch(&watched_paths(&opts.policy, &shared));

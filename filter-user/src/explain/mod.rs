@@ -385,6 +385,8 @@ fn responsible(
         | Reason::NotAllowed
         | Reason::Audit
         | Reason::Closed
+        | Reason::RateLimited
+        | Reason::QuotaExceeded
         | Reason::Rejected => src.zone(zone, spec.src, spec.proto, spec.dport),
         Reason::RejectSuppressed => {
             let mut lines = src.zone(zone, spec.src, spec.proto, spec.dport);

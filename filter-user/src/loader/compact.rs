@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use filter_common::{
-    Bl4Hosts, Bl4Word, Bl6Info, Config, PortEntry, Sched, ZoneInfo, ALLOW4_LANES,
+    Bl4Hosts, Bl4Word, Bl6Info, Config, PortEntry, Sched, ZoneInfo, ZoneRates, ALLOW4_LANES,
     FAILSAFE_SET_BASE, MAX_FAILSAFE_GROUPS, MAX_ZONES, PROTO_INDEX_SCTP, PROTO_INDEX_TCP,
     PROTO_INDEX_UDP,
 };
@@ -32,6 +32,8 @@ pub struct Compact {
     pub zones: Vec<(u32, ZoneInfo)>,
     /// zone id → transitions of each scheduled zone, sorted.
     pub sched: Vec<(u32, Sched)>,
+    /// zone id → limits of each rate-limited zone, sorted.
+    pub rates: Vec<(u32, ZoneRates)>,
     /// (allow set id, prefix), sorted, no duplicates.
     pub allow4: Vec<(u32, Ipv4Net)>,
     pub allow6: Vec<(u32, Ipv6Net)>,
@@ -114,6 +116,7 @@ impl Compact {
         let mut ports: HashMap<u32, PortEntry> = HashMap::new();
         let mut zones = Vec::new();
         let mut sched = Vec::new();
+        let mut rates = Vec::new();
         let mut allow4 = Vec::new();
         let mut allow6 = Vec::new();
         for zone in &policy.zones {
@@ -122,6 +125,10 @@ impl Compact {
             if let Some(s) = &zone.schedule {
                 flags |= ZoneInfo::SCHEDULED;
                 sched.push((id, s.sched_entry(&opts.clock).0));
+            }
+            if let Some(l) = &zone.limits {
+                flags |= ZoneInfo::LIMITED;
+                rates.push((id, l.zone_rates()));
             }
             if let ZoneAction::Reject(with) = zone.action {
                 flags |= ZoneInfo::reject_flags(with.reply());
@@ -218,11 +225,13 @@ impl Compact {
         zones.sort_unstable_by_key(|(k, _)| *k);
         zones.dedup_by_key(|(k, _)| *k);
         sched.sort_unstable_by_key(|(k, _)| *k);
+        rates.sort_unstable_by_key(|(k, _)| *k);
         Ok(Compact {
             config,
             ports,
             zones,
             sched,
+            rates,
             allow4: sorted(allow4),
             allow6: sorted(allow6),
             bl4,
@@ -275,6 +284,7 @@ impl Compact {
             ports: self.ports.iter().copied().collect(),
             zones: self.zones.iter().copied().collect(),
             sched: self.sched.iter().copied().collect(),
+            rates: self.rates.iter().copied().collect(),
             allow4: self.allow4.iter().copied().collect(),
             allow6: self.allow6.iter().copied().collect(),
             bl6: Bl6Image::build(&self.bl6, &self.bl6_info),
@@ -303,6 +313,7 @@ impl Compact {
             ports,
             zones: img.zones.iter().map(|(k, v)| (*k, *v)).collect(),
             sched: img.sched.iter().map(|(k, v)| (*k, *v)).collect(),
+            rates: img.rates.iter().map(|(k, v)| (*k, *v)).collect(),
             allow4: sorted(img.allow4.iter().copied().collect()),
             allow6: sorted(img.allow6.iter().copied().collect()),
             bl4: nets,

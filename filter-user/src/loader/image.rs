@@ -3,7 +3,9 @@
 //! writer can diff two images to touch only what changed.
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use filter_common::{Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo, ALLOW4_LANES};
+use filter_common::{
+    Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo, ZoneRates, ALLOW4_LANES,
+};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{
@@ -23,6 +25,8 @@ pub struct SlotImage {
     pub zones: BTreeMap<u32, ZoneInfo>,
     /// zone id → transitions of a scheduled zone; absent = all zero.
     pub sched: BTreeMap<u32, Sched>,
+    /// zone id → limits of a rate-limited zone; absent = all zero.
+    pub rates: BTreeMap<u32, ZoneRates>,
     /// (allow set id, prefix).
     pub allow4: HashSet<(u32, Ipv4Net)>,
     pub allow6: HashSet<(u32, Ipv6Net)>,

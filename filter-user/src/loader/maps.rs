@@ -9,11 +9,11 @@ use aya::{
 use filter_common::{
     bl4_bits_region, lane4_space, port_index, set_tag, zone_index, Bl4Hosts, Bl4Word, Bl6Bucket,
     Bl6Info, Bl6Word, Config, Counter, MetaBlob, PortEntry, Sched, Tagged4, Tagged6, ZoneInfo,
-    ALLOW4_LANES, BL4_WORDS_PER_SLOT, LANE4_SPACES, MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6,
+    ZoneRates, ALLOW4_LANES, BL4_WORDS_PER_SLOT, LANE4_SPACES, MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6,
     MAP_BL4_BASE, MAP_BL4_BITS, MAP_BL4_WORDS, MAP_BL6_INFO, MAP_BL6_TABLE, MAP_BL6_WORDS,
     MAP_CONFIG, MAP_COUNTERS, MAP_IFACES, MAP_LANE4_BASE, MAP_LANE4_BITS, MAP_LANE4_WORDS,
-    MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_SCHED, MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS,
-    ZONE_SLOTS,
+    MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_RATES, MAP_SCHED, MAP_ZONES, NUM_PORT_PROTOS,
+    SET_TAG_BITS, ZONE_SLOTS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -37,6 +37,7 @@ pub struct Maps {
     ports: Array<MapData, PortEntry>,
     zones: Array<MapData, ZoneInfo>,
     sched: Array<MapData, Sched>,
+    rates: Array<MapData, ZoneRates>,
     allow4: LpmTrie<MapData, Tagged4, u8>,
     allow6: LpmTrie<MapData, Tagged6, u8>,
     bl4_words: Array<MapData, Bl4Word>,
@@ -266,6 +267,7 @@ impl Maps {
             ports: take(ebpf, MAP_PORTS)?,
             zones: take(ebpf, MAP_ZONES)?,
             sched: take(ebpf, MAP_SCHED)?,
+            rates: take(ebpf, MAP_RATES)?,
             allow4: take(ebpf, MAP_ALLOW4)?,
             allow6: take(ebpf, MAP_ALLOW6)?,
             bl4_words: take(ebpf, MAP_BL4_WORDS)?,
@@ -421,6 +423,11 @@ impl Maps {
         sync_array(&mut self.sched, MAP_SCHED, f, &old_sched, &new_sched, |z| {
             zone_index(slot, z)
         })?;
+        let old_rates = old.rates.iter().map(|(k, v)| (*k, *v)).collect();
+        let new_rates = new.rates.iter().map(|(k, v)| (*k, *v)).collect();
+        sync_array(&mut self.rates, MAP_RATES, f, &old_rates, &new_rates, |z| {
+            zone_index(slot, z)
+        })?;
         sync_lpm(
             &mut self.allow4,
             MAP_ALLOW4,
@@ -513,6 +520,14 @@ impl Maps {
             .map(|(k, v)| (zone_index(slot, k), v))
             .unzip();
         put_all(self.sched.map(), MAP_SCHED, f, &keys, &values)?;
+        let (gone, set) = keyed_diff(&old.rates, &new.rates);
+        let (keys, values): (Vec<u32>, Vec<ZoneRates>) = gone
+            .into_iter()
+            .map(|k| (k, ZoneRates::default()))
+            .chain(set)
+            .map(|(k, v)| (zone_index(slot, k), v))
+            .unzip();
+        put_all(self.rates.map(), MAP_RATES, f, &keys, &values)?;
         sync_lpm_sorted(
             &self.allow4,
             MAP_ALLOW4,
@@ -605,6 +620,13 @@ impl Maps {
                 .map_err(LoaderError::map(MAP_SCHED))?;
             if sched != Sched::default() {
                 img.sched.insert(z, sched);
+            }
+            let rates = self
+                .rates
+                .get(&zone_index(slot, z), 0)
+                .map_err(LoaderError::map(MAP_RATES))?;
+            if rates != ZoneRates::default() {
+                img.rates.insert(z, rates);
             }
         }
         let bl4 = read_bitmap(

@@ -16,6 +16,7 @@ mod maps;
 mod meta;
 mod migrate;
 mod pins;
+mod rate;
 
 use std::{
     path::PathBuf,
@@ -40,6 +41,7 @@ pub use maps::Maps;
 pub use meta::{IfaceMeta, Meta};
 pub use migrate::Carried;
 pub use pins::{AttachMode, PinRoot, PinnedState, DEFAULT_PIN_ROOT};
+pub use rate::{monotonic_ns, LimitUse, RateState, Reaped};
 
 use crate::policy::CompiledPolicy;
 
@@ -712,5 +714,17 @@ impl Filter {
     /// `EVENTS` and set `EVENTS_CFG` through it); `None` if taken before.
     pub fn take_map(&mut self, name: &str) -> Option<aya::maps::Map> {
         self.ebpf.take_map(name)
+    }
+
+    /// The rate limits' state of this object (once: it takes the maps).
+    pub fn take_rate_state(&mut self) -> Result<RateState, LoaderError> {
+        use filter_common::{MAP_RATE_KEYS, MAP_RATE_REAPED, MAP_RATE_ZONE};
+        let mut take =
+            |name: &'static str| self.ebpf.take_map(name).ok_or(LoaderError::Missing(name));
+        RateState::from_maps(
+            take(MAP_RATE_KEYS)?,
+            take(MAP_RATE_ZONE)?,
+            take(MAP_RATE_REAPED)?,
+        )
     }
 }

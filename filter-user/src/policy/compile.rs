@@ -243,6 +243,8 @@ pub struct Defaults {
     pub reject_rate: u32,
     /// … and how many a CPU may send at once after a quiet spell.
     pub reject_burst: u32,
+    /// Sources each rate limit tracks unless it says `tracked`.
+    pub rate_tracked: u32,
 }
 
 /// Default reply budget of rejecting zones (per CPU): modest, so the host
@@ -262,6 +264,7 @@ impl Default for Defaults {
             fragments: FragmentMode::FilterFirst,
             reject_rate: DEFAULT_REJECT_RATE,
             reject_burst: DEFAULT_REJECT_BURST,
+            rate_tracked: super::rate::DEFAULT_TRACKED,
         }
     }
 }
@@ -289,6 +292,8 @@ pub struct CompiledZone {
     pub schedule: Option<super::schedule::ZoneSchedule>,
     /// What sources outside `allow` get (when not auditing).
     pub action: ZoneAction,
+    /// `rate`: packet and connection limits of allowed sources.
+    pub limits: Option<super::rate::ZoneLimits>,
 }
 
 /// `[metrics] basic_auth`.

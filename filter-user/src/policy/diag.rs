@@ -210,6 +210,11 @@ impl<'a> Diags<'a> {
         self.items.is_empty()
     }
 
+    /// Diagnostics so far (a check compares it before and after).
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
     pub fn into_error(mut self) -> PolicyError {
         self.items
             .sort_by(|(ra, a), (rb, b)| (ra, a.line, a.column).cmp(&(rb, b.line, b.column)));

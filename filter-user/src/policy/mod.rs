@@ -12,6 +12,7 @@ mod files;
 mod lists;
 mod parse;
 mod ports;
+pub mod rate;
 pub mod schedule;
 pub mod schema;
 mod summary;
@@ -19,6 +20,8 @@ mod warn;
 
 #[cfg(test)]
 mod input_tests;
+#[cfg(test)]
+mod rate_tests;
 #[cfg(test)]
 mod schedule_tests;
 #[cfg(test)]

@@ -42,6 +42,7 @@ pub(super) const DEFAULTS_KEYS: &[&str] = &[
     "fragments",
     "reject_rate",
     "reject_burst",
+    "rate_tracked",
 ];
 pub(super) const BLOCKLIST_KEYS: &[&str] = &["cidrs", "files"];
 pub(super) const FAILSAFE_KEYS: &[&str] = &["ports", "from"];
@@ -54,6 +55,7 @@ pub(super) const ZONE_KEYS: &[&str] = &[
     "audit",
     "schedule",
     "timezone",
+    "rate",
 ];
 pub(super) const METRICS_KEYS: &[&str] = &["listen", "basic_auth", "tls"];
 pub(super) const BASIC_AUTH_KEYS: &[&str] = &["user", "password_hash"];
@@ -81,6 +83,7 @@ struct ZoneDraft {
     audit: bool,
     schedule: Option<super::schedule::ZoneSchedule>,
     action: ZoneAction,
+    limits: Option<super::rate::ZoneLimits>,
 }
 
 pub(super) struct Walker<'a> {
@@ -137,7 +140,7 @@ pub(crate) fn compile(
     let defaults = w.defaults(root);
     let (blocklist_v4, blocklist_v6, list_files) = w.blocklist(root, path, &mut hasher);
     let failsafe = w.failsafe(root);
-    let zones = w.zones(root);
+    let zones = w.zones(root, defaults.rate_tracked);
     let metrics = w.metrics(root, path);
     let events = w.events(root);
 
@@ -161,6 +164,7 @@ pub(crate) fn compile(
             audit: z.audit,
             schedule: z.schedule,
             action: z.action,
+            limits: z.limits,
         })
         .collect();
     let mut policy = CompiledPolicy {
@@ -625,6 +629,7 @@ impl Walker<'_> {
                 None => self.type_error(item, &format!("defaults.{key}"), "an integer", &example),
             }
         }
+        d.rate_tracked = self.default_tracked(t);
         d
     }
 
@@ -744,12 +749,13 @@ impl Walker<'_> {
         let mut out = Vec::new();
         for (t, span) in self.table_array(root, "failsafe") {
             self.no_failsafe_schedule(t);
-            self.check_keys_but(
-                t,
-                FAILSAFE_KEYS,
-                super::schedule::SCHEDULE_KEYS,
-                "in [[failsafe]]",
-            );
+            self.no_failsafe_rate(t);
+            let reported: Vec<&str> = super::schedule::SCHEDULE_KEYS
+                .iter()
+                .chain(super::rate::ZONE_RATE_KEYS)
+                .copied()
+                .collect();
+            self.check_keys_but(t, FAILSAFE_KEYS, &reported, "in [[failsafe]]");
             let mut rule = CompiledFailsafe {
                 ports: Vec::new(),
                 from_v4: Vec::new(),
@@ -792,7 +798,7 @@ impl Walker<'_> {
             .at(span, format!("`{key}` is empty"), Some(help.to_string()));
     }
 
-    fn zones(&mut self, root: &dyn TableLike) -> Vec<ZoneDraft> {
+    fn zones(&mut self, root: &dyn TableLike, rate_tracked: u32) -> Vec<ZoneDraft> {
         let tables = self.table_array(root, "zone");
         let max = filter_common::MAX_ZONES as usize;
         if tables.len() > max {
@@ -805,6 +811,7 @@ impl Walker<'_> {
         }
         let mut drafts = Vec::with_capacity(tables.len());
         let mut names: HashMap<String, usize> = HashMap::new();
+        let mut room: Vec<&dyn TableLike> = Vec::new();
         for (i, (t, span)) in tables.into_iter().enumerate() {
             self.check_keys(t, ZONE_KEYS, "in [[zone]]");
             let mut z = ZoneDraft {
@@ -815,6 +822,7 @@ impl Walker<'_> {
                 audit: false,
                 schedule: None,
                 action: ZoneAction::Drop,
+                limits: None,
             };
             match self.string(t, "name", "zone.name", "name = \"admin\"") {
                 Field::Missing => {
@@ -867,8 +875,15 @@ impl Walker<'_> {
                 }
             }
             z.schedule = self.zone_schedule(t);
+            z.limits = self.zone_rate(t, rate_tracked);
+            room.push(t);
             drafts.push(z);
         }
+        let with_limits: Vec<_> = room
+            .into_iter()
+            .zip(drafts.iter().map(|z| z.limits.as_ref()))
+            .collect();
+        self.rate_table_room(&with_limits);
         self.check_port_claims(&drafts);
         drafts
     }

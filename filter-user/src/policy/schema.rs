@@ -66,6 +66,7 @@ fn defaults() -> Value {
             Key("fragments", one_of(&["filter-first", "drop"], "filter-first", "filter-first: the first fragment is judged by its ports, later ones pass; drop: every fragment is dropped."), false),
             Key("reject_rate", integer(1, super::MAX_REJECT_RATE.into(), super::DEFAULT_REJECT_RATE.into(), "Replies per second, per CPU, of rejecting zones (over it: dropped, reject_suppressed)."), false),
             Key("reject_burst", integer(1, super::MAX_REJECT_BURST.into(), super::DEFAULT_REJECT_BURST.into(), "Replies a CPU may send at once."), false),
+            Key("rate_tracked", integer(1, filter_common::RATE_TABLE_MAX.into(), super::rate::DEFAULT_TRACKED.into(), "Sources each zone rate limit keeps a bucket for, unless it says tracked."), false),
         ],
     )
 }
@@ -152,6 +153,7 @@ fn zone() -> Value {
                 string("IANA time zone of the schedule (default UTC): Europe/Berlin."),
                 false,
             ),
+            Key("rate", rate(), false),
             Key(
                 "audit",
                 boolean(
@@ -162,6 +164,68 @@ fn zone() -> Value {
             ),
         ],
     )
+}
+
+/// One `rate` table, or an array of up to two (a packet and a connection
+/// limit).
+fn rate() -> Value {
+    let rate_string = |d: &str| json!({ "type": "string", "pattern": "^[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)$", "description": d });
+    let one = table(
+        "A rate limit of allowed sources: packets or connections (TCP SYN without ACK).",
+        vec![
+            Key(
+                "packets",
+                rate_string("Packets per period: 200/s, 3000/min, 10/h, 100/day."),
+                false,
+            ),
+            Key(
+                "connections",
+                rate_string("New TCP connections per period: 20/s."),
+                false,
+            ),
+            Key(
+                "burst",
+                integer(
+                    1,
+                    super::rate::MAX_BURST as i64,
+                    1,
+                    "Admitted at once (default: one period's worth).",
+                ),
+                false,
+            ),
+            Key(
+                "per",
+                json!({ "description": "source (default), zone, an IPv4 length /8../32, an IPv6 length /48../128, or one of each: [\"/24\", \"/64\"].", "anyOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" }, "minItems": 1, "maxItems": 2 } ] }),
+                false,
+            ),
+            Key(
+                "ceiling",
+                rate_string(
+                    "The zone's aggregate for untracked sources (default: ten times the limit).",
+                ),
+                false,
+            ),
+            Key(
+                "new_sources",
+                rate_string("Sources newly tracked per period (default 100/s)."),
+                false,
+            ),
+            Key(
+                "tracked",
+                integer(
+                    1,
+                    filter_common::RATE_TABLE_MAX.into(),
+                    super::rate::DEFAULT_TRACKED.into(),
+                    "Sources (or prefixes) this limit keeps a bucket for.",
+                ),
+                false,
+            ),
+        ],
+    );
+    json!({
+        "description": "Rate limits: { packets = \"200/s\", burst = 400 } or [{ packets = ... }, { connections = ... }].",
+        "anyOf": [ one, { "type": "array", "items": one, "minItems": 1, "maxItems": 2 } ]
+    })
 }
 
 fn metrics() -> Value {

@@ -55,6 +55,9 @@ pub struct ZoneSummary {
     /// The zone's hours and where it stands when the summary was made.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleSummary>,
+    /// Each `rate` limit in words ("at most 200 packets/s per source, …").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -212,6 +215,11 @@ impl CompiledPolicy {
                     allow_v4: strings(&z.allow_v4),
                     allow_v6: strings(&z.allow_v6),
                     schedule: z.schedule.as_ref().map(|s| ScheduleSummary::new(s, now)),
+                    limits: z
+                        .limits
+                        .iter()
+                        .flat_map(|l| l.specs().map(|s| s.explain()))
+                        .collect(),
                 })
                 .collect(),
             blocklist: BlocklistSummary {
@@ -321,6 +329,9 @@ impl fmt::Display for PolicySummary {
                 for line in s.to_string().lines() {
                     writeln!(f, "      {line}")?;
                 }
+            }
+            for l in &z.limits {
+                writeln!(f, "      rate  {l}")?;
             }
             if !z.replies.is_empty() {
                 let replies: Vec<String> = z

@@ -234,7 +234,7 @@ fn unknown_key_without_near_match_lists_valid_keys() {
     assert_eq!((e.line, e.column), (3, 1));
     assert_eq!(
         e.help.as_deref(),
-        Some("valid keys in [defaults]: unmatched, non_ip, other_protocols, fragments, reject_rate, reject_burst")
+        Some("valid keys in [defaults]: unmatched, non_ip, other_protocols, fragments, reject_rate, reject_burst, rate_tracked")
     );
     let d = errors("version = 1\n[[zones]]\nname = \"x\"\n");
     let e = find(&d, "unknown key `zones` at the top level");

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use portcullis_tests::{
     case::Case,
-    evasion, fixtures, fixtures_reject, fixtures_schedule, fixtures_v6, gen,
+    evasion, fixtures, fixtures_rate, fixtures_reject, fixtures_schedule, fixtures_v6, gen,
     harness::{Harness, Observed, MAX_FRAME},
     loader_checks, model,
     packet::hex,
@@ -58,7 +58,8 @@ fn run(args: &Args) -> Result<bool> {
     let (fp6, ff6) = run_cases(&mut h, "fixture", &fixtures_v6::fixtures())?;
     let (fps, ffs) = run_cases(&mut h, "fixture", &fixtures_schedule::fixtures())?;
     let (fpr, ffr) = run_reply_cases(&mut h, &fixtures_reject::cases())?;
-    let (fp, ff) = (fp + fp6 + fps + fpr, ff + ff6 + ffs + ffr);
+    let (fpl, ffl) = fixtures_rate::run(&mut h)?;
+    let (fp, ff) = (fp + fp6 + fps + fpr + fpl, ff + ff6 + ffs + ffr + ffl);
     let (ep, ef) = run_cases(&mut h, "evasion", &evasion::corpus())?;
     let (lp, lf) = loader_checks::run(&mut h, !args.no_scale)?;
 
@@ -171,12 +172,14 @@ fn differential(h: &mut Harness, seed: u64, total: u64) -> Result<(u64, u64)> {
         h.apply(&spec)
             .with_context(|| format!("generated policy rejected:\n{}", spec.to_toml()))?;
         policies += 1;
+        // One frozen clock per policy (see gen_rate): buckets only drain.
+        let mut rates = model::rate::Rates::new();
         for _ in 0..FRAMES_PER_POLICY {
             let frame = gen::random_frame(&mut rng, &spec);
             if frame.len() < 14 || frame.len() > MAX_FRAME {
                 continue; // BPF_PROG_TEST_RUN cannot run these sizes.
             }
-            let (j, reply) = model::decide(&spec, &frame);
+            let (j, reply) = model::decide_with(&spec, &frame, &mut rates);
             let expect = Observed {
                 verdict: j.verdict,
                 reason: j.reason,

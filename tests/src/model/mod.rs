@@ -17,6 +17,7 @@
 //! bytes, from docs/policy.md), `tests` pins it all.
 
 mod parse;
+pub mod rate;
 mod reply;
 pub mod schedule;
 #[cfg(test)]
@@ -133,8 +134,19 @@ pub fn expected_reply(policy: &PolicySpec, frame: &[u8]) -> Option<Vec<u8>> {
     decide(policy, frame).1
 }
 
-/// The verdict, and for `rejected` the reply.
+/// The verdict, and for `rejected` the reply, of a frame judged alone (rate
+/// limits see it as the first packet on a fresh clock).
 pub fn decide(policy: &PolicySpec, frame: &[u8]) -> (Judgement, Option<Vec<u8>>) {
+    decide_with(policy, frame, &mut rate::Rates::new())
+}
+
+/// As [`decide`], one frame of a sequence: the rate limits' buckets in
+/// `rates` (and its clock) carry over from frame to frame.
+pub fn decide_with(
+    policy: &PolicySpec,
+    frame: &[u8],
+    rates: &mut rate::Rates,
+) -> (Judgement, Option<Vec<u8>>) {
     let global = |verdict, reason| (Judgement::new(verdict, reason, RULE_GLOBAL), None);
     let d = &policy.defaults;
 
@@ -190,8 +202,16 @@ pub fn decide(policy: &PolicySpec, frame: &[u8]) -> (Judgement, Option<Vec<u8>>)
                 .schedule
                 .as_ref()
                 .is_some_and(|s| !schedule::open_at(s, at()));
+            let mut over = false;
             if !closed && allowed(&zone.allow, src) {
-                return j(Verdict::Pass, Reason::Allowed);
+                // A SYN without ACK opens a connection (the header's flags
+                // byte; the parser checked the 20 bytes are there).
+                let syn = proto == crate::spec::Proto::Tcp
+                    && frame.get(info.l4 + 13).is_some_and(|f| f & 0x12 == 0x02);
+                if zone.rate.is_empty() || rates.admit(index, zone, src, syn) {
+                    return j(Verdict::Pass, Reason::Allowed);
+                }
+                over = true;
             }
             // An auditing zone only counts what it would do, reject included.
             if zone.audit {
@@ -201,7 +221,9 @@ pub fn decide(policy: &PolicySpec, frame: &[u8]) -> (Judgement, Option<Vec<u8>>)
             // drops the rest as a dropping zone would (`not_allowed`, closed
             // or not: the reply program judges those). The reply budget is
             // not modelled: tests that compare give the policy room.
-            let refused = if closed && zone.reject.is_none() {
+            let refused = if over && zone.reject.is_none() {
+                Reason::RateLimited
+            } else if closed && zone.reject.is_none() {
                 Reason::Closed
             } else {
                 Reason::NotAllowed

@@ -1,0 +1,157 @@
+//! Zone rate limits (docs/policy.md, "Rate limits"): per-key GCRA buckets in
+//! `RATE_KEYS`, a zone-wide ceiling and new-key budget in `RATE_ZONE`. All
+//! state is shared by every CPU and updated with compare-and-swap, so the
+//! limit holds whatever CPU a packet lands on.
+use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering::Relaxed};
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use filter_common::{
+    rate_admit, rate_charge, rate_key4, rate_key6, rate_zone_index, zone_index, RateBucket,
+    RateLimit, IPPROTO_TCP, RATE_KIND_CONNECTIONS, RATE_KIND_PACKETS,
+};
+
+use crate::{
+    maps::{RATES, RATE_KEYS, RATE_REAPED, RATE_ZONE},
+    parse::{bytes, IpPacket, Src},
+};
+
+/// Tries a compare-and-swap makes before it gives up (and refuses): another
+/// CPU changed the bucket in between each time, i.e. it is being hammered.
+const CAS_TRIES: usize = 3;
+
+// The bpfel target has no `AtomicU64::compare_exchange` (core marks it
+// without CAS); the intrinsics lower to BPF_ATOMIC (BPF_CMPXCHG, BPF_ADD).
+// SAFETY (all three): `p` points into a map value, 8-byte aligned; every
+// writer of it uses atomics.
+/// An aligned 8-byte load is one instruction (the BPF backend cannot select
+/// an atomic load on this target's CPU model).
+#[inline(always)]
+fn load(p: *mut u64) -> u64 {
+    unsafe { core::ptr::read_volatile(p) }
+}
+
+#[inline(always)]
+fn cas(p: *mut u64, old: u64, new: u64) -> (u64, bool) {
+    unsafe { atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(p, old, new) }
+}
+
+#[inline(always)]
+fn add(p: *mut u64, n: u64) {
+    unsafe { atomic_xadd::<u64, u64, { Relaxed }>(p, n) };
+}
+
+/// GCRA on the shared word at `p`: admits (and advances it) or refuses.
+#[inline(always)]
+fn admit(p: *mut u64, now: u64, interval: u64, tolerance: u64) -> bool {
+    let mut tat = load(p);
+    for _ in 0..CAS_TRIES {
+        let Some(next) = rate_admit(tat, now, interval, tolerance) else {
+            return false;
+        };
+        match cas(p, tat, next) {
+            (_, true) => return true,
+            (seen, false) => tat = seen,
+        }
+    }
+    false
+}
+
+/// Charges an admitted tracked packet to the ceiling at `p` (never refuses;
+/// a lost race loses one charge, which only favours untracked sources by
+/// one packet).
+#[inline(always)]
+fn charge(p: *mut u64, now: u64, interval: u64, tolerance: u64) {
+    let tat = load(p);
+    let _ = cas(p, tat, rate_charge(tat, now, interval, tolerance));
+}
+
+/// Is the packet within the limits of rate-limited zone `zone`? Only for an
+/// allowed source of a zone whose flags have `LIMITED`. A BPF-to-BPF call,
+/// not inlined: the verifier then joins every path through the buckets at
+/// the return (a bool), instead of walking the rest of the program once per
+/// path (inlined, it passed 1M instructions).
+#[inline(never)]
+pub fn within(ctx: &XdpContext, slot: u32, zone: u32, p: &IpPacket) -> bool {
+    let Some(rates) = RATES.get(zone_index(slot, zone)) else {
+        return true;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if !within_one(
+        zone,
+        RATE_KIND_PACKETS,
+        &rates.limits[RATE_KIND_PACKETS as usize],
+        now,
+        p,
+    ) {
+        return false;
+    }
+    let conn = &rates.limits[RATE_KIND_CONNECTIONS as usize];
+    if conn.interval_ns == 0 || p.at.proto != IPPROTO_TCP {
+        return true;
+    }
+    // TCP flags at byte 13 of the header: a SYN without ACK opens a
+    // connection. (The parser checked the 20-byte header is there.)
+    let off = (p.at.l4 as usize & 0x3fff) + 13;
+    match bytes::<1>(ctx, off) {
+        Some([f]) if f & 0x12 == 0x02 => within_one(zone, RATE_KIND_CONNECTIONS, conn, now, p),
+        _ => true,
+    }
+}
+
+#[inline(always)]
+fn within_one(zone: u32, kind: u32, l: &RateLimit, now: u64, p: &IpPacket) -> bool {
+    if l.interval_ns == 0 {
+        return true;
+    }
+    let zi = rate_zone_index(zone, kind);
+    let Some(z) = RATE_ZONE.get_ptr_mut(zi) else {
+        return true;
+    };
+    let key = match p.src {
+        Src::V4(a) => rate_key4(zone, kind, l.v4_len, a),
+        Src::V6(a) => rate_key6(zone, kind, l.v6_len, a),
+    };
+    // SAFETY: field pointers into the map value; only atomics touch them.
+    let (ceiling, newk, inserted) = unsafe {
+        (
+            core::ptr::addr_of_mut!((*z).ceiling_tat),
+            core::ptr::addr_of_mut!((*z).new_tat),
+            core::ptr::addr_of_mut!((*z).inserted),
+        )
+    };
+    if l.tracked != 0 {
+        if let Some(b) = RATE_KEYS.get_ptr_mut(&key) {
+            // SAFETY: pointer into the map value.
+            let tat = unsafe { core::ptr::addr_of_mut!((*b).tat) };
+            if !admit(tat, now, l.interval_ns, l.tolerance_ns) {
+                return false;
+            }
+            charge(ceiling, now, l.ceiling_interval_ns, l.ceiling_tolerance_ns);
+            return true;
+        }
+    }
+    // Untracked (or `per = "zone"`): within the zone's ceiling only.
+    if !admit(ceiling, now, l.ceiling_interval_ns, l.ceiling_tolerance_ns) {
+        return false;
+    }
+    if l.tracked == 0 {
+        return true;
+    }
+    // Room for one more key, and the budget for it: track the source. Its
+    // first packet was paid from the ceiling above.
+    let reaped = RATE_REAPED.get(zi).copied().unwrap_or(0);
+    if load(inserted).wrapping_sub(reaped) >= l.tracked as u64 {
+        return true;
+    }
+    if !admit(newk, now, l.new_interval_ns, l.new_tolerance_ns) {
+        return true;
+    }
+    let bucket = RateBucket {
+        tat: now + l.interval_ns,
+    };
+    if RATE_KEYS.insert(&key, &bucket, BPF_NOEXIST as u64).is_ok() {
+        add(inserted, 1);
+    }
+    true
+}

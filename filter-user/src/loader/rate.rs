@@ -1,0 +1,171 @@
+//! The rate limits' state (`RATE_KEYS`, `RATE_ZONE`, `RATE_REAPED`): not part
+//! of any policy slot, so applying a policy never touches it. The daemon
+//! reaps idle keys from here; tests reset it and read buckets back.
+use aya::maps::{Array, HashMap, Map, MapData};
+use filter_common::{
+    rate_zone_index, RateBucket, RateKey, RateZone, MAP_RATE_KEYS, MAP_RATE_REAPED, MAP_RATE_ZONE,
+    MAX_ZONES, RATE_KINDS,
+};
+
+use super::{LoaderError, PinRoot};
+
+pub struct RateState {
+    keys: HashMap<MapData, RateKey, RateBucket>,
+    zone: Array<MapData, RateZone>,
+    reaped: Array<MapData, u64>,
+}
+
+/// What one reap did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    /// Keys deleted (their bucket was full for at least the idle time).
+    pub deleted: u64,
+    /// Keys left.
+    pub kept: u64,
+}
+
+/// Tracked keys of one limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitUse {
+    pub zone: u32,
+    pub kind: u32,
+    pub tracked: u64,
+}
+
+impl RateState {
+    /// From the maps themselves (a loaded object's `take_map`).
+    pub fn from_maps(keys: Map, zone: Map, reaped: Map) -> Result<Self, LoaderError> {
+        Ok(RateState {
+            keys: HashMap::try_from(keys).map_err(LoaderError::map(MAP_RATE_KEYS))?,
+            zone: Array::try_from(zone).map_err(LoaderError::map(MAP_RATE_ZONE))?,
+            reaped: Array::try_from(reaped).map_err(LoaderError::map(MAP_RATE_REAPED))?,
+        })
+    }
+
+    /// From the pins of the enforced filter; `None` if they have no rate
+    /// maps (an older layout).
+    pub fn open(root: &PinRoot) -> Result<Option<Self>, LoaderError> {
+        if !root.map(MAP_RATE_KEYS).exists() {
+            return Ok(None);
+        }
+        let open = |name: &'static str| -> Result<Map, LoaderError> {
+            let data = MapData::from_pin(root.map(name)).map_err(LoaderError::map(name))?;
+            Map::from_map_data(data).map_err(LoaderError::map(name))
+        };
+        Self::from_maps(
+            open(MAP_RATE_KEYS)?,
+            open(MAP_RATE_ZONE)?,
+            open(MAP_RATE_REAPED)?,
+        )
+        .map(Some)
+    }
+
+    /// Every tracked key and its bucket.
+    pub fn entries(&self) -> Result<Vec<(RateKey, RateBucket)>, LoaderError> {
+        self.keys
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(LoaderError::map(MAP_RATE_KEYS))
+    }
+
+    /// Forgets every bucket (tests, between policies that must not share
+    /// state). Not used by the daemon: keeping buckets is the point.
+    pub fn reset(&mut self) -> Result<(), LoaderError> {
+        for (k, _) in self.entries()? {
+            // A key the datapath re-inserts meanwhile stays; tests run
+            // nothing meanwhile.
+            let _ = self.keys.remove(&k);
+        }
+        for i in 0..self.zone.len() {
+            self.zone
+                .set(i, RateZone::default(), 0)
+                .map_err(LoaderError::map(MAP_RATE_ZONE))?;
+            self.reaped
+                .set(i, 0, 0)
+                .map_err(LoaderError::map(MAP_RATE_REAPED))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the keys whose bucket has been full for `idle_ns` at
+    /// CLOCK_MONOTONIC `now_ns` (`tat + idle ≤ now`): a full bucket is the
+    /// same as no entry, so this loses only the tracking. Counts each
+    /// deletion in `RATE_REAPED`, which only this writes.
+    pub fn reap(&mut self, now_ns: u64, idle_ns: u64) -> Result<Reaped, LoaderError> {
+        let mut out = Reaped::default();
+        let mut per = vec![0u64; (MAX_ZONES + 1) as usize * RATE_KINDS as usize];
+        for (k, b) in self.entries()? {
+            if b.tat.saturating_add(idle_ns) <= now_ns && self.keys.remove(&k).is_ok() {
+                out.deleted += 1;
+                let i = rate_zone_index(u32::from(k.zone), u32::from(k.kind)) as usize;
+                if let Some(c) = per.get_mut(i) {
+                    *c += 1;
+                }
+            } else {
+                out.kept += 1;
+            }
+        }
+        for (i, n) in per.into_iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let i = i as u32;
+            let old = self
+                .reaped
+                .get(&i, 0)
+                .map_err(LoaderError::map(MAP_RATE_REAPED))?;
+            self.reaped
+                .set(i, old + n, 0)
+                .map_err(LoaderError::map(MAP_RATE_REAPED))?;
+        }
+        Ok(out)
+    }
+
+    /// Tracked keys per limit, as the datapath counts them (inserted −
+    /// reaped), for limits that have any.
+    pub fn usage(&self) -> Result<Vec<LimitUse>, LoaderError> {
+        let mut out = Vec::new();
+        for zone in 0..=MAX_ZONES {
+            for kind in 0..RATE_KINDS {
+                let i = rate_zone_index(zone, kind);
+                let z = self
+                    .zone
+                    .get(&i, 0)
+                    .map_err(LoaderError::map(MAP_RATE_ZONE))?;
+                let r = self
+                    .reaped
+                    .get(&i, 0)
+                    .map_err(LoaderError::map(MAP_RATE_REAPED))?;
+                let tracked = z.inserted.saturating_sub(r);
+                if tracked > 0 {
+                    out.push(LimitUse {
+                        zone,
+                        kind,
+                        tracked,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The zone-wide state of a limit.
+    pub fn zone_state(&self, zone: u32, kind: u32) -> Result<RateZone, LoaderError> {
+        self.zone
+            .get(&rate_zone_index(zone, kind), 0)
+            .map_err(LoaderError::map(MAP_RATE_ZONE))
+    }
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec; CLOCK_MONOTONIC always exists.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
