@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod bans;
 mod blocklist4;
 mod blocklist6;
 mod decide;
