@@ -78,10 +78,18 @@ pub const MAP_REPLY_STATE: &str = "REPLY_STATE";
 /// pinned like `REPLY_PROG`: a program of one build may tail-call the reply
 /// program of the next (same layout) while a daemon takes over.
 pub const MAP_REPLY_PENDING: &str = "REPLY_PENDING";
+/// Bans (see "Bans" below): outside the policy slots, written by the daemon's
+/// ban store only; a policy reload never touches them.
+pub const MAP_BAN_BITS: &str = "BAN_BITS";
+pub const MAP_BAN4: &str = "BAN4";
+pub const MAP_BAN6: &str = "BAN6";
+pub const MAP_BAN4_NETS: &str = "BAN4_NETS";
+pub const MAP_BAN6_NETS: &str = "BAN6_NETS";
+pub const MAP_BAN_COUNTERS: &str = "BAN_COUNTERS";
 /// Maps of the object that belong to one load (created fresh, never pinned).
 pub const PER_LOAD_MAPS: [&str; 2] = [MAP_EVENTS_PROG, MAP_EVENTS_PENDING];
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 28] = [
+pub const ALL_MAPS: [&str; 31] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -112,6 +120,12 @@ pub const ALL_MAPS: [&str; 28] = [
     MAP_RATE_KEYS,
     MAP_RATE_ZONE,
     MAP_RATE_REAPED,
+    MAP_BAN_BITS,
+    MAP_BAN4,
+    MAP_BAN6,
+    MAP_BAN4_NETS,
+    MAP_BAN6_NETS,
+    MAP_BAN_COUNTERS,
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
@@ -164,12 +178,15 @@ pub enum Reason {
     RateLimited = 14,
     /// Zone port, source allowed, but over its transfer `quota`.
     QuotaExceeded = 15,
+    /// Source covered by an unexpired ban (`portcullis ban`): dropped on every
+    /// port but failsafe ones.
+    Banned = 16,
 }
 
-pub const NUM_REASONS: u32 = 16;
+pub const NUM_REASONS: u32 = 17;
 
 impl Reason {
-    /// Every reason, in number order (numbers may have gaps: see `from_u32`).
+    /// Every reason, in number order.
     pub const ALL: [Reason; NUM_REASONS as usize] = [
         Reason::NonIp,
         Reason::Malformed,
@@ -187,10 +204,10 @@ impl Reason {
         Reason::Closed,
         Reason::RateLimited,
         Reason::QuotaExceeded,
+        Reason::Banned,
     ];
 
-    /// The reason numbered `n`, if any (numbers are pre-assigned across
-    /// branches, so they may have gaps).
+    /// The reason numbered `n`, if any.
     pub const fn from_u32(n: u32) -> Option<Reason> {
         let mut i = 0;
         while i < Reason::ALL.len() {
@@ -221,6 +238,7 @@ impl Reason {
             Reason::Closed => "closed",
             Reason::RateLimited => "rate_limited",
             Reason::QuotaExceeded => "quota_exceeded",
+            Reason::Banned => "banned",
         }
     }
 }
@@ -1166,6 +1184,97 @@ pub struct Event {
     pub _pad: [u8; 4],
 }
 
+// ---------------------------------------------------------------------------
+// Bans: `portcullis ban`, outside the policy slots.
+//
+// A ban covers one prefix (a /32 or /128 is a single address) until a CLOCK_TAI
+// instant. The datapath first reads a prefilter, `BAN_BITS`, that says "some ban
+// may cover this source" (one word for most IPv4 sources, so unlisted sources pay
+// about one read), and only on a hit the exact maps: `BAN4`/`BAN6` (hashes of
+// single addresses), then `BAN4_NETS`/`BAN6_NETS` (LPM tries of shorter
+// prefixes). The most specific entry found decides; its value holds the latest
+// expiry of every ban that covers it (the daemon keeps that true), so an expired
+// address entry never hides a covering prefix that is still in force.
+// ---------------------------------------------------------------------------
+
+/// One ban entry's value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanValue {
+    /// CLOCK_TAI nanoseconds after which the entry no longer drops;
+    /// [`BAN_FOREVER`] for a ban without `--for`.
+    pub expires_ns: u64,
+    /// Index into `BAN_COUNTERS` (0: untagged).
+    pub tag: u32,
+    pub _pad: u32,
+}
+
+pub const BAN_FOREVER: u64 = u64::MAX;
+
+/// Does the entry drop at CLOCK_TAI `now`?
+#[inline(always)]
+pub const fn ban_in_force(v: &BanValue, now: u64) -> bool {
+    now < v.expires_ns
+}
+
+/// Tags (per-tag counters in `BAN_COUNTERS`, indexed by [`BanValue::tag`]).
+pub const BAN_TAGS: u32 = 256;
+/// Capacity of `BAN4` and `BAN6` (single addresses), each.
+pub const BAN_HOSTS_MAX: u32 = 1 << 20;
+/// Capacity of `BAN4_NETS` and `BAN6_NETS` (prefixes), each.
+pub const BAN_NETS_MAX: u32 = 1 << 17;
+
+/// `BAN_BITS` regions, in 64-bit words. IPv4: one bit per /24 (bans /24 and
+/// longer) and one per /16 (bans /1–/23: the /16s they touch). IPv6: one bit
+/// per hashed /48 (bans /48 and longer), per hashed /32 (/32–/47), and per /16
+/// (/1–/31: the /16s they touch). A hash collision only costs an exact lookup.
+pub const BAN_V4_24: u32 = 0;
+pub const BAN_V4_16: u32 = BAN_V4_24 + (1 << 24) / 64;
+pub const BAN_V6_48: u32 = BAN_V4_16 + (1 << 16) / 64;
+pub const BAN_V6_32: u32 = BAN_V6_48 + (1 << 24) / 64;
+pub const BAN_V6_16: u32 = BAN_V6_32 + (1 << 20) / 64;
+pub const BAN_BITS_LEN: u32 = BAN_V6_16 + (1 << 16) / 64;
+
+/// Bit number within a region (word = bit / 64, mask = 1 << bit % 64).
+#[inline(always)]
+pub const fn ban_h48(addr: &[u8; 16]) -> u32 {
+    let x = ((addr[0] as u64) << 40)
+        | ((addr[1] as u64) << 32)
+        | ((addr[2] as u64) << 24)
+        | ((addr[3] as u64) << 16)
+        | ((addr[4] as u64) << 8)
+        | (addr[5] as u64);
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as u32
+}
+
+#[inline(always)]
+pub const fn ban_h32(addr: &[u8; 16]) -> u32 {
+    let x = ((addr[0] as u64) << 24)
+        | ((addr[1] as u64) << 16)
+        | ((addr[2] as u64) << 8)
+        | (addr[3] as u64);
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 44) as u32
+}
+
+#[inline(always)]
+pub const fn ban_v6_top16(addr: &[u8; 16]) -> u32 {
+    ((addr[0] as u32) << 8) | addr[1] as u32
+}
+
+/// Key of the LPM tries `BAN4_NETS` / `BAN6_NETS` (prefix length first, as
+/// the kernel's `bpf_lpm_trie_key`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BanNet4 {
+    pub addr: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BanNet6 {
+    pub addr: [u8; 16],
+}
+
 /// Size of an `Event` in the ring.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 
@@ -1194,6 +1303,9 @@ mod pod {
     unsafe impl aya::Pod for RateKey {}
     unsafe impl aya::Pod for RateBucket {}
     unsafe impl aya::Pod for RateZone {}
+    unsafe impl aya::Pod for BanValue {}
+    unsafe impl aya::Pod for BanNet4 {}
+    unsafe impl aya::Pod for BanNet6 {}
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use filter_common::{
 use aya_ebpf::programs::XdpContext;
 
 use crate::{
+    bans::{ban_tag, count_tag},
     blocklist4::{blocklisted_v4, in_lane_v4},
     blocklist6::blocklisted_v6,
     maps::{lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, PORTS, ZONES},
@@ -62,6 +63,9 @@ fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decisio
         Src::V6(a) => cfg.has(Config::HAS_BL6) && blocklisted_v6(slot, &a),
         Src::V4(_) => false,
     };
+    // Looked up here for the same reason; the clock is read only when some
+    // ban entry covers the source.
+    let ban = ban_tag(&p.src);
     let entry = match p.l4 {
         L4::Ports { proto_index, dport } => PORTS
             .get(port_index(slot, proto_index, dport))
@@ -84,7 +88,11 @@ fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decisio
     if entry.failsafe != 0 && in_set(slot, FAILSAFE_SET_BASE + entry.failsafe as u32, &p.src) {
         return decision(Verdict::Pass, Reason::Failsafe, RULE_FAILSAFE);
     }
-    // 4. blocklist: fragments and port-less packets too.
+    // 4. bans, then the blocklist: fragments and port-less packets too.
+    if let Some(tag) = ban {
+        count_tag(tag, (ctx.data_end() - ctx.data()) as u64);
+        return decision(Verdict::Drop, Reason::Banned, RULE_GLOBAL);
+    }
     if bl6 || blocklisted(slot, cfg, &p.src) {
         return decision(Verdict::Drop, Reason::Blocklist, RULE_GLOBAL);
     }

@@ -8,6 +8,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod bans;
 mod blocklist4;
 mod blocklist6;
 mod decide;

@@ -1,17 +1,18 @@
 //! The program's maps (layout and meaning: `filter-common`) and the only `unsafe`
 //! map accessors of the program.
 use aya_ebpf::{
-    bindings::BPF_F_MMAPABLE,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, ProgramArray, RingBuf},
 };
 use filter_common::{
-    Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter, EventsConfig, EventsPending,
-    EventsState, MetaBlob, PortEntry, RateBucket, RateKey, RateZone, ReplyPending, ReplyState,
-    Sched, Tagged4, Tagged6, ZoneInfo, ZoneRates, BL4_WORDS_PER_SLOT, BL6_REGION,
-    BL6_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_BITS_MAX, EVENTS_RING_BYTES,
-    IFACES_LEN, LANE4_BITS_MAX, LANE4_SPACES, NUM_SLOTS, PORTS_PER_SLOT, RATE_TABLE_MAX,
-    RATE_ZONE_LEN, ZONE_SLOTS,
+    BanNet4, BanNet6, BanValue, Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter,
+    EventsConfig, EventsPending, EventsState, MetaBlob, PortEntry, RateBucket, RateKey, RateZone,
+    ReplyPending, ReplyState, Sched, Tagged4, Tagged6, ZoneInfo, ZoneRates, BAN_BITS_LEN,
+    BAN_HOSTS_MAX, BAN_NETS_MAX, BAN_TAGS, BL4_WORDS_PER_SLOT, BL6_REGION, BL6_WORDS_PER_SLOT,
+    COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_BITS_MAX, EVENTS_RING_BYTES, IFACES_LEN,
+    LANE4_BITS_MAX, LANE4_SPACES, NUM_SLOTS, PORTS_PER_SLOT, RATE_TABLE_MAX, RATE_ZONE_LEN,
+    ZONE_SLOTS,
 };
 
 #[map]
@@ -94,6 +95,23 @@ pub static RATE_KEYS: HashMap<RateKey, RateBucket> = HashMap::with_max_entries(R
 pub static RATE_ZONE: Array<RateZone> = Array::with_max_entries(RATE_ZONE_LEN, 0);
 #[map]
 pub static RATE_REAPED: Array<u64> = Array::with_max_entries(RATE_ZONE_LEN, 0);
+/// Bans (bans.rs; layout: `filter-common`, "Bans"). Outside the slots: only
+/// the daemon's ban store writes them. The hashes allocate per entry, so an
+/// empty ban list costs no memory.
+#[map]
+pub static BAN_BITS: Array<u64> = Array::with_max_entries(BAN_BITS_LEN, 0);
+#[map]
+pub static BAN4: HashMap<[u8; 4], BanValue> =
+    HashMap::with_max_entries(BAN_HOSTS_MAX, BPF_F_NO_PREALLOC);
+#[map]
+pub static BAN6: HashMap<[u8; 16], BanValue> =
+    HashMap::with_max_entries(BAN_HOSTS_MAX, BPF_F_NO_PREALLOC);
+#[map]
+pub static BAN4_NETS: LpmTrie<BanNet4, BanValue> = LpmTrie::with_max_entries(BAN_NETS_MAX, 0);
+#[map]
+pub static BAN6_NETS: LpmTrie<BanNet6, BanValue> = LpmTrie::with_max_entries(BAN_NETS_MAX, 0);
+#[map]
+pub static BAN_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(BAN_TAGS, 0);
 
 #[inline(always)]
 pub fn lpm4_contains(map: &LpmTrie<Tagged4, u8>, tag: [u8; 4], addr: [u8; 4]) -> bool {

@@ -1,5 +1,6 @@
 //! portcullis user side: the policy compiler, the loader that writes compiled
 //! policies into the XDP program's maps, and the daemon.
+pub mod bans;
 pub mod daemon;
 pub mod events;
 pub mod explain;

@@ -94,6 +94,9 @@ enum Command {
     /// Switch packet logging on or off at run time: the daemon logs each
     /// sampled decision with its addresses, interface and zone.
     LogPackets(filter_user::events::cli::LogPacketsArgs),
+    /// Ban sources until a time or until removed, beside the policy (the
+    /// running daemon keeps them across restarts; fail2ban and CrowdSec use it).
+    Ban(filter_user::bans::cli::BanArgs),
 }
 
 impl Command {
@@ -111,13 +114,15 @@ impl Command {
             Command::Top(a) if a.output.is_json() => Output::Json,
             Command::Sampling(a) if a.output.is_json() => Output::Json,
             Command::LogPackets(a) if a.output.is_json() => Output::Json,
+            Command::Ban(a) if a.output == filter_user::bans::cli::Format::Json => Output::Json,
             Command::Run(_)
             | Command::HashPassword
             | Command::Explain(_)
             | Command::Events(_)
             | Command::Top(_)
             | Command::Sampling(_)
-            | Command::LogPackets(_) => Output::Text,
+            | Command::LogPackets(_)
+            | Command::Ban(_) => Output::Text,
         }
     }
 }
@@ -155,6 +160,9 @@ struct RunArgs {
     /// (for NICs that show up late at boot).
     #[arg(long, value_name = "SECONDS")]
     wait_iface: Option<u64>,
+    /// Where bans are kept across restarts and reboots.
+    #[arg(long, value_name = "DIR", default_value = filter_user::bans::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -281,6 +289,7 @@ fn main() -> ExitCode {
         Command::Top(args) => filter_user::events::cli::top(&args),
         Command::Sampling(args) => filter_user::events::cli::sampling(&args),
         Command::LogPackets(args) => filter_user::events::cli::log_packets(&args),
+        Command::Ban(args) => filter_user::bans::cli::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -342,6 +351,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         log_packets: args.log_packets,
         attach_mode: args.mode.map(AttachMode::from),
         wait_iface: args.wait_iface.map(Duration::from_secs),
+        state_dir: args.state_dir,
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -47,6 +47,32 @@ pub enum Request {
     Detach,
     /// Stream sampled events (see `events.rs`): the connection stays open.
     Events,
+    /// `ban add`: a few targets inline, or a bulk file the daemon reads.
+    #[serde(rename = "ban_add")]
+    BanAdd(crate::bans::AddRequest),
+    #[serde(rename = "ban_del")]
+    BanDel {
+        targets: Vec<String>,
+    },
+    #[serde(rename = "ban_list")]
+    BanList {
+        #[serde(default)]
+        tag: Option<String>,
+    },
+    #[serde(rename = "ban_flush")]
+    BanFlush {
+        #[serde(default)]
+        tag: Option<String>,
+    },
+}
+
+/// The answer to a ban request.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct BanAnswer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tally: Option<crate::bans::Tally>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<Vec<crate::bans::BanView>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,6 +86,8 @@ pub struct Response {
     /// daemons before it; clients that do not know it ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemon: Option<DaemonInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bans: Option<BanAnswer>,
 }
 
 impl Response {
@@ -69,6 +97,7 @@ impl Response {
             generation,
             error: None,
             daemon: None,
+            bans: None,
         }
     }
 
@@ -78,6 +107,7 @@ impl Response {
             generation: None,
             error: Some(error.into()),
             daemon: None,
+            bans: None,
         }
     }
 }
@@ -320,12 +350,51 @@ async fn handle(
             Response::ok(None)
         }
         Ok(Request::Events) => return super::events::stream(read, write, shared).await,
+        Ok(
+            ban @ (Request::BanAdd(_)
+            | Request::BanDel { .. }
+            | Request::BanList { .. }
+            | Request::BanFlush { .. }),
+        ) => {
+            let s = shared.clone();
+            tokio::task::spawn_blocking(move || ban_request(&s, ban))
+                .await
+                .unwrap_or_else(|e| Response::error(format!("ban task failed: {e}")))
+        }
     };
     let mut out = serde_json::to_string(&response).unwrap_or_else(|_| "{\"ok\":false}".into());
     out.push('\n');
     tokio::time::timeout(REQUEST_TIMEOUT, write.write_all(out.as_bytes()))
         .await
         .map_err(|_| std::io::Error::other("the client did not take the answer"))?
+}
+
+/// A ban request, under the ban lock (requests are applied one at a time).
+fn ban_request(shared: &Shared, req: Request) -> Response {
+    let Ok(mut bans) = shared.bans.lock() else {
+        return Response::error("the ban list is unavailable (a ban request panicked)");
+    };
+    let answer = |a: BanAnswer| Response {
+        bans: Some(a),
+        ..Response::ok(None)
+    };
+    let tally = |r: Result<crate::bans::Tally, crate::bans::BanError>| match r {
+        Ok(t) => answer(BanAnswer {
+            tally: Some(t),
+            list: None,
+        }),
+        Err(e) => Response::error(e.to_string()),
+    };
+    match req {
+        Request::BanAdd(a) => tally(bans.add(&a)),
+        Request::BanDel { targets } => tally(bans.del(&targets)),
+        Request::BanFlush { tag } => tally(bans.flush(tag.as_deref())),
+        Request::BanList { tag } => answer(BanAnswer {
+            tally: None,
+            list: Some(bans.list(tag.as_deref())),
+        }),
+        _ => Response::error("not a ban request"),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub attach_mode: Option<AttachMode>,
     /// Wait up to this long for missing interfaces before failing.
     pub wait_iface: Option<Duration>,
+    /// Where the bans are kept across restarts and reboots.
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,8 @@ pub enum DaemonError {
     Metrics(#[from] metrics::MetricsError),
     #[error(transparent)]
     Owner(#[from] owner::OwnerError),
+    #[error(transparent)]
+    Bans(#[from] crate::bans::BanError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -120,6 +124,8 @@ pub struct Shared {
     _owner: owner::OwnerLock,
     /// Sampled events: the ring reader and the subscribers.
     events: events::Hub,
+    /// `portcullis ban`: outside the policy, never touched by a reload.
+    pub(crate) bans: Mutex<crate::bans::Bans>,
 }
 
 impl Shared {
@@ -368,7 +374,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         socket: opts.control_socket.clone(),
     };
     let started = start(&opts, policy, interfaces.clone(), &root);
-    let (core, generation, current, metrics) = match started {
+    let (core, generation, current, metrics, bans) = match started {
         Ok(s) => s,
         Err(e) => {
             undo.run();
@@ -397,6 +403,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         last_reload: RwLock::new(None),
         _owner: owner,
         events: events::Hub::new(),
+        bans: Mutex::new(bans),
     });
     shared.record_reload("start", &Ok(generation));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -470,12 +477,16 @@ fn start(
     policy: CompiledPolicy,
     interfaces: Vec<String>,
     root: &PinRoot,
-) -> Result<(Core, u32, Current, metrics::Metrics), DaemonError> {
+) -> Result<(Core, u32, Current, metrics::Metrics, crate::bans::Bans), DaemonError> {
     let metrics = metrics::Metrics::new(opts.metrics_listen, &policy.metrics)?;
-    let filter = Filter::load(LoadOptions {
+    let mut filter = Filter::load(LoadOptions {
         pin_root: Some(root.clone()),
         ..LoadOptions::default()
     })?;
+    // Before the policy: a corrupt ban state stops the start with nothing
+    // written (the pinned bans keep enforcing).
+    let ban_maps = crate::bans::kernel::BanMaps::take(&mut filter)?;
+    let bans = crate::bans::Bans::start(&opts.state_dir, ban_maps)?;
     let adopted = filter.generation() != 0;
     let meta = filter.meta()?;
     let mut core = Core {
@@ -532,7 +543,7 @@ fn start(
         },
         core.interfaces
     );
-    Ok((core, generation, current, metrics))
+    Ok((core, generation, current, metrics, bans))
 }
 
 /// A request for the reload loop; `reply` gets the generation or the errors.
@@ -561,6 +572,7 @@ async fn serve(
     tokio::spawn(metrics::serve(shared.clone()));
     tokio::spawn(events::read_ring(shared.clone()));
     tokio::spawn(reap::run(shared.clone()));
+    tokio::spawn(prune_bans(shared.clone()));
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(64);
     let mut watcher = watch::Watcher::new(changed_tx);
     watcher.watch(&watched_paths(&opts.policy, &shared));
@@ -660,6 +672,28 @@ async fn serve(
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     Ok(())
+}
+
+/// How often expired bans are removed (the datapath stops dropping at the
+/// expiry itself; this only frees the entries).
+const BAN_PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+async fn prune_bans(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(BAN_PRUNE_EVERY);
+    loop {
+        tick.tick().await;
+        let s = shared.clone();
+        let pruned = tokio::task::spawn_blocking(move || match s.bans.lock() {
+            Ok(mut b) => b.prune(),
+            Err(_) => Ok(0),
+        })
+        .await;
+        match pruned {
+            Ok(Ok(n)) if n > 0 => tracing::debug!("removed {n} expired bans"),
+            Ok(Err(e)) => tracing::warn!("removing expired bans: {e}"),
+            _ => {}
+        }
+    }
 }
 
 fn watched_paths(policy: &Path, shared: &Shared) -> Vec<PathBuf> {

@@ -407,7 +407,8 @@ fn responsible(
         Reason::OtherProtocol => key("other_protocols", "defaults.other_protocols")
             .into_iter()
             .collect(),
-        Reason::Malformed | Reason::NoPolicy => Vec::new(),
+        // Bans are not policy lines: `portcullis ban list` shows them.
+        Reason::Malformed | Reason::NoPolicy | Reason::Banned => Vec::new(),
     }
 }
 
@@ -420,6 +421,7 @@ fn default_note(reason: Reason) -> Option<&'static str> {
         Reason::OtherProtocol => "defaults.other_protocols is not set (pass)",
         Reason::Malformed => "the frame breaks the parsing contract (docs/parsing-contract.md)",
         Reason::NoPolicy => "the active slot holds no policy (before the first load)",
+        Reason::Banned => "the source is banned (`portcullis ban list`), outside the policy",
         Reason::RejectSuppressed => {
             "the zone would reject, but this CPU's reply budget was spent (defaults.reject_rate, \
              reject_burst; explain's own frames take replies from it too)"

@@ -70,7 +70,7 @@ fn elem(cmd: libc::c_long, map: &MapData, key: *const u8, value: *const u8) -> i
 }
 
 /// One BPF_MAP_UPDATE_ELEM (BPF_ANY): the fallback for maps without batches.
-pub(super) fn update_one<K: Pod, V: Pod>(map: &MapData, key: &K, value: &V) -> io::Result<()> {
+pub(crate) fn update_one<K: Pod, V: Pod>(map: &MapData, key: &K, value: &V) -> io::Result<()> {
     elem(
         BPF_MAP_UPDATE_ELEM,
         map,
@@ -80,7 +80,7 @@ pub(super) fn update_one<K: Pod, V: Pod>(map: &MapData, key: &K, value: &V) -> i
 }
 
 /// One BPF_MAP_DELETE_ELEM.
-pub(super) fn delete_one<K: Pod>(map: &MapData, key: &K) -> io::Result<()> {
+pub(crate) fn delete_one<K: Pod>(map: &MapData, key: &K) -> io::Result<()> {
     elem(
         BPF_MAP_DELETE_ELEM,
         map,
@@ -90,11 +90,11 @@ pub(super) fn delete_one<K: Pod>(map: &MapData, key: &K) -> io::Result<()> {
 }
 
 /// Entries per syscall: bounds the kernel's time under one call.
-pub(super) const BATCH: usize = 4096;
+pub(crate) const BATCH: usize = 4096;
 
 /// The outcome of one batch call: how many entries the kernel processed, and
 /// the error that stopped it (if any).
-pub(super) struct Done {
+pub(crate) struct Done {
     pub processed: usize,
     pub error: Option<io::Error>,
 }
@@ -156,7 +156,7 @@ fn batch(cmd: libc::c_long, map: &MapData, keys: *const u8, values: *const u8, n
 }
 
 /// Writes `keys[i] → values[i]` (BPF_ANY). `keys.len() == values.len()`.
-pub(super) fn update<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> Done {
+pub(crate) fn update<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> Done {
     assert_eq!(keys.len(), values.len());
     if keys.is_empty() {
         return Done {
@@ -174,7 +174,7 @@ pub(super) fn update<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) ->
 }
 
 /// Deletes `keys`.
-pub(super) fn delete<K: Pod>(map: &MapData, keys: &[K]) -> Done {
+pub(crate) fn delete<K: Pod>(map: &MapData, keys: &[K]) -> Done {
     if keys.is_empty() {
         return Done {
             processed: 0,
@@ -194,7 +194,7 @@ pub(super) fn delete<K: Pod>(map: &MapData, keys: &[K]) -> Done {
 /// `BATCH` per syscall (BPF_MAP_LOOKUP_BATCH, in_batch = the index before
 /// `start`). `Ok(false)`: the map or kernel has no batch lookup (nothing
 /// useful in `out`; read entry by entry instead).
-pub(super) fn lookup_array<V: Pod>(map: &MapData, start: u32, out: &mut [V]) -> io::Result<bool> {
+pub(crate) fn lookup_array<V: Pod>(map: &MapData, start: u32, out: &mut [V]) -> io::Result<bool> {
     let mut keys = vec![0u32; BATCH.min(out.len())];
     let mut done = 0usize;
     while done < out.len() {

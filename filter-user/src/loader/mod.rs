@@ -4,7 +4,7 @@
 //! the entries that differ from what that slot holds), then flipping `ACTIVE`
 //! with one 4-byte write. Packets read `ACTIVE` once, so each one sees exactly
 //! one whole policy.
-mod batch;
+pub(crate) mod batch;
 mod bl4;
 mod bl6;
 mod compact;

@@ -110,6 +110,11 @@ impl Sandbox {
         self.topo.host_ns()
     }
 
+    /// The daemon's `--state-dir` (bans), under the run directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
     /// `ip netns exec <host> portcullis ARGS…`.
     pub fn portcullis(&self, args: &[&str]) -> Command {
         self.portcullis_of(&self.bin, args)
@@ -133,7 +138,7 @@ impl Sandbox {
             all.push("--pin-root".into());
             all.push(self.pin_root.display().to_string());
         }
-        if matches!(sub, "status" | "reload") {
+        if matches!(sub, "status" | "reload" | "ban") {
             all.push("--control-socket".into());
             all.push(self.control.display().to_string());
         }
@@ -393,6 +398,11 @@ impl Daemon {
             "--control-socket",
             &control,
         ];
+        // Earlier releases (upgrade scenarios) have no bans and no --state-dir.
+        let state = sb.state_dir().display().to_string();
+        if bin == sb.bin {
+            args.extend_from_slice(&["--state-dir", &state]);
+        }
         args.extend_from_slice(extra);
         let mut cmd = sb.portcullis_of(bin, &args);
         cmd.envs(env.iter().copied());

@@ -40,6 +40,7 @@ use anyhow::{bail, Context, Result};
 
 pub mod apply;
 pub mod attach;
+pub mod bans;
 pub mod cleanup;
 pub mod cli;
 pub mod cmd;

@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::sys::signal::Signal;
 
 use super::{
-    continuity,
+    bans, continuity,
     daemon::{Daemon, Sandbox, Status},
     http, inputs, metrics_hardening as mh, policies,
     probe::{self, Outcome, Probe, ProbeLoop, CLOSED_TCP_PORT},
@@ -187,6 +187,20 @@ pub fn all() -> Vec<Scenario> {
             true,
             upgrade::newer_layout_is_refused,
         ),
+        s("bans-drop-and-admit", false, true, bans::drop_and_admit),
+        s(
+            "bans-bad-input-changes-nothing",
+            false,
+            false,
+            bans::bad_input_changes_nothing,
+        ),
+        s(
+            "bans-expire-with-daemon-killed",
+            false,
+            true,
+            bans::expire_with_daemon_killed,
+        ),
+        s("bans-survive-restart", false, true, bans::survive_restart),
         s("counters-monotonic", false, false, counters_monotonic),
         s("metrics-basic-auth", false, false, metrics_basic_auth),
         s("list-file-fifo", false, false, inputs::fifo_list_file),
@@ -552,6 +566,8 @@ pub fn reset(sb: &Sandbox) -> Result<()> {
         }
         sb.remove_pins();
     }
+    // Bans are kept across daemon runs on purpose; not across scenarios.
+    let _ = fs::remove_dir_all(sb.state_dir());
     // Without a filter a detached XDP link is gone with its last pin; allow the
     // kernel a moment, bounded.
     let ok = wait_until(Duration::from_secs(3), Duration::from_millis(50), || {

@@ -65,6 +65,8 @@ pub struct Snapshot {
     /// Scheduled zones as the datapath judges them, and the Unix time now.
     pub zone_hours: Vec<crate::status::ZoneHours>,
     pub now_unix: i64,
+    /// Bans (None: the daemon holds none of its own, e.g. `status` off-line).
+    pub bans: Option<crate::bans::BanStats>,
 }
 
 pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
@@ -217,6 +219,42 @@ pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
         "Event lines not delivered: behind = lost by a subscriber that fell behind; stuck = subscribers disconnected for taking nothing",
         drops,
     );
+
+    if let Some(b) = &s.bans {
+        let active = Family::<Labels, Gauge>::default();
+        let dropped = Family::<Labels, Counter>::default();
+        for (tag, n, packets, _) in &b.tags {
+            let l = labels(&[("tag", tag)]);
+            active.get_or_create(&l).set(*n as i64);
+            dropped.get_or_create(&l).inc_by(*packets);
+        }
+        registry.register(
+            "portcullis_bans_active",
+            "Bans in force, by tag (the empty tag: bans without --tag)",
+            active,
+        );
+        registry.register(
+            "portcullis_ban_drops",
+            "Frames dropped by a ban, by the ban's tag",
+            dropped,
+        );
+        let changes = Family::<Labels, Counter>::default();
+        for (what, n) in [
+            ("added", b.added),
+            ("updated", b.updated),
+            ("removed", b.removed),
+            ("expired", b.expired),
+        ] {
+            changes
+                .get_or_create(&labels(&[("change", what)]))
+                .inc_by(n);
+        }
+        registry.register(
+            "portcullis_bans",
+            "Ban changes since the daemon started: added, updated (banned again), removed (ban del/flush), expired (removed by the daemon after the datapath stopped dropping)",
+            changes,
+        );
+    }
 
     let mut out = String::new();
     encode(&mut out, &registry)?;
