@@ -89,7 +89,7 @@ pub const MAP_BAN_COUNTERS: &str = "BAN_COUNTERS";
 /// Maps of the object that belong to one load (created fresh, never pinned).
 pub const PER_LOAD_MAPS: [&str; 2] = [MAP_EVENTS_PROG, MAP_EVENTS_PENDING];
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 31] = [
+pub const ALL_MAPS: [&str; 36] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
