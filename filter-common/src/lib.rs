@@ -1002,8 +1002,6 @@ const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout1::META_VALUE_SI
 const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout2::META_VALUE_SIZE);
 const _: () = assert!(core::mem::size_of::<EventsConfig>() == layout2::EVENTS_CFG_VALUE_SIZE);
 const _: () = assert!(core::mem::size_of::<EventsState>() == layout2::EVENTS_STATE_VALUE_SIZE);
-const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout3::META_VALUE_SIZE);
-const _: () = assert!(core::mem::size_of::<EventsState>() == layout3::EVENTS_STATE_VALUE_SIZE);
 // Sampled decisions: `EVENTS` (ring buffer), `EVENTS_CFG[0]`, `EVENTS_STATE[0]`.
 // A decision whose class (drop, audit pass, other pass) is selected in
 // `EVENTS_CFG.flags` is handed (`EVENTS_PENDING`) to the events program by a
