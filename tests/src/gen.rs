@@ -266,6 +266,17 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
             rate: Vec::new(),
         });
     }
+    // Now and then one zone gets a country-sized IPv4 allowlist, over the
+    // lane threshold, so the allowlist lanes are judged too. One at most:
+    // lane placement is then the same fresh or after any predecessor (the
+    // loader checks compare read-back slots with fresh images).
+    if !zones.is_empty() && rng.gen_bool(0.2) {
+        let z = rng.gen_range(0..zones.len());
+        zones[z].allow.retain(|a| !matches!(a, Allow::Any));
+        zones[z]
+            .allow
+            .extend(country_list(rng).into_iter().map(Allow::Net));
+    }
     // Replies are compared one by one: the budget must never run out.
     let reject_budget = zones
         .iter()
@@ -282,6 +293,26 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
     crate::gen_schedule::add_schedules(rng, &mut p);
     crate::gen_rate::add_limits(rng, &mut p);
     p
+}
+
+/// 1,300–1,800 IPv4 prefixes in one /10 of 10.0.0.0/8 (the pool's space):
+/// mostly /25–/32 (partly covered /24s) and /21–/24, a few /19–/20 that
+/// swallow others (overlapping prefixes, merged by the compiler). Enough
+/// survive merging to stay over `LANE_MIN_PREFIXES`.
+fn country_list<R: Rng + ?Sized>(rng: &mut R) -> Vec<IpNet> {
+    let base = u32::from(Ipv4Addr::new(10, 0, 0, 0)) | (rng.gen_range(0..4u32) << 22);
+    let n = rng.gen_range(1_300..=1_800);
+    (0..n)
+        .map(|_| {
+            let len = match rng.gen_range(0..1000) {
+                0..=2 => rng.gen_range(19..=20),
+                3..=299 => rng.gen_range(21..=24),
+                _ => rng.gen_range(25..=32),
+            };
+            let addr = Ipv4Addr::from(base | (rng.gen::<u32>() & 0x3f_ffff));
+            IpNet::V4(Ipv4Net::new(addr, len).expect("len ok").trunc())
+        })
+        .collect()
 }
 
 /// TCP flags: mostly the segments a rejecting zone sees (SYN, ACK, data,
@@ -1022,6 +1053,26 @@ mod tests {
             }
             assert!(p.zones.len() <= 6 && p.failsafe.len() <= 2);
         }
+    }
+
+    /// About one policy in six has a zone in an allowlist lane, with partly
+    /// covered /24s: the differential test judges the lanes.
+    #[test]
+    fn some_generated_policies_put_a_zone_in_a_lane() {
+        use filter_user::loader::{ImageOptions, SlotImage};
+        let (mut laned, mut with_hosts) = (0, 0);
+        for seed in 0..300 {
+            let p = random_policy(&mut rng(seed));
+            let c = filter_user::policy::compile_str(&p.to_toml(), std::path::Path::new("g.toml"))
+                .expect("compiles");
+            let img = SlotImage::build(&c, ImageOptions::default()).expect("builds");
+            let lanes = img.zones.values().filter(|z| z.lane() != 0).count();
+            assert!(lanes <= 1, "seed {seed}: {lanes} laned zones");
+            laned += lanes;
+            with_hosts += (!img.lane4[0].hosts.is_empty()) as usize;
+        }
+        assert!((30..=90).contains(&laned), "{laned} of 300");
+        assert_eq!(with_hosts, laned);
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub(super) fn place<K: Clone + PartialEq>(
         .iter()
         .filter(|(k, _)| !lanes.iter().any(|l| l.as_ref() == Some(k)))
         .collect();
-    rest.sort_by(|a, b| b.1.cmp(&a.1));
+    rest.sort_by_key(|z| std::cmp::Reverse(z.1));
     for (k, n) in rest {
         if let Some(free) = lanes.iter_mut().find(|l| l.is_none()) {
             *free = Some(k.clone());

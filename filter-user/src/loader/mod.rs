@@ -36,7 +36,7 @@ use filter_common::{
     counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, EVENTS_PROGRAM_NAME,
     LAYOUT_VERSION, MAP_EVENTS_PROG, MAP_REPLY_PROG, NUM_SLOTS, PROGRAM_NAME, REPLY_PROGRAM_NAME,
 };
-pub use image::{ImageOptions, SlotImage};
+pub use image::{BitmapImage, ImageOptions, SlotImage};
 pub use maps::Maps;
 pub use meta::{IfaceMeta, Meta};
 pub use migrate::Carried;
