@@ -271,6 +271,7 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
         .any(|z| z.reject.is_some())
         .then_some(UNLIMITED_REPLIES);
     let mut p = PolicySpec {
+        bans: Vec::new(),
         defaults,
         blocklist,
         failsafe,
