@@ -50,6 +50,7 @@ const ETH: usize = 14;
 /// drop, non_ip pass, fragments filter-first.
 pub fn probe() -> PolicySpec {
     PolicySpec {
+        bans: Vec::new(),
         at: None,
         defaults: Defaults {
             unmatched: Act::Drop,

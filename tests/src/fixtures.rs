@@ -114,6 +114,7 @@ fn with_defaults(d: Defaults) -> PolicySpec {
 /// dropped, everything else at its default.
 pub fn keep() -> PolicySpec {
     PolicySpec {
+        bans: Vec::new(),
         at: None,
         defaults: Defaults {
             unmatched: Act::Drop,
@@ -162,6 +163,7 @@ fn other_drop() -> PolicySpec {
 /// (10.66.0.0/16), unmatched dropped.
 fn two_failsafe() -> PolicySpec {
     PolicySpec {
+        bans: Vec::new(),
         at: None,
         defaults: Defaults {
             unmatched: Act::Drop,
@@ -187,6 +189,7 @@ fn two_failsafe() -> PolicySpec {
 /// (allow 192.168.0.0/16): failsafe sources pass first, the zone judges the rest.
 fn failsafe_and_zone_share_port() -> PolicySpec {
     PolicySpec {
+        bans: Vec::new(),
         at: None,
         defaults: Defaults::default(),
         blocklist: nets(&["10.66.0.0/16", "192.168.66.0/24"]),
@@ -207,6 +210,7 @@ fn failsafe_and_zone_share_port() -> PolicySpec {
 /// open to `any` on 443/tcp (zone 1).
 fn blocklist() -> PolicySpec {
     PolicySpec {
+        bans: Vec::new(),
         at: None,
         defaults: Defaults::default(),
         blocklist: nets(&[
@@ -228,6 +232,7 @@ fn blocklist() -> PolicySpec {
 /// 10.3/16.
 fn zones() -> PolicySpec {
     PolicySpec {
+        bans: Vec::new(),
         at: None,
         defaults: Defaults::default(),
         blocklist: vec![],
@@ -260,6 +265,7 @@ fn zones() -> PolicySpec {
 /// nested inside it.
 fn nested() -> PolicySpec {
     PolicySpec {
+        bans: Vec::new(),
         at: None,
         defaults: Defaults::default(),
         blocklist: nets(&["10.66.0.0/16"]),
@@ -609,6 +615,7 @@ mod tests {
         let mut f = fixtures();
         f.extend(crate::fixtures_reject::cases().into_iter().map(|c| c.case));
         f.extend(crate::fixtures_schedule::fixtures());
+        f.extend(crate::fixtures_bans::fixtures());
         for r in R::ALL {
             let seen = f.iter().any(|c| c.expect.reason == r);
             let expected = !matches!(r, R::NoPolicy | R::RejectSuppressed);

@@ -17,6 +17,7 @@ const HOST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
 
 fn policy(prefixes: &[Ipv6Net]) -> PolicySpec {
     PolicySpec {
+        bans: Vec::new(),
         at: None,
         defaults: Defaults::default(),
         blocklist: prefixes.iter().map(|n| IpNet::V6(*n)).collect(),

@@ -283,6 +283,7 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
         .any(|z| z.reject.is_some())
         .then_some(UNLIMITED_REPLIES);
     let mut p = PolicySpec {
+        bans: Vec::new(),
         defaults,
         blocklist,
         failsafe,
@@ -292,6 +293,7 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
     };
     crate::gen_schedule::add_schedules(rng, &mut p);
     crate::gen_rate::add_limits(rng, &mut p);
+    add_bans(rng, &mut p);
     p
 }
 
@@ -313,6 +315,26 @@ fn country_list<R: Rng + ?Sized>(rng: &mut R) -> Vec<IpNet> {
             IpNet::V4(Ipv4Net::new(addr, len).expect("len ok").trunc())
         })
         .collect()
+
+/// Bans from the same pool as the lists (so generated sources hit them),
+/// some without expiry, some in force, some expired: at least a minute from
+/// the policy's instant either way, so the run's own duration cannot matter.
+fn add_bans<R: Rng + ?Sized>(rng: &mut R, p: &mut PolicySpec) {
+    if rng.gen_bool(0.5) {
+        return;
+    }
+    let now = p.at.unwrap_or_else(jiff::Timestamp::now);
+    p.bans = (0..rng.gen_range(1..=5))
+        .map(|_| crate::spec::BanSpec {
+            net: random_prefix(rng),
+            until: match rng.gen_range(0..3) {
+                0 => None,
+                1 => Some(now + jiff::SignedDuration::from_secs(rng.gen_range(60..86_400))),
+                _ => Some(now - jiff::SignedDuration::from_secs(rng.gen_range(60..86_400))),
+            },
+        })
+        .filter(|b| b.net.prefix_len() > 0)
+        .collect();
 }
 
 /// TCP flags: mostly the segments a rejecting zone sees (SYN, ACK, data,

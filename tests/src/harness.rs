@@ -32,6 +32,8 @@ use crate::{case::Expect, spec::PolicySpec};
 pub enum HarnessError {
     #[error(transparent)]
     Loader(#[from] LoaderError),
+    #[error(transparent)]
+    Bans(#[from] filter_user::bans::BanError),
     #[error("policy does not compile:\n{0}")]
     Policy(#[from] PolicyError),
     #[error("frame of {0} bytes: BPF_PROG_TEST_RUN needs 14..=3500")]
@@ -72,6 +74,11 @@ pub struct Harness {
     filter: Filter,
     /// The rate limits' buckets (outside the policy slots).
     rates: RateState,
+    /// The ban maps (taken out of the filter) and what they hold.
+    bans: (
+        filter_user::bans::kernel::BanMaps,
+        filter_user::bans::BanSet,
+    ),
     /// Last known packet count per counter index.
     seen: HashMap<u32, u64>,
 }
@@ -89,11 +96,40 @@ impl Harness {
             ..LoadOptions::default()
         })?;
         let rates = filter.take_rate_state()?;
+        let maps = filter_user::bans::kernel::BanMaps::take(&mut filter)?;
         Ok(Harness {
             filter,
             rates,
+            bans: (maps, filter_user::bans::BanSet::new()),
             seen: HashMap::new(),
         })
+    }
+
+    /// Makes the ban maps hold `spec.bans`, expiries shifted so that the
+    /// datapath's clock stands for `spec.at` (or now).
+    fn apply_bans(&mut self, spec: &PolicySpec) -> Result<(), HarnessError> {
+        use filter_user::bans::{Ban, BanSet};
+        let now = spec.at.unwrap_or_else(jiff::Timestamp::now);
+        let kernel_now = filter_user::policy::schedule::kernel_tai_now_ns() as i128;
+        let mut set = BanSet::new();
+        for b in &spec.bans {
+            let expires_ns = match b.until {
+                None => filter_common::BAN_FOREVER,
+                Some(t) => {
+                    let left = t.as_nanosecond() - now.as_nanosecond();
+                    (kernel_now + left).clamp(0, i128::from(u64::MAX - 1)) as u64
+                }
+            };
+            set.add(&Ban {
+                net: b.net,
+                expires_ns,
+                tag: String::new(),
+                reason: String::new(),
+            })?;
+        }
+        self.bans.0.rewrite(&set)?;
+        self.bans.1 = set;
+        Ok(())
     }
 
     pub fn filter(&mut self) -> &mut Filter {
@@ -115,6 +151,7 @@ impl Harness {
     /// As [`apply`](Self::apply), keeping the buckets, as a reload does.
     pub fn apply_keeping_rates(&mut self, spec: &PolicySpec) -> Result<(), HarnessError> {
         let compiled = policy::compile_str(&spec.to_toml(), Path::new("generated.toml"))?;
+        self.apply_bans(spec)?;
         match spec.at {
             // The datapath reads the real clock: shift the transitions so
             // that its "now" is `at`.

@@ -17,6 +17,7 @@ pub mod case;
 pub mod e2e;
 pub mod evasion;
 pub mod fixtures;
+pub mod fixtures_bans;
 pub mod fixtures_lanes;
 pub mod fixtures_rate;
 pub mod fixtures_reject;

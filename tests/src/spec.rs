@@ -337,6 +337,16 @@ pub struct PolicySpec {
     /// `defaults.reject_rate` and `reject_burst`; `None`: not written (the
     /// compiler's defaults).
     pub reject_budget: Option<(u32, u32)>,
+    /// Bans (`portcullis ban`): not part of the policy file; the harness
+    /// writes them into the ban maps, with expiries relative to `at`.
+    pub bans: Vec<BanSpec>,
+}
+
+/// One ban: a prefix, banned until `until` (`None`: no expiry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanSpec {
+    pub net: IpNet,
+    pub until: Option<jiff::Timestamp>,
 }
 
 /// A reply budget no test run exhausts (a million replies per CPU, and a
@@ -564,6 +574,7 @@ mod tests {
 
     fn keep() -> PolicySpec {
         PolicySpec {
+            bans: Vec::new(),
             at: None,
             defaults: Defaults {
                 unmatched: Act::Drop,

@@ -12,8 +12,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use portcullis_tests::{
     case::Case,
-    evasion, fixtures, fixtures_lanes, fixtures_rate, fixtures_reject, fixtures_schedule,
-    fixtures_v6, gen,
+    evasion, fixtures, fixtures_bans, fixtures_lanes, fixtures_rate, fixtures_reject,
+    fixtures_schedule, fixtures_v6, gen,
     harness::{Harness, Observed, MAX_FRAME},
     loader_checks, model,
     packet::hex,
@@ -59,11 +59,12 @@ fn run(args: &Args) -> Result<bool> {
     let (fp6, ff6) = run_cases(&mut h, "fixture", &fixtures_v6::fixtures())?;
     let (fps, ffs) = run_cases(&mut h, "fixture", &fixtures_schedule::fixtures())?;
     let (fpl, ffl) = run_cases(&mut h, "fixture", &fixtures_lanes::fixtures())?;
+    let (fpb, ffb) = run_cases(&mut h, "fixture", &fixtures_bans::fixtures())?;
     let (fpr, ffr) = run_reply_cases(&mut h, &fixtures_reject::cases())?;
     let (fpt, fft) = fixtures_rate::run(&mut h)?;
     let (fp, ff) = (
-        fp + fp6 + fps + fpl + fpr + fpt,
-        ff + ff6 + ffs + ffl + ffr + fft,
+        fp + fp6 + fps + fpl + fpb + fpr + fpt,
+        ff + ff6 + ffs + ffl + ffb + ffr + fft,
     );
     let (ep, ef) = run_cases(&mut h, "evasion", &evasion::corpus())?;
     let (lp, lf) = loader_checks::run(&mut h, !args.no_scale)?;
@@ -99,7 +100,12 @@ fn run_cases(h: &mut Harness, kind: &str, cases: &[Case]) -> Result<(u64, u64)> 
     let (mut passed, mut failed) = (0, 0);
     for case in cases {
         // The instant scheduled zones are judged at is not in the text.
-        let toml = format!("{}\n# at {:?}", case.policy.to_toml(), case.policy.at);
+        let toml = format!(
+            "{}\n# at {:?}\n# bans {:?}",
+            case.policy.to_toml(),
+            case.policy.at,
+            case.policy.bans
+        );
         if applied.as_deref() != Some(toml.as_str()) {
             h.apply(&case.policy)
                 .with_context(|| format!("{kind} {}: applying its policy", case.name))?;

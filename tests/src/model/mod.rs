@@ -169,7 +169,17 @@ pub fn decide_with(
         }
     }
 
-    // 4. blocklist, for everything IP
+    // 4. bans, then the blocklist, for everything IP. A ban is in force
+    // until its instant (exclusive); several covering one source: banned
+    // while any of them is.
+    let now = policy.at.unwrap_or_else(jiff::Timestamp::now);
+    if policy
+        .bans
+        .iter()
+        .any(|b| prefix_contains(&b.net, src) && b.until.is_none_or(|t| now < t))
+    {
+        return global(Verdict::Drop, Reason::Banned);
+    }
     if in_any(&policy.blocklist, src) {
         return global(Verdict::Drop, Reason::Blocklist);
     }

@@ -31,6 +31,7 @@ fn from6(s: &str) -> Frame {
 /// admin zone for 10.20/16 + fd20::/48, a metrics zone that audits.
 fn keep() -> PolicySpec {
     PolicySpec {
+        bans: Vec::new(),
         at: None,
         defaults: Defaults::default(),
         blocklist: nets(&["203.0.113.0/24", "10.66.0.0/16", "2001:db8:bad::/48"]),

@@ -8,6 +8,7 @@
 //!    every portcullis flood in interleaved rounds, then nftables and
 //!    iptables + ipset (`veth`), with the daemon's RSS;
 //! 4. a table on stdout, `bench/results.json` and `bench/results.svg` (`report`).
+mod bans;
 mod control;
 mod frame;
 mod gen;
@@ -38,7 +39,7 @@ pub struct Args {
     /// The portcullis binary (for the daemon RSS and the veth runs).
     #[arg(long)]
     pub portcullis: PathBuf,
-    /// Skip parts (for development): perpkt, control, veth. Keys of skipped
+    /// Skip parts (for development): perpkt, bans, control, veth. Keys of skipped
     /// parts are missing from results.json and the run fails at the end.
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<String>,
@@ -148,6 +149,11 @@ fn main() -> Result<()> {
     if !skip("perpkt") {
         eprintln!("[bench] per-packet cost (BPF_PROG_TEST_RUN)");
         perpkt::run(&plan, &args, &set, &mut results)?;
+    }
+
+    if !skip("bans") {
+        eprintln!("[bench] bans (BPF_PROG_TEST_RUN, 1M bans)");
+        bans::run(&plan, work.path(), &mut results)?;
     }
 
     // The daemon pins under /sys/fs/bpf (a bpffs on most hosts, not all).

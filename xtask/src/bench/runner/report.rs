@@ -265,7 +265,7 @@ fn round(v: f64) -> f64 {
 }
 
 /// Keys every run must write.
-pub const REQUIRED: [&str; 17] = [
+pub const REQUIRED: [&str; 20] = [
     "xdp_drop_empty_mpps",
     "floor_drop_mpps",
     "floor_drop_v6_mpps",
@@ -283,6 +283,9 @@ pub const REQUIRED: [&str; 17] = [
     "load_1m_seconds",
     "reload_one_line_ms",
     "rss_mib",
+    "ban_unlisted_ratio_1m",
+    "ban_add_one_ms",
+    "ban_add_100k_s",
 ];
 
 pub fn write(out: &Path, r: &Results) -> Result<()> {
