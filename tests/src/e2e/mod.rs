@@ -51,6 +51,7 @@ pub mod explain;
 pub mod http;
 pub mod inputs;
 pub mod kubernetes;
+pub mod limits;
 pub mod logs;
 pub mod metrics_hardening;
 pub mod monitoring;
