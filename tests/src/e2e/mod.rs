@@ -52,6 +52,7 @@ pub mod explain;
 pub mod http;
 pub mod inputs;
 pub mod kubernetes;
+pub mod limits;
 pub mod logs;
 pub mod metrics_hardening;
 pub mod monitoring;

@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use super::{
     bans, continuity,
     daemon::{Daemon, Sandbox, Status},
-    http, inputs, metrics_hardening as mh, policies,
+    http, inputs, limits, metrics_hardening as mh, policies,
     probe::{self, Outcome, Probe, ProbeLoop, CLOSED_TCP_PORT},
     reject, schedule,
     topology::*,
@@ -138,6 +138,18 @@ pub fn all() -> Vec<Scenario> {
             false,
             false,
             reject::budget_bounds_a_flood,
+        ),
+        s(
+            "rate-limit-probe-and-polite-source",
+            false,
+            false,
+            limits::probe_sees_the_limit_polite_source_unaffected,
+        ),
+        s(
+            "rate-limit-spoofed-flood",
+            false,
+            false,
+            limits::spoofed_flood_keeps_steady_client_and_ceiling,
         ),
         s("vlan-path", false, false, vlan_path),
         s("invalid-reload-keeps-old", false, true, invalid_reload),

@@ -147,11 +147,50 @@ pub fn run(plan: &Plan, args: &Args, set: &PolicySet, results: &mut Results) -> 
         );
     }
     schedule_cost(plan, &mut filter, results)?;
+    rate_cost(plan, &mut filter, results)?;
     // Leave small maps behind for the other parts.
     let empty_policy = policy::compile_str("version = 1\n", std::path::Path::new("empty.toml"))?;
     filter.apply(&empty_policy)?;
     filter.apply(&empty_policy)?;
     results.set_per_packet(&plan.sizes, &table, empty, parse);
+    Ok(())
+}
+
+/// What a rate limit adds to a zone packet: the same allowed frame to the
+/// same zone with and without `rate` (a limit it never reaches, so both
+/// pass as `allowed`), in interleaved rounds. The source is tracked after
+/// its first packet: the limited path reads `RATES`, the clock, its
+/// `RATE_KEYS` bucket (a hash lookup) and does two compare-and-swaps (its
+/// bucket, the ceiling). Printed as a ratio; the target is ≤ 1.3.
+fn rate_cost(plan: &Plan, filter: &mut Filter, results: &mut Results) -> Result<()> {
+    let zone = |rate: &str| {
+        format!(
+            "version = 1\n[[zone]]\nname = \"bench\"\nports = [\"9999/udp\"]\nallow = [\"10.0.0.0/8\"]\n{rate}"
+        )
+    };
+    let plain = policy::compile_str(&zone(""), std::path::Path::new("plain.toml"))?;
+    let limited = policy::compile_str(
+        &zone("rate = { packets = \"10000000/s\", burst = 10000000 }\n"),
+        std::path::Path::new("rate.toml"),
+    )?;
+    let frame = frame::ipv4(Ipv4Addr::new(10, 1, 2, 3), RX_ADDR, L4::Udp, 5353, 9999);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        filter.apply(&plain)?;
+        a.push(time(&|f, r| Ok(filter.time_run(f, r)?), &frame, plan)?);
+        filter.apply(&limited)?;
+        b.push(time(&|f, r| Ok(filter.time_run(f, r)?), &frame, plan)?);
+    }
+    let (plain_ns, rate_ns) = (median(a), median(b));
+    results.set_num("zone_rate_limited_ns", rate_ns);
+    results.set_num("rate_check_ns", rate_ns - plain_ns);
+    results.set_num("rate_ratio", rate_ns / plain_ns);
+    eprintln!(
+        "  zone packet: {plain_ns:.1} ns without a rate limit, {rate_ns:.1} ns with one: \
+         rate_check_ns {:.1} (ratio {:.3}, target <= 1.3)",
+        rate_ns - plain_ns,
+        rate_ns / plain_ns
+    );
     Ok(())
 }
 
