@@ -15,7 +15,7 @@ pub use rate::*;
 /// pinned map's name, key, value or size. A build that finds an older layout
 /// pinned migrates it (new maps beside the old, state carried over, one
 /// `bpf_link_update`); layout 1 is v0.1.0's and has no `LAYOUT` map.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Number of policy slots (double buffering).
 pub const NUM_SLOTS: u32 = 2;
@@ -986,6 +986,17 @@ pub mod layout3 {
     pub const EVENTS_STATE_VALUE_SIZE: usize = super::layout2::EVENTS_STATE_VALUE_SIZE;
 }
 
+/// Layout 4: commit 2afea62 (`LAYOUT[0]` = 4). Every map as in layout 3: the
+/// number was taken for maps that landed later, as layout 5.
+pub mod layout4 {
+    use super::CounterLayout;
+
+    pub const COUNTERS: CounterLayout = super::layout3::COUNTERS;
+    pub const META_VALUE_SIZE: usize = super::layout3::META_VALUE_SIZE;
+    pub const EVENTS_CFG_VALUE_SIZE: usize = super::layout3::EVENTS_CFG_VALUE_SIZE;
+    pub const EVENTS_STATE_VALUE_SIZE: usize = super::layout3::EVENTS_STATE_VALUE_SIZE;
+}
+
 /// The counter geometry of pinned layout `version`, if this build can
 /// migrate from it.
 pub const fn counter_layout(version: u32) -> Option<CounterLayout> {
@@ -993,6 +1004,7 @@ pub const fn counter_layout(version: u32) -> Option<CounterLayout> {
         1 => Some(layout1::COUNTERS),
         2 => Some(layout2::COUNTERS),
         3 => Some(layout3::COUNTERS),
+        4 => Some(layout4::COUNTERS),
         _ => None,
     }
 }

@@ -37,6 +37,12 @@ pub const RELEASES: &[Release] = &[
         commit: "d9a4e08a22274a061ba37a2a04496bc481735b43",
         layout: 3,
     },
+    // The main landed by stop 18 (layout 4: no map changed from layout 3).
+    Release {
+        name: "layout-4",
+        commit: "2afea6274ad84d65fcc99505ac281c050cca7c3c",
+        layout: 4,
+    },
 ];
 
 /// `NAME=PATH` for every release, each built once (cached under

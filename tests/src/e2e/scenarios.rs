@@ -188,6 +188,12 @@ pub fn all() -> Vec<Scenario> {
             upgrade::upgrade_from_layout_3,
         ),
         s(
+            "upgrade-from-layout-4",
+            false,
+            false,
+            upgrade::upgrade_from_layout_4,
+        ),
+        s(
             "upgrade-failed-start-changes-nothing",
             false,
             false,

@@ -94,6 +94,12 @@ pub(crate) fn upgrade_from_layout_3(cx: &mut Ctx) -> Result<()> {
     upgrade(cx, "layout-3", 3, false)
 }
 
+/// Layout 4 (the last main before limits, bans and allowlist lanes) → this
+/// build, as for layout 2.
+pub(crate) fn upgrade_from_layout_4(cx: &mut Ctx) -> Result<()> {
+    upgrade(cx, "layout-4", 4, false)
+}
+
 /// The run-time sampling setting this test sets on a layout-2 filter.
 const SAMPLING_SET: [&str; 5] = ["drops", "--rate", "7", "--burst", "9"];
 
