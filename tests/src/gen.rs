@@ -315,6 +315,7 @@ fn country_list<R: Rng + ?Sized>(rng: &mut R) -> Vec<IpNet> {
             IpNet::V4(Ipv4Net::new(addr, len).expect("len ok").trunc())
         })
         .collect()
+}
 
 /// Bans from the same pool as the lists (so generated sources hit them),
 /// some without expiry, some in force, some expired: at least a minute from
