@@ -89,6 +89,27 @@ const WEB_OPEN: Expect = Expect::zone(V::Pass, R::Allowed, 1);
 pub fn fixtures() -> Vec<Case> {
     vec![
         case(
+            "ban_readded_with_a_past_expiry_replaces_the_live_one",
+            "198.51.100.7 banned for an hour, then again with an end a minute ago: the \
+             second add replaces the first, 8880 allowed",
+            banned(vec![
+                ban("198.51.100.7", Some(3600)),
+                ban("198.51.100.7", Some(-60)),
+            ]),
+            tcp4("198.51.100.7", WEB),
+            WEB_OPEN,
+        ),
+        case(
+            "ban_readded_for_an_hour_replaces_the_expired_one",
+            "198.51.100.7's ban ended a minute ago, then it is banned for an hour: dropped",
+            banned(vec![
+                ban("198.51.100.7", Some(-60)),
+                ban("198.51.100.7", Some(3600)),
+            ]),
+            tcp4("198.51.100.7", WEB),
+            BANNED,
+        ),
+        case(
             "ban_drops_a_banned_host_on_a_zone_port",
             "198.51.100.7 banned for an hour: 8880 dropped as banned",
             banned(many()),

@@ -249,11 +249,15 @@ fn report_mismatch(
     };
     let got = h.observe(&frame)?;
     println!(
-        "minimal reproducer: model {} ({}, rule {}), program {got}\n--- policy ---\n{}--- frame ---\n{}",
+        "minimal reproducer: model {} ({}, rule {}), program {got}\n--- policy ---\n{}--- bans ---\n{}--- frame ---\n{}",
         j.verdict.as_str(),
         j.reason.as_str(),
         j.rule,
         spec.to_toml(),
+        spec.bans
+            .iter()
+            .map(|b| format!("{} until {:?}\n", b.net, b.until))
+            .collect::<String>(),
         hex(&frame)
     );
     if let Some(r) = reply {

@@ -171,13 +171,14 @@ pub fn decide_with(
 
     // 4. bans, then the blocklist, for everything IP. A ban is in force
     // until its instant (exclusive); several covering one source: banned
-    // while any of them is.
+    // while any of them is. The list is a sequence of `ban add`s: a later
+    // ban of the same prefix replaces the earlier one.
     let now = policy.at.unwrap_or_else(jiff::Timestamp::now);
-    if policy
-        .bans
-        .iter()
-        .any(|b| prefix_contains(&b.net, src) && b.until.is_none_or(|t| now < t))
-    {
+    let replaced =
+        |i: usize, net: &ipnet::IpNet| policy.bans[i + 1..].iter().any(|l| l.net == *net);
+    if policy.bans.iter().enumerate().any(|(i, b)| {
+        !replaced(i, &b.net) && prefix_contains(&b.net, src) && b.until.is_none_or(|t| now < t)
+    }) {
         return global(Verdict::Drop, Reason::Banned);
     }
     if in_any(&policy.blocklist, src) {
