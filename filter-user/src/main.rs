@@ -95,7 +95,7 @@ enum Command {
     /// sampled decision with its addresses, interface and zone.
     LogPackets(filter_user::events::cli::LogPacketsArgs),
     /// Ban sources until a time or until removed, beside the policy (the
-    /// running daemon keeps them across restarts; fail2ban and CrowdSec use it).
+    /// running daemon keeps them across restarts; the way in for detectors and scripts).
     Ban(filter_user::bans::cli::BanArgs),
 }
 
