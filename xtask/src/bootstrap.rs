@@ -256,8 +256,9 @@ pub fn vm() -> Result<()> {
 }
 
 /// What the package, manifest, schema and alert-rule checks need: Debian's
-/// `lintian`, `dpkg-dev` (dpkg-shlibdeps) and `prometheus` (for `promtool`;
-/// no service is started without systemd, and CI has none), and a Python
+/// `lintian`, `dpkg-dev` (dpkg-shlibdeps), `prometheus` (for `promtool`) and
+/// `fail2ban` (the e2e suite runs its server with a private config; neither
+/// starts a service without systemd, and CI has none), and a Python
 /// venv at target/pytools with `kubernetes-validate` (it bundles the
 /// Kubernetes schemas and brings `jsonschema`, which checks the policy schema).
 pub fn deploy_tools(root: &Path) -> Result<()> {
@@ -335,4 +336,5 @@ const DEPLOY_PACKAGES: &[(&str, &str)] = &[
     ("lintian", "lintian"),
     ("dpkg-dev", "dpkg-shlibdeps"),
     ("prometheus", "promtool"),
+    ("fail2ban", "fail2ban-server"),
 ];

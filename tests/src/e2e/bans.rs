@@ -22,7 +22,7 @@ use super::{
 use Exp::{Blocked as B, Open as O};
 
 /// 22/tcp is failsafe for the internet sources; 8880/tcp open to anyone.
-const POLICY: &str = r#"version = 1
+pub(crate) const POLICY: &str = r#"version = 1
 
 [defaults]
 unmatched = "pass"

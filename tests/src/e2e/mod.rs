@@ -49,6 +49,7 @@ pub mod daemon;
 pub mod demo;
 pub mod events;
 pub mod explain;
+pub mod fail2ban;
 pub mod http;
 pub mod inputs;
 pub mod kubernetes;

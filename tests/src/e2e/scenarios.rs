@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use super::{
     bans, continuity,
     daemon::{Daemon, Sandbox, Status},
-    http, inputs, limits, metrics_hardening as mh, policies,
+    fail2ban, http, inputs, limits, metrics_hardening as mh, policies,
     probe::{self, Outcome, Probe, ProbeLoop, CLOSED_TCP_PORT},
     reject, schedule,
     topology::*,
@@ -219,6 +219,12 @@ pub fn all() -> Vec<Scenario> {
             bans::expire_with_daemon_killed,
         ),
         s("bans-survive-restart", false, true, bans::survive_restart),
+        s(
+            "fail2ban-bans-and-unbans",
+            false,
+            false,
+            fail2ban::bans_and_unbans,
+        ),
         s("counters-monotonic", false, false, counters_monotonic),
         s("metrics-basic-auth", false, false, metrics_basic_auth),
         s("list-file-fifo", false, false, inputs::fifo_list_file),
