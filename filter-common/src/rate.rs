@@ -195,7 +195,7 @@ pub const fn rate_key6(zone: u32, kind: u32, len: u8, addr: [u8; 16]) -> RateKey
     ]);
     let l = len as u32;
     let hi = mask64(hi, if l > 64 { 64 } else { l });
-    let lo = mask64(lo, if l > 64 { l - 64 } else { 0 });
+    let lo = mask64(lo, l.saturating_sub(64));
     let h = hi.to_be_bytes();
     let o = lo.to_be_bytes();
     RateKey {

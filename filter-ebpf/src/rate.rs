@@ -121,7 +121,7 @@ fn within_one(zone: u32, kind: u32, l: &RateLimit, now: u64, p: &IpPacket) -> bo
         )
     };
     if l.tracked != 0 {
-        if let Some(b) = RATE_KEYS.get_ptr_mut(&key) {
+        if let Some(b) = RATE_KEYS.get_ptr_mut(key) {
             // SAFETY: pointer into the map value.
             let tat = unsafe { core::ptr::addr_of_mut!((*b).tat) };
             if !admit(tat, now, l.interval_ns, l.tolerance_ns) {
@@ -150,7 +150,7 @@ fn within_one(zone: u32, kind: u32, l: &RateLimit, now: u64, p: &IpPacket) -> bo
     let bucket = RateBucket {
         tat: now + l.interval_ns,
     };
-    if RATE_KEYS.insert(&key, &bucket, BPF_NOEXIST as u64).is_ok() {
+    if RATE_KEYS.insert(key, bucket, BPF_NOEXIST as u64).is_ok() {
         add(inserted, 1);
     }
     true
