@@ -74,7 +74,11 @@ fn million(rng: &mut SmallRng) -> BanSet {
         // Random below 2001:db8::/32, so the /48s are spread too.
         let a: u128 =
             (0x2001_0db8u128 << 96) | ((rng.gen::<u32>() as u128) << 64) | rng.gen::<u64>() as u128;
-        let len = if set.len() % 10 == 0 { 48 } else { 128 };
+        let len = if set.len().is_multiple_of(10) {
+            48
+        } else {
+            128
+        };
         let net = ipnet::Ipv6Net::new(Ipv6Addr::from(a), len).unwrap().trunc();
         add(ipnet::IpNet::V6(net), &mut set);
     }
