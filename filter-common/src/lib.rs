@@ -1199,8 +1199,9 @@ pub struct Event {
 //
 // A ban covers one prefix (a /32 or /128 is a single address) until a CLOCK_TAI
 // instant. The datapath first reads a prefilter, `BAN_BITS`, that says "some ban
-// may cover this source" (one word for most IPv4 sources, so unlisted sources pay
-// about one read), and only on a hit the exact maps: `BAN4`/`BAN6` (hashes of
+// may cover this source" (a cached first-octet word, then one word for most IPv4
+// sources, so unlisted sources pay about one read, none while no ban shares
+// their first octet), and only on a hit the exact maps: `BAN4`/`BAN6` (hashes of
 // single addresses), then `BAN4_NETS`/`BAN6_NETS` (LPM tries of shorter
 // prefixes). The most specific entry found decides; its value holds the latest
 // expiry of every ban that covers it (the daemon keeps that true), so an expired
@@ -1238,7 +1239,13 @@ pub const BAN_NETS_MAX: u32 = 1 << 17;
 /// longer) and one per /16 (bans /1–/23: the /16s they touch). IPv6: one bit
 /// per hashed /48 (bans /48 and longer), per hashed /32 (/32–/47), and per /16
 /// (/1–/31: the /16s they touch). A hash collision only costs an exact lookup.
-pub const BAN_V4_24: u32 = 0;
+/// Read first, per family one bit per first octet (bans /8 and longer set
+/// one, shorter ones every octet they touch): 32 bytes that stay cached, so
+/// a source no ban shares a first octet with (every source, while there are
+/// no bans) pays no read in the large regions.
+pub const BAN_TOP4: u32 = 0;
+pub const BAN_TOP6: u32 = BAN_TOP4 + 256 / 64;
+pub const BAN_V4_24: u32 = BAN_TOP6 + 256 / 64;
 pub const BAN_V4_16: u32 = BAN_V4_24 + (1 << 24) / 64;
 pub const BAN_V6_48: u32 = BAN_V4_16 + (1 << 16) / 64;
 pub const BAN_V6_32: u32 = BAN_V6_48 + (1 << 24) / 64;

@@ -3,8 +3,8 @@
 //! only; the clock is read only for a source some ban entry covers.
 use aya_ebpf::{helpers::bpf_ktime_get_tai_ns, maps::lpm_trie::Key};
 use filter_common::{
-    ban_h32, ban_h48, ban_in_force, ban_v6_top16, BanNet4, BanNet6, BanValue, BAN_V4_16, BAN_V4_24,
-    BAN_V6_16, BAN_V6_32, BAN_V6_48,
+    ban_h32, ban_h48, ban_in_force, ban_v6_top16, BanNet4, BanNet6, BanValue, BAN_TOP4, BAN_TOP6,
+    BAN_V4_16, BAN_V4_24, BAN_V6_16, BAN_V6_32, BAN_V6_48,
 };
 
 use crate::{
@@ -27,7 +27,9 @@ fn entry(src: &Src) -> Option<BanValue> {
     match src {
         Src::V4(a) => {
             let addr = u32::from_be_bytes(*a);
-            if !bit(BAN_V4_24, addr >> 8) && !bit(BAN_V4_16, addr >> 16) {
+            if !bit(BAN_TOP4, addr >> 24)
+                || (!bit(BAN_V4_24, addr >> 8) && !bit(BAN_V4_16, addr >> 16))
+            {
                 return None;
             }
             if let Some(v) = BAN4.get_ptr(a) {
@@ -37,9 +39,10 @@ fn entry(src: &Src) -> Option<BanValue> {
             BAN4_NETS.get(Key::new(32, BanNet4 { addr: *a })).copied()
         }
         Src::V6(a) => {
-            if !bit(BAN_V6_48, ban_h48(a))
-                && !bit(BAN_V6_32, ban_h32(a))
-                && !bit(BAN_V6_16, ban_v6_top16(a))
+            if !bit(BAN_TOP6, a[0] as u32)
+                || (!bit(BAN_V6_48, ban_h48(a))
+                    && !bit(BAN_V6_32, ban_h32(a))
+                    && !bit(BAN_V6_16, ban_v6_top16(a)))
             {
                 return None;
             }

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use filter_common::{
     ban_h32, ban_h48, ban_v6_top16, BanValue, BAN_BITS_LEN, BAN_HOSTS_MAX, BAN_NETS_MAX, BAN_TAGS,
-    BAN_V4_16, BAN_V4_24, BAN_V6_16, BAN_V6_32, BAN_V6_48,
+    BAN_TOP4, BAN_TOP6, BAN_V4_16, BAN_V4_24, BAN_V6_16, BAN_V6_32, BAN_V6_48,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -99,24 +99,34 @@ impl Key {
             let span = 1u32 << (16 - len as u32);
             (top16..top16 + span).map(|n| word_bit(region, n)).collect()
         };
+        // The first-octet bits: one, or every octet a prefix shorter than
+        // /8 touches.
+        let top = |region: u32, octet: u32, len: u8| -> Vec<u32> {
+            let span = 1u32 << (8 - len.min(8) as u32);
+            (octet..octet + span).map(|n| word_bit(region, n)).collect()
+        };
         if self.v6 {
             let a = match self.addr() {
                 IpAddr::V6(a) => a.octets(),
                 IpAddr::V4(_) => unreachable!(),
             };
-            match self.len {
+            let mut bits = top(BAN_TOP6, a[0] as u32, self.len);
+            bits.extend(match self.len {
                 48.. => vec![word_bit(BAN_V6_48, ban_h48(&a))],
                 32..=47 => vec![word_bit(BAN_V6_32, ban_h32(&a))],
                 16..=31 => vec![word_bit(BAN_V6_16, ban_v6_top16(&a))],
                 len => spread16(BAN_V6_16, ban_v6_top16(&a), len),
-            }
+            });
+            bits
         } else {
             let a = self.start as u32;
-            match self.len {
+            let mut bits = top(BAN_TOP4, a >> 24, self.len);
+            bits.extend(match self.len {
                 24.. => vec![word_bit(BAN_V4_24, a >> 8)],
                 16..=23 => vec![word_bit(BAN_V4_16, a >> 16)],
                 len => spread16(BAN_V4_16, a >> 16, len),
-            }
+            });
+            bits
         }
     }
 }
@@ -534,6 +544,26 @@ mod tests {
     }
 
     #[test]
+    fn first_octet_bits_cover_every_octet_a_ban_touches() {
+        let top = |s: &BanSet, region: u32, octet: u32| {
+            s.words()[(region + octet / 64) as usize] & (1u64 << (octet % 64)) != 0
+        };
+        let mut s = BanSet::new();
+        s.add(&ban("10.1.2.3/32", BAN_FOREVER, "")).unwrap();
+        s.add(&ban("64.0.0.0/4", BAN_FOREVER, "")).unwrap();
+        s.add(&ban("2001:db8::/32", BAN_FOREVER, "")).unwrap();
+        s.add(&ban("4000::/2", BAN_FOREVER, "")).unwrap();
+        let v4: Vec<u32> = (0..256).filter(|o| top(&s, BAN_TOP4, *o)).collect();
+        assert_eq!(v4, [10].into_iter().chain(64..80).collect::<Vec<_>>());
+        let v6: Vec<u32> = (0..256).filter(|o| top(&s, BAN_TOP6, *o)).collect();
+        assert_eq!(v6, [0x20].into_iter().chain(0x40..0x80).collect::<Vec<_>>());
+        for net in ["10.1.2.3/32", "64.0.0.0/4", "2001:db8::/32", "4000::/2"] {
+            s.remove(&net.parse().unwrap());
+        }
+        assert!(s.words().iter().all(|w| *w == 0));
+    }
+
+    #[test]
     fn prefilter_bits_are_reference_counted() {
         let mut s = BanSet::new();
         s.add(&ban("192.0.2.1/32", BAN_FOREVER, "")).unwrap();
@@ -553,11 +583,12 @@ mod tests {
         let mut s = BanSet::new();
         s.add(&ban("10.0.0.0/8", BAN_FOREVER, "")).unwrap();
         let set: u32 = s.words().iter().map(|w| w.count_ones()).sum();
-        assert_eq!(set, 256);
+        // 256 /16s and one first octet.
+        assert_eq!(set, 256 + 1);
         s.add(&ban("3fff::/20", BAN_FOREVER, "")).unwrap();
         s.add(&ban("2001:db8::/8", BAN_FOREVER, "")).unwrap();
         let set: u32 = s.words().iter().map(|w| w.count_ones()).sum();
-        assert_eq!(set, 256 + 1 + 256);
+        assert_eq!(set, 256 + 1 + (1 + 1) + (256 + 1));
         s.flush(None);
         assert!(s.words().iter().all(|w| *w == 0));
     }
