@@ -121,6 +121,41 @@ pub struct DaemonInfo {
     pub not_enforcing: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reload: Option<LastReload>,
+    /// The bans in force, by tag (absent while a ban request holds the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bans: Option<BanSummary>,
+}
+
+/// `ping`'s view of the bans (`portcullis ban list` has each one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanSummary {
+    pub in_force: u64,
+    pub tags: Vec<BanTag>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanTag {
+    /// "" for bans without `--tag`.
+    pub tag: String,
+    pub bans: u64,
+    /// Frames dropped by this tag's bans since its id was last assigned.
+    pub dropped: u64,
+}
+
+impl fmt::Display for BanSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in force", self.in_force)?;
+        for (i, t) in self.tags.iter().enumerate() {
+            let name = if t.tag.is_empty() {
+                "(untagged)"
+            } else {
+                &t.tag
+            };
+            let sep = if i == 0 { ": " } else { ", " };
+            write!(f, "{sep}{name} {} ({} frames dropped)", t.bans, t.dropped)?;
+        }
+        Ok(())
+    }
 }
 
 /// The outcome of the daemon's last apply (its start counts as one).
@@ -330,6 +365,9 @@ impl fmt::Display for Status {
                     };
                     writeln!(f, "last reload {what} ({}, unix time {})", r.why, r.at)?;
                 }
+                if let Some(b) = &d.bans {
+                    writeln!(f, "bans        {b}")?;
+                }
             }
             None if self.daemon_running => writeln!(f, "daemon      running")?,
             None => writeln!(
@@ -454,6 +492,29 @@ mod tests {
     }
 
     #[test]
+    fn the_bans_line_names_each_tag_and_its_drops() {
+        let b = BanSummary {
+            in_force: 3,
+            tags: vec![
+                BanTag {
+                    tag: "sshd".into(),
+                    bans: 2,
+                    dropped: 14,
+                },
+                BanTag {
+                    tag: String::new(),
+                    bans: 1,
+                    dropped: 0,
+                },
+            ],
+        };
+        assert_eq!(
+            b.to_string(),
+            "3 in force: sshd 2 (14 frames dropped), (untagged) 1 (0 frames dropped)"
+        );
+    }
+
+    #[test]
     fn the_daemons_word_that_it_lost_the_filter_wins() {
         let m = meta();
         let d = DaemonInfo {
@@ -463,6 +524,7 @@ mod tests {
             enforcing: false,
             not_enforcing: Some("the filter was removed".into()),
             last_reload: None,
+            bans: None,
         };
         let s = Status::new(Some(d), "/p", 4, &m, Vec::new(), &["eth0".into()]);
         assert!(!s.enforcing);

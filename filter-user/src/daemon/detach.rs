@@ -127,6 +127,7 @@ mod tests {
             enforcing: true,
             not_enforcing: None,
             last_reload: None,
+            bans: None,
         }))
     }
 

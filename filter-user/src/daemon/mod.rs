@@ -139,6 +139,18 @@ impl Shared {
             enforcing: enforcing.as_ref().is_some_and(enforce::Enforcing::ok),
             not_enforcing: enforcing.and_then(|e| e.why),
             last_reload: self.last_reload.read().ok().and_then(|l| l.clone()),
+            // try_lock: a ping must not wait for a bulk ban request.
+            bans: self.bans.try_lock().ok().map(|b| {
+                let stats = b.stats();
+                crate::status::BanSummary {
+                    in_force: stats.tags.iter().map(|t| t.1).sum(),
+                    tags: stats
+                        .tags
+                        .into_iter()
+                        .map(|(tag, bans, dropped, _)| crate::status::BanTag { tag, bans, dropped })
+                        .collect(),
+                }
+            }),
         }
     }
 

@@ -127,6 +127,21 @@ pub(crate) fn drop_and_admit(cx: &mut Ctx) -> Result<()> {
         .map(|c| c.packets)
         .sum::<u64>();
     ensure!(banned >= 2, "status counts {banned} banned drops");
+    let out = cx.sb.cli(&["status", "--output", "json"])?;
+    let v: Value = serde_json::from_slice(&out.stdout).context("status JSON")?;
+    let b = &v["daemon"]["bans"];
+    ensure!(
+        b["in_force"] == 2
+            && b["tags"][0]["tag"] == "e2e"
+            && b["tags"][0]["dropped"].as_u64() >= Some(2),
+        "status -o json daemon.bans: {b}"
+    );
+    let text = String::from_utf8_lossy(&cx.sb.cli(&["status"])?.stdout).into_owned();
+    ensure!(
+        text.lines()
+            .any(|l| l.starts_with("bans        2 in force: e2e 2 (")),
+        "status has no bans line:\n{text}"
+    );
     let list = listed(cx)?;
     ensure!(
         list.iter()
