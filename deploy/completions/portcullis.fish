@@ -39,6 +39,7 @@ complete -c portcullis -n "__fish_portcullis_needs_command" -f -a "events" -d 'S
 complete -c portcullis -n "__fish_portcullis_needs_command" -f -a "top" -d 'Show the sources and zones with the most dropped events over a window'
 complete -c portcullis -n "__fish_portcullis_needs_command" -f -a "sampling" -d 'Show or set what the filter samples into the event stream, and how fast (at run time; kept across restarts until --reset)'
 complete -c portcullis -n "__fish_portcullis_needs_command" -f -a "log-packets" -d 'Switch packet logging on or off at run time: the daemon logs each sampled decision with its addresses, interface and zone'
+complete -c portcullis -n "__fish_portcullis_needs_command" -f -a "ban" -d 'Ban sources until a time or until removed, beside the policy (the running daemon keeps them across restarts; the way in for detectors and scripts)'
 complete -c portcullis -n "__fish_portcullis_using_subcommand check" -s p -l policy -d 'The policy file, as FILE (`-p -`: stdin)' -r -F
 complete -c portcullis -n "__fish_portcullis_using_subcommand check" -s o -l output -d 'Output format for stdout' -r -f -a "text\t'For people'
 json\t'One JSON document'"
@@ -55,6 +56,7 @@ complete -c portcullis -n "__fish_portcullis_using_subcommand run" -l metrics-li
 complete -c portcullis -n "__fish_portcullis_using_subcommand run" -l mode -d 'Attach new links in this XDP mode only; fail rather than fall back (default: native, generic if the driver refuses)' -r -f -a "native\t'In the driver (XDP native)'
 generic\t'In the kernel\'s generic path (slower; works on every device)'"
 complete -c portcullis -n "__fish_portcullis_using_subcommand run" -l wait-iface -d 'Wait up to SECONDS for missing interfaces to appear before failing (for NICs that show up late at boot)' -r
+complete -c portcullis -n "__fish_portcullis_using_subcommand run" -l state-dir -d 'Where bans are kept across restarts and reboots' -r -F
 complete -c portcullis -n "__fish_portcullis_using_subcommand run" -l log-format -d 'Log format on stderr: plain text (to journald without timestamps and with syslog priorities) or one JSON object per line' -r -f -a "plain\t'Text, one event per line (journald-aware: see docs/operations.md)'
 json\t'One JSON object per line (timestamp, level, target, message, fields)'"
 complete -c portcullis -n "__fish_portcullis_using_subcommand run" -l detach-on-exit -d 'Remove the filter when the daemon exits (default: it stays in force)'
@@ -132,3 +134,43 @@ json\t'JSON: one record per line (`events`), one document (`top`, `sampling`)'"
 complete -c portcullis -n "__fish_portcullis_using_subcommand log-packets" -l log-format -d 'Log format on stderr: plain text (to journald without timestamps and with syslog priorities) or one JSON object per line' -r -f -a "plain\t'Text, one event per line (journald-aware: see docs/operations.md)'
 json\t'One JSON object per line (timestamp, level, target, message, fields)'"
 complete -c portcullis -n "__fish_portcullis_using_subcommand log-packets" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and not __fish_seen_subcommand_from add del list flush" -l control-socket -d 'The running daemon\'s control socket' -r -F
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and not __fish_seen_subcommand_from add del list flush" -s o -l output -d 'Output format for stdout (json: also on failure, as {"ok":false,"error":…})' -r -f -a "text\t''
+json\t''"
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and not __fish_seen_subcommand_from add del list flush" -l log-format -d 'Log format on stderr: plain text (to journald without timestamps and with syslog priorities) or one JSON object per line' -r -f -a "plain\t'Text, one event per line (journald-aware: see docs/operations.md)'
+json\t'One JSON object per line (timestamp, level, target, message, fields)'"
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and not __fish_seen_subcommand_from add del list flush" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and not __fish_seen_subcommand_from add del list flush" -f -a "add" -d 'Drop these sources on every port but failsafe ones, until --for runs out (enforced by the datapath itself) or `ban del`. Banning a banned prefix again replaces its expiry, tag and reason'
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and not __fish_seen_subcommand_from add del list flush" -f -a "del" -d 'Remove the bans of exactly these addresses/prefixes'
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and not __fish_seen_subcommand_from add del list flush" -f -a "list" -d 'Show the bans in force'
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and not __fish_seen_subcommand_from add del list flush" -f -a "flush" -d 'Remove every ban (of --tag, if given)'
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from add" -l file -d 'A file of addresses/prefixes, one a line (`#` comments), read by the daemon: the way to add many in one request' -r -F
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from add" -l for -d 'How long: 90s, 15m, 4h, 2d, 1w (default: until removed)' -r
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from add" -l tag -d 'Who banned (fail2ban, crowdsec:…): counted per tag; `flush --tag`' -r
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from add" -l reason -d 'Free text kept with the ban (`ban list`)' -r
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from add" -l control-socket -d 'The running daemon\'s control socket' -r -F
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from add" -s o -l output -d 'Output format for stdout (json: also on failure, as {"ok":false,"error":…})' -r -f -a "text\t''
+json\t''"
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from add" -l log-format -d 'Log format on stderr: plain text (to journald without timestamps and with syslog priorities) or one JSON object per line' -r -f -a "plain\t'Text, one event per line (journald-aware: see docs/operations.md)'
+json\t'One JSON object per line (timestamp, level, target, message, fields)'"
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from del" -l control-socket -d 'The running daemon\'s control socket' -r -F
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from del" -s o -l output -d 'Output format for stdout (json: also on failure, as {"ok":false,"error":…})' -r -f -a "text\t''
+json\t''"
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from del" -l log-format -d 'Log format on stderr: plain text (to journald without timestamps and with syslog priorities) or one JSON object per line' -r -f -a "plain\t'Text, one event per line (journald-aware: see docs/operations.md)'
+json\t'One JSON object per line (timestamp, level, target, message, fields)'"
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from del" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from list" -l tag -d 'Only the bans carrying this tag' -r
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from list" -l control-socket -d 'The running daemon\'s control socket' -r -F
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format for stdout (json: also on failure, as {"ok":false,"error":…})' -r -f -a "text\t''
+json\t''"
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from list" -l log-format -d 'Log format on stderr: plain text (to journald without timestamps and with syslog priorities) or one JSON object per line' -r -f -a "plain\t'Text, one event per line (journald-aware: see docs/operations.md)'
+json\t'One JSON object per line (timestamp, level, target, message, fields)'"
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from flush" -l tag -d 'Only the bans carrying this tag (fail2ban\'s jail, say)' -r
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from flush" -l control-socket -d 'The running daemon\'s control socket' -r -F
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from flush" -s o -l output -d 'Output format for stdout (json: also on failure, as {"ok":false,"error":…})' -r -f -a "text\t''
+json\t''"
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from flush" -l log-format -d 'Log format on stderr: plain text (to journald without timestamps and with syslog priorities) or one JSON object per line' -r -f -a "plain\t'Text, one event per line (journald-aware: see docs/operations.md)'
+json\t'One JSON object per line (timestamp, level, target, message, fields)'"
+complete -c portcullis -n "__fish_portcullis_using_subcommand ban; and __fish_seen_subcommand_from flush" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -52,16 +52,20 @@ pub enum BanCommand {
     },
     /// Remove the bans of exactly these addresses/prefixes.
     Del {
+        /// Addresses or prefixes, exactly as banned (a prefix's ban is not
+        /// split by removing an address inside it).
         #[arg(value_name = "ADDR|PREFIX", required = true)]
         targets: Vec<String>,
     },
     /// Show the bans in force.
     List {
+        /// Only the bans carrying this tag.
         #[arg(long, value_name = "NAME")]
         tag: Option<String>,
     },
     /// Remove every ban (of --tag, if given).
     Flush {
+        /// Only the bans carrying this tag (fail2ban's jail, say).
         #[arg(long, value_name = "NAME")]
         tag: Option<String>,
     },
