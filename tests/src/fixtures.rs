@@ -616,9 +616,13 @@ mod tests {
         f.extend(crate::fixtures_reject::cases().into_iter().map(|c| c.case));
         f.extend(crate::fixtures_schedule::fixtures());
         f.extend(crate::fixtures_bans::fixtures());
+        f.extend(crate::fixtures_lanes::fixtures());
         for r in R::ALL {
-            let seen = f.iter().any(|c| c.expect.reason == r);
-            let expected = !matches!(r, R::NoPolicy | R::RejectSuppressed);
+            // Rate limits are pinned by sequences (`fixtures_rate`, which
+            // must count some `rate_limited`); quotas are reserved.
+            let seen = f.iter().any(|c| c.expect.reason == r)
+                || (r == R::RateLimited && crate::fixtures_rate::limits_some());
+            let expected = !matches!(r, R::NoPolicy | R::RejectSuppressed | R::QuotaExceeded);
             assert_eq!(seen, expected, "reason {}", r.as_str());
         }
     }

@@ -181,6 +181,14 @@ fn sequences() -> Vec<Seq> {
     ]
 }
 
+/// Does some sequence expect a packet dropped `rate_limited`? (For the
+/// fixtures' reason coverage.)
+pub fn limits_some() -> bool {
+    sequences()
+        .iter()
+        .any(|s| s.steps.iter().any(|(_, o)| o.reason == R::RateLimited))
+}
+
 /// Runs the sequences, then the read-back checks; (passed, failed).
 pub fn run(h: &mut Harness) -> Result<(u64, u64)> {
     let (mut passed, mut failed) = (0, 0);
