@@ -60,20 +60,32 @@ fn ban_ok(cx: &Ctx, args: &[&str]) -> Result<String> {
     Ok(out)
 }
 
-/// `ban list -o json` → the prefixes, sorted.
-fn listed(cx: &Ctx) -> Result<Vec<Value>> {
-    let out = ban_ok(cx, &["list", "-o", "json"])?;
+/// `ban list FILTER… -o json` → its records.
+pub(crate) fn listed_with(cx: &Ctx, filter: &[&str]) -> Result<Vec<Value>> {
+    let mut args = vec!["list"];
+    args.extend_from_slice(filter);
+    args.extend_from_slice(&["-o", "json"]);
+    let out = ban_ok(cx, &args)?;
     let v: Value = serde_json::from_str(&out).with_context(|| format!("ban list JSON: {out}"))?;
     Ok(v["bans"].as_array().cloned().unwrap_or_default())
 }
 
-fn prefixes(cx: &Ctx) -> Result<Vec<String>> {
-    let mut p: Vec<String> = listed(cx)?
+fn listed(cx: &Ctx) -> Result<Vec<Value>> {
+    listed_with(cx, &[])
+}
+
+/// The records' prefixes, sorted.
+pub(crate) fn prefixes_of(list: &[Value]) -> Vec<String> {
+    let mut p: Vec<String> = list
         .iter()
         .filter_map(|b| b["prefix"].as_str().map(str::to_string))
         .collect();
     p.sort();
-    Ok(p)
+    p
+}
+
+fn prefixes(cx: &Ctx) -> Result<Vec<String>> {
+    Ok(prefixes_of(&listed(cx)?))
 }
 
 /// Ban, unban, flush, failsafe precedence, IPv6 prefixes, metrics.

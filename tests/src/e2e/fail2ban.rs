@@ -13,10 +13,9 @@ use std::{
 };
 
 use anyhow::{ensure, Context, Result};
-use serde_json::Value;
 
 use super::{
-    bans::POLICY,
+    bans::{self, POLICY},
     cleanup, cmd,
     scenarios::{check, ms, t, wait_until, Ctx, Exp},
     topology::*,
@@ -89,19 +88,7 @@ fn fail(dir: &Path, src: &str, n: usize) -> Result<()> {
 
 /// The prefixes `ban list --tag TAG` shows.
 fn banned(cx: &Ctx) -> Result<Vec<String>> {
-    let out = cx.sb.cli(&["ban", "list", "--tag", TAG, "-o", "json"])?;
-    ensure!(
-        out.status.success(),
-        "ban list: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).context("ban list JSON")?;
-    Ok(v["bans"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|b| b["prefix"].as_str().map(str::to_string))
-        .collect())
+    Ok(bans::prefixes_of(&bans::listed_with(cx, &["--tag", TAG])?))
 }
 
 fn log_of(dir: &Path) -> String {
@@ -158,12 +145,8 @@ pub(crate) fn bans_and_unbans(cx: &mut Ctx) -> Result<()> {
         "fail2ban: 3rd failure written → dropped at XDP in {}",
         ms(took)
     ));
-    let out = cx.sb.cli(&["ban", "list", "--tag", TAG, "-o", "json"])?;
-    let v: Value = serde_json::from_slice(&out.stdout)?;
-    let reason = v["bans"][0]["reason"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let list = bans::listed_with(cx, &["--tag", TAG])?;
+    let reason = list[0]["reason"].as_str().unwrap_or_default().to_string();
     ensure!(
         reason == "fail2ban e2e: 3 failures",
         "ban reason {reason:?}"
