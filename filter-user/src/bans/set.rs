@@ -94,17 +94,14 @@ impl Key {
     /// The global `BAN_BITS` bit numbers this entry sets (see filter-common).
     pub fn marks(&self) -> Vec<u32> {
         let word_bit = |region: u32, n: u32| region * 64 + n;
-        let spread16 = |region: u32, top16: u32, len: u8| -> Vec<u32> {
-            // A prefix shorter than /16 marks every /16 it touches.
-            let span = 1u32 << (16 - len as u32);
-            (top16..top16 + span).map(|n| word_bit(region, n)).collect()
+        // The bits of a region of `/width` units from unit `first`: one, or
+        // every unit a prefix shorter than `/width` touches.
+        let spread = |region: u32, first: u32, width: u8, len: u8| -> Vec<u32> {
+            let span = 1u32 << (width - len.min(width));
+            (first..first + span).map(|n| word_bit(region, n)).collect()
         };
-        // The first-octet bits: one, or every octet a prefix shorter than
-        // /8 touches.
-        let top = |region: u32, octet: u32, len: u8| -> Vec<u32> {
-            let span = 1u32 << (8 - len.min(8) as u32);
-            (octet..octet + span).map(|n| word_bit(region, n)).collect()
-        };
+        let top = |region: u32, octet: u32, len: u8| spread(region, octet, 8, len);
+        let spread16 = |region: u32, top16: u32, len: u8| spread(region, top16, 16, len);
         if self.v6 {
             let a = match self.addr() {
                 IpAddr::V6(a) => a.octets(),
