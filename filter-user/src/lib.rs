@@ -4,6 +4,7 @@ pub mod bans;
 pub mod daemon;
 pub mod events;
 pub mod explain;
+pub mod fetch;
 pub mod loader;
 pub mod logging;
 pub mod policy;
