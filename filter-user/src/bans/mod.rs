@@ -115,6 +115,19 @@ pub struct BanStats {
     pub tags: Vec<(String, u64, u64, u64)>,
 }
 
+/// A re-stated ban whose expiry moved less than this is left alone: CrowdSec
+/// states durations relative to its answer, so each resync computes an
+/// expiry a few milliseconds off the last.
+const RESTATE_SLACK_NS: u64 = 2_000_000_000;
+
+/// What [`Bans::sync`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncTally {
+    pub tally: Tally,
+    /// Bans skipped because the kernel map is full.
+    pub full: u64,
+}
+
 /// The tag of bans adopted from the kernel without their state.
 pub const ADOPTED_TAG: &str = "adopted";
 
@@ -285,6 +298,74 @@ impl Bans {
             removed,
             ..Tally::default()
         })
+    }
+
+    /// A detector's batch (CrowdSec's decision stream): bans each with its
+    /// own expiry, and removals that touch only bans whose tag `owns`
+    /// accepts (a detector's delete must not lift an operator's own ban of
+    /// the same address). With `reconcile`, every owned ban not in `adds` is
+    /// removed too (a full resync). A ban that does not fit is skipped and
+    /// counted in `full`; the rest still apply, in one kernel update and one
+    /// state append.
+    pub fn sync(
+        &mut self,
+        adds: &[Ban],
+        removes: &[ipnet::IpNet],
+        owns: impl Fn(&str) -> bool,
+        reconcile: bool,
+    ) -> Result<SyncTally, BanError> {
+        let mut t = SyncTally::default();
+        let mut recs = Vec::with_capacity(adds.len() + removes.len());
+        let mut gone: Vec<ipnet::IpNet> = removes
+            .iter()
+            .filter(|n| self.set.tag_of(n).is_some_and(&owns))
+            .copied()
+            .collect();
+        if reconcile {
+            let wanted: std::collections::HashSet<ipnet::IpNet> =
+                adds.iter().map(|b| b.net).collect();
+            gone.extend(
+                self.set
+                    .nets_tagged(&owns)
+                    .into_iter()
+                    .filter(|n| !wanted.contains(n)),
+            );
+        }
+        for net in gone {
+            if self.set.remove(&net) {
+                t.tally.removed += 1;
+                recs.push(Rec::Del(net));
+            }
+        }
+        for ban in adds {
+            input::check_tag(&ban.tag)?;
+            // Re-stating the same ban (a resync) changes nothing.
+            if self.set.tag_of(&ban.net) == Some(ban.tag.as_str())
+                && self
+                    .set
+                    .expires_of(&ban.net)
+                    .is_some_and(|e| e.abs_diff(ban.expires_ns) < RESTATE_SLACK_NS)
+            {
+                continue;
+            }
+            match self.set.add(ban) {
+                Ok(true) => t.tally.added += 1,
+                Ok(false) => t.tally.updated += 1,
+                Err(BanError::Full { .. }) => {
+                    t.full += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            recs.push(Rec::Add(ban.clone()));
+        }
+        if !recs.is_empty() {
+            self.after(&recs)?;
+        }
+        self.stats.added += t.tally.added;
+        self.stats.updated += t.tally.updated;
+        self.stats.removed += t.tally.removed;
+        Ok(t)
     }
 
     /// Removes what expired (the datapath already stopped dropping it).

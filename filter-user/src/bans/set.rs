@@ -406,6 +406,26 @@ impl BanSet {
         Ok(!existed)
     }
 
+    /// The tag of the ban of exactly this prefix.
+    pub fn tag_of(&self, net: &IpNet) -> Option<&str> {
+        let e = self.entries.get(&Key::of(net))?;
+        self.tag_name(e.tag)
+    }
+
+    /// The own expiry of the ban of exactly this prefix.
+    pub fn expires_of(&self, net: &IpNet) -> Option<u64> {
+        self.entries.get(&Key::of(net)).map(|e| e.expires_ns)
+    }
+
+    /// The prefixes whose ban has a tag `pred` accepts.
+    pub fn nets_tagged(&self, pred: impl Fn(&str) -> bool) -> Vec<IpNet> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| self.tag_name(e.tag).is_some_and(&pred))
+            .map(|(k, _)| k.net())
+            .collect()
+    }
+
     /// Removes the ban of exactly this prefix; `false` if there was none.
     pub fn remove(&mut self, net: &IpNet) -> bool {
         let key = Key::of(net);

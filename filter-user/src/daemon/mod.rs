@@ -126,6 +126,22 @@ pub struct Shared {
     events: events::Hub,
     /// `portcullis ban`: outside the policy, never touched by a reload.
     pub(crate) bans: Mutex<crate::bans::Bans>,
+    /// The CrowdSec bouncer's state (`None`: no `[crowdsec]` in the policy).
+    pub(crate) crowdsec: RwLock<Option<crate::crowdsec::CrowdsecStatus>>,
+}
+
+impl crate::crowdsec::BanSink for Shared {
+    fn sync(
+        &self,
+        adds: &[crate::bans::Ban],
+        removes: &[ipnet::IpNet],
+        reconcile: bool,
+    ) -> Result<crate::bans::SyncTally, crate::bans::BanError> {
+        let mut bans = self.bans.lock().map_err(|_| {
+            crate::bans::BanError::Map("bans", "the ban state lock is poisoned".into())
+        })?;
+        bans.sync(adds, removes, crate::crowdsec::decision::owned, reconcile)
+    }
 }
 
 impl Shared {
@@ -196,6 +212,7 @@ struct Current {
     failsafe: (usize, usize),
     basic_auth: Option<BasicAuth>,
     list_files: Vec<PathBuf>,
+    crowdsec: Option<policy::crowdsec::CrowdsecConfig>,
 }
 
 impl Current {
@@ -212,6 +229,7 @@ impl Current {
                 .map(|f| (f.from_v4.len(), f.from_v6.len()))),
             basic_auth: p.metrics.basic_auth.clone(),
             list_files: p.list_files.iter().map(|l| l.path.clone()).collect(),
+            crowdsec: p.crowdsec.clone(),
         }
     }
 }
@@ -416,6 +434,7 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         _owner: owner,
         events: events::Hub::new(),
         bans: Mutex::new(bans),
+        crowdsec: RwLock::new(None),
     });
     shared.record_reload("start", &Ok(generation));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -585,6 +604,18 @@ async fn serve(
     tokio::spawn(events::read_ring(shared.clone()));
     tokio::spawn(reap::run(shared.clone()));
     tokio::spawn(prune_bans(shared.clone()));
+    {
+        let (cfg, publish) = (shared.clone(), shared.clone());
+        tokio::spawn(crate::crowdsec::run(
+            move || cfg.current.read().ok().and_then(|c| c.crowdsec.clone()),
+            shared.clone(),
+            move |st| {
+                if let Ok(mut c) = publish.crowdsec.write() {
+                    *c = st;
+                }
+            },
+        ));
+    }
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(64);
     let mut watcher = watch::Watcher::new(changed_tx);
     watcher.watch(&watched_paths(&opts.policy, &shared));

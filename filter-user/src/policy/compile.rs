@@ -372,6 +372,8 @@ pub struct CompiledPolicy {
     pub metrics: MetricsConfig,
     /// `[events]`: the sampling the daemon sets at start and reload.
     pub events: crate::events::EventsPolicy,
+    /// `[crowdsec]`: the LAPI whose decisions the daemon turns into bans.
+    pub crowdsec: Option<super::crowdsec::CrowdsecConfig>,
     /// The list files read, in policy order.
     pub list_files: Vec<ListFileInfo>,
     /// SHA-256 over the policy text and every list file's contents.

@@ -7,6 +7,7 @@
 
 mod addr;
 mod compile;
+pub mod crowdsec;
 mod diag;
 mod files;
 mod lists;
@@ -88,6 +89,14 @@ pub fn parse_list_bytes(bytes: &[u8], path: &Path) -> (usize, Vec<Diagnostic>) {
 /// list files are resolved relative to its directory (and read from disk).
 pub fn compile_str(text: &str, path: &Path) -> Result<CompiledPolicy, PolicyError> {
     parse::compile(text, path, files::ReadLimits::standard())
+}
+
+/// A small file the daemon reads at run time (an API key, a CA): regular
+/// files only, at most `cap` bytes, within the usual read deadline; the
+/// error is one line.
+pub(crate) fn read_small_file(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    let deadline = std::time::Instant::now() + files::READ_TIME_LIMIT;
+    files::read_regular(path, cap, deadline).map_err(|e| e.to_string())
 }
 
 fn policy_file_help(e: &files::FileError) -> &'static str {

@@ -34,6 +34,7 @@ pub(super) const ROOT_KEYS: &[&str] = &[
     "zone",
     "metrics",
     "events",
+    "crowdsec",
 ];
 pub(super) const DEFAULTS_KEYS: &[&str] = &[
     "unmatched",
@@ -143,6 +144,7 @@ pub(crate) fn compile(
     let zones = w.zones(root, defaults.rate_tracked);
     let metrics = w.metrics(root, path);
     let events = w.events(root);
+    let crowdsec = w.crowdsec(root, path);
 
     let blocklist_v4 = merge_v4(blocklist_v4);
     let blocklist_v6 = merge_v6(blocklist_v6);
@@ -176,6 +178,7 @@ pub(crate) fn compile(
         zones,
         metrics,
         events,
+        crowdsec,
         list_files,
         source_hash: hasher.finalize().into(),
         warnings: Vec::new(),
@@ -395,7 +398,7 @@ impl Walker<'_> {
     }
 
     /// An array of strings; wrong elements are reported and skipped.
-    fn strings<'d>(
+    pub(super) fn strings<'d>(
         &mut self,
         t: &'d dyn TableLike,
         key: &str,
@@ -459,7 +462,11 @@ impl Walker<'_> {
         None
     }
 
-    fn section<'d>(&mut self, t: &'d dyn TableLike, key: &str) -> Option<&'d dyn TableLike> {
+    pub(super) fn section<'d>(
+        &mut self,
+        t: &'d dyn TableLike,
+        key: &str,
+    ) -> Option<&'d dyn TableLike> {
         let item = t.get(key)?;
         match item.as_table_like() {
             Some(table) => Some(table),

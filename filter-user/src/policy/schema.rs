@@ -293,6 +293,32 @@ fn events() -> Value {
     )
 }
 
+fn crowdsec() -> Value {
+    table(
+        "Bouncer mode: CrowdSec decisions (ip, range) become bans (docs/operations.md#crowdsec).",
+        vec![
+            Key("lapi_url", string("The LAPI's base URL, e.g. http://127.0.0.1:8080."), true),
+            Key(
+                "api_key_file",
+                string("A file holding the bouncer key (`cscli bouncers add portcullis -o raw`); relative to the policy file."),
+                true,
+            ),
+            Key(
+                "poll",
+                json!({ "type": "string", "default": "10s", "description": "How often the decision stream is pulled (1s to 1h)." }),
+                false,
+            ),
+            Key(
+                "scopes",
+                json!({ "type": "array", "items": { "enum": ["ip", "range", "Ip", "Range"] }, "minItems": 1, "description": "Decision scopes honoured (default both)." }),
+                false,
+            ),
+            Key("origins", strings("Decision origins honoured (crowdsec, cscli, CAPI, lists); empty or absent: all."), false),
+            Key("ca", string("Extra CA (PEM) for an https LAPI; relative to the policy file."), false),
+        ],
+    )
+}
+
 /// The schema of a policy file, version 1.
 pub fn schema() -> Value {
     let mut root = table(
@@ -322,6 +348,7 @@ pub fn schema() -> Value {
             ),
             Key("metrics", metrics(), false),
             Key("events", events(), false),
+            Key("crowdsec", crowdsec(), false),
         ],
     );
     let obj = root.as_object_mut().expect("a table is an object");
@@ -387,6 +414,11 @@ mod tests {
             ),
             ("[metrics] tls", &m["tls"], parse::TLS_KEYS),
             ("[events]", &p["events"], parse::EVENTS_KEYS),
+            (
+                "[crowdsec]",
+                &p["crowdsec"],
+                super::super::crowdsec::CROWDSEC_KEYS,
+            ),
         ] {
             assert_eq!(keys(table), sorted(known), "{what}: schema vs parser");
             assert_eq!(table["additionalProperties"], false, "{what}");
