@@ -124,6 +124,9 @@ pub struct DaemonInfo {
     /// The bans in force, by tag (absent while a ban request holds the store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bans: Option<BanSummary>,
+    /// The CrowdSec bouncer (absent: no `[crowdsec]` in the policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<crate::crowdsec::CrowdsecStatus>,
 }
 
 /// `ping`'s view of the bans (`portcullis ban list` has each one).
@@ -368,6 +371,9 @@ impl fmt::Display for Status {
                 if let Some(b) = &d.bans {
                     writeln!(f, "bans        {b}")?;
                 }
+                if let Some(c) = &d.crowdsec {
+                    writeln!(f, "crowdsec    {}", c.line(crate::crowdsec::unix_now()))?;
+                }
             }
             None if self.daemon_running => writeln!(f, "daemon      running")?,
             None => writeln!(
@@ -525,6 +531,7 @@ mod tests {
             not_enforcing: Some("the filter was removed".into()),
             last_reload: None,
             bans: None,
+            crowdsec: None,
         };
         let s = Status::new(Some(d), "/p", 4, &m, Vec::new(), &["eth0".into()]);
         assert!(!s.enforcing);

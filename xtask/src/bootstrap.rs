@@ -280,6 +280,7 @@ pub fn deploy_tools(root: &Path) -> Result<()> {
         }
         apt_install(&missing, false)?;
     }
+    crowdsec(root)?;
     let venv = pytools(root);
     let python = venv.join("bin/python");
     let pinned = format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}");
@@ -321,6 +322,73 @@ pub fn deploy_tools(root: &Path) -> Result<()> {
             ])
             .arg(&pinned),
     )
+}
+
+/// Where the e2e suite finds CrowdSec (`usr/bin/crowdsec`, `usr/bin/cscli`
+/// below it): Debian's package unpacked, not installed.
+pub fn crowdsec_root(root: &Path) -> std::path::PathBuf {
+    root.join("target/crowdsec/root")
+}
+
+/// Debian's `crowdsec` (LAPI + cscli) for the bouncer e2e scenario.
+/// `apt-get install crowdsec` fails offline (its postinst registers with
+/// CrowdSec's central API), so the package is downloaded and unpacked under
+/// target/ and run with a private config (../shared/TOOLCHAIN.md); its one
+/// shared library, libsqlite3, is installed if missing.
+fn crowdsec(root: &Path) -> Result<()> {
+    let dir = crowdsec_root(root);
+    let bin = dir.join("usr/bin/crowdsec");
+    if Command::new(&bin)
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        say("crowdsec (unpacked)", "present");
+        return Ok(());
+    }
+    say(
+        "crowdsec (unpacked)",
+        "missing, downloading into target/crowdsec",
+    );
+    if !is_root() || !Path::new("/etc/debian_version").exists() {
+        bail!(
+            "as root on Debian: apt-get download crowdsec && dpkg -x crowdsec_*.deb {}",
+            dir.display()
+        );
+    }
+    if !installed("libsqlite3-0") {
+        apt_install(&["libsqlite3-0"], false)?;
+    }
+    let dl = root.join("target/crowdsec/dl");
+    let _ = std::fs::remove_dir_all(&dl);
+    std::fs::create_dir_all(&dl)?;
+    let known = output(Command::new("apt-cache").args(["policy", "crowdsec"]))
+        .is_some_and(|s| s.contains("Candidate:") && !s.contains("Candidate: (none)"));
+    if !known {
+        exec(Command::new("apt-get").args(["update", "-qq"]))?;
+    }
+    exec(
+        Command::new("apt-get")
+            .current_dir(&dl)
+            .args(["download", "-qq", "crowdsec"]),
+    )?;
+    let deb = std::fs::read_dir(&dl)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("apt-get download crowdsec left no .deb in {}", dl.display())
+        })?;
+    let _ = std::fs::remove_dir_all(&dir);
+    exec(Command::new("dpkg").arg("-x").arg(&deb).arg(&dir))?;
+    let _ = std::fs::remove_dir_all(&dl);
+    if !Command::new(&bin)
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        bail!("{} does not run after unpacking", bin.display());
+    }
+    Ok(())
 }
 
 /// The venv of the Python checkers (`bin/kubernetes-validate`, `bin/python`).

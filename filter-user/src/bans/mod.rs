@@ -126,6 +126,8 @@ pub struct SyncTally {
     pub tally: Tally,
     /// Bans skipped because the kernel map is full.
     pub full: u64,
+    /// Bans skipped because another tag's ban of the prefix stands.
+    pub held: u64,
 }
 
 /// The tag of bans adopted from the kernel without their state.
@@ -301,9 +303,9 @@ impl Bans {
     }
 
     /// A detector's batch (CrowdSec's decision stream): bans each with its
-    /// own expiry, and removals that touch only bans whose tag `owns`
-    /// accepts (a detector's delete must not lift an operator's own ban of
-    /// the same address). With `reconcile`, every owned ban not in `adds` is
+    /// own expiry, and removals; both touch only bans whose tag `owns`
+    /// accepts (a detector must neither replace nor lift an operator's own
+    /// ban of the same prefix). With `reconcile`, every owned ban not in `adds` is
     /// removed too (a full resync). A ban that does not fit is skipped and
     /// counted in `full`; the rest still apply, in one kernel update and one
     /// state append.
@@ -339,6 +341,13 @@ impl Bans {
         }
         for ban in adds {
             input::check_tag(&ban.tag)?;
+            // Someone else's ban of this prefix (an operator's, fail2ban's)
+            // stands as it is: replacing it would let this detector's
+            // delete lift it.
+            if self.set.tag_of(&ban.net).is_some_and(|t| !owns(t)) {
+                t.held += 1;
+                continue;
+            }
             // Re-stating the same ban (a resync) changes nothing.
             if self.set.tag_of(&ban.net) == Some(ban.tag.as_str())
                 && self

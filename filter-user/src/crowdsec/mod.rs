@@ -49,7 +49,7 @@ impl CrowdsecError {
 }
 
 /// What `status` and /metrics show.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrowdsecStatus {
     pub url: String,
     /// The last pull succeeded.
@@ -66,6 +66,24 @@ pub struct CrowdsecStatus {
     /// Decisions by what became of them: `added`, `updated`, `removed`,
     /// `skipped_<reason>`, `skipped_full`.
     pub decisions: BTreeMap<String, u64>,
+}
+
+impl CrowdsecStatus {
+    /// `status`'s line: state, age of the last good pull, what is tracked.
+    pub fn line(&self, now_unix: u64) -> String {
+        let age = match self.last_ok {
+            Some(t) => format!("last good pull {} s ago", now_unix.saturating_sub(t)),
+            None => "no good pull yet".to_string(),
+        };
+        match (&self.last_error, self.up) {
+            (Some(e), _) => format!("DOWN ({age}; the bans in force are kept): {e}"),
+            (None, true) => format!(
+                "up, {age}, {} prefixes under decision, from {}",
+                self.tracked, self.url
+            ),
+            (None, false) => format!("starting, from {}", self.url),
+        }
+    }
 }
 
 /// Largest stream answer taken: a startup with the community blocklist is a
@@ -209,6 +227,7 @@ impl Bouncer {
             ("updated", t.tally.updated),
             ("removed", t.tally.removed),
             ("skipped_full", t.full),
+            ("skipped_held", t.held),
         ] {
             if n > 0 {
                 *status.decisions.entry(k.into()).or_default() += n;
@@ -236,7 +255,7 @@ impl Bouncer {
     }
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -167,6 +167,7 @@ impl Shared {
                         .collect(),
                 }
             }),
+            crowdsec: self.crowdsec.read().ok().and_then(|c| c.clone()),
         }
     }
 

@@ -45,6 +45,7 @@ pub mod cleanup;
 pub mod cli;
 pub mod cmd;
 pub mod continuity;
+pub mod crowdsec;
 pub mod daemon;
 pub mod demo;
 pub mod events;

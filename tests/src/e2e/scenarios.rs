@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::sys::signal::Signal;
 
 use super::{
-    bans, continuity,
+    bans, continuity, crowdsec,
     daemon::{Daemon, Sandbox, Status},
     fail2ban, http, inputs, limits, metrics_hardening as mh, policies,
     probe::{self, Outcome, Probe, ProbeLoop, CLOSED_TCP_PORT},
@@ -224,6 +224,12 @@ pub fn all() -> Vec<Scenario> {
             false,
             false,
             fail2ban::bans_and_unbans,
+        ),
+        s(
+            "crowdsec-bouncer-bans-and-unbans",
+            false,
+            false,
+            crowdsec::bouncer_bans_and_unbans,
         ),
         s("counters-monotonic", false, false, counters_monotonic),
         s("metrics-basic-auth", false, false, metrics_basic_auth),

@@ -67,6 +67,8 @@ pub struct Snapshot {
     pub now_unix: i64,
     /// Bans (None: the daemon holds none of its own, e.g. `status` off-line).
     pub bans: Option<crate::bans::BanStats>,
+    /// The CrowdSec bouncer (None: no `[crowdsec]`).
+    pub crowdsec: Option<crate::crowdsec::CrowdsecStatus>,
 }
 
 pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
@@ -256,9 +258,61 @@ pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
         );
     }
 
+    if let Some(c) = &s.crowdsec {
+        crowdsec(&mut registry, c);
+    }
+
     let mut out = String::new();
     encode(&mut out, &registry)?;
     Ok(out)
+}
+
+fn crowdsec(registry: &mut Registry, c: &crate::crowdsec::CrowdsecStatus) {
+    let up = Gauge::<i64>::default();
+    up.set(c.up as i64);
+    registry.register(
+        "portcullis_crowdsec_up",
+        "1 if the last pull of the CrowdSec decision stream succeeded",
+        up,
+    );
+    if let Some(t) = c.last_ok {
+        let last = Gauge::<i64>::default();
+        last.set(t as i64);
+        registry.register(
+            "portcullis_crowdsec_last_success_timestamp_seconds",
+            "Unix time of the last successful pull of the CrowdSec decision stream",
+            last,
+        );
+    }
+    let pulls = Family::<Labels, Counter>::default();
+    for (result, n) in &c.pulls {
+        pulls
+            .get_or_create(&labels(&[("result", result)]))
+            .inc_by(*n);
+    }
+    registry.register(
+        "portcullis_crowdsec_pulls",
+        "Pulls of the CrowdSec decision stream by result: ok, or why it failed (unreachable, timeout, unauthorized, http_status, too_large, bad_answer, key_file, ca_file, tls, bans)",
+        pulls,
+    );
+    let decisions = Family::<Labels, Counter>::default();
+    for (what, n) in &c.decisions {
+        decisions
+            .get_or_create(&labels(&[("result", what)]))
+            .inc_by(*n);
+    }
+    registry.register(
+        "portcullis_crowdsec_decisions",
+        "CrowdSec decisions by what became of them: added, updated, removed (as bans), skipped_scope / _type / _origin / _value / _duration / _full",
+        decisions,
+    );
+    let tracked = Gauge::<i64>::default();
+    tracked.set(c.tracked as i64);
+    registry.register(
+        "portcullis_crowdsec_tracked_prefixes",
+        "Prefixes with at least one CrowdSec decision in force",
+        tracked,
+    );
 }
 
 #[cfg(test)]
