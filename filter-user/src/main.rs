@@ -563,6 +563,18 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
             for w in &compiled.warnings {
                 eprintln!("{w}");
             }
+            // Not a policy error: the key may be provisioned after the
+            // policy; until then the daemon reports the bouncer down.
+            if let Some(Err(e)) = compiled
+                .crowdsec
+                .as_ref()
+                .map(filter_user::crowdsec::check_key)
+            {
+                eprintln!(
+                    "{}: note: [crowdsec] {e}; the daemon keeps the bans in force and reports the bouncer DOWN until it can read the key",
+                    label.display()
+                );
+            }
             let failed = args.strict && !compiled.warnings.is_empty();
             if !compiled.warnings.is_empty() {
                 let n = compiled.warnings.len();

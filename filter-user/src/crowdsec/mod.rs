@@ -126,6 +126,13 @@ pub trait BanSink: Send + Sync + 'static {
     ) -> Result<crate::bans::SyncTally, crate::bans::BanError>;
 }
 
+/// What `check` says of the key file (the daemon reads it at each pull).
+pub fn check_key(cfg: &CrowdsecConfig) -> Result<(), String> {
+    read_key(&cfg.api_key_file)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// One configuration's connection to a LAPI.
 pub struct Bouncer {
     cfg: CrowdsecConfig,

@@ -274,3 +274,137 @@ impl Walker<'_> {
         ok.then_some(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{compile_str, Diagnostic};
+    use super::*;
+
+    const HEAD: &str = "version = 1\n[crowdsec]\n";
+
+    fn compiled(body: &str) -> CrowdsecConfig {
+        compile_str(
+            &format!("{HEAD}{body}"),
+            Path::new("/etc/portcullis/p.toml"),
+        )
+        .expect("compiles")
+        .crowdsec
+        .expect("a [crowdsec] section")
+    }
+
+    fn one_error(body: &str) -> Diagnostic {
+        let text = format!("{HEAD}{body}");
+        match compile_str(&text, Path::new("p.toml")) {
+            Ok(_) => panic!("expected an error:\n{text}"),
+            Err(e) => {
+                let all: Vec<Diagnostic> = e.iter().cloned().collect();
+                assert_eq!(all.len(), 1, "{all:?}");
+                all[0].clone()
+            }
+        }
+    }
+
+    const OK: &str = "lapi_url = \"http://127.0.0.1:8080\"\napi_key_file = \"crowdsec.key\"\n";
+
+    #[test]
+    fn a_minimal_section_pulls_ip_and_range_decisions_of_every_origin_every_10_s() {
+        let c = compiled(OK);
+        assert_eq!(c.lapi_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(c.api_key_file, Path::new("/etc/portcullis/crowdsec.key"));
+        assert_eq!(c.poll, DEFAULT_POLL);
+        assert_eq!(c.scopes, [Scope::Ip, Scope::Range]);
+        assert!(c.origins.is_empty() && c.ca.is_none());
+        let c = compiled(&format!("{OK}poll = \"2m\"\nscopes = [\"Ip\"]\norigins = [\"crowdsec\", \"cscli\"]\nca = \"/etc/ssl/lapi.pem\"\n"));
+        assert_eq!(c.poll, Duration::from_secs(120));
+        assert_eq!(c.scopes, [Scope::Ip]);
+        assert_eq!(c.origins, ["crowdsec", "cscli"]);
+        assert_eq!(c.ca.as_deref(), Some(Path::new("/etc/ssl/lapi.pem")));
+    }
+
+    #[test]
+    fn bad_crowdsec_settings_are_located_errors_with_a_fix() {
+        let key = "api_key_file = \"k\"\n";
+        let url = "lapi_url = \"http://127.0.0.1:8080\"\n";
+        let cases: &[(String, usize, &str, &str)] = &[
+            (key.to_string(), 2, "has no `lapi_url`", "lapi_url ="),
+            (
+                url.to_string(),
+                2,
+                "has no `api_key_file`",
+                "cscli bouncers add",
+            ),
+            (
+                format!("lapi_url = \"ftp://h\"\n{key}"),
+                3,
+                "must be http:// or https://",
+                "e.g.",
+            ),
+            (
+                format!("lapi_url = \"not a url\"\n{key}"),
+                3,
+                "is not a URL",
+                "e.g.",
+            ),
+            (
+                format!("lapi_url = \"http://h/?api_key=x\"\n{key}"),
+                3,
+                "carries a query",
+                "api_key_file",
+            ),
+            (
+                format!("{url}{key}poll = \"0s\"\n"),
+                5,
+                "is not a duration",
+                "poll =",
+            ),
+            (
+                format!("{url}{key}poll = \"2h\"\n"),
+                5,
+                "out of range",
+                "10s",
+            ),
+            (
+                format!("{url}{key}poll = \"fortnightly\"\n"),
+                5,
+                "is not a duration",
+                "poll =",
+            ),
+            (
+                format!("{url}{key}scopes = [\"country\"]\n"),
+                5,
+                "cannot be enforced",
+                "\"ip\"",
+            ),
+            (
+                format!("{url}{key}scopes = []\n"),
+                5,
+                "is empty",
+                "remove the key",
+            ),
+            (
+                format!("{url}{key}origins = [\"a b\"]\n"),
+                5,
+                "is not an origin",
+                "CAPI",
+            ),
+            (
+                format!("{url}{key}api_url = \"x\"\n"),
+                5,
+                "api_url",
+                "lapi_url",
+            ),
+        ];
+        for (body, line, msg, help) in cases {
+            let d = one_error(body);
+            assert_eq!(d.line, *line, "{body}: {d:?}");
+            assert!(d.message.contains(msg), "{body}: {d:?}");
+            let h = d.help.clone().unwrap_or_default();
+            assert!(
+                h.contains(help) || d.message.contains(help),
+                "{body}: {d:?}"
+            );
+        }
+    }
+}

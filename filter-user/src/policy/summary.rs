@@ -19,6 +19,9 @@ pub struct PolicySummary {
     pub zones: Vec<ZoneSummary>,
     pub blocklist: BlocklistSummary,
     pub metrics: MetricsSummary,
+    /// `[crowdsec]` in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -241,8 +244,25 @@ impl CompiledPolicy {
                 listen: self.metrics.listen.to_string(),
                 basic_auth_user: self.metrics.basic_auth.as_ref().map(|a| a.user.clone()),
             },
+            crowdsec: self.crowdsec.as_ref().map(crowdsec_words),
         }
     }
+}
+
+fn crowdsec_words(c: &super::crowdsec::CrowdsecConfig) -> String {
+    let scopes: Vec<&str> = c.scopes.iter().map(|s| s.query_name()).collect();
+    let origins = if c.origins.is_empty() {
+        "every origin".to_string()
+    } else {
+        format!("origins {}", c.origins.join(", "))
+    };
+    format!(
+        "bans from {} decisions ({origins}) of {}, pulled every {} s with the key in {}",
+        scopes.join(" and "),
+        crate::fetch::redacted(&c.lapi_url),
+        c.poll.as_secs(),
+        c.api_key_file.display()
+    )
 }
 
 /// Addresses covered by merged (disjoint) IPv4 prefixes.
@@ -359,6 +379,10 @@ impl fmt::Display for PolicySummary {
             Some(u) => format!("basic auth as \"{u}\""),
             None => "no auth".to_string(),
         };
-        write!(f, "metrics     {} ({auth})", self.metrics.listen)
+        write!(f, "metrics     {} ({auth})", self.metrics.listen)?;
+        if let Some(c) = &self.crowdsec {
+            write!(f, "\ncrowdsec    {c}")?;
+        }
+        Ok(())
     }
 }

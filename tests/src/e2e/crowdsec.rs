@@ -232,15 +232,31 @@ pub(crate) fn bouncer_bans_and_unbans(cx: &mut Ctx) -> Result<()> {
     // A scope the NIC cannot enforce: the stream is asked for ip and range
     // only (what another scope that still arrives does is a unit test:
     // decisions_the_datapath_cannot_enforce_are_skipped_with_a_reason).
-    lapi.cscli(&["decisions", "add", "--scope", "Country", "--value", "FR", "--duration", "1h"])?;
+    lapi.cscli(&[
+        "decisions",
+        "add",
+        "--scope",
+        "Country",
+        "--value",
+        "FR",
+        "--duration",
+        "1h",
+    ])?;
     let got = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
         banned(cx).is_ok_and(|b| b.len() == 2)
     });
     ensure!(got, "no range ban: {:?}", banned(cx)?);
     check(cx.sb, &[(t(INET6, 8880), B), (t(INET6, 22), O)])?;
     std::thread::sleep(Duration::from_millis(1500));
-    ensure!(banned(cx)?.len() == 2, "the Country decision became a ban: {:?}", banned(cx)?);
-    ensure!(crowdsec_status(cx)?["up"] == true, "a Country decision upset the bouncer");
+    ensure!(
+        banned(cx)?.len() == 2,
+        "the Country decision became a ban: {:?}",
+        banned(cx)?
+    );
+    ensure!(
+        crowdsec_status(cx)?["up"] == true,
+        "a Country decision upset the bouncer"
+    );
 
     // Deleted in CrowdSec → admitted.
     lapi.cscli(&["decisions", "delete", "--ip", "198.18.0.2"])?;
