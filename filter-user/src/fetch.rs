@@ -33,7 +33,9 @@ impl FetchError {
     pub fn reason(&self) -> &'static str {
         match self {
             FetchError::Scheme(_) => "scheme",
-            FetchError::Status { status: 401 | 403, .. } => "unauthorized",
+            FetchError::Status {
+                status: 401 | 403, ..
+            } => "unauthorized",
             FetchError::Status { .. } => "http_status",
             FetchError::TooLarge { .. } => "too_large",
             FetchError::Timeout { .. } => "timeout",
@@ -89,8 +91,9 @@ pub fn client(opts: &ClientOptions) -> Result<reqwest::Client, FetchError> {
         b = b.no_proxy();
     }
     if let Some(pem) = &opts.ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| FetchError::Tls(format!("the CA file holds no usable certificate: {e}")))?;
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+            FetchError::Tls(format!("the CA file holds no usable certificate: {e}"))
+        })?;
         if certs.is_empty() {
             return Err(FetchError::Tls("the CA file holds no certificate".into()));
         }
@@ -256,7 +259,10 @@ mod tests {
     fn redacted_urls_hide_credentials_and_queries() {
         let u = Url::parse("https://user:secret@example.org/list.txt?key=abc").unwrap();
         let r = redacted(&u);
-        assert!(!r.contains("secret") && !r.contains("abc") && !r.contains("user"), "{r}");
+        assert!(
+            !r.contains("secret") && !r.contains("abc") && !r.contains("user"),
+            "{r}"
+        );
         assert!(r.starts_with("https://example.org/list.txt"), "{r}");
     }
 
@@ -294,7 +300,10 @@ mod tests {
             },
         )
         .await;
-        assert!(matches!(r, Err(FetchError::TooLarge { max: 100_000, .. })), "{r:?}");
+        assert!(
+            matches!(r, Err(FetchError::TooLarge { max: 100_000, .. })),
+            "{r:?}"
+        );
     }
 
     #[tokio::test]
