@@ -4,6 +4,7 @@ pub mod bans;
 pub mod daemon;
 pub mod events;
 pub mod explain;
+pub mod feeds;
 pub mod fetch;
 pub mod loader;
 pub mod logging;

@@ -124,6 +124,9 @@ pub struct DaemonInfo {
     /// The bans in force, by tag (absent while a ban request holds the store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bans: Option<BanSummary>,
+    /// `[blocklist] feeds`: each feed's copy and last attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feeds: Vec<crate::feeds::FeedState>,
 }
 
 /// `ping`'s view of the bans (`portcullis ban list` has each one).
@@ -368,6 +371,10 @@ impl fmt::Display for Status {
                 if let Some(b) = &d.bans {
                     writeln!(f, "bans        {b}")?;
                 }
+                let now = crate::feeds::unix_now();
+                for feed in &d.feeds {
+                    writeln!(f, "feed        {}", crate::feeds::describe(feed, now))?;
+                }
             }
             None if self.daemon_running => writeln!(f, "daemon      running")?,
             None => writeln!(
@@ -525,6 +532,7 @@ mod tests {
             not_enforcing: Some("the filter was removed".into()),
             last_reload: None,
             bans: None,
+            feeds: Vec::new(),
         };
         let s = Status::new(Some(d), "/p", 4, &m, Vec::new(), &["eth0".into()]);
         assert!(!s.enforcing);

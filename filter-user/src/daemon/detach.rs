@@ -128,6 +128,7 @@ mod tests {
             not_enforcing: None,
             last_reload: None,
             bans: None,
+            feeds: Vec::new(),
         }))
     }
 

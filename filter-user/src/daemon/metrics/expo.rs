@@ -67,6 +67,8 @@ pub struct Snapshot {
     pub now_unix: i64,
     /// Bans (None: the daemon holds none of its own, e.g. `status` off-line).
     pub bans: Option<crate::bans::BanStats>,
+    /// `[blocklist] feeds`.
+    pub feeds: Vec<crate::feeds::FeedState>,
 }
 
 pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
@@ -256,9 +258,55 @@ pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
         );
     }
 
+    if !s.feeds.is_empty() {
+        feeds(&mut registry, &s.feeds, s.now_unix);
+    }
+
     let mut out = String::new();
     encode(&mut out, &registry)?;
     Ok(out)
+}
+
+/// Per feed (label `feed`: its name): the copy in force and the attempts.
+fn feeds(registry: &mut Registry, feeds: &[crate::feeds::FeedState], now: i64) {
+    let success = Family::<Labels, Gauge>::default();
+    let age = Family::<Labels, Gauge>::default();
+    let entries = Family::<Labels, Gauge>::default();
+    let fetches = Family::<Labels, Counter>::default();
+    for f in feeds {
+        let l = labels(&[("feed", &f.name)]);
+        if let Some(t) = f.checked_at {
+            success.get_or_create(&l).set(t as i64);
+            age.get_or_create(&l)
+                .set(now.saturating_sub(t as i64).max(0));
+        }
+        entries.get_or_create(&l).set(f.entries.unwrap_or(0) as i64);
+        for (result, n) in &f.results {
+            fetches
+                .get_or_create(&labels(&[("feed", &f.name), ("result", result)]))
+                .inc_by(*n);
+        }
+    }
+    registry.register(
+        "portcullis_feed_last_success_timestamp_seconds",
+        "Unix time the feed's server last confirmed the copy in force (a 200 or a 304); absent before the first success",
+        success,
+    );
+    registry.register(
+        "portcullis_feed_age_seconds",
+        "Seconds since the feed's server last confirmed the copy in force",
+        age,
+    );
+    registry.register(
+        "portcullis_feed_entries",
+        "Entries of the feed's copy in force (0: no copy yet)",
+        entries,
+    );
+    registry.register(
+        "portcullis_feed_fetches",
+        "Feed fetch attempts since the daemon started, by result: updated, not_modified, unchanged; refused: html, invalid, emptied, too_large; failed: unreachable, timeout, http_status, unauthorized, tls, apply_failed, cache_error",
+        fetches,
+    );
 }
 
 #[cfg(test)]

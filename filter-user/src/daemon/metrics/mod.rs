@@ -289,6 +289,7 @@ fn render(shared: &Shared) -> Result<String, String> {
         event_subscriber_drops: shared.events.subscriber_drops.load(Relaxed),
         event_subscribers_stuck: shared.events.subscriber_stuck.load(Relaxed),
         bans: shared.bans.lock().ok().map(|b| b.stats()),
+        feeds: shared.feeds.states(),
     };
     expo::render(&snapshot).map_err(|e| e.to_string())
 }
