@@ -42,8 +42,8 @@ pub use diag::{Diagnostic, PolicyError};
 pub use feeds::{CachedCopy, FeedFormat, FeedInfo, FeedSpec};
 pub use parse::POLICY_VERSION;
 pub use summary::{
-    BlocklistSummary, DefaultsSummary, FailsafeSummary, InstantSummary, ListFileSummary,
-    MetricsSummary, PolicySummary, ReplySummary, ScheduleSummary, ZoneSummary,
+    BlocklistSummary, DefaultsSummary, FailsafeSummary, FeedSummary, InstantSummary,
+    ListFileSummary, MetricsSummary, PolicySummary, ReplySummary, ScheduleSummary, ZoneSummary,
 };
 pub use warn::{Warning, WarningKind};
 
