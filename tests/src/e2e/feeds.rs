@@ -263,9 +263,10 @@ fn generation(cx: &Ctx) -> Result<u64> {
 const ENV: [(&str, &str); 1] = [("PORTCULLIS_TEST_FEED_MIN_REFRESH", "1s")];
 
 /// A feed is applied after its first fetch; a change adds and removes
-/// sources; a 304 changes nothing; HTML, 100 MB of junk and a 500 are each
-/// refused and counted while the old set keeps enforcing; a restart with
-/// the server down starts from the cache.
+/// sources; a 304 changes nothing; a new copy whose reload is rejected (the
+/// policy file broken meanwhile) is taken back out of the cache; HTML,
+/// 100 MB of junk and a 500 are each refused and counted while the old set
+/// keeps enforcing; a restart with the server down starts from the cache.
 pub(crate) fn refresh_applies_and_a_bad_feed_keeps_the_old_set(cx: &mut Ctx) -> Result<()> {
     let feeds_dir = cx.sb.state_dir().join("feeds");
     let _ = std::fs::remove_dir_all(&feeds_dir);
@@ -343,7 +344,43 @@ pub(crate) fn refresh_applies_and_a_bad_feed_keeps_the_old_set(cx: &mut Ctx) -> 
     let enforced = generation(cx)?;
     ensure!(enforced > gen, "the update did not move the generation");
 
-    // Bad answers: each refused and counted, the v2 set keeps enforcing.
+    // A new version while the policy file is broken: the reload it asks for
+    // is rejected, so the cached copy is put back (v2, as enforced).
+    let body = filter_user::feeds::cache::body_path(
+        &cx.sb.state_dir(),
+        &format!("http://{}/drop.txt", server.addr),
+    );
+    let v2 = std::fs::read(&body).context("the cached copy")?;
+    let good = policy(server.addr);
+    super::daemon::Sandbox::write_atomic(&p, &format!("{good}bogus = 1\n"))?;
+    let rejected = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        d.log().iter().any(|l| l.contains("rejected"))
+    });
+    ensure!(rejected, "the broken policy file was not rejected");
+    let before = fetches(cx, "apply_failed");
+    server.set(Answer::List(
+        "198.51.100.7\n192.0.2.7\n10.99.0.7\n".into(),
+        "v3".into(),
+    ));
+    wait_result(cx, "apply_failed", before)?;
+    ensure!(
+        std::fs::read(&body)? == v2,
+        "the cache was not restored after the failed apply"
+    );
+    check(cx.sb, &[(t(VPN4, 8880), O), (t(LISTED4B, 8880), B)])?;
+    ensure!(
+        generation(cx)? == enforced,
+        "a failed apply moved the generation"
+    );
+    // The policy fixed: the next refresh fetches v3 again and applies it.
+    super::daemon::Sandbox::write_atomic(&p, &good)?;
+    let applied = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        check(cx.sb, &[(t(VPN4, 8880), B)]).is_ok()
+    });
+    ensure!(applied, "v3 was not applied after the policy was fixed");
+    let enforced = generation(cx)?;
+
+    // Bad answers: each refused and counted, the v3 set keeps enforcing.
     for (answer, result) in [
         (Answer::Html, "html"),
         (Answer::Junk(100 << 20), "too_large"),
@@ -369,7 +406,7 @@ pub(crate) fn refresh_applies_and_a_bad_feed_keeps_the_old_set(cx: &mut Ctx) -> 
     let text = String::from_utf8_lossy(&cx.sb.cli(&["status"])?.stdout).into_owned();
     ensure!(
         text.lines()
-            .any(|l| l.starts_with("feed        e2e: 2 entries, confirmed")
+            .any(|l| l.starts_with("feed        e2e: 3 entries, confirmed")
                 && l.contains("last attempt http_status")),
         "status has no feed line with the last error:\n{text}"
     );
@@ -377,7 +414,7 @@ pub(crate) fn refresh_applies_and_a_bad_feed_keeps_the_old_set(cx: &mut Ctx) -> 
     let v: Value = serde_json::from_slice(&out.stdout).context("status JSON")?;
     let f = &v["daemon"]["feeds"][0];
     ensure!(
-        f["name"] == "e2e" && f["entries"] == 2 && f["last_result"] == "http_status",
+        f["name"] == "e2e" && f["entries"] == 3 && f["last_result"] == "http_status",
         "status -o json daemon.feeds: {f}"
     );
     let log = d.log().join("\n");
@@ -396,6 +433,7 @@ pub(crate) fn refresh_applies_and_a_bad_feed_keeps_the_old_set(cx: &mut Ctx) -> 
         &[
             (t(LISTED4B, 8880), B),
             (t(LISTED4, 8880), B),
+            (t(VPN4, 8880), B),
             (t(BLOCKED4, 8880), O),
             (t(INET4, 8880), O),
         ],
