@@ -95,6 +95,7 @@ complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -l vlan -
 complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -l fragment -d 'Send a first fragment (offset 0, more to follow) or a later one (no ports)' -r
 complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -l dst -d 'Destination address (default 192.0.2.1 or 2001:db8::1; not judged)' -r
 complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -l pin-root -d 'Where the filter\'s maps and links are pinned' -r -F
+complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -l state-dir -d 'The daemon\'s state directory (the feeds\' cached copies are searched for the blocklist line)' -r -F
 complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -s o -l output -d 'Output format for stdout' -r -f -a "text\t''
 json\t''"
 complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -l log-format -d 'Log format on stderr: plain text (to journald without timestamps and with syslog priorities) or one JSON object per line' -r -f -a "plain\t'Text, one event per line (journald-aware: see docs/operations.md)'

@@ -344,6 +344,39 @@ pub(crate) fn refresh_applies_and_a_bad_feed_keeps_the_old_set(cx: &mut Ctx) -> 
     let enforced = generation(cx)?;
     ensure!(enforced > gen, "the update did not move the generation");
 
+    // `explain` names the feed and the line of its cached copy, and knows
+    // the enforced policy (feed copy included) is the one on disk.
+    let state = cx.sb.state_dir().display().to_string();
+    let root = cx.sb.pin_root.display().to_string();
+    let args = [
+        "explain",
+        "--from",
+        "192.0.2.7",
+        "--to",
+        "8880/tcp",
+        "--pin-root",
+        &root,
+        "--state-dir",
+        &state,
+        "-o",
+        "json",
+    ];
+    let mut c = cx.sb.portcullis(&args);
+    // The CLI reads the policy too: its 2 s refresh needs the hook as well.
+    c.envs(ENV);
+    let out = super::cmd::run(&mut c, super::patience(Duration::from_secs(20)))?;
+    let e: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("explain: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let lines = e["lines"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        e["reason"] == "blocklist"
+            && e["policy_changed"] == false
+            && lines.iter().any(|l| {
+                l["path"].as_str().is_some_and(|p| p.ends_with(".list")) && l["line"] == 2
+            }),
+        "explain of a feed-listed source: {e}"
+    );
+
     // A new version while the policy file is broken: the reload it asks for
     // is rejected, so the cached copy is put back (v2, as enforced).
     let body = filter_user::feeds::cache::body_path(
