@@ -62,6 +62,10 @@ pub struct FeedInfo {
     pub path: PathBuf,
     /// None: no copy yet (never fetched, or the cache was removed).
     pub cached: Option<CachedCopy>,
+    /// Why a copy that may exist could not be read (no permission: `check`
+    /// run by a user who cannot read the state directory); it then
+    /// contributes nothing, as if there were none.
+    pub unreadable: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,6 +363,16 @@ impl Walker<'_> {
                     spec,
                     path,
                     cached: None,
+                    unreadable: None,
+                };
+            }
+            Err(FileError::Open(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                super::parse::hash_chunk(hasher, b"none");
+                return FeedInfo {
+                    spec,
+                    path,
+                    cached: None,
+                    unreadable: Some(e.to_string()),
                 };
             }
             Err(e) => {
@@ -379,6 +393,7 @@ impl Walker<'_> {
                     spec,
                     path,
                     cached: None,
+                    unreadable: None,
                 };
             }
         };
@@ -399,6 +414,7 @@ impl Walker<'_> {
             }),
             spec,
             path,
+            unreadable: None,
         }
     }
 }
@@ -409,6 +425,12 @@ impl super::CompiledPolicy {
     pub fn log_feeds(&self) {
         for f in &self.feeds {
             match &f.cached {
+                None if f.unreadable.is_some() => tracing::warn!(
+                    "feed \"{}\": its cached copy {} cannot be read ({}): it contributes nothing",
+                    f.spec.name,
+                    f.path.display(),
+                    f.unreadable.as_deref().unwrap_or_default()
+                ),
                 None => tracing::warn!(
                     "feed \"{}\" ({}): no cached copy yet ({}): it contributes nothing until it is fetched",
                     f.spec.name,

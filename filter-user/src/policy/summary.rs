@@ -157,8 +157,11 @@ pub struct FeedSummary {
     pub refresh_s: u64,
     /// The cached copy read.
     pub path: String,
-    /// False: not fetched yet, it contributes nothing.
+    /// False: not fetched yet (or not readable here), it contributes nothing.
     pub cached: bool,
+    /// Why the cached copy could not be read (`check` without permission).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
     pub entries: usize,
     pub bytes: u64,
     /// Seconds since the server last confirmed the copy (None: unknown).
@@ -266,6 +269,7 @@ impl CompiledPolicy {
                             refresh_s: f.spec.refresh.as_secs(),
                             path: f.path.display().to_string(),
                             cached: c.is_some(),
+                            unreadable: f.unreadable.clone(),
                             entries: c.map_or(0, |c| c.entries),
                             bytes: c.map_or(0, |c| c.bytes),
                             age_s: c
@@ -396,6 +400,11 @@ impl fmt::Display for PolicySummary {
         for feed in &b.feeds {
             let every = crate::feeds::ago(feed.refresh_s);
             let copy = match (feed.cached, feed.age_s) {
+                (false, _) if feed.unreadable.is_some() => format!(
+                    "the cached copy cannot be read here ({}: {}); not counted in this check",
+                    feed.path,
+                    feed.unreadable.as_deref().unwrap_or_default()
+                ),
                 (false, _) => {
                     "not fetched yet: contributes nothing until the daemon fetches it".to_string()
                 }
