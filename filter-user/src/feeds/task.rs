@@ -97,10 +97,7 @@ pub async fn run(mut ctx: Ctx) {
                 slot.backoff = None;
                 slot.due = Instant::now() + spec.refresh;
             } else {
-                let b = match slot.backoff {
-                    None => FIRST_BACKOFF.min(spec.refresh),
-                    Some(b) => (b * 2).min(spec.refresh),
-                };
+                let b = next_backoff(slot.backoff, spec.refresh);
                 slot.backoff = Some(b);
                 slot.due = Instant::now() + b;
             }
@@ -121,6 +118,15 @@ pub async fn run(mut ctx: Ctx) {
                 }
             }
         }
+    }
+}
+
+/// The wait after a failure: a minute (or `refresh`, if shorter) after the
+/// first, then doubling, never longer than `refresh`.
+fn next_backoff(previous: Option<Duration>, refresh: Duration) -> Duration {
+    match previous {
+        None => FIRST_BACKOFF.min(refresh),
+        Some(b) => b.saturating_mul(2).min(refresh),
     }
 }
 
@@ -269,5 +275,34 @@ async fn fetch_one(ctx: &Ctx, client: &reqwest::Client, spec: &FeedSpec) -> bool
             ctx.board.record(url, "apply_failed", Some(first), None);
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_at_a_minute_doubles_and_stops_at_refresh() {
+        let refresh = Duration::from_secs(6 * 3600);
+        let mut b = None;
+        let mut seen = Vec::new();
+        for _ in 0..12 {
+            let n = next_backoff(b, refresh);
+            seen.push(n.as_secs());
+            b = Some(n);
+        }
+        assert_eq!(&seen[..4], &[60, 120, 240, 480]);
+        assert_eq!(*seen.last().unwrap(), refresh.as_secs());
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+        // A refresh shorter than a minute (the test hook) caps it from the start.
+        assert_eq!(
+            next_backoff(None, Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            next_backoff(Some(Duration::from_secs(2)), Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
     }
 }
