@@ -281,6 +281,159 @@ async fn fetch_one(ctx: &Ctx, client: &reqwest::Client, spec: &FeedSpec) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves whatever `answer` holds now: (status line, headers, body); a
+    /// request carrying `If-None-Match: "v1"` gets a 304 while it is "v1".
+    async fn server(answer: Arc<Mutex<(String, String, String)>>) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                let (status, headers, body) = answer.lock().unwrap().clone();
+                let reply = if req.contains("if-none-match: \"v1\"") && headers.contains("\"v1\"") {
+                    "HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n".to_string()
+                } else {
+                    format!(
+                        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let _ = s.write_all(reply.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn fetch_one_caches_reloads_honours_304_refuses_html_and_restores_on_a_failed_apply() {
+        let dir = std::env::temp_dir().join(format!("pc-feedtask-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let answer = Arc::new(Mutex::new((
+            "200 OK".to_string(),
+            "ETag: \"v1\"\r\nContent-Type: text/plain\r\n".to_string(),
+            "192.0.2.0/24\n198.51.100.7\n".to_string(),
+        )));
+        let addr = server(answer.clone()).await;
+        let url = url::Url::parse(&format!("http://{addr}/drop.txt")).unwrap();
+        let spec = FeedSpec {
+            url: url.clone(),
+            name: "t".into(),
+            refresh: Duration::from_secs(60),
+            format: crate::policy::FeedFormat::Auto,
+            max_bytes: 1 << 20,
+        };
+        let board = Arc::new(Board::default());
+        board.sync(&[crate::policy::FeedInfo {
+            spec: spec.clone(),
+            path: cache::body_path(&dir, url.as_str()),
+            cached: None,
+            unreadable: None,
+        }]);
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, f) = (reloads.clone(), fail.clone());
+        let (_tx, specs) = watch::channel(Vec::new());
+        let ctx = Ctx {
+            state_dir: dir.clone(),
+            specs,
+            board: board.clone(),
+            reload: Arc::new(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(if f.load(Ordering::SeqCst) {
+                    Err("rejected".into())
+                } else {
+                    Ok(7)
+                });
+                Some(rx)
+            }),
+        };
+        let client = fetch::client(&fetch::ClientOptions::default()).unwrap();
+        let last = |b: &Board| b.states()[0].last_result.clone().unwrap_or_default();
+        let body = cache::body_path(&dir, url.as_str());
+
+        assert!(fetch_one(&ctx, &client, &spec).await);
+        assert_eq!(
+            (last(&board), reloads.load(Ordering::SeqCst)),
+            ("updated".into(), 1)
+        );
+        assert_eq!(
+            std::fs::read(&body).unwrap(),
+            b"192.0.2.0/24\n198.51.100.7\n"
+        );
+        assert_eq!(
+            cache::read_meta(&dir, url.as_str())
+                .unwrap()
+                .etag
+                .as_deref(),
+            Some("\"v1\"")
+        );
+
+        // Conditional GET: 304, no reload.
+        assert!(fetch_one(&ctx, &client, &spec).await);
+        assert_eq!(
+            (last(&board), reloads.load(Ordering::SeqCst)),
+            ("not_modified".into(), 1)
+        );
+
+        // HTML with 200: refused, nothing replaced, no reload.
+        *answer.lock().unwrap() = (
+            "200 OK".into(),
+            "Content-Type: text/html\r\n".into(),
+            "<html>login</html>".into(),
+        );
+        assert!(!fetch_one(&ctx, &client, &spec).await);
+        assert_eq!(
+            (last(&board), reloads.load(Ordering::SeqCst)),
+            ("html".into(), 1)
+        );
+        assert_eq!(
+            std::fs::read(&body).unwrap(),
+            b"192.0.2.0/24\n198.51.100.7\n"
+        );
+
+        // A good new copy whose reload fails: the previous copy comes back.
+        fail.store(true, Ordering::SeqCst);
+        *answer.lock().unwrap() = (
+            "200 OK".into(),
+            "ETag: \"v2\"\r\n".into(),
+            "203.0.113.0/24\n".into(),
+        );
+        assert!(!fetch_one(&ctx, &client, &spec).await);
+        assert_eq!(
+            (last(&board), reloads.load(Ordering::SeqCst)),
+            ("apply_failed".into(), 2)
+        );
+        assert_eq!(
+            std::fs::read(&body).unwrap(),
+            b"192.0.2.0/24\n198.51.100.7\n"
+        );
+        assert_eq!(
+            cache::read_meta(&dir, url.as_str())
+                .unwrap()
+                .etag
+                .as_deref(),
+            Some("\"v1\"")
+        );
+
+        // A 500: counted by the fetch error's reason.
+        *answer.lock().unwrap() = (
+            "500 Internal Server Error".into(),
+            String::new(),
+            "x".into(),
+        );
+        assert!(!fetch_one(&ctx, &client, &spec).await);
+        assert_eq!(last(&board), "http_status");
+        let results = &board.states()[0].results;
+        assert_eq!(results.values().sum::<u64>(), 5, "{results:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn backoff_starts_at_a_minute_doubles_and_stops_at_refresh() {
