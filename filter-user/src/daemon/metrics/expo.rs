@@ -460,6 +460,45 @@ mod tests {
     }
 
     #[test]
+    fn feeds_are_exported_per_feed_with_escaped_labels_and_results() {
+        let mut results = std::collections::BTreeMap::new();
+        results.insert("updated".to_string(), 2);
+        results.insert("html".to_string(), 1);
+        let feed = crate::feeds::FeedState {
+            name: "lists.example.org/a\"b".into(),
+            entries: Some(1234),
+            checked_at: Some(1_800_000_000),
+            results,
+            ..Default::default()
+        };
+        let never = crate::feeds::FeedState {
+            name: "new".into(),
+            ..Default::default()
+        };
+        let text = render(&Snapshot {
+            feeds: vec![feed, never],
+            now_unix: 1_800_000_060,
+            ..Snapshot::default()
+        })
+        .unwrap();
+        for line in [
+            "portcullis_feed_entries{feed=\"lists.example.org/a\\\"b\"} 1234",
+            "portcullis_feed_last_success_timestamp_seconds{feed=\"lists.example.org/a\\\"b\"} 1800000000",
+            "portcullis_feed_age_seconds{feed=\"lists.example.org/a\\\"b\"} 60",
+            "portcullis_feed_fetches_total{feed=\"lists.example.org/a\\\"b\",result=\"html\"} 1",
+            "portcullis_feed_fetches_total{feed=\"lists.example.org/a\\\"b\",result=\"updated\"} 2",
+            "portcullis_feed_entries{feed=\"new\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        // Never confirmed: no timestamp (0 would read as "stale since 1970").
+        assert!(
+            !text.contains("portcullis_feed_last_success_timestamp_seconds{feed=\"new\"}"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn event_counters_are_exported_by_result() {
         let text = render(&Snapshot {
             events: Some(crate::events::Stats {
