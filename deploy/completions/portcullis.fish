@@ -43,6 +43,7 @@ complete -c portcullis -n "__fish_portcullis_needs_command" -f -a "ban" -d 'Ban 
 complete -c portcullis -n "__fish_portcullis_using_subcommand check" -s p -l policy -d 'The policy file, as FILE (`-p -`: stdin)' -r -F
 complete -c portcullis -n "__fish_portcullis_using_subcommand check" -s o -l output -d 'Output format for stdout' -r -f -a "text\t'For people'
 json\t'One JSON document'"
+complete -c portcullis -n "__fish_portcullis_using_subcommand check" -l state-dir -d 'The daemon\'s state directory: `[blocklist] feeds` are read from its cache (as the daemon reads them)' -r -F
 complete -c portcullis -n "__fish_portcullis_using_subcommand check" -l log-format -d 'Log format on stderr: plain text (to journald without timestamps and with syslog priorities) or one JSON object per line' -r -f -a "plain\t'Text, one event per line (journald-aware: see docs/operations.md)'
 json\t'One JSON object per line (timestamp, level, target, message, fields)'"
 complete -c portcullis -n "__fish_portcullis_using_subcommand check" -l strict -d 'Treat warnings (W001…, see docs/policy.md) as errors: exit 1 if any'
@@ -56,7 +57,7 @@ complete -c portcullis -n "__fish_portcullis_using_subcommand run" -l metrics-li
 complete -c portcullis -n "__fish_portcullis_using_subcommand run" -l mode -d 'Attach new links in this XDP mode only; fail rather than fall back (default: native, generic if the driver refuses)' -r -f -a "native\t'In the driver (XDP native)'
 generic\t'In the kernel\'s generic path (slower; works on every device)'"
 complete -c portcullis -n "__fish_portcullis_using_subcommand run" -l wait-iface -d 'Wait up to SECONDS for missing interfaces to appear before failing (for NICs that show up late at boot)' -r
-complete -c portcullis -n "__fish_portcullis_using_subcommand run" -l state-dir -d 'Where bans are kept across restarts and reboots' -r -F
+complete -c portcullis -n "__fish_portcullis_using_subcommand run" -l state-dir -d 'Where bans and the feeds\' last good copies are kept across restarts and reboots' -r -F
 complete -c portcullis -n "__fish_portcullis_using_subcommand run" -l log-format -d 'Log format on stderr: plain text (to journald without timestamps and with syslog priorities) or one JSON object per line' -r -f -a "plain\t'Text, one event per line (journald-aware: see docs/operations.md)'
 json\t'One JSON object per line (timestamp, level, target, message, fields)'"
 complete -c portcullis -n "__fish_portcullis_using_subcommand run" -l detach-on-exit -d 'Remove the filter when the daemon exits (default: it stays in force)'
@@ -94,6 +95,7 @@ complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -l vlan -
 complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -l fragment -d 'Send a first fragment (offset 0, more to follow) or a later one (no ports)' -r
 complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -l dst -d 'Destination address (default 192.0.2.1 or 2001:db8::1; not judged)' -r
 complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -l pin-root -d 'Where the filter\'s maps and links are pinned' -r -F
+complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -l state-dir -d 'The daemon\'s state directory (the feeds\' cached copies are searched for the blocklist line)' -r -F
 complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -s o -l output -d 'Output format for stdout' -r -f -a "text\t''
 json\t''"
 complete -c portcullis -n "__fish_portcullis_using_subcommand explain" -l log-format -d 'Log format on stderr: plain text (to journald without timestamps and with syslog priorities) or one JSON object per line' -r -f -a "plain\t'Text, one event per line (journald-aware: see docs/operations.md)'

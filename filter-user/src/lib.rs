@@ -5,6 +5,7 @@ pub mod crowdsec;
 pub mod daemon;
 pub mod events;
 pub mod explain;
+pub mod feeds;
 pub mod fetch;
 pub mod loader;
 pub mod logging;

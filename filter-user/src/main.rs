@@ -160,7 +160,8 @@ struct RunArgs {
     /// (for NICs that show up late at boot).
     #[arg(long, value_name = "SECONDS")]
     wait_iface: Option<u64>,
-    /// Where bans are kept across restarts and reboots.
+    /// Where bans and the feeds' last good copies are kept across restarts
+    /// and reboots.
     #[arg(long, value_name = "DIR", default_value = filter_user::bans::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
 }
@@ -244,6 +245,10 @@ struct CheckArgs {
     /// exit status.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// The daemon's state directory: `[blocklist] feeds` are read from its
+    /// cache (as the daemon reads them).
+    #[arg(long, value_name = "DIR", default_value = filter_user::bans::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
 }
 
 impl CheckArgs {
@@ -491,9 +496,12 @@ fn hash_password() -> Result<ExitCode> {
 }
 
 /// The policy `check` was given, compiled: from stdin for `-`.
-fn load_for_check(path: &Path) -> Result<policy::CompiledPolicy, policy::PolicyError> {
+fn load_for_check(
+    path: &Path,
+    state_dir: &Path,
+) -> Result<policy::CompiledPolicy, policy::PolicyError> {
     if path != Path::new("-") {
-        return policy::load(path);
+        return policy::load_in(path, state_dir);
     }
     let label = Path::new(STDIN_POLICY);
     let mut bytes = Vec::new();
@@ -512,7 +520,7 @@ fn load_for_check(path: &Path) -> Result<policy::CompiledPolicy, policy::PolicyE
         return Err(stdin_error(message));
     }
     match String::from_utf8(bytes) {
-        Ok(text) => policy::compile_str(&text, label),
+        Ok(text) => policy::compile_str_in(&text, label, state_dir),
         Err(_) => Err(stdin_error("the policy on stdin is not valid UTF-8".into())),
     }
 }
@@ -539,7 +547,7 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
     } else {
         path.clone()
     };
-    let loaded = load_for_check(&path);
+    let loaded = load_for_check(&path, &args.state_dir);
     tracing::info!(elapsed = ?started.elapsed(), "policy checked");
     match loaded {
         Ok(compiled) => {

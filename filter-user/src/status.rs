@@ -127,6 +127,9 @@ pub struct DaemonInfo {
     /// The CrowdSec bouncer (absent: no `[crowdsec]` in the policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crowdsec: Option<crate::crowdsec::CrowdsecStatus>,
+    /// `[blocklist] feeds`: each feed's copy and last attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feeds: Vec<crate::feeds::FeedState>,
 }
 
 /// `ping`'s view of the bans (`portcullis ban list` has each one).
@@ -371,8 +374,12 @@ impl fmt::Display for Status {
                 if let Some(b) = &d.bans {
                     writeln!(f, "bans        {b}")?;
                 }
+                let now = crate::feeds::unix_now();
                 if let Some(c) = &d.crowdsec {
-                    writeln!(f, "crowdsec    {}", c.line(crate::crowdsec::unix_now()))?;
+                    writeln!(f, "crowdsec    {}", c.line(now))?;
+                }
+                for feed in &d.feeds {
+                    writeln!(f, "feed        {}", crate::feeds::describe(feed, now))?;
                 }
             }
             None if self.daemon_running => writeln!(f, "daemon      running")?,
@@ -532,6 +539,7 @@ mod tests {
             last_reload: None,
             bans: None,
             crowdsec: None,
+            feeds: Vec::new(),
         };
         let s = Status::new(Some(d), "/p", 4, &m, Vec::new(), &["eth0".into()]);
         assert!(!s.enforcing);

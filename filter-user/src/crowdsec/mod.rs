@@ -262,13 +262,6 @@ impl Bouncer {
     }
 }
 
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// How often a daemon without `[crowdsec]` looks whether a reload added it.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
@@ -320,7 +313,7 @@ pub async fn run(
                     tracing::info!("CrowdSec LAPI {}: pulling again", status.url);
                 }
                 status.up = true;
-                status.last_ok = Some(unix_now());
+                status.last_ok = Some(crate::feeds::unix_now());
                 status.last_error = None;
                 *status.pulls.entry("ok".into()).or_default() += 1;
             }

@@ -129,6 +129,7 @@ mod tests {
             last_reload: None,
             bans: None,
             crowdsec: None,
+            feeds: Vec::new(),
         }))
     }
 

@@ -91,6 +91,8 @@ struct Core {
     meta: Meta,
     root: PinRoot,
     policy_path: PathBuf,
+    /// Feeds are read from the cache under it.
+    state_dir: PathBuf,
     interfaces: Vec<String>,
     attach_mode: Option<AttachMode>,
     /// While the enforced policy has scheduled zones: it, when its stored
@@ -126,6 +128,10 @@ pub struct Shared {
     events: events::Hub,
     /// `portcullis ban`: outside the policy, never touched by a reload.
     pub(crate) bans: Mutex<crate::bans::Bans>,
+    /// List feeds: their state, and the enforced policy's feed list (the
+    /// fetch task follows it).
+    pub(crate) feeds: Arc<crate::feeds::Board>,
+    feed_specs: tokio::sync::watch::Sender<Vec<policy::FeedSpec>>,
     /// The CrowdSec bouncer's state (`None`: no `[crowdsec]` in the policy).
     pub(crate) crowdsec: RwLock<Option<crate::crowdsec::CrowdsecStatus>>,
 }
@@ -168,7 +174,20 @@ impl Shared {
                 }
             }),
             crowdsec: self.crowdsec.read().ok().and_then(|c| c.clone()),
+            feeds: self.feeds.states(),
         }
+    }
+
+    /// The enforced policy changed (start, reload): the feed board and the
+    /// fetch task follow its feed list.
+    fn follow_feeds(&self, current: &Current) {
+        self.feeds.sync(&current.feeds);
+        let specs: Vec<policy::FeedSpec> = current.feeds.iter().map(|f| f.spec.clone()).collect();
+        self.feed_specs.send_if_modified(|s| {
+            let changed = *s != specs;
+            *s = specs;
+            changed
+        });
     }
 
     /// Per interface: is its filter in place (for the metrics gauge)?
@@ -214,6 +233,7 @@ struct Current {
     basic_auth: Option<BasicAuth>,
     list_files: Vec<PathBuf>,
     crowdsec: Option<policy::crowdsec::CrowdsecConfig>,
+    feeds: Vec<policy::FeedInfo>,
 }
 
 impl Current {
@@ -231,6 +251,7 @@ impl Current {
             basic_auth: p.metrics.basic_auth.clone(),
             list_files: p.list_files.iter().map(|l| l.path.clone()).collect(),
             crowdsec: p.crowdsec.clone(),
+            feeds: p.feeds.clone(),
         }
     }
 }
@@ -373,8 +394,9 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         Err(e) => tracing::warn!("{e}"),
     }
     limits::return_large_allocations();
-    let policy = policy::load(&opts.policy)?;
+    let policy = policy::load_in(&opts.policy, &opts.state_dir)?;
     policy.log_warnings();
+    policy.log_feeds();
     let interfaces = if opts.ifaces.is_empty() {
         policy.interfaces.clone()
     } else {
@@ -436,7 +458,10 @@ pub fn run(opts: RunOptions) -> Result<(), DaemonError> {
         events: events::Hub::new(),
         bans: Mutex::new(bans),
         crowdsec: RwLock::new(None),
+        feeds: Arc::new(crate::feeds::Board::default()),
+        feed_specs: tokio::sync::watch::Sender::new(Vec::new()),
     });
+    shared.follow_feeds(&shared.current.read().map(|c| c.clone()).unwrap_or_default());
     shared.record_reload("start", &Ok(generation));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -526,6 +551,7 @@ fn start(
         meta,
         root: root.clone(),
         policy_path: opts.policy.clone(),
+        state_dir: opts.state_dir.clone(),
         interfaces,
         attach_mode: opts.attach_mode,
         topup: None,
@@ -617,6 +643,12 @@ async fn serve(
             },
         ));
     }
+    tokio::spawn(crate::feeds::task::run(crate::feeds::task::Ctx {
+        state_dir: opts.state_dir.clone(),
+        specs: shared.feed_specs.subscribe(),
+        board: shared.feeds.clone(),
+        reload: feed_reload(reload_tx.clone()),
+    }));
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(64);
     let mut watcher = watch::Watcher::new(changed_tx);
     watcher.watch(&watched_paths(&opts.policy, &shared));
@@ -718,6 +750,23 @@ async fn serve(
     Ok(())
 }
 
+/// `Reload::why` of a feed update.
+const FEED_UPDATE: &str = "feed update";
+
+/// How the feed task asks for a reload (and waits for its answer there,
+/// not here: the queue is never waited on).
+fn feed_reload(tx: mpsc::Sender<Reload>) -> crate::feeds::task::RequestReload {
+    Arc::new(move || {
+        let (reply, answer) = oneshot::channel();
+        tx.try_send(Reload {
+            why: FEED_UPDATE,
+            reply: Some(reply),
+        })
+        .ok()?;
+        Some(answer)
+    })
+}
+
 /// How often expired bans are removed (the datapath stops dropping at the
 /// expiry itself; this only frees the entries).
 const BAN_PRUNE_EVERY: Duration = Duration::from_secs(1);
@@ -811,10 +860,11 @@ fn reload_checked(shared: &Shared, why: &str) -> Result<u32, String> {
         .lock()
         .map_err(|_| "daemon state poisoned".to_string())?;
     let path = core.policy_path.clone();
-    let outcome = policy::load(&path)
+    let outcome = policy::load_in(&path, &core.state_dir)
         .map_err(|e| e.to_string())
         .and_then(|p| {
             p.log_warnings();
+            p.log_feeds();
             // A changed metrics `listen` is bound (and TLS files read) first:
             // if that fails, the reload is rejected before anything changes.
             let staged = shared.metrics.stage(&p.metrics)?;
@@ -827,6 +877,7 @@ fn reload_checked(shared: &Shared, why: &str) -> Result<u32, String> {
     match outcome {
         Ok((generation, current)) => {
             shared.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            shared.follow_feeds(&current);
             if let Ok(mut c) = shared.current.write() {
                 *c = current;
             }

@@ -30,6 +30,10 @@ pub struct ExplainArgs {
     /// Where the filter's maps and links are pinned.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT)]
     pub pin_root: PathBuf,
+    /// The daemon's state directory (the feeds' cached copies are searched
+    /// for the blocklist line).
+    #[arg(long, value_name = "DIR", default_value = crate::bans::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
     /// Output format for stdout.
     #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -52,6 +56,7 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode> {
         vlan: args.vlan,
         fragment: args.fragment,
         dst: args.dst,
+        state_dir: args.state_dir.clone(),
     };
     let e = explain(&args.pin_root, &query)?;
     let text = match args.output {

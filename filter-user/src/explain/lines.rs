@@ -33,13 +33,26 @@ pub struct Source<'a> {
     path: &'a Path,
     text: &'a str,
     doc: ImDocument<&'a str>,
+    /// Where the feeds' cached copies are (none: feeds are not searched).
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl<'a> Source<'a> {
     /// `None` if the text is not TOML any more.
     pub fn parse(path: &'a Path, text: &'a str) -> Option<Source<'a>> {
         let doc = ImDocument::parse(text).ok()?;
-        Some(Source { path, text, doc })
+        Some(Source {
+            path,
+            text,
+            doc,
+            state_dir: None,
+        })
+    }
+
+    /// Searches the feeds' cached copies under `dir` too.
+    pub fn with_state_dir(mut self, dir: &Path) -> Self {
+        self.state_dir = Some(dir.to_path_buf());
+        self
     }
 
     fn line_of(&self, span: Option<std::ops::Range<usize>>) -> Option<usize> {
@@ -157,6 +170,53 @@ impl<'a> Source<'a> {
                 }
                 Ok(None) => {}
                 Err(e) => out.extend(self.at(span, format!("list file \"{name}\": {e}"))),
+            }
+        }
+        if let Some(dir) = &self.state_dir {
+            out.extend(self.feed_lines(table, dir, src));
+        }
+        out
+    }
+
+    /// The feeds whose cached copy lists `src`, and the copy's line.
+    fn feed_lines(
+        &self,
+        table: &dyn toml_edit::TableLike,
+        dir: &Path,
+        src: IpAddr,
+    ) -> Vec<PolicyLine> {
+        let mut out = Vec::new();
+        let feeds: Vec<(&dyn toml_edit::TableLike, Option<std::ops::Range<usize>>)> =
+            match table.get("feeds") {
+                Some(Item::ArrayOfTables(a)) => a
+                    .iter()
+                    .map(|t| (t as &dyn toml_edit::TableLike, t.span()))
+                    .collect(),
+                Some(Item::Value(Value::Array(a))) => a
+                    .iter()
+                    .filter_map(|v| {
+                        v.as_inline_table()
+                            .map(|t| (t as &dyn toml_edit::TableLike, v.span()))
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+        for (t, span) in feeds {
+            let Some(url) = t.get("url").and_then(Item::as_str) else {
+                continue;
+            };
+            let Ok(url) = url::Url::parse(url.trim()) else {
+                continue;
+            };
+            let file = crate::feeds::cache::body_path(dir, url.as_str());
+            if let Ok(Some((line, entry))) = list_file_line(&file, src) {
+                let shown = crate::fetch::redacted(&url);
+                out.extend(self.at(span, format!("feed {shown} lists {src}")));
+                out.push(PolicyLine {
+                    path: file,
+                    line,
+                    role: format!("\"{entry}\" lists {src} (the feed's cached copy)"),
+                });
             }
         }
         out

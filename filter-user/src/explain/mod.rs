@@ -77,6 +77,8 @@ pub struct Query {
     /// Destination address; a documentation address of the source's family if
     /// none (zones judge destination ports, not addresses).
     pub dst: Option<IpAddr>,
+    /// The daemon's state directory (the feeds' cached copies).
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Parses `--to`: `8889/tcp`, `53/UDP`, `2905/sctp`.
@@ -272,7 +274,7 @@ pub fn explain(pin_root: &Path, query: &Query) -> Result<Explanation, ExplainErr
         None => notes.push("the META record names no policy file".into()),
         Some(p) => {
             let path = Path::new(p);
-            match policy::load(path) {
+            match policy::load_in(path, &query.state_dir) {
                 Ok(c) if c.source_hash_hex() == meta.policy_hash => {}
                 Ok(_) => {
                     changed = true;
@@ -295,6 +297,7 @@ pub fn explain(pin_root: &Path, query: &Query) -> Result<Explanation, ExplainErr
             match std::fs::read_to_string(path) {
                 Ok(text) => match lines::Source::parse(path, &text) {
                     Some(src) => {
+                        let src = src.with_state_dir(&query.state_dir);
                         found = responsible(&src, reason, &zone, &spec);
                     }
                     None => notes.push(format!("{p} is not TOML any more; no lines shown")),
@@ -536,6 +539,7 @@ mod tests {
             vlan: None,
             fragment: None,
             dst: Some("2001:db8::1".parse().unwrap()),
+            state_dir: "/nonexistent".into(),
         };
         assert!(matches!(q.frame(), Err(ExplainError::Query(_))));
         let v6 = Query {

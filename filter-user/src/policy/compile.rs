@@ -376,6 +376,8 @@ pub struct CompiledPolicy {
     pub crowdsec: Option<super::crowdsec::CrowdsecConfig>,
     /// The list files read, in policy order.
     pub list_files: Vec<ListFileInfo>,
+    /// `blocklist.feeds`, in policy order, with what their cached copies gave.
+    pub feeds: Vec<super::feeds::FeedInfo>,
     /// SHA-256 over the policy text and every list file's contents.
     pub source_hash: [u8; 32],
     /// What `check` warns about (see docs/policy.md#warnings); not loaded.

@@ -169,7 +169,7 @@ fn list_files_share_a_total_cap() {
         lists_total_max: 3000,
         ..ReadLimits::standard()
     };
-    let d = load_with(&policy, limits).unwrap_err().diagnostics;
+    let d = load_with(&policy, limits, &dir).unwrap_err().diagnostics;
     assert_eq!(d.len(), 1, "{d:#?}");
     assert_eq!((d[0].line, d[0].column), (3, 28));
     assert!(d[0].message.contains("c.txt"), "{}", d[0]);
@@ -179,7 +179,7 @@ fn list_files_share_a_total_cap() {
         "{}",
         d[0]
     );
-    assert!(load_with(&policy_with_lists(&dir, &["a.txt", "b.txt"]), limits).is_ok());
+    assert!(load_with(&policy_with_lists(&dir, &["a.txt", "b.txt"]), limits, &dir).is_ok());
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -202,7 +202,7 @@ fn list_files_past_the_deadline_are_refused() {
 /// file itself is read with the standard ones).
 fn compile_with_limits(policy: &Path, limits: ReadLimits) -> Vec<Diagnostic> {
     let text = std::fs::read_to_string(policy).unwrap();
-    parse::compile(&text, policy, limits)
+    parse::compile(&text, policy, limits, Path::new("/nonexistent"))
         .unwrap_err()
         .diagnostics
 }

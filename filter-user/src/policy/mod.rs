@@ -9,6 +9,7 @@ mod addr;
 mod compile;
 pub mod crowdsec;
 mod diag;
+pub mod feeds;
 mod files;
 mod lists;
 mod parse;
@@ -19,6 +20,8 @@ pub mod schema;
 mod summary;
 mod warn;
 
+#[cfg(test)]
+mod feeds_tests;
 #[cfg(test)]
 mod input_tests;
 #[cfg(test)]
@@ -37,22 +40,31 @@ pub use compile::{
     DEFAULT_REJECT_RATE, MAX_REJECT_BURST, MAX_REJECT_RATE,
 };
 pub use diag::{Diagnostic, PolicyError};
+pub use feeds::{CachedCopy, FeedFormat, FeedInfo, FeedSpec};
 pub use parse::POLICY_VERSION;
 pub use summary::{
-    BlocklistSummary, DefaultsSummary, FailsafeSummary, InstantSummary, ListFileSummary,
-    MetricsSummary, PolicySummary, ReplySummary, ScheduleSummary, ZoneSummary,
+    BlocklistSummary, DefaultsSummary, FailsafeSummary, FeedSummary, InstantSummary,
+    ListFileSummary, MetricsSummary, PolicySummary, ReplySummary, ScheduleSummary, ZoneSummary,
 };
 pub use warn::{Warning, WarningKind};
 
-/// Reads, validates and compiles the policy at `path` and the list files it names.
+/// Reads, validates and compiles the policy at `path` and the list files it
+/// names; feeds come from the cache under the default state directory.
 pub fn load(path: &Path) -> Result<CompiledPolicy, PolicyError> {
-    load_with(path, files::ReadLimits::standard())
+    load_in(path, Path::new(crate::bans::DEFAULT_STATE_DIR))
+}
+
+/// [`load`], with feeds read from the cache under `state_dir` (the daemon's
+/// `--state-dir`).
+pub fn load_in(path: &Path, state_dir: &Path) -> Result<CompiledPolicy, PolicyError> {
+    load_with(path, files::ReadLimits::standard(), state_dir)
 }
 
 /// [`load`] with other caps (tests use small ones).
 pub(crate) fn load_with(
     path: &Path,
     limits: files::ReadLimits,
+    state_dir: &Path,
 ) -> Result<CompiledPolicy, PolicyError> {
     let bytes = files::read_regular(path, files::POLICY_MAX_BYTES, limits.deadline)
         .map_err(|e| single(path, 1, 1, e.describe("policy file"), policy_file_help(&e)))?;
@@ -73,7 +85,7 @@ pub(crate) fn load_with(
             ));
         }
     };
-    parse::compile(&text, path, limits)
+    parse::compile(&text, path, limits, state_dir)
 }
 
 /// Parses one list file's bytes as `blocklist.files` would, without touching the
@@ -88,7 +100,16 @@ pub fn parse_list_bytes(bytes: &[u8], path: &Path) -> (usize, Vec<Diagnostic>) {
 /// Validates and compiles policy text. `path` names the policy in messages, and
 /// list files are resolved relative to its directory (and read from disk).
 pub fn compile_str(text: &str, path: &Path) -> Result<CompiledPolicy, PolicyError> {
-    parse::compile(text, path, files::ReadLimits::standard())
+    compile_str_in(text, path, Path::new(crate::bans::DEFAULT_STATE_DIR))
+}
+
+/// [`compile_str`], with feeds read from the cache under `state_dir`.
+pub fn compile_str_in(
+    text: &str,
+    path: &Path,
+    state_dir: &Path,
+) -> Result<CompiledPolicy, PolicyError> {
+    parse::compile(text, path, files::ReadLimits::standard(), state_dir)
 }
 
 /// A small file the daemon reads at run time (an API key, a CA): regular

@@ -45,7 +45,7 @@ pub(super) const DEFAULTS_KEYS: &[&str] = &[
     "reject_burst",
     "rate_tracked",
 ];
-pub(super) const BLOCKLIST_KEYS: &[&str] = &["cidrs", "files"];
+pub(super) const BLOCKLIST_KEYS: &[&str] = &["cidrs", "files", "feeds"];
 pub(super) const FAILSAFE_KEYS: &[&str] = &["ports", "from"];
 pub(super) const ZONE_KEYS: &[&str] = &[
     "name",
@@ -91,6 +91,8 @@ pub(super) struct Walker<'a> {
     pub(super) diags: Diags<'a>,
     /// Caps and deadline for the list files.
     limits: ReadLimits,
+    /// The daemon's state directory: feeds are read from its cache.
+    state_dir: PathBuf,
 }
 
 /// Longest TOML parser message quoted (it may quote a key).
@@ -102,10 +104,12 @@ pub(crate) fn compile(
     text: &str,
     path: &Path,
     limits: ReadLimits,
+    state_dir: &Path,
 ) -> Result<CompiledPolicy, PolicyError> {
     let mut w = Walker {
         diags: Diags::new(path, text),
         limits,
+        state_dir: state_dir.to_path_buf(),
     };
     let doc = match ImDocument::parse(text) {
         Ok(doc) => doc,
@@ -139,7 +143,7 @@ pub(crate) fn compile(
     w.version(root);
     let interfaces = w.interfaces(root);
     let defaults = w.defaults(root);
-    let (blocklist_v4, blocklist_v6, list_files) = w.blocklist(root, path, &mut hasher);
+    let (blocklist_v4, blocklist_v6, list_files, feeds) = w.blocklist(root, path, &mut hasher);
     let failsafe = w.failsafe(root);
     let zones = w.zones(root, defaults.rate_tracked);
     let metrics = w.metrics(root, path);
@@ -180,6 +184,7 @@ pub(crate) fn compile(
         events,
         crowdsec,
         list_files,
+        feeds,
         source_hash: hasher.finalize().into(),
         warnings: Vec::new(),
     };
@@ -288,7 +293,7 @@ fn list_file_error(
 }
 
 /// Length-prefixed, so that moving bytes between chunks changes the hash.
-fn hash_chunk(h: &mut Sha256, bytes: &[u8]) {
+pub(super) fn hash_chunk(h: &mut Sha256, bytes: &[u8]) {
     h.update((bytes.len() as u64).to_le_bytes());
     h.update(bytes);
 }
@@ -309,6 +314,10 @@ fn found(item: &Item) -> String {
 }
 
 impl Walker<'_> {
+    pub(super) fn limits(&self) -> ReadLimits {
+        self.limits
+    }
+
     /// Entries that each drop part of the address space may merge into all of
     /// it (`0.0.0.0/1` + `128.0.0.0/1`): refused like a single /0.
     fn blocklist_everything(&mut self, root: &dyn TableLike, v4: &[Ipv4Net], v6: &[Ipv6Net]) {
@@ -672,10 +681,15 @@ impl Walker<'_> {
         root: &dyn TableLike,
         policy_path: &Path,
         hasher: &mut Sha256,
-    ) -> (Vec<Ipv4Net>, Vec<Ipv6Net>, Vec<ListFileInfo>) {
+    ) -> (
+        Vec<Ipv4Net>,
+        Vec<Ipv6Net>,
+        Vec<ListFileInfo>,
+        Vec<super::feeds::FeedInfo>,
+    ) {
         let (mut v4, mut v6, mut infos) = (Vec::new(), Vec::new(), Vec::new());
         let Some(t) = self.section(root, "blocklist") else {
-            return (v4, v6, infos);
+            return (v4, v6, infos, Vec::new());
         };
         self.check_keys(t, BLOCKLIST_KEYS, "in [blocklist]");
         if let Field::Ok(cidrs) = self.strings(
@@ -686,13 +700,14 @@ impl Walker<'_> {
         ) {
             self.addresses(&cidrs, Use::Block, &mut v4, &mut v6);
         }
-        let Field::Ok(files) = self.strings(
+        let files = match self.strings(
             t,
             "files",
             "blocklist.files",
             "files = [\"lists/drop.txt\"]",
-        ) else {
-            return (v4, v6, infos);
+        ) {
+            Field::Ok(f) => f,
+            _ => Vec::new(),
         };
         let dir = match policy_path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -749,7 +764,10 @@ impl Walker<'_> {
                 bytes: bytes.len() as u64,
             });
         }
-        (v4, v6, infos)
+        let state_dir = self.state_dir.clone();
+        let rank = infos.len() + 1;
+        let feeds = self.feeds(t, &state_dir, &mut total, rank, &mut v4, &mut v6, hasher);
+        (v4, v6, infos, feeds)
     }
 
     fn failsafe(&mut self, root: &dyn TableLike) -> Vec<CompiledFailsafe> {

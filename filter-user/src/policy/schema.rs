@@ -77,6 +77,20 @@ fn blocklist() -> Value {
         vec![
             Key("cidrs", strings("Addresses or prefixes: 10.0.0.0/8, 2001:db8::/32, 192.0.2.7, 10.1.*.*."), false),
             Key("files", strings("List files (one prefix per line; FireHOL, Spamhaus DROP text or JSON lines), relative to the policy file."), false),
+            Key("feeds", json!({ "type": "array", "description": "Lists the daemon downloads on a schedule and caches under its state directory; read like list files.", "maxItems": super::feeds::MAX_FEEDS, "items": feed() }), false),
+        ],
+    )
+}
+
+fn feed() -> Value {
+    table(
+        "One list feed: { url = \"https://...\", refresh = \"6h\" }.",
+        vec![
+            Key("url", json!({ "type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://", "description": "http:// or https:// URL of the list; each feed once." }), true),
+            Key("refresh", json!({ "type": "string", "default": "6h", "pattern": "^\\s*[0-9]+\\s*(s|sec|m|min|h|d|day|days)\\s*$", "description": "How often it is fetched: 1m to 30d (s, m, h, d)." }), false),
+            Key("format", one_of(&["auto"], "auto", "auto: plain lists, FireHOL netsets, Spamhaus DROP text and JSON lines, recognised per line."), false),
+            Key("max_bytes", integer(super::feeds::MIN_MAX_BYTES as i64, super::files::LIST_MAX_BYTES as i64, super::feeds::DEFAULT_MAX_BYTES as i64, "The largest answer accepted (bytes); a larger one is refused and the last good copy kept."), false),
+            Key("name", json!({ "type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._/:-]{0,63}$", "description": "Labels the feed's metrics and status line (default: host and path of the URL)." }), false),
         ],
     )
 }
@@ -400,6 +414,11 @@ mod tests {
             ("top level", &s, parse::ROOT_KEYS),
             ("[defaults]", &p["defaults"], parse::DEFAULTS_KEYS),
             ("[blocklist]", &p["blocklist"], parse::BLOCKLIST_KEYS),
+            (
+                "[blocklist] feeds",
+                &p["blocklist"]["properties"]["feeds"]["items"],
+                super::super::feeds::FEED_KEYS,
+            ),
             (
                 "[[failsafe]]",
                 &p["failsafe"]["items"],

@@ -147,6 +147,28 @@ pub struct BlocklistSummary {
     /// IPv4 addresses covered (an IPv6 count would not be meaningful).
     pub addresses_v4: u64,
     pub files: Vec<ListFileSummary>,
+    /// `feeds`: what each one's cached copy gave (it may have none yet).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub feeds: Vec<FeedSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FeedSummary {
+    pub name: String,
+    /// Redacted (no credentials, no query).
+    pub url: String,
+    pub refresh_s: u64,
+    /// The cached copy read.
+    pub path: String,
+    /// False: not fetched yet (or not readable here), it contributes nothing.
+    pub cached: bool,
+    /// Why the cached copy could not be read (`check` without permission).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
+    pub entries: usize,
+    pub bytes: u64,
+    /// Seconds since the server last confirmed the copy (None: unknown).
+    pub age_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -237,6 +259,26 @@ impl CompiledPolicy {
                         path: f.path.display().to_string(),
                         entries: f.entries,
                         bytes: f.bytes,
+                    })
+                    .collect(),
+                feeds: self
+                    .feeds
+                    .iter()
+                    .map(|f| {
+                        let c = f.cached.as_ref();
+                        FeedSummary {
+                            name: f.spec.name.clone(),
+                            url: crate::fetch::redacted(&f.spec.url),
+                            refresh_s: f.spec.refresh.as_secs(),
+                            path: f.path.display().to_string(),
+                            cached: c.is_some(),
+                            unreadable: f.unreadable.clone(),
+                            entries: c.map_or(0, |c| c.entries),
+                            bytes: c.map_or(0, |c| c.bytes),
+                            age_s: c
+                                .and_then(|c| c.checked_at)
+                                .map(|t| crate::feeds::unix_now().saturating_sub(t)),
+                        }
                     })
                     .collect(),
             },
@@ -374,6 +416,35 @@ impl fmt::Display for PolicySummary {
         )?;
         for l in &b.files {
             writeln!(f, "  {}  {} entries, {} bytes", l.path, l.entries, l.bytes)?;
+        }
+        for feed in &b.feeds {
+            let every = crate::feeds::ago(feed.refresh_s);
+            let copy = match (feed.cached, feed.age_s) {
+                (false, _) if feed.unreadable.is_some() => format!(
+                    "the cached copy cannot be read here ({}: {}); not counted in this check",
+                    feed.path,
+                    feed.unreadable.as_deref().unwrap_or_default()
+                ),
+                (false, _) => {
+                    "not fetched yet: contributes nothing until the daemon fetches it".to_string()
+                }
+                (true, Some(age)) => format!(
+                    "{} entries, {} bytes, confirmed {} ago ({})",
+                    feed.entries,
+                    feed.bytes,
+                    crate::feeds::ago(age),
+                    feed.path
+                ),
+                (true, None) => format!(
+                    "{} entries, {} bytes, age unknown ({})",
+                    feed.entries, feed.bytes, feed.path
+                ),
+            };
+            writeln!(
+                f,
+                "  feed {} ({}, every {every}): {copy}",
+                feed.name, feed.url
+            )?;
         }
         let auth = match &self.metrics.basic_auth_user {
             Some(u) => format!("basic auth as \"{u}\""),

@@ -27,6 +27,8 @@
 //! - `monitoring`: deploy/monitoring's names against a scrape, promtool.
 //! - `kubernetes`: a ConfigMap volume swapped as kubelet swaps it.
 //! - `demo`: the sandbox demo (`cargo xtask demo`).
+//! - `feeds`: list feeds from a local HTTP server: refresh, 304, refusals,
+//!   restart from the cache.
 //! - `schedule`: time-restricted zones opening and closing on time with the
 //!   daemon killed.
 
@@ -51,6 +53,7 @@ pub mod demo;
 pub mod events;
 pub mod explain;
 pub mod fail2ban;
+pub mod feeds;
 pub mod http;
 pub mod inputs;
 pub mod kubernetes;

@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use super::{
     bans, continuity, crowdsec,
     daemon::{Daemon, Sandbox, Status},
-    fail2ban, http, inputs, limits, metrics_hardening as mh, policies,
+    fail2ban, feeds, http, inputs, limits, metrics_hardening as mh, policies,
     probe::{self, Outcome, Probe, ProbeLoop, CLOSED_TCP_PORT},
     reject, schedule,
     topology::*,
@@ -230,6 +230,12 @@ pub fn all() -> Vec<Scenario> {
             false,
             false,
             crowdsec::bouncer_bans_and_unbans,
+        ),
+        s(
+            "feeds-refresh-and-refuse",
+            false,
+            false,
+            feeds::refresh_applies_and_a_bad_feed_keeps_the_old_set,
         ),
         s("counters-monotonic", false, false, counters_monotonic),
         s("metrics-basic-auth", false, false, metrics_basic_auth),

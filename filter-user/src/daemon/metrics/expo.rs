@@ -69,6 +69,8 @@ pub struct Snapshot {
     pub bans: Option<crate::bans::BanStats>,
     /// The CrowdSec bouncer (None: no `[crowdsec]`).
     pub crowdsec: Option<crate::crowdsec::CrowdsecStatus>,
+    /// `[blocklist] feeds`.
+    pub feeds: Vec<crate::feeds::FeedState>,
 }
 
 pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
@@ -261,6 +263,9 @@ pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
     if let Some(c) = &s.crowdsec {
         crowdsec(&mut registry, c);
     }
+    if !s.feeds.is_empty() {
+        feeds(&mut registry, &s.feeds, s.now_unix);
+    }
 
     let mut out = String::new();
     encode(&mut out, &registry)?;
@@ -312,6 +317,48 @@ fn crowdsec(registry: &mut Registry, c: &crate::crowdsec::CrowdsecStatus) {
         "portcullis_crowdsec_tracked_prefixes",
         "Prefixes with at least one CrowdSec decision in force",
         tracked,
+    );
+}
+
+/// Per feed (label `feed`: its name): the copy in force and the attempts.
+fn feeds(registry: &mut Registry, feeds: &[crate::feeds::FeedState], now: i64) {
+    let success = Family::<Labels, Gauge>::default();
+    let age = Family::<Labels, Gauge>::default();
+    let entries = Family::<Labels, Gauge>::default();
+    let fetches = Family::<Labels, Counter>::default();
+    for f in feeds {
+        let l = labels(&[("feed", &f.name)]);
+        if let Some(t) = f.checked_at {
+            success.get_or_create(&l).set(t as i64);
+            age.get_or_create(&l)
+                .set(now.saturating_sub(t as i64).max(0));
+        }
+        entries.get_or_create(&l).set(f.entries.unwrap_or(0) as i64);
+        for (result, n) in &f.results {
+            fetches
+                .get_or_create(&labels(&[("feed", &f.name), ("result", result)]))
+                .inc_by(*n);
+        }
+    }
+    registry.register(
+        "portcullis_feed_last_success_timestamp_seconds",
+        "Unix time the feed's server last confirmed the copy in force (a 200 or a 304); absent before the first success",
+        success,
+    );
+    registry.register(
+        "portcullis_feed_age_seconds",
+        "Seconds since the feed's server last confirmed the copy in force",
+        age,
+    );
+    registry.register(
+        "portcullis_feed_entries",
+        "Entries of the feed's copy in force (0: no copy yet)",
+        entries,
+    );
+    registry.register(
+        "portcullis_feed_fetches",
+        "Feed fetch attempts since the daemon started, by result: updated, not_modified, unchanged; refused: html, invalid, emptied, too_large; failed: unreachable, timeout, http_status, unauthorized, tls, apply_failed, cache_error",
+        fetches,
     );
 }
 
@@ -463,6 +510,45 @@ mod tests {
             "portcullis_packets_total{interface=\"inet0\",zone=\"keep-admin\",reason=\"not_allowed\",verdict=\"drop\"} 7"
         ));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn feeds_are_exported_per_feed_with_escaped_labels_and_results() {
+        let mut results = std::collections::BTreeMap::new();
+        results.insert("updated".to_string(), 2);
+        results.insert("html".to_string(), 1);
+        let feed = crate::feeds::FeedState {
+            name: "lists.example.org/a\"b".into(),
+            entries: Some(1234),
+            checked_at: Some(1_800_000_000),
+            results,
+            ..Default::default()
+        };
+        let never = crate::feeds::FeedState {
+            name: "new".into(),
+            ..Default::default()
+        };
+        let text = render(&Snapshot {
+            feeds: vec![feed, never],
+            now_unix: 1_800_000_060,
+            ..Snapshot::default()
+        })
+        .unwrap();
+        for line in [
+            "portcullis_feed_entries{feed=\"lists.example.org/a\\\"b\"} 1234",
+            "portcullis_feed_last_success_timestamp_seconds{feed=\"lists.example.org/a\\\"b\"} 1800000000",
+            "portcullis_feed_age_seconds{feed=\"lists.example.org/a\\\"b\"} 60",
+            "portcullis_feed_fetches_total{feed=\"lists.example.org/a\\\"b\",result=\"html\"} 1",
+            "portcullis_feed_fetches_total{feed=\"lists.example.org/a\\\"b\",result=\"updated\"} 2",
+            "portcullis_feed_entries{feed=\"new\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        // Never confirmed: no timestamp (0 would read as "stale since 1970").
+        assert!(
+            !text.contains("portcullis_feed_last_success_timestamp_seconds{feed=\"new\"}"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -290,6 +290,7 @@ fn render(shared: &Shared) -> Result<String, String> {
         event_subscribers_stuck: shared.events.subscriber_stuck.load(Relaxed),
         bans: shared.bans.lock().ok().map(|b| b.stats()),
         crowdsec: shared.crowdsec.read().ok().and_then(|c| c.clone()),
+        feeds: shared.feeds.states(),
     };
     expo::render(&snapshot).map_err(|e| e.to_string())
 }
