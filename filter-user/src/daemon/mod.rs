@@ -15,6 +15,8 @@ mod limits;
 pub mod metrics;
 pub mod owner;
 mod reap;
+mod reload;
+mod tasks;
 mod watch;
 mod watchdog;
 
@@ -630,24 +632,13 @@ async fn serve(
     tokio::spawn(metrics::serve(shared.clone()));
     tokio::spawn(events::read_ring(shared.clone()));
     tokio::spawn(reap::run(shared.clone()));
-    tokio::spawn(prune_bans(shared.clone()));
-    {
-        let (cfg, publish) = (shared.clone(), shared.clone());
-        tokio::spawn(crate::crowdsec::run(
-            move || cfg.current.read().ok().and_then(|c| c.crowdsec.clone()),
-            shared.clone(),
-            move |st| {
-                if let Ok(mut c) = publish.crowdsec.write() {
-                    *c = st;
-                }
-            },
-        ));
-    }
+    tokio::spawn(tasks::prune_bans(shared.clone()));
+    tokio::spawn(tasks::crowdsec(shared.clone()));
     tokio::spawn(crate::feeds::task::run(crate::feeds::task::Ctx {
         state_dir: opts.state_dir.clone(),
         specs: shared.feed_specs.subscribe(),
         board: shared.feeds.clone(),
-        reload: feed_reload(reload_tx.clone()),
+        reload: tasks::feed_reload(reload_tx.clone()),
     }));
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(64);
     let mut watcher = watch::Watcher::new(changed_tx);
@@ -718,11 +709,11 @@ async fn serve(
                 if !due {
                     continue;
                 }
-                Reload { why: TOPUP, reply: None }
+                Reload { why: reload::TOPUP, reply: None }
             }
         };
         let s = shared.clone();
-        let mut task = tokio::task::spawn_blocking(move || reload(&s, request.why));
+        let mut task = tokio::task::spawn_blocking(move || reload::reload(&s, request.why));
         // A stop request is honoured even while a reload runs: the reload
         // writes only the inactive slot until its flip, so leaving it behind
         // cannot leave half a policy enforced. A long reload (a large policy)
@@ -750,45 +741,6 @@ async fn serve(
     Ok(())
 }
 
-/// `Reload::why` of a feed update.
-const FEED_UPDATE: &str = "feed update";
-
-/// How the feed task asks for a reload (and waits for its answer there,
-/// not here: the queue is never waited on).
-fn feed_reload(tx: mpsc::Sender<Reload>) -> crate::feeds::task::RequestReload {
-    Arc::new(move || {
-        let (reply, answer) = oneshot::channel();
-        tx.try_send(Reload {
-            why: FEED_UPDATE,
-            reply: Some(reply),
-        })
-        .ok()?;
-        Some(answer)
-    })
-}
-
-/// How often expired bans are removed (the datapath stops dropping at the
-/// expiry itself; this only frees the entries).
-const BAN_PRUNE_EVERY: Duration = Duration::from_secs(1);
-
-async fn prune_bans(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(BAN_PRUNE_EVERY);
-    loop {
-        tick.tick().await;
-        let s = shared.clone();
-        let pruned = tokio::task::spawn_blocking(move || match s.bans.lock() {
-            Ok(mut b) => b.prune(),
-            Err(_) => Ok(0),
-        })
-        .await;
-        match pruned {
-            Ok(Ok(n)) if n > 0 => tracing::debug!("removed {n} expired bans"),
-            Ok(Err(e)) => tracing::warn!("removing expired bans: {e}"),
-            _ => {}
-        }
-    }
-}
-
 fn watched_paths(policy: &Path, shared: &Shared) -> Vec<PathBuf> {
     let mut paths = vec![policy.to_path_buf()];
     if let Ok(c) = shared.current.read() {
@@ -796,106 +748,6 @@ fn watched_paths(policy: &Path, shared: &Shared) -> Vec<PathBuf> {
     }
     paths.extend(shared.metrics.watched());
     paths
-}
-
-/// `Reload::why` of a schedule top-up: the enforced policy written again
-/// (not re-read from its file), through the normal slot swap.
-const TOPUP: &str = "schedule top-up";
-
-/// Writes the enforced policy again with transitions from now on. Not a
-/// reload: not counted, and the policy file is not read.
-fn topup(shared: &Shared) -> Result<u32, String> {
-    shared.check_enforcing();
-    if let Some(e) = shared.enforcing.read().ok().and_then(|e| e.why.clone()) {
-        tracing::warn!("schedule top-up skipped: not enforcing: {e}");
-        return Err(e);
-    }
-    let mut core = shared
-        .core
-        .lock()
-        .map_err(|_| "daemon state poisoned".to_string())?;
-    let Some(policy) = core.topup.as_ref().map(|t| t.policy.clone()) else {
-        return Ok(core.filter.generation());
-    };
-    match core.apply(policy, true) {
-        Ok((generation, _)) => {
-            tracing::info!("schedule top-up: generation {generation}");
-            Ok(generation)
-        }
-        Err(e) => {
-            // Try again at the next tick; the stored transitions hold meanwhile.
-            tracing::error!("schedule top-up failed ({e}); the previous transitions stay");
-            if let Some(t) = core.topup.as_mut() {
-                t.due = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
-            }
-            Err(e.to_string())
-        }
-    }
-}
-
-/// Recompiles and applies the policy file. On any error the enforcing policy
-/// is untouched; the error is logged and counted.
-fn reload(shared: &Shared, why: &str) -> Result<u32, String> {
-    if why == TOPUP {
-        return topup(shared);
-    }
-    let outcome = reload_checked(shared, why);
-    shared.record_reload(why, &outcome);
-    outcome
-}
-
-fn reload_checked(shared: &Shared, why: &str) -> Result<u32, String> {
-    // Look now, not at the last tick: writing maps nobody enforces would
-    // answer with a generation that filters nothing.
-    shared.check_enforcing();
-    if let Some(e) = shared.enforcing.read().ok().and_then(|e| e.why.clone()) {
-        shared.reloads_error.fetch_add(1, Ordering::Relaxed);
-        let msg =
-            format!("not enforcing: {e}; nothing was changed (restart the daemon to attach again)");
-        tracing::error!("reload ({why}) refused: {msg}");
-        return Err(msg);
-    }
-    let mut core = shared
-        .core
-        .lock()
-        .map_err(|_| "daemon state poisoned".to_string())?;
-    let path = core.policy_path.clone();
-    let outcome = policy::load_in(&path, &core.state_dir)
-        .map_err(|e| e.to_string())
-        .and_then(|p| {
-            p.log_warnings();
-            p.log_feeds();
-            // A changed metrics `listen` is bound (and TLS files read) first:
-            // if that fails, the reload is rejected before anything changes.
-            let staged = shared.metrics.stage(&p.metrics)?;
-            let events_policy = p.events;
-            let applied = core.apply(p, false).map_err(|e| e.to_string())?;
-            shared.metrics.commit(staged);
-            apply_events(&shared.root, &events_policy, "reload");
-            Ok(applied)
-        });
-    match outcome {
-        Ok((generation, current)) => {
-            shared.reloads_ok.fetch_add(1, Ordering::Relaxed);
-            shared.follow_feeds(&current);
-            if let Ok(mut c) = shared.current.write() {
-                *c = current;
-            }
-            tracing::info!(
-                "reloaded {} ({why}): generation {generation}",
-                path.display()
-            );
-            Ok(generation)
-        }
-        Err(e) => {
-            shared.reloads_error.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                "reload of {} ({why}) rejected; the previous policy keeps enforcing:\n{e}",
-                path.display()
-            );
-            Err(e)
-        }
-    }
 }
 
 pub(crate) fn root_matches(a: &str, b: &Path) -> bool {
