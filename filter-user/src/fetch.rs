@@ -337,4 +337,102 @@ mod tests {
         assert!(matches!(r, Err(FetchError::Timeout { .. })), "{r:?}");
         assert!(t.elapsed() < Duration::from_secs(5));
     }
+
+    /// The https path, with `ca` (the CrowdSec LAPI's private certificate):
+    /// trusted through the extra root, refused without it.
+    #[tokio::test]
+    async fn https_is_verified_against_the_extra_ca_and_refused_without_it() {
+        let d = std::env::temp_dir().join(format!("pc-fetch-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let files = crate::policy::TlsFiles {
+            cert: d.join("cert.pem"),
+            key: d.join("key.pem"),
+        };
+        // A CA and a leaf it signed (webpki refuses a CA as the end entity).
+        let ca = d.join("ca.pem");
+        let openssl = |args: &[&str]| {
+            std::process::Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+                .args(args)
+                .current_dir(&d)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let made = openssl(&[
+            "-subj",
+            "/CN=test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]) && openssl(&[
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ]);
+        if !made {
+            eprintln!("openssl(1) missing: skipped (the bootstrap installs it)");
+            return;
+        }
+        let acceptor = crate::daemon::metrics::tls::load(&files).unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            for _ in 0..2 {
+                let Ok((s, _)) = l.accept().await else { return };
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    continue;
+                };
+                let mut buf = [0u8; 2048];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        let url = Url::parse(&format!("https://{addr}/")).unwrap();
+        let req = Request {
+            url: &url,
+            headers: &[],
+            etag: None,
+            last_modified: None,
+            max_bytes: 1000,
+            timeout: Duration::from_secs(10),
+        };
+        let untrusted = client(&ClientOptions::default()).unwrap();
+        let r = get(&untrusted, &req).await;
+        assert!(
+            matches!(&r, Err(FetchError::Transport { detail, .. }) if detail.contains("certificate")),
+            "{r:?}"
+        );
+        let pem = std::fs::read(&ca).unwrap();
+        let trusted = client(&ClientOptions {
+            ca_pem: Some(pem),
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        match get(&trusted, &req).await {
+            Ok(Fetched::Body { bytes, .. }) => assert_eq!(bytes, b"hello"),
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -16,7 +16,7 @@ mod auth;
 mod expo;
 mod http;
 mod password;
-mod tls;
+pub(crate) mod tls;
 
 use std::{
     net::SocketAddr,
