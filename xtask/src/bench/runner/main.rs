@@ -77,6 +77,10 @@ pub struct Plan {
 
 /// Allowlist sizes of the zone floods (`ratio_vs_floor_allow_100k`, `_1k`).
 pub const ALLOW_BIG: usize = 100_000;
+/// The IPv6 allowlist zone's size (`ratio_vs_floor_allow6_60k_miss`): a
+/// large country's IPv6 list; the policy file's 4 MiB cap holds it beside
+/// the 100k IPv4 one.
+pub const ALLOW6_BIG: usize = 60_000;
 pub const ALLOW_SMALL: usize = 1_000;
 
 impl Plan {
@@ -174,8 +178,14 @@ fn main() -> Result<()> {
             "[bench] flood policy: {max} IPv4 + {} IPv6 /48s, allowlists of {ALLOW_BIG} and {ALLOW_SMALL}",
             plan.v6_flood_prefixes
         );
-        let veth =
-            policies::VethSet::generate(&set, max, plan.v6_flood_prefixes, ALLOW_BIG, ALLOW_SMALL)?;
+        let veth = policies::VethSet::generate(
+            &set,
+            max,
+            plan.v6_flood_prefixes,
+            ALLOW_BIG,
+            ALLOW_SMALL,
+            ALLOW6_BIG,
+        )?;
         veth::run(&plan, &args, &set, &veth, work.path(), &mut results)?;
     }
 

@@ -211,11 +211,59 @@ pub struct VethSet {
     /// miss.
     pub allow_misses: Vec<Ipv4Net>,
     pub small: usize,
+    /// IPv6 country-sized allowlist (zone `allow6-big`): /29–/48 prefixes,
+    /// one per /24 of 2000::/3, and each one's sibling (the miss flood).
+    pub allow6: Vec<Ipv6Net>,
+    pub allow6_misses: Vec<Ipv6Net>,
 }
 
 /// UDP ports of the two allowlist zones.
 pub const ALLOW_BIG_PORT: u16 = 30_100;
 pub const ALLOW_SMALL_PORT: u16 = 30_101;
+pub const ALLOW6_PORT: u16 = 30_102;
+
+/// Prefix lengths of the IPv6 allowlist, percent (registry allocations are
+/// mostly /32 and /29, end sites /48).
+const ALLOW6_LENGTHS: [(u8, u32); 6] = [(32, 50), (48, 25), (29, 10), (36, 5), (40, 5), (44, 5)];
+
+/// `n` IPv6 allowlist prefixes, at most one per /24 of 2000::/3 (so none
+/// overlap or merge), and their siblings (the other half of the parent, in
+/// the same /24: unlisted, as deep in the trie).
+fn allowlist6(rng: &mut SmallRng, n: usize) -> Result<(Vec<Ipv6Net>, Vec<Ipv6Net>)> {
+    let mut used = HashSet::with_capacity(n);
+    let (mut allow, mut misses) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut attempts = 0usize;
+    while allow.len() < n {
+        attempts += 1;
+        anyhow::ensure!(
+            attempts <= 4 * n + 1000,
+            "IPv6 allowlist generation: too many repeats"
+        );
+        // 2000::/3 and 21 random bits: a /24 block.
+        let block = (1u32 << 21) | (rng.gen::<u32>() & ((1 << 21) - 1));
+        if !used.insert(block) {
+            continue;
+        }
+        let mut pick = rng.gen_range(0..100u32);
+        let len = ALLOW6_LENGTHS
+            .iter()
+            .find(|(_, pct)| {
+                let hit = pick < *pct;
+                pick = pick.saturating_sub(*pct);
+                hit
+            })
+            .map_or(32, |(l, _)| *l);
+        let inside: u128 = rng.gen::<u128>() & ((1u128 << 104) - 1);
+        let addr = (u128::from(block) << 104) | inside;
+        let mask = !((1u128 << (128 - len)) - 1);
+        let net = addr & mask;
+        let sibling = net ^ (1u128 << (128 - len));
+        let v6 = |a: u128| Ipv6Net::new(Ipv6Addr::from(a), len).expect("valid prefix");
+        allow.push(v6(net));
+        misses.push(v6(sibling));
+    }
+    Ok((allow, misses))
+}
 
 /// Prefix lengths of the country-sized allowlist, percent (country lists are
 /// mostly /22–/24 with a tail of large blocks).
@@ -297,6 +345,7 @@ impl VethSet {
         n6: usize,
         big: usize,
         small: usize,
+        big6: usize,
     ) -> Result<VethSet> {
         let mut rng = SmallRng::seed_from_u64(0x7e7b);
         let mut seen = HashSet::with_capacity(n6);
@@ -317,12 +366,15 @@ impl VethSet {
         }
         drop(seen);
         let (allow, allow_misses) = allowlist(&mut rng, big)?;
+        let (allow6, allow6_misses) = allowlist6(&mut rng, big6)?;
         let veth = VethSet {
             path: set.dir.join("policy-veth.toml"),
             v6,
             allow,
             allow_misses,
             small: small.min(big),
+            allow6,
+            allow6_misses,
         };
         veth.write(set, n)?;
         Ok(veth)
@@ -367,6 +419,14 @@ impl VethSet {
             }
             toml.push_str("]\n\n");
         }
+        let _ = write!(
+            toml,
+            "[[zone]]\nname = \"allow6-big\"\nports = [\"{ALLOW6_PORT}/udp\"]\nallow = ["
+        );
+        for (i, net) in self.allow6.iter().enumerate() {
+            let _ = write!(toml, "{}\"{net}\"", if i == 0 { "" } else { ", " });
+        }
+        toml.push_str("]\n\n");
         std::fs::write(&self.path, toml).with_context(|| self.path.display().to_string())
     }
 }
@@ -402,6 +462,35 @@ mod tests {
             let (first, n) = span(m);
             assert!(!listed.any(first, n), "{m} overlaps the allowlist");
             assert!(!excluded(first >> 16), "{m}");
+        }
+    }
+
+    /// The IPv6 allowlist: the lengths of the table, no two prefixes
+    /// overlapping or merging, and every sibling outside all of them.
+    #[test]
+    fn ipv6_allowlist_prefixes_are_disjoint_and_their_siblings_unlisted() {
+        let mut rng = SmallRng::seed_from_u64(2);
+        let (allow, misses) = allowlist6(&mut rng, 20_000).unwrap();
+        assert_eq!((allow.len(), misses.len()), (20_000, 20_000));
+        let lens: HashSet<u8> = allow.iter().map(|n| n.prefix_len()).collect();
+        assert_eq!(lens.len(), ALLOW6_LENGTHS.len(), "every length occurs");
+        assert_eq!(
+            Ipv6Net::aggregate(&allow).len(),
+            allow.len(),
+            "no two prefixes merge"
+        );
+        let blocks: HashSet<u128> = allow
+            .iter()
+            .map(|n| u128::from(n.network()) >> 104)
+            .collect();
+        assert_eq!(blocks.len(), allow.len(), "one prefix per /24");
+        for (a, m) in allow.iter().zip(&misses) {
+            assert!(!a.contains(m) && !m.contains(a), "{a} {m}");
+            assert_eq!(
+                u128::from(a.network()) >> 104,
+                u128::from(m.network()) >> 104
+            );
+            assert!(a.prefix_len() == m.prefix_len());
         }
     }
 }

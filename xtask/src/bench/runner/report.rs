@@ -225,7 +225,7 @@ fn range(v: &[f64]) -> (f64, f64) {
 /// that drop, `floor_drop_v6` for IPv6, `floor_pass` for floods that pass
 /// (it pays the stack behind the filter too).
 #[rustfmt::skip]
-pub const RATIOS: [(&str, &str, &str, Option<f64>); 20] = [
+pub const RATIOS: [(&str, &str, &str, Option<f64>); 22] = [
     ("ratio_vs_floor", "portcullis_drop_hosts", "floor_drop", Some(0.5)),
     ("ratio_vs_floor_v6", "portcullis_drop_v6", "floor_drop_v6", Some(0.4)),
     ("ratio_vs_floor_uniform", "portcullis_drop_uniform", "floor_drop", None),
@@ -237,6 +237,8 @@ pub const RATIOS: [(&str, &str, &str, Option<f64>); 20] = [
     ("ratio_vs_floor_allow_100k", "portcullis_allow_100k", "floor_pass", None),
     ("ratio_vs_floor_allow_100k_miss", "portcullis_allow_100k_miss", "floor_drop", None),
     ("ratio_vs_floor_allow_1k", "portcullis_allow_1k", "floor_pass", None),
+    ("ratio_vs_floor_allow6_60k", "portcullis_allow6_60k", "floor_pass", None),
+    ("ratio_vs_floor_allow6_60k_miss", "portcullis_allow6_60k_miss", "floor_drop_v6", None),
     ("ratio_vs_floor_allow_1k_miss", "portcullis_allow_1k_miss", "floor_drop", None),
     ("floor_ratio_vs_empty", "floor_drop", "xdp_drop_empty", None),
     ("ratio_vs_empty", "portcullis_drop", "xdp_drop_empty", None),

@@ -36,7 +36,7 @@ use crate::{
     frame,
     gen::{sample, Gen, Sources},
     nft,
-    policies::{PolicySet, VethSet, ALLOW_BIG_PORT, ALLOW_SMALL_PORT},
+    policies::{PolicySet, VethSet, ALLOW6_PORT, ALLOW_BIG_PORT, ALLOW_SMALL_PORT},
     report::{Flood, Group, Results},
     sys, Args, Plan,
 };
@@ -380,6 +380,8 @@ struct Sets {
     allow_small_miss: Sources,
     v6_list: Sources,
     v6_uniform: Sources,
+    allow6_big: Sources,
+    allow6_big_miss: Sources,
 }
 
 fn fill(gen: &mut Gen, set: &PolicySet, veth: &VethSet, n: usize) -> Result<Sets> {
@@ -409,6 +411,9 @@ fn fill(gen: &mut Gen, set: &PolicySet, veth: &VethSet, n: usize) -> Result<Sets
     let v6_list = gen.add_v6(&sample(&veth.v6, want), 53)?;
     let global: Ipv6Net = "2000::/3".parse()?;
     let v6_uniform = gen.add_v6(&[global], zone.udp)?;
+    // A quarter of the sources: the generator's IPv6 table holds 2^17.
+    let allow6_big = gen.add_v6(&sample(&veth.allow6, want / 4), ALLOW6_PORT)?;
+    let allow6_big_miss = gen.add_v6(&sample(&veth.allow6_misses, want / 4), ALLOW6_PORT)?;
     Ok(Sets {
         list,
         hosts,
@@ -422,6 +427,8 @@ fn fill(gen: &mut Gen, set: &PolicySet, veth: &VethSet, n: usize) -> Result<Sets
         allow_small_miss,
         v6_list,
         v6_uniform,
+        allow6_big,
+        allow6_big_miss,
     })
 }
 
@@ -449,6 +456,8 @@ fn rows(s: &Sets) -> Vec<Row> {
         row("portcullis_allow_100k", "zone port, source in a 100k allowlist (pass)", Portcullis, DAEMON_PAIR, s.allow_big, allowed),
         row("portcullis_allow_100k_miss", "zone port, source beside a 100k allowlist's prefixes (drop)", Portcullis, DAEMON_PAIR, s.allow_big_miss, not_allowed),
         row("portcullis_allow_1k", "zone port, source in a 1k allowlist (pass)", Portcullis, DAEMON_PAIR, s.allow_small, allowed),
+        row("portcullis_allow6_60k", "IPv6, zone port, source in a 60k allowlist (pass)", Portcullis, DAEMON_PAIR, s.allow6_big, allowed),
+        row("portcullis_allow6_60k_miss", "IPv6, zone port, source beside a 60k allowlist's prefixes (drop)", Portcullis, DAEMON_PAIR, s.allow6_big_miss, not_allowed),
         row("portcullis_allow_1k_miss", "zone port, source beside a 1k allowlist's prefixes (drop)", Portcullis, DAEMON_PAIR, s.allow_small_miss, not_allowed),
     ]
 }
