@@ -244,15 +244,7 @@ fn allowlist6(rng: &mut SmallRng, n: usize) -> Result<(Vec<Ipv6Net>, Vec<Ipv6Net
         if !used.insert(block) {
             continue;
         }
-        let mut pick = rng.gen_range(0..100u32);
-        let len = ALLOW6_LENGTHS
-            .iter()
-            .find(|(_, pct)| {
-                let hit = pick < *pct;
-                pick = pick.saturating_sub(*pct);
-                hit
-            })
-            .map_or(32, |(l, _)| *l);
+        let len = weighted_len(rng, &ALLOW6_LENGTHS);
         let inside: u128 = rng.gen::<u128>() & ((1u128 << 104) - 1);
         let addr = (u128::from(block) << 104) | inside;
         let mask = !((1u128 << (128 - len)) - 1);
@@ -278,6 +270,20 @@ const ALLOW_LENGTHS: [(u8, u32); 9] = [
     (17, 2),
     (16, 2),
 ];
+
+/// A prefix length drawn from `table` (length, percent; the percents add up
+/// to 100, so the first entry's length is never the fallback in practice).
+fn weighted_len(rng: &mut SmallRng, table: &[(u8, u32)]) -> u8 {
+    let mut pick = rng.gen_range(0..100u32);
+    table
+        .iter()
+        .find(|(_, pct)| {
+            let hit = pick < *pct;
+            pick = pick.saturating_sub(*pct);
+            hit
+        })
+        .map_or(table[0].0, |(l, _)| *l)
+}
 
 /// One bit per IPv4 /24.
 struct Bits24(Vec<u64>);
@@ -309,15 +315,7 @@ fn allowlist(rng: &mut SmallRng, n: usize) -> Result<(Vec<Ipv4Net>, Vec<Ipv4Net>
                 allow.len()
             );
         }
-        let mut pick = rng.gen_range(0..100u32);
-        let len = ALLOW_LENGTHS
-            .iter()
-            .find(|(_, pct)| {
-                let hit = pick < *pct;
-                pick = pick.saturating_sub(*pct);
-                hit
-            })
-            .map_or(24, |(l, _)| *l);
+        let len = weighted_len(rng, &ALLOW_LENGTHS);
         let span = 1u32 << (24 - len);
         let first = (rng.gen::<u32>() >> 8) & !(span - 1);
         let sibling = first ^ span;
@@ -336,6 +334,18 @@ fn allowlist(rng: &mut SmallRng, n: usize) -> Result<(Vec<Ipv4Net>, Vec<Ipv4Net>
         misses.push(net(sibling));
     }
     Ok((allow, misses))
+}
+
+/// A `[[zone]]` on `port`/udp allowing `nets`.
+fn allow_zone<N: std::fmt::Display>(toml: &mut String, name: &str, port: u16, nets: &[N]) {
+    let _ = write!(
+        toml,
+        "[[zone]]\nname = \"{name}\"\nports = [\"{port}/udp\"]\nallow = ["
+    );
+    for (i, net) in nets.iter().enumerate() {
+        let _ = write!(toml, "{}\"{net}\"", if i == 0 { "" } else { ", " });
+    }
+    toml.push_str("]\n\n");
 }
 
 impl VethSet {
@@ -406,27 +416,14 @@ impl VethSet {
             set.failsafe_from
         );
         toml.push_str(&set.zones_toml());
-        for (name, port, allow) in [
-            ("allow-big", ALLOW_BIG_PORT, &self.allow[..]),
-            ("allow-small", ALLOW_SMALL_PORT, &self.allow[..self.small]),
-        ] {
-            let _ = write!(
-                toml,
-                "[[zone]]\nname = \"{name}\"\nports = [\"{port}/udp\"]\nallow = ["
-            );
-            for (i, net) in allow.iter().enumerate() {
-                let _ = write!(toml, "{}\"{net}\"", if i == 0 { "" } else { ", " });
-            }
-            toml.push_str("]\n\n");
-        }
-        let _ = write!(
-            toml,
-            "[[zone]]\nname = \"allow6-big\"\nports = [\"{ALLOW6_PORT}/udp\"]\nallow = ["
+        allow_zone(&mut toml, "allow-big", ALLOW_BIG_PORT, &self.allow);
+        allow_zone(
+            &mut toml,
+            "allow-small",
+            ALLOW_SMALL_PORT,
+            &self.allow[..self.small],
         );
-        for (i, net) in self.allow6.iter().enumerate() {
-            let _ = write!(toml, "{}\"{net}\"", if i == 0 { "" } else { ", " });
-        }
-        toml.push_str("]\n\n");
+        allow_zone(&mut toml, "allow6-big", ALLOW6_PORT, &self.allow6);
         std::fs::write(&self.path, toml).with_context(|| self.path.display().to_string())
     }
 }
