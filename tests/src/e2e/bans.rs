@@ -54,7 +54,8 @@ fn ban(cx: &Ctx, args: &[&str]) -> Result<(bool, String, String)> {
     ))
 }
 
-fn ban_ok(cx: &Ctx, args: &[&str]) -> Result<String> {
+/// `portcullis ban ARGS…`; its stdout, or an error with what it said.
+pub(crate) fn ban_ok(cx: &Ctx, args: &[&str]) -> Result<String> {
     let (ok, out, err) = ban(cx, args)?;
     ensure!(ok, "portcullis ban {args:?} failed: {err}{out}");
     Ok(out)
@@ -72,6 +73,11 @@ pub(crate) fn listed_with(cx: &Ctx, filter: &[&str]) -> Result<Vec<Value>> {
 
 fn listed(cx: &Ctx) -> Result<Vec<Value>> {
     listed_with(cx, &[])
+}
+
+/// The prefixes banned under `tag`, sorted.
+pub(crate) fn tagged(cx: &Ctx, tag: &str) -> Result<Vec<String>> {
+    Ok(prefixes_of(&listed_with(cx, &["--tag", tag])?))
 }
 
 /// The records' prefixes, sorted.

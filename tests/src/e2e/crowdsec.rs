@@ -148,7 +148,7 @@ fn stop(mut child: Child, guard: cleanup::Guard) {
 const TAG: &str = "crowdsec:cscli";
 
 fn banned(cx: &Ctx) -> Result<Vec<String>> {
-    Ok(bans::prefixes_of(&bans::listed_with(cx, &["--tag", TAG])?))
+    bans::tagged(cx, TAG)
 }
 
 fn crowdsec_status(cx: &Ctx) -> Result<Value> {
@@ -270,7 +270,7 @@ pub(crate) fn bouncer_bans_and_unbans(cx: &mut Ctx) -> Result<()> {
     );
     check(cx.sb, &[(t(INET4, 8880), O), (t(INET6, 8880), B)])?;
     // An operator's own ban of the same address is not CrowdSec's to lift.
-    bans_cli(cx, &["add", "198.18.0.2", "--tag", "ops"])?;
+    bans::ban_ok(cx, &["add", "198.18.0.2", "--tag", "ops"])?;
     lapi.cscli(&["decisions", "add", "--ip", "198.18.0.2", "--duration", "1h"])?;
     let held = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         metric_now(
@@ -287,12 +287,11 @@ pub(crate) fn bouncer_bans_and_unbans(cx: &mut Ctx) -> Result<()> {
     lapi.cscli(&["decisions", "delete", "--ip", "198.18.0.2"])?;
     std::thread::sleep(Duration::from_secs(3));
     ensure!(
-        bans::listed_with(cx, &["--tag", "ops"]).map(|l| bans::prefixes_of(&l))?
-            == ["198.18.0.2/32"],
+        bans::tagged(cx, "ops")? == ["198.18.0.2/32"],
         "CrowdSec's delete lifted the operator's ban"
     );
     check(cx.sb, &[(t(INET4, 8880), B)])?;
-    bans_cli(cx, &["del", "198.18.0.2"])?;
+    bans::ban_ok(cx, &["del", "198.18.0.2"])?;
     check(cx.sb, &[(t(INET4, 8880), O)])?;
 
     // A wrong key: refused, said so, the bans in force stay.
@@ -374,17 +373,5 @@ pub(crate) fn bouncer_bans_and_unbans(cx: &mut Ctx) -> Result<()> {
     check(cx.sb, &[(t(INET4, 8880), B), (t(INET6, 8880), O)])?;
     d.terminate()?;
     stop(lapi_child, lapi_guard);
-    Ok(())
-}
-
-fn bans_cli(cx: &Ctx, args: &[&str]) -> Result<()> {
-    let mut all = vec!["ban"];
-    all.extend_from_slice(args);
-    let out = cx.sb.cli(&all)?;
-    ensure!(
-        out.status.success(),
-        "ban {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     Ok(())
 }

@@ -88,7 +88,7 @@ fn fail(dir: &Path, src: &str, n: usize) -> Result<()> {
 
 /// The prefixes `ban list --tag TAG` shows.
 fn banned(cx: &Ctx) -> Result<Vec<String>> {
-    Ok(bans::prefixes_of(&bans::listed_with(cx, &["--tag", TAG])?))
+    bans::tagged(cx, TAG)
 }
 
 fn log_of(dir: &Path) -> String {
