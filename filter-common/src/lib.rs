@@ -47,6 +47,11 @@ pub const MAP_LANE4_BITS: &str = "LANE4_BITS";
 pub const MAP_BL6_WORDS: &str = "BL6_WORDS";
 pub const MAP_BL6_INFO: &str = "BL6_INFO";
 pub const MAP_BL6_TABLE: &str = "BL6_TABLE";
+/// The IPv6 allowlist lanes: the IPv6 blocklist's layout, per (slot, lane),
+/// for the largest zone IPv6 allow sets ("IPv6 allowlist lanes" below).
+pub const MAP_LANE6_WORDS: &str = "LANE6_WORDS";
+pub const MAP_LANE6_INFO: &str = "LANE6_INFO";
+pub const MAP_LANE6_TABLE: &str = "LANE6_TABLE";
 pub const MAP_IFACES: &str = "IFACES";
 pub const MAP_META: &str = "META";
 /// `LAYOUT[0]`: the `LAYOUT_VERSION` of the build that created the maps.
@@ -89,7 +94,7 @@ pub const MAP_BAN_COUNTERS: &str = "BAN_COUNTERS";
 /// Maps of the object that belong to one load (created fresh, never pinned).
 pub const PER_LOAD_MAPS: [&str; 2] = [MAP_EVENTS_PROG, MAP_EVENTS_PENDING];
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 36] = [
+pub const ALL_MAPS: [&str; 39] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -126,6 +131,9 @@ pub const ALL_MAPS: [&str; 36] = [
     MAP_BAN4_NETS,
     MAP_BAN6_NETS,
     MAP_BAN_COUNTERS,
+    MAP_LANE6_WORDS,
+    MAP_LANE6_INFO,
+    MAP_LANE6_TABLE,
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
@@ -434,11 +442,21 @@ impl ZoneInfo {
     /// allow set instead of `ALLOW4`; 0 = the trie.
     pub const LANE_SHIFT: u32 = 12;
     pub const LANE_MASK: u32 = 0x7 << Self::LANE_SHIFT;
+    /// The IPv6 allowlist lane (1..=`ALLOW6_LANES`) holding the zone's IPv6
+    /// allow set instead of `ALLOW6`; 0 = the trie.
+    pub const LANE6_SHIFT: u32 = 15;
+    pub const LANE6_MASK: u32 = 0x7 << Self::LANE6_SHIFT;
 
     /// The zone's IPv4 allowlist lane, 0 = none (the trie).
     #[inline(always)]
     pub const fn lane(&self) -> u32 {
         (self.flags & Self::LANE_MASK) >> Self::LANE_SHIFT
+    }
+
+    /// The zone's IPv6 allowlist lane, 0 = none (the trie).
+    #[inline(always)]
+    pub const fn lane6(&self) -> u32 {
+        (self.flags & Self::LANE6_MASK) >> Self::LANE6_SHIFT
     }
 
     /// Flags of a rejecting zone answering with `reply`.
@@ -837,13 +855,91 @@ const fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Home bucket (0..BL6_BUCKETS) of the masked address (`hi`, `lo`) of length
-/// `len` under `seed`. The datapath and the loader both call this.
+/// Home bucket (0..2^`bits`) of the masked address (`hi`, `lo`) of length
+/// `len` under `seed`, in a table of 2^`bits` home buckets. The datapath and
+/// the loader both call this.
 #[inline(always)]
-pub const fn bl6_home(seed: u32, hi: u64, lo: u64, len: u32) -> u32 {
+pub const fn bl6_home_in(bits: u32, seed: u32, hi: u64, lo: u64, len: u32) -> u32 {
     let a = mix64(hi ^ ((seed as u64) << 32 | len as u64));
     let b = mix64(a ^ lo);
-    (b >> (64 - BL6_BUCKET_BITS)) as u32
+    (b >> (64 - bits)) as u32
+}
+
+/// [`bl6_home_in`] for the blocklist's table (`BL6_BUCKET_BITS`).
+#[inline(always)]
+pub const fn bl6_home(seed: u32, hi: u64, lo: u64, len: u32) -> u32 {
+    bl6_home_in(BL6_BUCKET_BITS, seed, hi, lo, len)
+}
+
+/// The size of one *space* in the IPv6 blocklist's layout: the blocklist
+/// (a space per slot) or an IPv6 allowlist lane (a space per slot and lane).
+/// Every space has `BL6_WORDS_PER_SLOT` bitmap words, one `Bl6Info` and a
+/// region of `region()` buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bl6Geometry {
+    /// Home buckets: 2^`bucket_bits`.
+    pub bucket_bits: u32,
+    /// Entries (after expansion) the loader puts in one space's table.
+    pub table_max: usize,
+}
+
+impl Bl6Geometry {
+    #[inline(always)]
+    pub const fn buckets(&self) -> u32 {
+        1 << self.bucket_bits
+    }
+
+    /// Buckets per space: the home buckets plus a tail for the last ones' spill.
+    #[inline(always)]
+    pub const fn region(&self) -> u32 {
+        self.buckets() + BL6_MAX_DISP
+    }
+
+    #[inline(always)]
+    pub const fn home(&self, seed: u32, hi: u64, lo: u64, len: u32) -> u32 {
+        bl6_home_in(self.bucket_bits, seed, hi, lo, len)
+    }
+}
+
+/// The blocklist's spaces (one per slot).
+pub const BL6_GEOMETRY: Bl6Geometry = Bl6Geometry {
+    bucket_bits: BL6_BUCKET_BITS,
+    table_max: BL6_TABLE_MAX,
+};
+
+// ---------------------------------------------------------------------------
+// IPv6 allowlist lanes: the IPv6 allow sets of the (up to `ALLOW6_LANES`)
+// largest zones of a slot, in the IPv6 blocklist's layout instead of the
+// `ALLOW6` trie (an LPM lookup costs microseconds at country size). Lane
+// `l` of `slot` is space `lane6_space(slot, l)` of `LANE6_WORDS`,
+// `LANE6_INFO` and `LANE6_TABLE`, which are `BL6_WORDS`, `BL6_INFO` and
+// `BL6_TABLE` with `LANE6_GEOMETRY`'s smaller table. A zone uses one when
+// `ZoneInfo::LANE6_MASK` of its flags says so; then its IPv6 prefixes are not
+// in `ALLOW6`. Only zone sets of at least `LANE_MIN_PREFIXES` prefixes whose
+// table entries (after expansion) fit `LANE6_TABLE_MAX` get one; failsafe
+// groups never do. Placement is sticky, as for the IPv4 lanes.
+// Memory: 4 MiB of words + 4 MiB of table per (slot, lane): 3 lanes × 2
+// slots = 48 MiB.
+// ---------------------------------------------------------------------------
+
+/// IPv6 allowlist lanes per slot.
+pub const ALLOW6_LANES: u32 = 3;
+/// Home buckets per lane: 2^16 (4 MiB of 64-byte buckets).
+pub const LANE6_BUCKET_BITS: u32 = 16;
+/// Entries per lane's table: 70% of its room, as for the blocklist.
+pub const LANE6_TABLE_MAX: usize = 137_000;
+pub const LANE6_GEOMETRY: Bl6Geometry = Bl6Geometry {
+    bucket_bits: LANE6_BUCKET_BITS,
+    table_max: LANE6_TABLE_MAX,
+};
+pub const LANE6_REGION: u32 = LANE6_GEOMETRY.region();
+/// Spaces: one per (slot, lane).
+pub const LANE6_SPACES: u32 = NUM_SLOTS * ALLOW6_LANES;
+
+/// The space of `slot`'s IPv6 lane `lane` (1..=`ALLOW6_LANES`).
+#[inline(always)]
+pub const fn lane6_space(slot: u32, lane: u32) -> u32 {
+    slot * ALLOW6_LANES + lane - 1
 }
 
 // ---------------------------------------------------------------------------

@@ -1,22 +1,51 @@
-//! The IPv6 blocklist lookup (layout: `filter-common`, docs/architecture.md
-//! "Blocklist layout"): one bitmap word for the source's /24; only for /24s
-//! that hold longer prefixes, one hash-table probe per prefix length the slot
-//! holds (at most `BL6_MAX_LENS`), longest first, each normally one 64-byte
-//! bucket read.
+//! IPv6 prefix sets in the blocklist's layout (`filter-common`, "IPv6
+//! blocklist" and "IPv6 allowlist lanes"): the blocklist (`BL6_*`, a space
+//! per slot) and the allowlist lanes of large zones (`LANE6_*`). One bitmap
+//! word for the source's /24; only for /24s that hold longer prefixes, one
+//! hash-table probe per prefix length the space holds (at most
+//! `BL6_MAX_LENS`), longest first, each normally one 64-byte bucket read.
+use aya_ebpf::maps::Array;
 use filter_common::{
-    bl6_home, bl6_word_index, mask64, Bl6Bucket, BL6_BUCKET_ENTRIES, BL6_MAX_DISP, BL6_MAX_LENS,
-    BL6_REGION,
+    bl6_word_index, mask64, Bl6Bucket, Bl6Geometry, Bl6Info, Bl6Word, BL6_BUCKET_ENTRIES,
+    BL6_GEOMETRY, BL6_MAX_DISP, BL6_MAX_LENS, LANE6_GEOMETRY,
 };
 
-use crate::maps::{BL6_INFO, BL6_TABLE, BL6_WORDS};
+use crate::maps::{BL6_INFO, BL6_TABLE, BL6_WORDS, LANE6_INFO, LANE6_TABLE, LANE6_WORDS};
 
 /// Not inlined: a BPF-to-BPF call keeps this loop out of the parser's
 /// optimisation (inlined, LLVM dropped a packet bounds check in the IPv6
 /// extension-header walk that the verifier then refused).
 #[inline(never)]
 pub fn blocklisted_v6(slot: u32, addr: &[u8; 16]) -> bool {
+    in_space(&BL6_WORDS, &BL6_INFO, &BL6_TABLE, BL6_GEOMETRY, slot, addr)
+}
+
+/// Is `addr` in IPv6 lane space `space` (`lane6_space`)? Not inlined, as
+/// above, and so the zone step carries one call, not a second copy of the
+/// probe loops.
+#[inline(never)]
+pub fn in_lane_v6(space: u32, addr: &[u8; 16]) -> bool {
+    in_space(
+        &LANE6_WORDS,
+        &LANE6_INFO,
+        &LANE6_TABLE,
+        LANE6_GEOMETRY,
+        space,
+        addr,
+    )
+}
+
+#[inline(always)]
+fn in_space(
+    words: &Array<Bl6Word>,
+    infos: &Array<Bl6Info>,
+    table: &Array<Bl6Bucket>,
+    g: Bl6Geometry,
+    space: u32,
+    addr: &[u8; 16],
+) -> bool {
     let top24 = (addr[0] as u32) << 16 | (addr[1] as u32) << 8 | addr[2] as u32;
-    let Some(word) = BL6_WORDS.get(bl6_word_index(slot, top24)) else {
+    let Some(word) = words.get(bl6_word_index(space, top24)) else {
         return false;
     };
     let bit = 1u64 << (top24 & 63);
@@ -26,7 +55,7 @@ pub fn blocklisted_v6(slot: u32, addr: &[u8; 16]) -> bool {
     if word.part & bit == 0 {
         return false;
     }
-    let Some(info) = BL6_INFO.get(slot) else {
+    let Some(info) = infos.get(space) else {
         return false;
     };
     let hi = u64::from_be_bytes([
@@ -35,7 +64,7 @@ pub fn blocklisted_v6(slot: u32, addr: &[u8; 16]) -> bool {
     let lo = u64::from_be_bytes([
         addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
     ]);
-    let base = slot * BL6_REGION;
+    let base = space * g.region();
     for i in 0..BL6_MAX_LENS {
         if i as u32 >= info.count {
             break;
@@ -46,7 +75,7 @@ pub fn blocklisted_v6(slot: u32, addr: &[u8; 16]) -> bool {
         } else {
             (hi & mask64(len), 0)
         };
-        if probe(base + bl6_home(info.seed, h, l, len), h, l, len as u8) {
+        if probe(table, base + g.home(info.seed, h, l, len), h, l, len as u8) {
             return true;
         }
     }
@@ -55,8 +84,8 @@ pub fn blocklisted_v6(slot: u32, addr: &[u8; 16]) -> bool {
 
 /// Looks for (h, l, len) in its home bucket and the `more` buckets after it.
 #[inline(always)]
-fn probe(home: u32, h: u64, l: u64, len: u8) -> bool {
-    let Some(first) = BL6_TABLE.get(home) else {
+fn probe(table: &Array<Bl6Bucket>, home: u32, h: u64, l: u64, len: u8) -> bool {
+    let Some(first) = table.get(home) else {
         return false;
     };
     if holds(first, h, l, len) {
@@ -67,7 +96,7 @@ fn probe(home: u32, h: u64, l: u64, len: u8) -> bool {
         if d > more {
             break;
         }
-        let Some(b) = BL6_TABLE.get(home + d) else {
+        let Some(b) = table.get(home + d) else {
             return false;
         };
         if holds(b, h, l, len) {

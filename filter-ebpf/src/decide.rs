@@ -1,7 +1,7 @@
 //! The verdict order of docs/parsing-contract.md, over one policy slot.
 use filter_common::{
-    port_index, set_tag, zone_index, Config, PortEntry, Reason, ReplyPending, Verdict, ZoneInfo,
-    FAILSAFE_SET_BASE, RULE_FAILSAFE, RULE_GLOBAL,
+    lane6_space, port_index, set_tag, zone_index, Config, PortEntry, Reason, ReplyPending, Verdict,
+    ZoneInfo, FAILSAFE_SET_BASE, RULE_FAILSAFE, RULE_GLOBAL,
 };
 
 use aya_ebpf::programs::XdpContext;
@@ -9,7 +9,7 @@ use aya_ebpf::programs::XdpContext;
 use crate::{
     bans::{ban_tag, count_tag},
     blocklist4::{blocklisted_v4, in_lane_v4},
-    blocklist6::blocklisted_v6,
+    blocklist6::{blocklisted_v6, in_lane_v6},
     maps::{lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, PORTS, ZONES},
     parse::{IpPacket, Parsed, Src, L4},
     rate, reply,
@@ -180,13 +180,15 @@ fn in_set(slot: u32, set: u32, src: &Src) -> bool {
     }
 }
 
-/// Is `src` in zone `zone`'s allow set: its lane's bitmap for an IPv4
-/// source of a laned zone, else the trie.
+/// Is `src` in zone `zone`'s allow set: its family's lane for a source of
+/// a laned zone, else the trie.
 #[inline(always)]
 fn in_zone(slot: u32, zone: u32, zone_flags: u32, src: &Src) -> bool {
     let lane = (zone_flags & ZoneInfo::LANE_MASK) >> ZoneInfo::LANE_SHIFT;
+    let lane6 = (zone_flags & ZoneInfo::LANE6_MASK) >> ZoneInfo::LANE6_SHIFT;
     match src {
         Src::V4(a) if lane != 0 => in_lane_v4(slot, lane, u32::from_be_bytes(*a)),
+        Src::V6(a) if lane6 != 0 => in_lane_v6(lane6_space(slot, lane6), a),
         _ => in_set(slot, zone, src),
     }
 }

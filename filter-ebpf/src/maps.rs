@@ -11,8 +11,8 @@ use filter_common::{
     ReplyPending, ReplyState, Sched, Tagged4, Tagged6, ZoneInfo, ZoneRates, BAN_BITS_LEN,
     BAN_HOSTS_MAX, BAN_NETS_MAX, BAN_TAGS, BL4_WORDS_PER_SLOT, BL6_REGION, BL6_WORDS_PER_SLOT,
     COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_BITS_MAX, EVENTS_RING_BYTES, IFACES_LEN,
-    LANE4_BITS_MAX, LANE4_SPACES, NUM_SLOTS, PORTS_PER_SLOT, RATE_TABLE_MAX, RATE_ZONE_LEN,
-    ZONE_SLOTS,
+    LANE4_BITS_MAX, LANE4_SPACES, LANE6_REGION, LANE6_SPACES, NUM_SLOTS, PORTS_PER_SLOT,
+    RATE_TABLE_MAX, RATE_ZONE_LEN, ZONE_SLOTS,
 };
 
 #[map]
@@ -62,6 +62,16 @@ pub static BL6_INFO: Array<Bl6Info> = Array::with_max_entries(NUM_SLOTS, 0);
 #[map]
 pub static BL6_TABLE: Array<Bl6Bucket> =
     Array::with_max_entries(NUM_SLOTS * BL6_REGION, BPF_F_MMAPABLE);
+/// The IPv6 allowlist lanes: `BL6_*`'s layout, one space per (slot, lane),
+/// with a smaller table (`LANE6_GEOMETRY`).
+#[map]
+pub static LANE6_WORDS: Array<Bl6Word> =
+    Array::with_max_entries(LANE6_SPACES * BL6_WORDS_PER_SLOT, 0);
+#[map]
+pub static LANE6_INFO: Array<Bl6Info> = Array::with_max_entries(LANE6_SPACES, 0);
+#[map]
+pub static LANE6_TABLE: Array<Bl6Bucket> =
+    Array::with_max_entries(LANE6_SPACES * LANE6_REGION, BPF_F_MMAPABLE);
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 #[map]

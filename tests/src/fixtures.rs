@@ -617,6 +617,7 @@ mod tests {
         f.extend(crate::fixtures_schedule::fixtures());
         f.extend(crate::fixtures_bans::fixtures());
         f.extend(crate::fixtures_lanes::fixtures());
+        f.extend(crate::fixtures_lanes6::fixtures());
         for r in R::ALL {
             // Rate limits are pinned by sequences (`fixtures_rate`, which
             // must count some `rate_limited`); quotas are reserved.

@@ -277,6 +277,14 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
             .allow
             .extend(country_list(rng).into_iter().map(Allow::Net));
     }
+    // Likewise an IPv6 one, for the IPv6 allowlist lanes.
+    if !zones.is_empty() && rng.gen_bool(0.2) {
+        let z = rng.gen_range(0..zones.len());
+        zones[z].allow.retain(|a| !matches!(a, Allow::Any));
+        zones[z]
+            .allow
+            .extend(country_list6(rng).into_iter().map(Allow::Net));
+    }
     // Replies are compared one by one: the budget must never run out.
     let reject_budget = zones
         .iter()
@@ -313,6 +321,27 @@ fn country_list<R: Rng + ?Sized>(rng: &mut R) -> Vec<IpNet> {
             };
             let addr = Ipv4Addr::from(base | (rng.gen::<u32>() & 0x3f_ffff));
             IpNet::V4(Ipv4Net::new(addr, len).expect("len ok").trunc())
+        })
+        .collect()
+}
+
+/// 1,100–1,500 IPv6 prefixes in 2001::/16 (which holds the pool's
+/// 2001:db8::/32): the lengths of real country lists (/29, /32, /36 … /64,
+/// /96, /128) and now and then any length from /33 to /128, so there are
+/// more distinct lengths than a lane probes (expansion). Enough survive
+/// merging to stay over `LANE_MIN_PREFIXES`.
+fn country_list6<R: Rng + ?Sized>(rng: &mut R) -> Vec<IpNet> {
+    const LENGTHS: [u8; 10] = [29, 32, 36, 40, 44, 48, 56, 64, 96, 128];
+    let n = rng.gen_range(1_100..=1_500);
+    (0..n)
+        .map(|_| {
+            let len = if rng.gen_bool(0.01) {
+                rng.gen_range(33..=128)
+            } else {
+                LENGTHS[rng.gen_range(0..LENGTHS.len())]
+            };
+            let addr = (0x2001u128 << 112) | (rng.gen::<u128>() >> 16);
+            IpNet::V6(Ipv6Net::new(addr.into(), len).expect("len ok").trunc())
         })
         .collect()
 }
@@ -1079,11 +1108,12 @@ mod tests {
     }
 
     /// About one policy in six has a zone in an allowlist lane, with partly
-    /// covered /24s: the differential test judges the lanes.
+    /// covered /24s, and as many one in an IPv6 lane, with more prefix
+    /// lengths than are probed: the differential test judges the lanes.
     #[test]
     fn some_generated_policies_put_a_zone_in_a_lane() {
         use filter_user::loader::{ImageOptions, SlotImage};
-        let (mut laned, mut with_hosts) = (0, 0);
+        let (mut laned, mut with_hosts, mut laned6, mut expanded) = (0, 0, 0, 0);
         for seed in 0..300 {
             let p = random_policy(&mut rng(seed));
             let c = filter_user::policy::compile_str(&p.to_toml(), std::path::Path::new("g.toml"))
@@ -1093,9 +1123,16 @@ mod tests {
             assert!(lanes <= 1, "seed {seed}: {lanes} laned zones");
             laned += lanes;
             with_hosts += (!img.lane4[0].hosts.is_empty()) as usize;
+            let lanes6 = img.zones.values().filter(|z| z.lane6() != 0).count();
+            assert!(lanes6 <= 1, "seed {seed}: {lanes6} zones in IPv6 lanes");
+            laned6 += lanes6;
+            // More lengths than are probed: the lane's table is expanded.
+            expanded += (img.lane6[0].info.count as usize == filter_common::BL6_MAX_LENS) as usize;
         }
         assert!((30..=90).contains(&laned), "{laned} of 300");
         assert_eq!(with_hosts, laned);
+        assert!((30..=90).contains(&laned6), "{laned6} of 300 in IPv6 lanes");
+        assert_eq!(expanded, laned6);
     }
 
     #[test]

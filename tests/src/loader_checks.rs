@@ -196,6 +196,29 @@ pub(crate) fn differences(held: &SlotImage, want: &SlotImage) -> String {
     }
     diff_maps(&mut out, "bl6_words", &held.bl6.words, &want.bl6.words);
     diff_maps(&mut out, "bl6_table", &held.bl6.table, &want.bl6.table);
+    for (l, (held, want)) in held.lane6.iter().zip(&want.lane6).enumerate() {
+        if held.info != want.info {
+            let _ = write!(
+                out,
+                "lane6 {} info {:?} vs {:?}; ",
+                l + 1,
+                held.info,
+                want.info
+            );
+        }
+        diff_maps(
+            &mut out,
+            &format!("lane6 {} words", l + 1),
+            &held.words,
+            &want.words,
+        );
+        diff_maps(
+            &mut out,
+            &format!("lane6 {} table", l + 1),
+            &held.table,
+            &want.table,
+        );
+    }
     diff_maps(&mut out, "ports", &held.ports, &want.ports);
     diff_maps(&mut out, "bl4_words", &held.bl4_words, &want.bl4_words);
     diff_maps(&mut out, "bl4_hosts", &held.bl4_hosts, &want.bl4_hosts);

@@ -1,5 +1,7 @@
 //! The IPv6 blocklist's maps, computed from its merged prefix list (layout:
-//! `filter-common`; design: docs/architecture.md "Blocklist layout").
+//! `filter-common`; design: docs/architecture.md "Blocklist layout"), and
+//! the IPv6 allowlist lanes', which are the same layout with a smaller
+//! table: each is a *space* of its maps under a `Bl6Geometry`.
 //!
 //! - `BL6_WORDS`: a bitmap over the top 24 bits of the address. Prefixes up to
 //!   /24 set `full` bits, longer ones the `part` bit of their /24.
@@ -27,9 +29,8 @@ use aya::{
     Pod,
 };
 use filter_common::{
-    bl6_home, Bl6Bucket, Bl6Info, Bl6Word, BL6_BUCKETS, BL6_BUCKET_ENTRIES, BL6_MAX_DISP,
-    BL6_MAX_LENS, BL6_REGION, BL6_TABLE_MAX, BL6_WORDS_PER_SLOT, MAP_BL6_INFO, MAP_BL6_TABLE,
-    MAP_BL6_WORDS,
+    Bl6Bucket, Bl6Geometry, Bl6Info, Bl6Word, BL6_BUCKET_ENTRIES, BL6_MAX_DISP, BL6_MAX_LENS,
+    BL6_WORDS_PER_SLOT,
 };
 use ipnet::Ipv6Net;
 
@@ -63,10 +64,9 @@ pub enum Bl6Error {
     #[error(
         "the IPv6 blocklist needs {need} table entries (prefixes longer than /24, after \
          expansion); one policy slot holds at most {max}; merge prefixes or drop some \
-         (prefixes up to /24 cost no entry)",
-        max = BL6_TABLE_MAX
+         (prefixes up to /24 cost no entry)"
     )]
-    TooManyEntries { need: usize },
+    TooManyEntries { need: usize, max: usize },
     #[error(
         "the IPv6 blocklist's {need} long prefixes crowd the hash table under every one \
          of {SEEDS} seeds (a run longer than {BL6_MAX_DISP} buckets); drop some prefixes"
@@ -196,7 +196,7 @@ pub(super) struct Entry {
 
 /// The table entries of `nets` (sorted, disjoint) under `info`, sorted by
 /// (home, key): the order they are placed in.
-pub(super) fn entries(nets: &[Ipv6Net], info: &Bl6Info) -> Vec<Entry> {
+pub(super) fn entries(g: Bl6Geometry, nets: &[Ipv6Net], info: &Bl6Info) -> Vec<Entry> {
     let mut out = Vec::new();
     for n in nets.iter().filter(|n| n.prefix_len() > 24) {
         let t = target(info, n.prefix_len());
@@ -206,7 +206,7 @@ pub(super) fn entries(nets: &[Ipv6Net], info: &Bl6Info) -> Vec<Entry> {
             let a = base | k.checked_shl(step_shift).unwrap_or(0);
             let (hi, lo) = halves(a);
             out.push(Entry {
-                home: bl6_home(info.seed, hi, lo, t as u32),
+                home: g.home(info.seed, hi, lo, t as u32),
                 hi,
                 lo,
                 len: t,
@@ -219,8 +219,8 @@ pub(super) fn entries(nets: &[Ipv6Net], info: &Bl6Info) -> Vec<Entry> {
 
 /// True when entries with these homes, placed in order, all land within
 /// `BL6_MAX_DISP` buckets of their home.
-fn fits(homes: &[u32]) -> bool {
-    let mut counts = vec![0u32; BL6_BUCKETS as usize];
+fn fits(g: Bl6Geometry, homes: &[u32]) -> bool {
+    let mut counts = vec![0u32; g.buckets() as usize];
     for h in homes {
         counts[*h as usize] += 1;
     }
@@ -239,9 +239,9 @@ fn fits(homes: &[u32]) -> bool {
 }
 
 /// The probed lengths and hash seed for `nets` (sorted, disjoint), and the home
-/// bucket of each table entry in list order ([`homes`]): checks that the slot
-/// can hold it.
-pub fn info_for(nets: &[Ipv6Net]) -> Result<(Bl6Info, Vec<u32>), Bl6Error> {
+/// bucket of each table entry in list order ([`homes`]): checks that a space
+/// of geometry `g` can hold it.
+pub fn info_for(g: Bl6Geometry, nets: &[Ipv6Net]) -> Result<(Bl6Info, Vec<u32>), Bl6Error> {
     let counts = length_counts(nets);
     let present: Vec<(u8, u64)> = (25..=128u8)
         .filter(|l| counts[*l as usize] > 0)
@@ -263,8 +263,11 @@ pub fn info_for(nets: &[Ipv6Net]) -> Result<(Bl6Info, Vec<u32>), Bl6Error> {
         });
     }
     let need = total as usize;
-    if need > BL6_TABLE_MAX {
-        return Err(Bl6Error::TooManyEntries { need });
+    if need > g.table_max {
+        return Err(Bl6Error::TooManyEntries {
+            need,
+            max: g.table_max,
+        });
     }
     let mut info = Bl6Info {
         seed: 0,
@@ -279,8 +282,8 @@ pub fn info_for(nets: &[Ipv6Net]) -> Result<(Bl6Info, Vec<u32>), Bl6Error> {
     }
     for seed in 0..SEEDS {
         info.seed = seed;
-        let homes = homes(nets, &info);
-        if fits(&homes) {
+        let homes = homes(g, nets, &info);
+        if fits(g, &homes) {
             return Ok((info, homes));
         }
     }
@@ -290,10 +293,10 @@ pub fn info_for(nets: &[Ipv6Net]) -> Result<(Bl6Info, Vec<u32>), Bl6Error> {
 /// The home bucket of every table entry of `nets` under `info`, in list
 /// order (expansions in ascending order). The loader keeps these with each
 /// slot's shadow (4 bytes per entry), so a diff hashes only what changed.
-pub fn homes(nets: &[Ipv6Net], info: &Bl6Info) -> Vec<u32> {
+pub fn homes(g: Bl6Geometry, nets: &[Ipv6Net], info: &Bl6Info) -> Vec<u32> {
     let mut out = Vec::with_capacity(nets.len());
     for_each_entry(nets, info, |hi, lo, len| {
-        out.push(bl6_home(info.seed, hi, lo, len as u32));
+        out.push(g.home(info.seed, hi, lo, len as u32));
     });
     out
 }
@@ -419,7 +422,7 @@ pub struct Bl6Image {
 }
 
 impl Bl6Image {
-    pub(super) fn build(nets: &[Ipv6Net], info: &Bl6Info) -> Bl6Image {
+    pub(super) fn build(g: Bl6Geometry, nets: &[Ipv6Net], info: &Bl6Info) -> Bl6Image {
         let mut words = HashMap::new();
         for w in touched_words(nets.iter()) {
             let word = word(nets, w);
@@ -427,7 +430,7 @@ impl Bl6Image {
                 words.insert(w, word);
             }
         }
-        let entries = entries(nets, info);
+        let entries = entries(g, nets, info);
         Bl6Image {
             info: *info,
             words,
@@ -506,19 +509,18 @@ fn for_each_entry(nets: &[Ipv6Net], info: &Bl6Info, mut f: impl FnMut(u64, u64, 
 }
 
 /// Carry into each bucket (entries homed earlier that spill into it) of a
-/// table with these home counts; `BL6_REGION + 1` values.
-fn carries(counts: &[i64]) -> Vec<i64> {
+/// table with these home counts; `g.region() + 1` values.
+fn carries(g: Bl6Geometry, counts: &[i64]) -> Vec<i64> {
     let per = BL6_BUCKET_ENTRIES as i64;
-    let mut c = vec![0i64; BL6_REGION as usize + 1];
-    for b in 0..BL6_REGION as usize {
+    let mut c = vec![0i64; g.region() as usize + 1];
+    for b in 0..g.region() as usize {
         let here = c[b] + counts.get(b).copied().unwrap_or(0);
         c[b + 1] = (here - per).max(0);
     }
     c
 }
 
-/// One slot's IPv6 blocklist as the loader keeps it: the sorted, disjoint
-/// list, its info and the homes of its table entries.
+/// One space's set as the loader keeps it ([`Set6`]), borrowed.
 #[derive(Clone, Copy)]
 pub(super) struct Side<'a> {
     pub nets: &'a [Ipv6Net],
@@ -526,9 +528,34 @@ pub(super) struct Side<'a> {
     pub homes: &'a [u32],
 }
 
+/// One space's IPv6 set as the loader keeps it: the sorted, disjoint list,
+/// its info and the homes of its table entries ([`info_for`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Set6 {
+    pub nets: Vec<Ipv6Net>,
+    pub info: Bl6Info,
+    pub homes: Vec<u32>,
+}
+
+impl Set6 {
+    /// `nets` (sorted, disjoint) laid out for a space of geometry `g`.
+    pub fn of(g: Bl6Geometry, nets: Vec<Ipv6Net>) -> Result<Set6, Bl6Error> {
+        let (info, homes) = info_for(g, &nets)?;
+        Ok(Set6 { nets, info, homes })
+    }
+
+    pub(super) fn side(&self) -> Side<'_> {
+        Side {
+            nets: &self.nets,
+            info: &self.info,
+            homes: &self.homes,
+        }
+    }
+}
+
 /// Home counts per bucket.
-fn histogram(homes: &[u32]) -> Vec<i64> {
-    let mut counts = vec![0i64; BL6_BUCKETS as usize];
+fn histogram(g: Bl6Geometry, homes: &[u32]) -> Vec<i64> {
+    let mut counts = vec![0i64; g.buckets() as usize];
     for h in homes {
         counts[*h as usize] += 1;
     }
@@ -556,6 +583,7 @@ fn entries_in(side: Side, mask: &[bool]) -> Vec<Entry> {
 /// no entry spills across in either table, are laid out. Uses the homes kept
 /// with each side: no hashing but of the changed prefixes, no sort of the list.
 pub(super) fn changed_buckets_local(
+    g: Bl6Geometry,
     old: Side,
     new: Side,
     gone: &[&Ipv6Net],
@@ -563,13 +591,13 @@ pub(super) fn changed_buckets_local(
 ) -> Vec<(u32, Bl6Bucket)> {
     let changed: Vec<Ipv6Net> = gone.iter().chain(added).map(|n| **n).collect();
     let (c_old, c_new) = (
-        carries(&histogram(old.homes)),
-        carries(&histogram(new.homes)),
+        carries(g, &histogram(g, old.homes)),
+        carries(g, &histogram(g, new.homes)),
     );
     let quiet = |b: usize| c_old[b] == 0 && c_new[b] == 0;
-    let mut mask = vec![false; BL6_BUCKETS as usize];
+    let mut mask = vec![false; g.buckets() as usize];
     for_each_entry(&changed, new.info, |hi, lo, len| {
-        let h = bl6_home(new.info.seed, hi, lo, len as u32) as usize;
+        let h = g.home(new.info.seed, hi, lo, len as u32) as usize;
         if mask[h] {
             return;
         }
@@ -581,30 +609,34 @@ pub(super) fn changed_buckets_local(
         while !quiet(end) {
             end += 1;
         }
-        for w in &mut mask[s..end.min(BL6_BUCKETS as usize)] {
+        for w in &mut mask[s..end.min(g.buckets() as usize)] {
             *w = true;
         }
     });
     changed_buckets(&entries_in(old, &mask), &entries_in(new, &mask))
 }
 
-/// Key of bucket `b` of `slot` in `BL6_TABLE`.
-pub(super) fn bucket_key(slot: u32, b: u32) -> u32 {
-    slot * BL6_REGION + b
-}
-
-/// The IPv6 blocklist maps of the program.
+/// The three maps of a set of spaces in this layout (the blocklist's, or
+/// the IPv6 lanes'), their names (words, info, table) and geometry.
 pub(super) struct Bl6Maps<'a> {
     pub words: &'a MapData,
     pub info: &'a MapData,
     pub table: &'a MapData,
+    pub names: [&'static str; 3],
+    pub g: Bl6Geometry,
     pub faults: &'a Faults,
 }
 
 impl Bl6Maps<'_> {
-    /// Turns `slot` from (`old`, `old_info`) into (`new`, `new_info`), both
+    /// Key of bucket `b` of `space` in the table.
+    fn bucket_key(&self, space: u32, b: u32) -> u32 {
+        space * self.g.region() + b
+    }
+
+    /// Turns `space` from (`old`, `old_info`) into (`new`, `new_info`), both
     /// sorted and disjoint, writing only words and buckets that differ.
-    pub(super) fn write_diff(&self, slot: u32, o: Side, n: Side) -> Result<(), LoaderError> {
+    pub(super) fn write_diff(&self, space: u32, o: Side, n: Side) -> Result<(), LoaderError> {
+        let [words_name, info_name, _] = self.names;
         let (old, old_info, new, new_info) = (o.nets, o.info, n.nets, n.info);
         let (gone, added) = sorted_diff(old, new);
         if gone.is_empty() && added.is_empty() && old_info == new_info {
@@ -618,44 +650,46 @@ impl Bl6Maps<'_> {
         for w in words {
             let after = word(new, w);
             if word(old, w) != after {
-                keys.push(slot * BL6_WORDS_PER_SLOT + w);
+                keys.push(space * BL6_WORDS_PER_SLOT + w);
                 values.push(after);
             }
         }
-        put_all(self.words, MAP_BL6_WORDS, self.faults, &keys, &values)?;
+        put_all(self.words, words_name, self.faults, &keys, &values)?;
         // A change of the probed lengths or seed moves most entries: lay out
         // both tables. Otherwise only the runs around changed entries.
+        let g = self.g;
         let buckets = if old_info == new_info && gone.len() + added.len() <= old.len() / 8 {
-            changed_buckets_local(o, n, &gone, &added)
+            changed_buckets_local(g, o, n, &gone, &added)
         } else {
-            changed_buckets(&entries(old, old_info), &entries(new, new_info))
+            changed_buckets(&entries(g, old, old_info), &entries(g, new, new_info))
         };
-        self.put_buckets(slot, buckets)?;
+        self.put_buckets(space, buckets)?;
         if old_info != new_info {
-            put_all(self.info, MAP_BL6_INFO, self.faults, &[slot], &[*new_info])?;
+            put_all(self.info, info_name, self.faults, &[space], &[*new_info])?;
         }
         Ok(())
     }
 
-    /// Turns `slot` from `old` (as read back) into `new`, entry by entry.
+    /// Turns `space` from `old` (as read back) into `new`, entry by entry.
     pub(super) fn write_image(
         &self,
-        slot: u32,
+        space: u32,
         old: &Bl6Image,
         new: &Bl6Image,
     ) -> Result<(), LoaderError> {
+        let [words_name, info_name, _] = self.names;
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         for w in old.words.keys().filter(|w| !new.words.contains_key(w)) {
-            keys.push(slot * BL6_WORDS_PER_SLOT + w);
+            keys.push(space * BL6_WORDS_PER_SLOT + w);
             values.push(Bl6Word::default());
         }
         for (w, word) in &new.words {
             if old.words.get(w) != Some(word) {
-                keys.push(slot * BL6_WORDS_PER_SLOT + w);
+                keys.push(space * BL6_WORDS_PER_SLOT + w);
                 values.push(*word);
             }
         }
-        put_all(self.words, MAP_BL6_WORDS, self.faults, &keys, &values)?;
+        put_all(self.words, words_name, self.faults, &keys, &values)?;
         let mut buckets: Vec<(u32, Bl6Bucket)> = old
             .table
             .keys()
@@ -668,19 +702,19 @@ impl Bl6Maps<'_> {
                 .filter(|(b, v)| old.table.get(b) != Some(v))
                 .map(|(b, v)| (*b, *v)),
         );
-        self.put_buckets(slot, buckets)?;
+        self.put_buckets(space, buckets)?;
         if old.info != new.info {
-            put_all(self.info, MAP_BL6_INFO, self.faults, &[slot], &[new.info])?;
+            put_all(self.info, info_name, self.faults, &[space], &[new.info])?;
         }
         Ok(())
     }
 
-    fn put_buckets(&self, slot: u32, buckets: Vec<(u32, Bl6Bucket)>) -> Result<(), LoaderError> {
+    fn put_buckets(&self, space: u32, buckets: Vec<(u32, Bl6Bucket)>) -> Result<(), LoaderError> {
         let (keys, values): (Vec<u32>, Vec<Bl6Bucket>) = buckets
             .into_iter()
-            .map(|(b, v)| (bucket_key(slot, b), v))
+            .map(|(b, v)| (self.bucket_key(space, b), v))
             .unzip();
-        put_all(self.table, MAP_BL6_TABLE, self.faults, &keys, &values)
+        put_all(self.table, self.names[2], self.faults, &keys, &values)
     }
 }
 
@@ -725,29 +759,54 @@ fn read_nonzero<V: Pod + Default + PartialEq>(
     Ok(out)
 }
 
-/// Reads the IPv6 blocklist maps of `slot` back.
-pub(super) fn read(
-    words: &Array<MapData, Bl6Word>,
-    info: &Array<MapData, Bl6Info>,
-    table: &Array<MapData, Bl6Bucket>,
-    slot: u32,
-) -> Result<Bl6Image, LoaderError> {
-    Ok(Bl6Image {
-        info: info.get(&slot, 0).map_err(LoaderError::map(MAP_BL6_INFO))?,
-        words: read_nonzero(
-            words,
-            MAP_BL6_WORDS,
-            slot * BL6_WORDS_PER_SLOT,
-            BL6_WORDS_PER_SLOT,
-        )?,
-        table: read_nonzero(table, MAP_BL6_TABLE, bucket_key(slot, 0), BL6_REGION)?,
-    })
+/// The typed maps of a set of spaces, for reading back.
+pub(super) struct Bl6Arrays {
+    pub words: Array<MapData, Bl6Word>,
+    pub info: Array<MapData, Bl6Info>,
+    pub table: Array<MapData, Bl6Bucket>,
+    pub names: [&'static str; 3],
+    pub g: Bl6Geometry,
+}
+
+impl Bl6Arrays {
+    pub(super) fn maps<'a>(&'a self, faults: &'a Faults) -> Bl6Maps<'a> {
+        Bl6Maps {
+            words: self.words.map(),
+            info: self.info.map(),
+            table: self.table.map(),
+            names: self.names,
+            g: self.g,
+            faults,
+        }
+    }
+
+    /// Reads `space` back.
+    pub(super) fn read(&self, space: u32) -> Result<Bl6Image, LoaderError> {
+        let [words_name, info_name, table_name] = self.names;
+        let region = self.g.region();
+        Ok(Bl6Image {
+            info: self
+                .info
+                .get(&space, 0)
+                .map_err(LoaderError::map(info_name))?,
+            words: read_nonzero(
+                &self.words,
+                words_name,
+                space * BL6_WORDS_PER_SLOT,
+                BL6_WORDS_PER_SLOT,
+            )?,
+            table: read_nonzero(&self.table, table_name, space * region, region)?,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use filter_common::{BL6_GEOMETRY, BL6_TABLE_MAX, LANE6_GEOMETRY};
     use std::collections::HashSet;
+
+    const G: Bl6Geometry = BL6_GEOMETRY;
 
     fn nets(s: &[&str]) -> Vec<Ipv6Net> {
         disjoint(&s.iter().map(|n| n.parse().unwrap()).collect::<Vec<_>>())
@@ -767,7 +826,7 @@ mod tests {
     }
 
     /// Does the image block `a`? The datapath's lookup, on the image.
-    fn blocks(img: &Bl6Image, a: u128) -> bool {
+    fn blocks(g: Bl6Geometry, img: &Bl6Image, a: u128) -> bool {
         let t = top24(a);
         let word = img.words.get(&(t >> 6)).copied().unwrap_or_default();
         let bit = 1u64 << (t & 63);
@@ -786,7 +845,7 @@ mod tests {
             } else {
                 (hi & filter_common::mask64(len), 0)
             };
-            let home = bl6_home(info.seed, h, l, len);
+            let home = g.home(info.seed, h, l, len);
             let first = img.table.get(&home).copied().unwrap_or_default();
             for d in 0..=first.more as u32 {
                 let b = img.table.get(&(home + d)).copied().unwrap_or_default();
@@ -852,7 +911,7 @@ mod tests {
             "2001:db9::1/128",
         ]);
         let l = disjoint(&l);
-        let info = info_for(&l).unwrap().0;
+        let info = info_for(G, &l).unwrap().0;
         assert_eq!(&info.lens[..info.count as usize], &[128, 48, 32]);
     }
 
@@ -878,18 +937,29 @@ mod tests {
     /// with more distinct lengths than are probed.
     #[test]
     fn expanded_set_blocks_exactly_the_original_addresses() {
+        expanded_set_is_exact(G);
+    }
+
+    /// The same in an IPv6 allowlist lane's smaller table.
+    #[test]
+    fn lane_table_holds_exactly_the_original_addresses() {
+        expanded_set_is_exact(LANE6_GEOMETRY);
+    }
+
+    fn expanded_set_is_exact(g: Bl6Geometry) {
         let mut rng = Rng(0x6b6c_3601);
         for round in 0..30 {
             let list = random_list(&mut rng, 40 + round * 7, &MANY);
-            let info = info_for(&list).unwrap().0;
+            let info = info_for(g, &list).unwrap().0;
             assert!(info.count as usize <= BL6_MAX_LENS);
-            let img = Bl6Image::build(&list, &info);
+            let img = Bl6Image::build(g, &list, &info);
             assert_eq!(img.prefixes(), list, "round {round}");
+            assert!(img.table.keys().all(|b| *b < g.region()), "round {round}");
             let mut probes = edges(&list);
             probes.extend((0..200).map(|_| (rng.next() as u128) << 64 | rng.next() as u128));
             for a in probes {
                 assert_eq!(
-                    blocks(&img, a),
+                    blocks(g, &img, a),
                     contains(&list, a),
                     "round {round}: {}",
                     std::net::Ipv6Addr::from(a)
@@ -911,7 +981,7 @@ mod tests {
             }
         }
         let list = disjoint(&list);
-        let e = info_for(&list).unwrap_err();
+        let e = info_for(G, &list).unwrap_err();
         assert!(
             matches!(e, Bl6Error::TooManyLengths { lengths: 9, .. }),
             "{e}"
@@ -925,9 +995,10 @@ mod tests {
             .map(|i| Ipv6Net::new(((0x2001_0d00u128 << 96) | i << 80).into(), 48).unwrap())
             .collect();
         assert_eq!(
-            info_for(&list),
+            info_for(G, &list),
             Err(Bl6Error::TooManyEntries {
-                need: BL6_TABLE_MAX + 1
+                need: BL6_TABLE_MAX + 1,
+                max: BL6_TABLE_MAX
             })
         );
     }
@@ -976,8 +1047,8 @@ mod tests {
             let n = 1 + rng.below(30) as usize;
             new.extend(random_list(&mut rng, n, &MANY));
             let new = disjoint(&new);
-            let (io, inew) = (info_for(&old).unwrap().0, info_for(&new).unwrap().0);
-            let mut img = Bl6Image::build(&old, &io);
+            let (io, inew) = (info_for(G, &old).unwrap().0, info_for(G, &new).unwrap().0);
+            let mut img = Bl6Image::build(G, &old, &io);
             // Apply the diff the writer computes.
             let (gone, added) = sorted_diff(&old, &new);
             let mut words: Vec<u32> = touched_words(gone.into_iter()).collect();
@@ -990,7 +1061,7 @@ mod tests {
                     img.words.insert(w, word);
                 }
             }
-            for (b, bucket) in changed_buckets(&entries(&old, &io), &entries(&new, &inew)) {
+            for (b, bucket) in changed_buckets(&entries(G, &old, &io), &entries(G, &new, &inew)) {
                 if bucket == Bl6Bucket::default() {
                     img.table.remove(&b);
                 } else {
@@ -998,7 +1069,7 @@ mod tests {
                 }
             }
             img.info = inew;
-            assert_eq!(img, Bl6Image::build(&new, &inew), "round {round}");
+            assert_eq!(img, Bl6Image::build(G, &new, &inew), "round {round}");
             old = new;
         }
     }
@@ -1016,7 +1087,7 @@ mod tests {
                     Ipv6Net::new(a.into(), 52).unwrap()
                 })
                 .collect();
-            let info = info_for(&list).unwrap().0;
+            let info = info_for(G, &list).unwrap().0;
             let mut new: Vec<Ipv6Net> = list
                 .iter()
                 .filter(|_| rng.below(n as u64 / 4) != 0)
@@ -1027,7 +1098,7 @@ mod tests {
                 new.push(Ipv6Net::new(a.into(), 88).unwrap().trunc());
             }
             let new = disjoint(&new);
-            let mut info_new = info_for(&new).unwrap().0;
+            let mut info_new = info_for(G, &new).unwrap().0;
             if info_new.count != info.count {
                 // The /88s added a length: not the local case.
                 info_new = info;
@@ -1037,14 +1108,14 @@ mod tests {
                 info_new.count = 2;
             }
             let (gone, added) = sorted_diff(&list, &new);
-            let full = changed_buckets(&entries(&list, &info_new), &entries(&new, &info_new));
-            let (ho, hn) = (homes(&list, &info_new), homes(&new, &info_new));
+            let full = changed_buckets(&entries(G, &list, &info_new), &entries(G, &new, &info_new));
+            let (ho, hn) = (homes(G, &list, &info_new), homes(G, &new, &info_new));
             let side = |nets, homes| Side {
                 nets,
                 info: &info_new,
                 homes,
             };
-            let local = changed_buckets_local(side(&list, &ho), side(&new, &hn), &gone, &added);
+            let local = changed_buckets_local(G, side(&list, &ho), side(&new, &hn), &gone, &added);
             assert_eq!(local, full, "round {round}");
         }
     }
@@ -1054,13 +1125,13 @@ mod tests {
         let list: Vec<Ipv6Net> = (0..200_000u128)
             .map(|i| Ipv6Net::new(((0x2001_0d00u128 << 96) | (2 * i) << 80).into(), 48).unwrap())
             .collect();
-        let info = info_for(&list).unwrap().0;
+        let info = info_for(G, &list).unwrap().0;
         let mut changed = list.clone();
         changed.remove(777);
         changed.push(Ipv6Net::new((0x2a00_1450u128 << 96).into(), 48).unwrap());
         let changed = disjoint(&changed);
-        assert_eq!(info_for(&changed).unwrap().0, info);
-        let buckets = changed_buckets(&entries(&list, &info), &entries(&changed, &info));
+        assert_eq!(info_for(G, &changed).unwrap().0, info);
+        let buckets = changed_buckets(&entries(G, &list, &info), &entries(G, &changed, &info));
         assert!(
             (1..=2 * (BL6_MAX_DISP as usize + 1)).contains(&buckets.len()),
             "{} buckets",

@@ -8,16 +8,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use filter_common::{
-    Bl4Hosts, Bl4Word, Bl6Info, Config, PortEntry, Sched, ZoneInfo, ZoneRates, ALLOW4_LANES,
-    FAILSAFE_SET_BASE, MAX_FAILSAFE_GROUPS, MAX_ZONES, PROTO_INDEX_SCTP, PROTO_INDEX_TCP,
-    PROTO_INDEX_UDP,
+    Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo, ZoneRates, ALLOW4_LANES, ALLOW6_LANES,
+    BL6_GEOMETRY, FAILSAFE_SET_BASE, LANE6_GEOMETRY, MAX_FAILSAFE_GROUPS, MAX_ZONES,
+    PROTO_INDEX_SCTP, PROTO_INDEX_TCP, PROTO_INDEX_UDP,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{
-    bl6::{self, Bl6Image},
+    bl6::{self, Bl6Image, Set6},
     image::{BitmapImage, ImageOptions, SlotImage},
-    lanes::{self, Lanes},
+    lanes::{self, Placement},
     LoaderError,
 };
 use crate::policy::{Action, CompiledPolicy, FragmentMode, PortRange, Proto, ZoneAction};
@@ -43,14 +43,16 @@ pub struct Compact {
     /// (sorted, disjoint; empty for a free lane). Those zones' IPv4 prefixes
     /// are not in `allow4`.
     pub lane4: [Vec<Ipv4Net>; ALLOW4_LANES as usize],
-    /// The zone (by name) in each lane, for the next build's placement.
-    pub lane_zones: Lanes,
-    /// The IPv6 blocklist: sorted, pairwise disjoint prefixes.
-    pub bl6: Vec<Ipv6Net>,
-    /// Its probed lengths and hash seed, and the home bucket of each of its
-    /// table entries (`bl6::info_for`).
-    pub bl6_info: Bl6Info,
-    pub bl6_homes: Vec<u32>,
+    /// `lane6[l - 1]`: the IPv6 allow set of the zone in IPv6 lane `l`
+    /// (empty for a free lane), laid out for a lane's table. Those zones'
+    /// IPv6 prefixes are not in `allow6`.
+    pub lane6: [Set6; ALLOW6_LANES as usize],
+    /// The zone (by name) in each lane of each family, for the next build's
+    /// placement.
+    pub lane_zones: Placement,
+    /// The IPv6 blocklist: sorted, pairwise disjoint prefixes, laid out for
+    /// the blocklist's table.
+    pub bl6: Set6,
 }
 
 /// Entries a slot occupies in the maps both slots share (LPM tries, and
@@ -99,7 +101,7 @@ fn disjoint_v4(nets: &[Ipv4Net]) -> Vec<Ipv4Net> {
 impl Compact {
     /// The slot for `policy`, its allowlist lanes placed afresh.
     pub fn build(policy: &CompiledPolicy, opts: ImageOptions) -> Result<Self, LoaderError> {
-        Self::build_after(policy, opts, &Lanes::default())
+        Self::build_after(policy, opts, &Placement::default())
     }
 
     /// The slot for `policy`, zones keeping the lanes `prev` gave them while
@@ -107,7 +109,7 @@ impl Compact {
     pub(crate) fn build_after(
         policy: &CompiledPolicy,
         opts: ImageOptions,
-        prev: &Lanes,
+        prev: &Placement,
     ) -> Result<Self, LoaderError> {
         if policy.zones.len() > MAX_ZONES as usize {
             return Err(LoaderError::TooManyZones(policy.zones.len()));
@@ -146,7 +148,6 @@ impl Compact {
                     e.zone = zone.id;
                 }
             }
-            allow6.extend(zone.allow_v6.iter().map(|n| (id, *n)));
         }
 
         // IPv4 allow sets: the eligible largest in lanes, the rest in the trie.
@@ -162,13 +163,10 @@ impl Compact {
             .filter(|(_, (_, nets))| lanes::eligible(nets))
             .map(|(z, (_, nets))| (z.name.clone(), nets.len()))
             .collect();
-        let lane_zones = lanes::place(&eligible, prev);
+        let v4 = lanes::place(&eligible, &prev.v4);
         let mut lane4: [Vec<Ipv4Net>; ALLOW4_LANES as usize] = Default::default();
         for (zone, (id, nets)) in policy.zones.iter().zip(lists) {
-            match lane_zones
-                .iter()
-                .position(|z| z.as_deref() == Some(&zone.name))
-            {
+            match v4.iter().position(|z| z.as_deref() == Some(&zone.name)) {
                 Some(l) => {
                     let info = &mut zones.iter_mut().find(|(z, _)| *z == id).expect("pushed").1;
                     info.flags |= (l as u32 + 1) << ZoneInfo::LANE_SHIFT;
@@ -177,6 +175,34 @@ impl Compact {
                 None => allow4.extend(zone.allow_v4.iter().map(|n| (id, *n))),
             }
         }
+        // IPv6 allow sets likewise, in the IPv6 lanes.
+        let mut sets6: Vec<(&str, u32, Vec<Ipv6Net>, Option<Set6>)> = policy
+            .zones
+            .iter()
+            .map(|z| {
+                let nets = bl6::disjoint(&z.allow_v6);
+                let set = lanes::eligible6(&nets);
+                (z.name.as_str(), z.id as u32, nets, set)
+            })
+            .collect();
+        let eligible6: Vec<(String, usize)> = sets6
+            .iter()
+            .filter(|(.., set)| set.is_some())
+            .map(|(name, _, nets, _)| (name.to_string(), nets.len()))
+            .collect();
+        let v6 = lanes::place(&eligible6, &prev.v6);
+        let mut lane6: [Set6; ALLOW6_LANES as usize] = Default::default();
+        for (name, id, nets, set) in &mut sets6 {
+            match v6.iter().position(|z| z.as_deref() == Some(*name)) {
+                Some(l) => {
+                    let info = &mut zones.iter_mut().find(|(z, _)| z == id).expect("pushed").1;
+                    info.flags |= (l as u32 + 1) << ZoneInfo::LANE6_SHIFT;
+                    lane6[l] = set.take().expect("placed zones are eligible");
+                }
+                None => allow6.extend(nets.iter().map(|n| (*id, *n))),
+            }
+        }
+        let lane_zones = Placement { v4, v6 };
 
         // Failsafe: each port covered by failsafe rules gets the group of
         // exactly those rules; the group's allow set is the union of their
@@ -212,12 +238,11 @@ impl Compact {
         }
 
         let bl4 = disjoint_v4(&policy.blocklist_v4);
-        let bl6 = bl6::disjoint(&policy.blocklist_v6);
-        let (bl6_info, bl6_homes) = bl6::info_for(&bl6)?;
+        let bl6 = Set6::of(BL6_GEOMETRY, bl6::disjoint(&policy.blocklist_v6))?;
         if !bl4.is_empty() {
             config.flags |= Config::HAS_BL4;
         }
-        if !bl6.is_empty() {
+        if !bl6.nets.is_empty() {
             config.flags |= Config::HAS_BL6;
         }
         let mut ports: Vec<(u32, PortEntry)> = ports.into_iter().collect();
@@ -236,25 +261,15 @@ impl Compact {
             allow6: sorted(allow6),
             bl4,
             lane4,
+            lane6,
             lane_zones,
             bl6,
-            bl6_info,
-            bl6_homes,
         })
     }
 
     /// Which zone holds which allowlist lane.
-    pub(crate) fn lanes(&self) -> Lanes {
+    pub(crate) fn lanes(&self) -> Placement {
         self.lane_zones.clone()
-    }
-
-    /// The IPv6 blocklist as the writer diffs it.
-    pub(super) fn bl6_side(&self) -> bl6::Side<'_> {
-        bl6::Side {
-            nets: &self.bl6,
-            info: &self.bl6_info,
-            homes: &self.bl6_homes,
-        }
     }
 
     /// What this slot occupies in the shared maps. `bl4` is sorted and
@@ -287,7 +302,11 @@ impl Compact {
             rates: self.rates.iter().copied().collect(),
             allow4: self.allow4.iter().copied().collect(),
             allow6: self.allow6.iter().copied().collect(),
-            bl6: Bl6Image::build(&self.bl6, &self.bl6_info),
+            bl6: Bl6Image::build(BL6_GEOMETRY, &self.bl6.nets, &self.bl6.info),
+            lane6: std::array::from_fn(|l| {
+                let set = &self.lane6[l];
+                Bl6Image::build(LANE6_GEOMETRY, &set.nets, &set.info)
+            }),
             ..SlotImage::default()
         };
         let bl4 = BitmapImage::of(&self.bl4);
@@ -318,12 +337,23 @@ impl Compact {
             allow6: sorted(img.allow6.iter().copied().collect()),
             bl4: nets,
             lane4: std::array::from_fn(|l| nets_of(&img.lane4[l].words, &img.lane4[l].hosts)),
+            lane6: std::array::from_fn(|l| set6_of(LANE6_GEOMETRY, &img.lane6[l])),
             // Not in the maps (names are in META): placement starts afresh.
-            lane_zones: Lanes::default(),
-            bl6: img.bl6.prefixes(),
-            bl6_info: img.bl6.info,
-            bl6_homes: bl6::homes(&img.bl6.prefixes(), &img.bl6.info),
+            lane_zones: Placement::default(),
+            bl6: set6_of(BL6_GEOMETRY, &img.bl6),
         }
+    }
+}
+
+/// The set an expanded image holds, with the image's own info.
+#[cfg(test)]
+fn set6_of(g: filter_common::Bl6Geometry, img: &Bl6Image) -> Set6 {
+    let nets = img.prefixes();
+    let homes = bl6::homes(g, &nets, &img.info);
+    Set6 {
+        nets,
+        info: img.info,
+        homes,
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use filter_common::{
-    Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo, ZoneRates, ALLOW4_LANES,
+    Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo, ZoneRates, ALLOW4_LANES, ALLOW6_LANES,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -38,6 +38,8 @@ pub struct SlotImage {
     pub lane4: [BitmapImage; ALLOW4_LANES as usize],
     /// The IPv6 blocklist's words, probed lengths and hash table.
     pub bl6: Bl6Image,
+    /// `lane6[l - 1]`: IPv6 allowlist lane `l`, in the same layout.
+    pub lane6: [Bl6Image; ALLOW6_LANES as usize],
 }
 
 /// An IPv4 set in the blocklist's layout (the blocklist, or a lane),

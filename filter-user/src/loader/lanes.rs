@@ -1,22 +1,37 @@
-//! Which zones' IPv4 allow sets go into the allowlist lanes (layout:
-//! `filter-common`, "Allowlist lanes"), and which stay in the `ALLOW4` trie.
+//! Which zones' allow sets go into the allowlist lanes (layout:
+//! `filter-common`, "Allowlist lanes" and "IPv6 allowlist lanes"), and which
+//! stay in the `ALLOW4` and `ALLOW6` tries. Each family has its own lanes,
+//! placed the same way.
 //!
-//! A zone is *eligible* when its merged IPv4 allow set has at least
-//! `LANE_MIN_PREFIXES` prefixes and its partly covered /24s fit one lane's
-//! region of host bitmaps. Placement is sticky: a zone that held a lane in
+//! A zone is *eligible* when its merged allow set of that family has at
+//! least `LANE_MIN_PREFIXES` prefixes and fits one lane: for IPv4 its partly
+//! covered /24s fit a lane's region of host bitmaps, for IPv6 its table
+//! entries (after expansion) fit a lane's table. Placement is sticky: a zone that held a lane in
 //! the slot's previous content keeps it while it stays eligible, so a
 //! one-line change to a country list is a diff of that lane (O(changed
 //! entries)), not a move. Free lanes go to the largest eligible zones; a zone
 //! is evicted only by one at least `EVICT_FACTOR` times its size (no
 //! ping-pong between two zones of similar size). Failsafe groups never get a
 //! lane: they stay exact and simple in the trie.
-use filter_common::{ALLOW4_LANES, LANE4_REGION, LANE_MIN_PREFIXES};
-use ipnet::Ipv4Net;
+use filter_common::{ALLOW4_LANES, ALLOW6_LANES, LANE4_REGION, LANE6_GEOMETRY, LANE_MIN_PREFIXES};
+use ipnet::{Ipv4Net, Ipv6Net};
 
-/// Lanes of one slot: `lanes[l - 1]` = the zone in lane `l`, if any, by
-/// name (zone ids are positions in the file: removing a zone renumbers the
-/// ones after it, but they keep their lanes).
+use super::bl6::Set6;
+
+/// Lanes of one slot and family: `lanes[l - 1]` = the zone in lane `l`, if
+/// any, by name (zone ids are positions in the file: removing a zone
+/// renumbers the ones after it, but they keep their lanes).
 pub(crate) type Lanes = [Option<String>; ALLOW4_LANES as usize];
+/// The IPv6 lanes of one slot, as [`Lanes`].
+pub(crate) type Lanes6 = [Option<String>; ALLOW6_LANES as usize];
+
+/// Both families' lanes of one slot: what the next build's placement starts
+/// from.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub v4: Lanes,
+    pub v6: Lanes6,
+}
 
 /// An eligible zone evicts a placed one only when it is this many times
 /// larger.
@@ -41,14 +56,23 @@ pub(super) fn eligible(nets: &[Ipv4Net]) -> bool {
     nets.len() >= LANE_MIN_PREFIXES && partial_nets24(nets) <= LANE4_REGION as usize
 }
 
-/// The lanes for `zones` ((zone, prefixes) of the eligible zones, in file
-/// order), given the slot's previous lanes.
-pub(super) fn place<K: Clone + PartialEq>(
+/// A zone's (sorted, disjoint) IPv6 allow set laid out for a lane, if it
+/// may take one.
+pub(super) fn eligible6(nets: &[Ipv6Net]) -> Option<Set6> {
+    if nets.len() < LANE_MIN_PREFIXES {
+        return None;
+    }
+    Set6::of(LANE6_GEOMETRY, nets.to_vec()).ok()
+}
+
+/// The `N` lanes for `zones` ((zone, prefixes) of the eligible zones, in
+/// file order), given the slot's previous lanes.
+pub(super) fn place<K: Clone + PartialEq, const N: usize>(
     zones: &[(K, usize)],
-    prev: &[Option<K>; ALLOW4_LANES as usize],
-) -> [Option<K>; ALLOW4_LANES as usize] {
+    prev: &[Option<K>; N],
+) -> [Option<K>; N] {
     let size = |z: &K| zones.iter().find(|(k, _)| k == z).map(|(_, n)| *n);
-    let mut lanes: [Option<K>; ALLOW4_LANES as usize] = Default::default();
+    let mut lanes: [Option<K>; N] = std::array::from_fn(|_| None);
     for (l, z) in prev.iter().enumerate() {
         lanes[l] = z.clone().filter(|z| size(z).is_some());
     }
@@ -140,13 +164,16 @@ mod reload_tests {
     use filter_common::ZoneInfo;
     use ipnet::Ipv4Net;
 
+    use filter_common::BL6_MAX_DISP;
+
     use super::super::{
         bl4::{write_lists, Layout, Writes},
+        bl6::changed_buckets_local,
         compact::{sorted_diff, Compact},
         image::ImageOptions,
         LoaderError,
     };
-    use super::Lanes;
+    use super::{Lanes, Placement};
     use crate::policy::{compile_str, CompiledPolicy};
 
     /// `n` prefixes for zone number `z`: /24s, /23s, and a quarter /28s
@@ -186,13 +213,17 @@ mod reload_tests {
     }
 
     fn build(p: &CompiledPolicy, prev: &Lanes) -> Compact {
-        Compact::build_after(p, ImageOptions::default(), prev).expect("builds")
+        let prev = Placement {
+            v4: prev.clone(),
+            ..Placement::default()
+        };
+        Compact::build_after(p, ImageOptions::default(), &prev).expect("builds")
     }
 
     /// Every zone's IPv4 allow set is exactly in its lane or exactly in the
     /// trie, never split; the failsafe group is in the trie.
     fn check_split(p: &CompiledPolicy, c: &Compact) {
-        let lanes = c.lanes();
+        let lanes = c.lanes().v4;
         for z in &p.zones {
             let id = z.id as u32;
             let in_trie: Vec<Ipv4Net> = c
@@ -222,7 +253,7 @@ mod reload_tests {
     fn small_zones_and_failsafe_stay_in_the_trie() {
         let p = policy(&[(1, list(1, 1023, None)), (2, list(2, 10, None))]);
         let c = build(&p, &Lanes::default());
-        assert_eq!(c.lanes(), names([None; 3]));
+        assert_eq!(c.lanes().v4, names([None; 3]));
         check_split(&p, &c);
     }
 
@@ -251,7 +282,7 @@ mod reload_tests {
         for (i, (zones, want)) in steps.iter().zip(want).enumerate() {
             let p = policy(zones);
             let c = build(&p, &prev);
-            assert_eq!(c.lanes(), names(want), "step {i}");
+            assert_eq!(c.lanes().v4, names(want), "step {i}");
             check_split(&p, &c);
             // The zone's flags carry the lane the datapath reads (zone ids
             // are positions: step 4 renumbers the zones after z2).
@@ -268,7 +299,7 @@ mod reload_tests {
                     assert_eq!(info.flags & ZoneInfo::PRESENT, ZoneInfo::PRESENT);
                 }
             }
-            prev = c.lanes();
+            prev = c.lanes().v4;
         }
     }
 
@@ -285,10 +316,11 @@ mod reload_tests {
             (100, list(100, 100_000, Some(50_002))),
         ]);
         let ca = build(&a, &Lanes::default());
-        let cb = build(&b, &ca.lanes());
+        let cb = build(&b, &ca.lanes().v4);
         assert_eq!(ca.lanes(), cb.lanes());
         let l = cb
             .lanes()
+            .v4
             .iter()
             .position(|z| z.as_deref() == Some("z100"))
             .unwrap();
@@ -347,5 +379,99 @@ mod reload_tests {
         )
         .expect("fits");
         assert!(!out.rewritten && out.entries <= 66, "{out:?}");
+    }
+
+    /// `n` IPv6 prefixes for zone number `z`: /48s with a gap between each
+    /// (so merging keeps them all), every fourth a /64 instead.
+    fn list6(z: u32, n: u32, skip: Option<u32>) -> Vec<String> {
+        (0..n)
+            .filter(|i| Some(*i) != skip)
+            .map(|i| {
+                let (a, b) = (i / 30_000, (i % 30_000) * 2);
+                match i % 4 {
+                    3 => format!("2a{z:02x}:{a:x}:{b:x}:1::/64"),
+                    _ => format!("2a{z:02x}:{a:x}:{b:x}::/48"),
+                }
+            })
+            .collect()
+    }
+
+    fn with6(zones: &[(u32, Vec<String>, Vec<String>)]) -> CompiledPolicy {
+        let both: Vec<(u32, Vec<String>)> = zones
+            .iter()
+            .map(|(z, v4, v6)| (*z, v4.iter().chain(v6).cloned().collect()))
+            .collect();
+        policy(&both)
+    }
+
+    /// A country-sized IPv6 list takes an IPv6 lane of its own, beside the
+    /// zone's IPv4 lane: its prefixes leave the trie, its flags name the
+    /// lane. A small one, and the failsafe group, stay in the trie.
+    #[test]
+    fn large_ipv6_allow_sets_take_ipv6_lanes() {
+        let p = with6(&[
+            (1, list(1, 1500, None), list6(1, 5000, None)),
+            (2, list(2, 10, None), list6(2, 1023, None)),
+            (3, list(3, 10, None), list6(3, 1024, None)),
+        ]);
+        let c = build(&p, &Lanes::default());
+        let names6 = |v: [Option<u32>; 3]| v.map(|z| z.map(|z| format!("z{z}")));
+        assert_eq!(c.lanes().v6, names6([Some(1), Some(3), None]));
+        assert_eq!(c.lanes().v4, names([Some(1), None, None]));
+        for (z, lane) in [(1u32, 1u32), (2, 0), (3, 2)] {
+            let zone = p.zones.iter().find(|x| x.name == format!("z{z}")).unwrap();
+            let id = zone.id as u32;
+            let info = c.zones.iter().find(|(i, _)| *i == id).unwrap().1;
+            assert_eq!(info.lane6(), lane, "zone {z}");
+            let in_trie: Vec<_> = c.allow6.iter().filter(|(s, _)| *s == id).collect();
+            if lane == 0 {
+                assert_eq!(in_trie.len(), zone.allow_v6.len(), "zone {z}");
+            } else {
+                assert!(in_trie.is_empty(), "zone {z} also in the trie");
+                assert_eq!(c.lane6[lane as usize - 1].nets, zone.allow_v6, "zone {z}");
+            }
+        }
+        assert!(c.lane6[2].nets.is_empty());
+        assert!(c
+            .allow6
+            .iter()
+            .all(|(s, _)| *s <= 2 || *s > filter_common::FAILSAFE_SET_BASE));
+    }
+
+    /// A list whose table entries do not fit a lane's table stays in the
+    /// trie (and still loads).
+    #[test]
+    fn an_ipv6_list_too_large_for_a_lane_stays_in_the_trie() {
+        let n = filter_common::LANE6_TABLE_MAX as u32 + 1;
+        let p = with6(&[(1, vec![], list6(1, n, None))]);
+        let c = build(&p, &Lanes::default());
+        assert_eq!(c.lanes().v6, [None, None, None]);
+        assert_eq!(c.allow6.iter().filter(|(s, _)| *s == 1).count(), n as usize);
+    }
+
+    /// A one-prefix change to a 60k-prefix IPv6 list keeps its lane, its
+    /// probed lengths and seed, and changes O(1) buckets of its table.
+    #[test]
+    fn one_prefix_change_in_a_60k_ipv6_lane_changes_few_buckets() {
+        let a = with6(&[(7, vec![], list6(7, 60_000, None))]);
+        let b = with6(&[(7, vec![], list6(7, 60_000, Some(31_337)))]);
+        let ca = build(&a, &Lanes::default());
+        let prev = Placement {
+            v6: ca.lanes().v6,
+            ..Placement::default()
+        };
+        let cb = Compact::build_after(&b, ImageOptions::default(), &prev).expect("builds");
+        assert_eq!(ca.lanes(), cb.lanes());
+        let (old, new) = (&ca.lane6[0], &cb.lane6[0]);
+        assert_eq!(old.info, new.info);
+        let (gone, added) = sorted_diff(&old.nets, &new.nets);
+        assert_eq!((gone.len(), added.len()), (1, 0));
+        let g = filter_common::LANE6_GEOMETRY;
+        let changed = changed_buckets_local(g, old.side(), new.side(), &gone, &added);
+        assert!(
+            (1..=BL6_MAX_DISP as usize + 1).contains(&changed.len()),
+            "{}",
+            changed.len()
+        );
     }
 }

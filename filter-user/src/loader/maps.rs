@@ -7,20 +7,21 @@ use aya::{
     Ebpf, Pod,
 };
 use filter_common::{
-    bl4_bits_region, lane4_space, port_index, set_tag, zone_index, Bl4Hosts, Bl4Word, Bl6Bucket,
-    Bl6Info, Bl6Word, Config, Counter, MetaBlob, PortEntry, Sched, Tagged4, Tagged6, ZoneInfo,
-    ZoneRates, ALLOW4_LANES, BL4_WORDS_PER_SLOT, LANE4_SPACES, MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6,
-    MAP_BL4_BASE, MAP_BL4_BITS, MAP_BL4_WORDS, MAP_BL6_INFO, MAP_BL6_TABLE, MAP_BL6_WORDS,
-    MAP_CONFIG, MAP_COUNTERS, MAP_IFACES, MAP_LANE4_BASE, MAP_LANE4_BITS, MAP_LANE4_WORDS,
-    MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_RATES, MAP_SCHED, MAP_ZONES, NUM_PORT_PROTOS,
-    SET_TAG_BITS, ZONE_SLOTS,
+    bl4_bits_region, lane4_space, lane6_space, port_index, set_tag, zone_index, Bl4Hosts, Bl4Word,
+    Bl6Geometry, Config, Counter, MetaBlob, PortEntry, Sched, Tagged4, Tagged6, ZoneInfo,
+    ZoneRates, ALLOW4_LANES, BL4_WORDS_PER_SLOT, BL6_GEOMETRY, LANE4_SPACES, LANE6_GEOMETRY,
+    MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_BASE, MAP_BL4_BITS, MAP_BL4_WORDS, MAP_BL6_INFO,
+    MAP_BL6_TABLE, MAP_BL6_WORDS, MAP_CONFIG, MAP_COUNTERS, MAP_IFACES, MAP_LANE4_BASE,
+    MAP_LANE4_BITS, MAP_LANE4_WORDS, MAP_LANE6_INFO, MAP_LANE6_TABLE, MAP_LANE6_WORDS, MAP_LAYOUT,
+    MAP_META, MAP_PORTS, MAP_RATES, MAP_SCHED, MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS,
+    ZONE_SLOTS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{
     batch::{self, BATCH},
     bl4::{self, Layout},
-    bl6::{self, Bl6Maps},
+    bl6::Bl6Arrays,
     compact::{keyed_diff, sorted_diff, Compact, SharedEntries},
     fault::Faults,
     image::{BitmapImage, SlotImage},
@@ -52,9 +53,10 @@ pub struct Maps {
     lane4: Bitmap4,
     /// Per slot and lane, as `bl4_layout`.
     lane4_layout: [[Option<Layout>; ALLOW4_LANES as usize]; 2],
-    bl6_words: Array<MapData, Bl6Word>,
-    bl6_info: Array<MapData, Bl6Info>,
-    bl6_table: Array<MapData, Bl6Bucket>,
+    /// The IPv6 blocklist: a space per slot.
+    bl6: Bl6Arrays,
+    /// The IPv6 allowlist lanes: a space per (slot, lane).
+    lane6: Bl6Arrays,
     ifaces: Array<MapData, u32>,
     meta: Array<MapData, MetaBlob>,
     pub(crate) faults: Faults,
@@ -238,6 +240,24 @@ struct Bitmap4 {
 
 const LANE4_NAMES: [&str; 3] = [MAP_LANE4_WORDS, MAP_LANE4_BASE, MAP_LANE4_BITS];
 const BL4_NAMES: [&str; 3] = [MAP_BL4_WORDS, MAP_BL4_BASE, MAP_BL4_BITS];
+const BL6_NAMES: [&str; 3] = [MAP_BL6_WORDS, MAP_BL6_INFO, MAP_BL6_TABLE];
+const LANE6_NAMES: [&str; 3] = [MAP_LANE6_WORDS, MAP_LANE6_INFO, MAP_LANE6_TABLE];
+
+/// The three maps (words, info, table) of a set of IPv6 spaces.
+fn take_bl6(
+    ebpf: &mut Ebpf,
+    names: [&'static str; 3],
+    g: Bl6Geometry,
+) -> Result<Bl6Arrays, LoaderError> {
+    let [words, info, table] = names;
+    Ok(Bl6Arrays {
+        words: take(ebpf, words)?,
+        info: take(ebpf, info)?,
+        table: take(ebpf, table)?,
+        names,
+        g,
+    })
+}
 
 impl Bitmap4 {
     fn maps<'a>(&'a self, faults: &'a Faults) -> Bl4Maps<'a> {
@@ -290,9 +310,8 @@ impl Maps {
                 }
             },
             lane4_layout: Default::default(),
-            bl6_words: take(ebpf, MAP_BL6_WORDS)?,
-            bl6_info: take(ebpf, MAP_BL6_INFO)?,
-            bl6_table: take(ebpf, MAP_BL6_TABLE)?,
+            bl6: take_bl6(ebpf, BL6_NAMES, BL6_GEOMETRY)?,
+            lane6: take_bl6(ebpf, LANE6_NAMES, LANE6_GEOMETRY)?,
             ifaces: take(ebpf, MAP_IFACES)?,
             meta: take(ebpf, MAP_META)?,
             faults: Faults::default(),
@@ -461,17 +480,12 @@ impl Maps {
                 lanes.flush(w)
             })?;
         }
-        self.bl6_maps(f).write_image(slot, &old.bl6, &new.bl6)?;
-        self.set_config(slot, new.config)
-    }
-
-    fn bl6_maps<'a>(&'a self, faults: &'a Faults) -> Bl6Maps<'a> {
-        Bl6Maps {
-            words: self.bl6_words.map(),
-            info: self.bl6_info.map(),
-            table: self.bl6_table.map(),
-            faults,
+        let lanes6 = self.lane6.maps(f);
+        for (l, (old, new)) in old.lane6.iter().zip(&new.lane6).enumerate() {
+            lanes6.write_image(lane6_space(slot, l as u32 + 1), old, new)?;
         }
+        self.bl6.maps(f).write_image(slot, &old.bl6, &new.bl6)?;
+        self.set_config(slot, new.config)
     }
 
     /// Writes one slot's config: the first write of a slot rewrite marks it
@@ -564,17 +578,16 @@ impl Maps {
                 lanes.flush(w)
             })?;
         }
-        let bl6 = Bl6Maps {
-            words: self.bl6_words.map(),
-            info: self.bl6_info.map(),
-            table: self.bl6_table.map(),
-            faults: f,
-        };
+        let lanes6 = self.lane6.maps(f);
+        for (l, (old, new)) in old.lane6.iter().zip(&new.lane6).enumerate() {
+            lanes6.write_diff(lane6_space(slot, l as u32 + 1), old.side(), new.side())?;
+        }
+        let bl6 = self.bl6.maps(f);
         let layout = &mut self.bl4_layout[slot as usize];
         let region = self.bl4_region;
         std::thread::scope(|s| -> Result<(), LoaderError> {
             let other = s.spawn(|| -> Result<(), LoaderError> {
-                bl6.write_diff(slot, old.bl6_side(), new.bl6_side())
+                bl6.write_diff(slot, old.bl6.side(), new.bl6.side())
             });
             let what = format!("IPv4 blocklist, slot {slot}");
             let mine = bl4::write_lists(layout, region, slot, &what, &old.bl4, &new.bl4, |w| {
@@ -658,7 +671,10 @@ impl Maps {
                 img.allow6.insert((set, net));
             }
         }
-        img.bl6 = bl6::read(&self.bl6_words, &self.bl6_info, &self.bl6_table, slot)?;
+        img.bl6 = self.bl6.read(slot)?;
+        for (l, lane) in img.lane6.iter_mut().enumerate() {
+            *lane = self.lane6.read(lane6_space(slot, l as u32 + 1))?;
+        }
         Ok(img)
     }
 }

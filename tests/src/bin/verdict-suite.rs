@@ -12,8 +12,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use portcullis_tests::{
     case::Case,
-    evasion, fixtures, fixtures_bans, fixtures_lanes, fixtures_rate, fixtures_reject,
-    fixtures_schedule, fixtures_v6, gen,
+    evasion, fixtures, fixtures_bans, fixtures_lanes, fixtures_lanes6, fixtures_rate,
+    fixtures_reject, fixtures_schedule, fixtures_v6, gen,
     harness::{Harness, Observed, MAX_FRAME},
     loader_checks, model,
     packet::hex,
@@ -59,12 +59,13 @@ fn run(args: &Args) -> Result<bool> {
     let (fp6, ff6) = run_cases(&mut h, "fixture", &fixtures_v6::fixtures())?;
     let (fps, ffs) = run_cases(&mut h, "fixture", &fixtures_schedule::fixtures())?;
     let (fpl, ffl) = run_cases(&mut h, "fixture", &fixtures_lanes::fixtures())?;
+    let (fpl6, ffl6) = run_cases(&mut h, "fixture", &fixtures_lanes6::fixtures())?;
     let (fpb, ffb) = run_cases(&mut h, "fixture", &fixtures_bans::fixtures())?;
     let (fpr, ffr) = run_reply_cases(&mut h, &fixtures_reject::cases())?;
     let (fpt, fft) = fixtures_rate::run(&mut h)?;
     let (fp, ff) = (
-        fp + fp6 + fps + fpl + fpb + fpr + fpt,
-        ff + ff6 + ffs + ffl + ffb + ffr + fft,
+        fp + fp6 + fps + fpl + fpl6 + fpb + fpr + fpt,
+        ff + ff6 + ffs + ffl + ffl6 + ffb + ffr + fft,
     );
     let (ep, ef) = run_cases(&mut h, "evasion", &evasion::corpus())?;
     let (lp, lf) = loader_checks::run(&mut h, !args.no_scale)?;
