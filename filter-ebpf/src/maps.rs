@@ -40,25 +40,31 @@ pub static ALLOW4: LpmTrie<Tagged4, u8> = LpmTrie::with_max_entries(DEFAULT_ALLO
 #[map]
 pub static ALLOW6: LpmTrie<Tagged6, u8> = LpmTrie::with_max_entries(DEFAULT_ALLOW_MAX, 0);
 #[map]
-pub static BL4_WORDS: Array<Bl4Word> = Array::with_max_entries(NUM_SLOTS * BL4_WORDS_PER_SLOT, 0);
+pub static BL4_WORDS: Array<Bl4Word> =
+    Array::with_max_entries(NUM_SLOTS * BL4_WORDS_PER_SLOT, BPF_F_MMAPABLE);
 #[map]
-pub static BL4_BASE: Array<u32> = Array::with_max_entries(NUM_SLOTS * BL4_WORDS_PER_SLOT, 0);
+pub static BL4_BASE: Array<u32> =
+    Array::with_max_entries(NUM_SLOTS * BL4_WORDS_PER_SLOT, BPF_F_MMAPABLE);
 #[map]
-pub static BL4_BITS: Array<Bl4Hosts> = Array::with_max_entries(DEFAULT_BL4_BITS_MAX, 0);
+pub static BL4_BITS: Array<Bl4Hosts> =
+    Array::with_max_entries(DEFAULT_BL4_BITS_MAX, BPF_F_MMAPABLE);
 /// The allowlist lanes: `BL4_*`'s layout, one space per (slot, lane).
 #[map]
 pub static LANE4_WORDS: Array<Bl4Word> =
-    Array::with_max_entries(LANE4_SPACES * BL4_WORDS_PER_SLOT, 0);
+    Array::with_max_entries(LANE4_SPACES * BL4_WORDS_PER_SLOT, BPF_F_MMAPABLE);
 #[map]
-pub static LANE4_BASE: Array<u32> = Array::with_max_entries(LANE4_SPACES * BL4_WORDS_PER_SLOT, 0);
+pub static LANE4_BASE: Array<u32> =
+    Array::with_max_entries(LANE4_SPACES * BL4_WORDS_PER_SLOT, BPF_F_MMAPABLE);
 #[map]
-pub static LANE4_BITS: Array<Bl4Hosts> = Array::with_max_entries(LANE4_BITS_MAX, 0);
+pub static LANE4_BITS: Array<Bl4Hosts> = Array::with_max_entries(LANE4_BITS_MAX, BPF_F_MMAPABLE);
 #[map]
-pub static BL6_WORDS: Array<Bl6Word> = Array::with_max_entries(NUM_SLOTS * BL6_WORDS_PER_SLOT, 0);
+pub static BL6_WORDS: Array<Bl6Word> =
+    Array::with_max_entries(NUM_SLOTS * BL6_WORDS_PER_SLOT, BPF_F_MMAPABLE);
 #[map]
 pub static BL6_INFO: Array<Bl6Info> = Array::with_max_entries(NUM_SLOTS, 0);
-/// Mmapable only for its layout: the kernel then page-aligns the values, so
-/// each 64-byte bucket is exactly one cache line.
+/// Mmapable for its layout: the kernel then page-aligns the values, so each
+/// 64-byte bucket is exactly one cache line. (The other big arrays are
+/// mmapable so the loader reads them back through a mapping.)
 #[map]
 pub static BL6_TABLE: Array<Bl6Bucket> =
     Array::with_max_entries(NUM_SLOTS * BL6_REGION, BPF_F_MMAPABLE);
@@ -66,7 +72,7 @@ pub static BL6_TABLE: Array<Bl6Bucket> =
 /// with a smaller table (`LANE6_GEOMETRY`).
 #[map]
 pub static LANE6_WORDS: Array<Bl6Word> =
-    Array::with_max_entries(LANE6_SPACES * BL6_WORDS_PER_SLOT, 0);
+    Array::with_max_entries(LANE6_SPACES * BL6_WORDS_PER_SLOT, BPF_F_MMAPABLE);
 #[map]
 pub static LANE6_INFO: Array<Bl6Info> = Array::with_max_entries(LANE6_SPACES, 0);
 #[map]
