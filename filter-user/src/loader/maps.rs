@@ -610,11 +610,13 @@ impl Maps {
                 .map_err(LoaderError::map(MAP_CONFIG))?,
             ..SlotImage::default()
         };
-        for k in 0..NUM_PORT_PROTOS * 65536 {
-            let e = self
-                .ports
-                .get(&port_index(slot, k >> 16, k as u16), 0)
-                .map_err(LoaderError::map(MAP_PORTS))?;
+        let ports = read_range(
+            &self.ports,
+            MAP_PORTS,
+            port_index(slot, 0, 0),
+            NUM_PORT_PROTOS * 65536,
+        )?;
+        for (k, e) in (0u32..).zip(ports) {
             if e != PortEntry::default() {
                 img.ports.insert(k, e);
             }
