@@ -4,13 +4,13 @@
 //! creates every map of its own object fresh, pinned in `<root>/next/`, and
 //! carries over the state the policy cannot rebuild (the generation, the META
 //! record, the counters, the run-time events settings, and from layout 5 on
-//! the bans and the rate limits' buckets: [`state`]). The daemon then writes the policy into the new
-//! slots and replaces the program in each pinned link with one
-//! `bpf_link_update`: until that returns the old program filters with the old
-//! maps, after it the new one with the new maps. Last, [`Migration::finish`]
-//! adds the counts (and rate-limit charges) the old program made meanwhile
-//! and swaps the directories
-//! (`maps/` → `retired/`, `next/` → `maps/`, `retired/` removed).
+//! the bans and the rate limits' buckets: [`state`]). The daemon then writes
+//! the policy into the new slots and replaces the program in each pinned link
+//! with one `bpf_link_update`: until that returns the old program filters
+//! with the old maps, after it the new one with the new maps. Last,
+//! [`Migration::finish`] adds the counts (and rate-limit charges) the old
+//! program made meanwhile and swaps the directories (`maps/` → `retired/`,
+//! `next/` → `maps/`, `retired/` removed).
 //!
 //! A daemon killed part-way leaves one of two states, both handled by
 //! [`recover`] at the next start: `next/` beside `maps/` (the swap had not
@@ -203,17 +203,23 @@ impl Migration {
     pub(crate) fn finish(mut self, root: &PinRoot, new: &mut Maps) -> Result<Carried, LoaderError> {
         thread::sleep(OLD_PROGRAM_QUIESCE);
         let late = self.carry_counters(new)?;
-        if let Some(state) = self.state.take() {
-            let s = state.finish()?;
-            if s != state::StateCarried::default() {
-                tracing::info!(
-                    "carried what the layout {} program did meanwhile: {} ban drops, {} \
-                     rate-limit buckets it created",
-                    self.from,
-                    s.ban_drops,
-                    s.rate_keys
-                );
-            }
+        // The links run the new program already: a late merge that fails
+        // costs only what the old program did in these last moments, not
+        // the swap.
+        match self.state.take().map(state::State::finish) {
+            Some(Ok(s)) if s != state::StateCarried::default() => tracing::info!(
+                "carried what the layout {} program did meanwhile: {} ban drops, {} \
+                 rate-limit buckets it created",
+                self.from,
+                s.ban_drops,
+                s.rate_keys
+            ),
+            Some(Err(e)) => tracing::warn!(
+                "the layout {} program's last ban drops and rate-limit charges were not \
+                 carried: {e}",
+                self.from
+            ),
+            _ => {}
         }
         drop(self.old_counters);
         rename(&root.maps_dir(), &root.retired_dir())?;
