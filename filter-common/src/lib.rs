@@ -15,7 +15,7 @@ pub use rate::*;
 /// pinned map's name, key, value or size. A build that finds an older layout
 /// pinned migrates it (new maps beside the old, state carried over, one
 /// `bpf_link_update`); layout 1 is v0.1.0's and has no `LAYOUT` map.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Number of policy slots (double buffering).
 pub const NUM_SLOTS: u32 = 2;
@@ -965,9 +965,10 @@ pub const DEFAULT_ALLOW_MAX: u32 = 1 << 18;
 
 // ---------------------------------------------------------------------------
 // Earlier layouts: what a migration reads from them. Only state that is not
-// rebuilt from the policy is carried over (generation, META, counters, and
-// from layout 2 on the run-time events settings); the policy slots are
-// written afresh by the new build.
+// rebuilt from the policy is carried over (generation, META, counters, from
+// layout 2 on the run-time events settings, from layout 5 on the bans and
+// the rate limits' buckets); the policy slots are written afresh by the new
+// build.
 // ---------------------------------------------------------------------------
 
 /// An earlier layout's `COUNTERS` geometry: index = (iface slot ×
@@ -1093,6 +1094,82 @@ pub mod layout4 {
     pub const EVENTS_STATE_VALUE_SIZE: usize = super::layout3::EVENTS_STATE_VALUE_SIZE;
 }
 
+/// Layout 5: commit fa704d6 (`LAYOUT[0]` = 5): rate limits, bans, the IPv4
+/// allowlist lanes. META, EVENTS_CFG and EVENTS_STATE as in layout 4;
+/// COUNTERS gains the reasons `rate_limited`, `quota_exceeded` and `banned`.
+/// Besides those, a migration from it carries the state no policy rebuilds:
+/// the bans (`BAN_*`) and the rate limits' buckets (`RATE_KEYS`,
+/// `RATE_ZONE`, `RATE_REAPED`), whose shapes are below.
+pub mod layout5 {
+    use super::{CounterLayout, MapShape};
+
+    pub const COUNTERS: CounterLayout = CounterLayout {
+        reasons: &[
+            "non_ip",
+            "malformed",
+            "failsafe",
+            "blocklist",
+            "fragment",
+            "other_protocol",
+            "allowed",
+            "not_allowed",
+            "audit",
+            "unmatched",
+            "no_policy",
+            "rejected",
+            "reject_suppressed",
+            "closed",
+            "rate_limited",
+            "quota_exceeded",
+            "banned",
+        ],
+        num_rules: 66,
+        max_iface_slots: 16,
+    };
+    pub const META_VALUE_SIZE: usize = super::layout4::META_VALUE_SIZE;
+    pub const EVENTS_CFG_VALUE_SIZE: usize = super::layout4::EVENTS_CFG_VALUE_SIZE;
+    pub const EVENTS_STATE_VALUE_SIZE: usize = super::layout4::EVENTS_STATE_VALUE_SIZE;
+
+    /// `Array<u64>`: the ban prefilter's words.
+    pub const BAN_BITS: MapShape = MapShape::new(4, 8, 542_728);
+    /// Hashes `[u8; 4]` / `[u8; 16]` → `BanValue` (16 bytes).
+    pub const BAN4: MapShape = MapShape::new(4, 16, 1 << 20);
+    pub const BAN6: MapShape = MapShape::new(16, 16, 1 << 20);
+    /// LPM tries: the kernel's key is the 4-byte prefix length + the address.
+    pub const BAN4_NETS: MapShape = MapShape::new(8, 16, 1 << 17);
+    pub const BAN6_NETS: MapShape = MapShape::new(20, 16, 1 << 17);
+    /// Per-CPU `Array<Counter>`, indexed by tag id.
+    pub const BAN_COUNTERS: MapShape = MapShape::new(4, 16, 256);
+    /// Hash `RateKey` (20 bytes) → `RateBucket` (8 bytes).
+    pub const RATE_KEYS: MapShape = MapShape::new(20, 8, 65_536);
+    /// `Array<RateZone>` (24 bytes) and `Array<u64>`, by `rate_zone_index`.
+    pub const RATE_ZONE: MapShape = MapShape::new(4, 24, 130);
+    pub const RATE_REAPED: MapShape = MapShape::new(4, 8, 130);
+}
+
+/// A pinned map's (key size, value size, max entries), as an earlier layout
+/// created it; checked before a migration reads the map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapShape {
+    pub key: u32,
+    pub value: u32,
+    pub entries: u32,
+}
+
+impl MapShape {
+    pub const fn new(key: u32, value: u32, entries: u32) -> MapShape {
+        MapShape {
+            key,
+            value,
+            entries,
+        }
+    }
+
+    const fn is(&self, key: usize, value: usize, entries: u32) -> bool {
+        self.key as usize == key && self.value as usize == value && self.entries == entries
+    }
+}
+
 /// The counter geometry of pinned layout `version`, if this build can
 /// migrate from it.
 pub const fn counter_layout(version: u32) -> Option<CounterLayout> {
@@ -1101,6 +1178,7 @@ pub const fn counter_layout(version: u32) -> Option<CounterLayout> {
         2 => Some(layout2::COUNTERS),
         3 => Some(layout3::COUNTERS),
         4 => Some(layout4::COUNTERS),
+        5 => Some(layout5::COUNTERS),
         _ => None,
     }
 }
@@ -1110,6 +1188,29 @@ const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout1::META_VALUE_SI
 const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout2::META_VALUE_SIZE);
 const _: () = assert!(core::mem::size_of::<EventsConfig>() == layout2::EVENTS_CFG_VALUE_SIZE);
 const _: () = assert!(core::mem::size_of::<EventsState>() == layout2::EVENTS_STATE_VALUE_SIZE);
+// Layout 5's bans and rate state are carried entry by entry into maps of
+// today's types: a change to one of these must add a reader of layout 5's.
+const _: () = assert!(layout5::BAN_BITS.is(4, 8, BAN_BITS_LEN));
+const _: () = assert!(layout5::BAN4.is(4, core::mem::size_of::<BanValue>(), BAN_HOSTS_MAX));
+const _: () = assert!(layout5::BAN6.is(16, core::mem::size_of::<BanValue>(), BAN_HOSTS_MAX));
+const _: () = assert!(layout5::BAN4_NETS.is(
+    4 + core::mem::size_of::<BanNet4>(),
+    core::mem::size_of::<BanValue>(),
+    BAN_NETS_MAX
+));
+const _: () = assert!(layout5::BAN6_NETS.is(
+    4 + core::mem::size_of::<BanNet6>(),
+    core::mem::size_of::<BanValue>(),
+    BAN_NETS_MAX
+));
+const _: () = assert!(layout5::BAN_COUNTERS.is(4, core::mem::size_of::<Counter>(), BAN_TAGS));
+const _: () = assert!(layout5::RATE_KEYS.is(
+    core::mem::size_of::<RateKey>(),
+    core::mem::size_of::<RateBucket>(),
+    RATE_TABLE_MAX
+));
+const _: () = assert!(layout5::RATE_ZONE.is(4, core::mem::size_of::<RateZone>(), RATE_ZONE_LEN));
+const _: () = assert!(layout5::RATE_REAPED.is(4, 8, RATE_ZONE_LEN));
 // Sampled decisions: `EVENTS` (ring buffer), `EVENTS_CFG[0]`, `EVENTS_STATE[0]`.
 // A decision whose class (drop, audit pass, other pass) is selected in
 // `EVENTS_CFG.flags` is handed (`EVENTS_PENDING`) to the events program by a
@@ -1511,6 +1612,22 @@ mod tests {
         assert_eq!(l.decode(2 * 11 * 2 + 14), (0, 2, "not_allowed", false));
         assert_eq!(l.decode(1452 + 21), (1, 0, "no_policy", true));
         assert_eq!(l.decode(l.len() - 1), (15, 65, "no_policy", true));
+    }
+
+    #[test]
+    fn layout5_decode_reads_fa704d6_counter_order() {
+        // Fixed values of layout 5's geometry: (rule * 17 + reason) * 2 +
+        // drop, 2244 counters per interface slot.
+        let l = layout5::COUNTERS;
+        assert_eq!(l.per_iface(), 2244);
+        assert_eq!(l.len(), 35_904);
+        assert_eq!(l.decode(2 * 14), (0, 0, "rate_limited", false));
+        assert_eq!(l.decode(2 * 16 + 1), (0, 0, "banned", true));
+        assert_eq!(
+            l.decode(2244 + (3 * 17 + 15) * 2),
+            (1, 3, "quota_exceeded", false)
+        );
+        assert_eq!(l.decode(l.len() - 1), (15, 65, "banned", true));
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub const RELEASES: &[Release] = &[
         commit: "2afea6274ad84d65fcc99505ac281c050cca7c3c",
         layout: 4,
     },
+    // Wave 2's main with bans, rate limits, IPv4 allowlist lanes, CrowdSec and feeds.
+    Release {
+        name: "layout-5",
+        commit: "fa704d6cb8cd0fe5db4ed39f9fb97acb87142940",
+        layout: 5,
+    },
 ];
 
 /// `NAME=PATH` for every release, each built once (cached under

@@ -3,12 +3,14 @@
 //! A build that finds an older layout pinned does not reuse those maps: it
 //! creates every map of its own object fresh, pinned in `<root>/next/`, and
 //! carries over the state the policy cannot rebuild (the generation, the META
-//! record, the counters). The daemon then writes the policy into the new
-//! slots and replaces the program in each pinned link with one
-//! `bpf_link_update`: until that returns the old program filters with the old
-//! maps, after it the new one with the new maps. Last, [`Migration::finish`]
-//! adds the counts the old program made meanwhile and swaps the directories
-//! (`maps/` → `retired/`, `next/` → `maps/`, `retired/` removed).
+//! record, the counters, the run-time events settings, and from layout 5 on
+//! the bans and the rate limits' buckets: [`state`]). The daemon then writes
+//! the policy into the new slots and replaces the program in each pinned link
+//! with one `bpf_link_update`: until that returns the old program filters
+//! with the old maps, after it the new one with the new maps. Last,
+//! [`Migration::finish`] adds the counts (and rate-limit charges) the old
+//! program made meanwhile and swaps the directories (`maps/` → `retired/`,
+//! `next/` → `maps/`, `retired/` removed).
 //!
 //! A daemon killed part-way leaves one of two states, both handled by
 //! [`recover`] at the next start: `next/` beside `maps/` (the swap had not
@@ -16,11 +18,14 @@
 //! `retired/` (the swap had begun: it is completed).
 use std::{fs, path::Path, thread, time::Duration};
 
+mod state;
+
 use aya::maps::{Array, Map, MapData, MapInfo, PerCpuArray};
 use filter_common::{
     counter_index, counter_layout, iface_counter_index, layout1, layout2, Counter, CounterLayout,
-    EventsConfig, EventsState, MetaBlob, Reason, Verdict, LAYOUT_VERSION, MAP_ACTIVE, MAP_COUNTERS,
-    MAP_EVENTS_CFG, MAP_EVENTS_STATE, MAP_LAYOUT, MAP_META, MAX_IFACE_SLOTS, NUM_RULES,
+    EventsConfig, EventsState, MapShape, MetaBlob, Reason, Verdict, LAYOUT_VERSION, MAP_ACTIVE,
+    MAP_COUNTERS, MAP_EVENTS_CFG, MAP_EVENTS_STATE, MAP_LAYOUT, MAP_META, MAX_IFACE_SLOTS,
+    NUM_RULES,
 };
 
 use super::{maps::Maps, meta::Meta, pins::PinRoot, LoaderError};
@@ -79,6 +84,8 @@ pub(crate) struct Migration {
     old_counters: PerCpuArray<MapData, Counter>,
     /// Old counter sums as carried, by old index.
     carried: Vec<Counter>,
+    /// Bans and rate-limit state (from layout 5 on).
+    state: Option<state::State>,
 }
 
 /// What `carry_counters` did.
@@ -107,18 +114,35 @@ impl Migration {
             ))
         })?;
         let old = |name| root.map(name);
-        let old_active: Array<MapData, u32> = open(&old(MAP_ACTIVE), from, 4, 1)?;
-        let old_meta: Array<MapData, MetaBlob> =
-            open(&old(MAP_META), from, layout1::META_VALUE_SIZE as u32, 1)?;
+        let old_active: Array<MapData, u32> = open(&old(MAP_ACTIVE), from, array(4, 1))?;
+        let old_meta: Array<MapData, MetaBlob> = open(
+            &old(MAP_META),
+            from,
+            array(layout1::META_VALUE_SIZE as u32, 1),
+        )?;
         let old_counters: PerCpuArray<MapData, Counter> = open(
             &old(MAP_COUNTERS),
             from,
-            std::mem::size_of::<Counter>() as u32,
-            geometry.len(),
+            array(std::mem::size_of::<Counter>() as u32, geometry.len()),
         )?;
         if from >= 2 {
             carry_events(root, from)?;
         }
+        let state = match state::State::start(root, from)? {
+            Some((state, c)) => {
+                tracing::info!(
+                    "carried from layout {from}: {} banned addresses and {} banned prefixes \
+                     ({} prefilter words, {} ban drops counted), {} rate-limit buckets",
+                    c.ban_hosts,
+                    c.ban_nets,
+                    c.ban_words,
+                    c.ban_drops,
+                    c.rate_keys
+                );
+                Some(state)
+            }
+            None => None,
+        };
 
         let generation = old_active
             .get(&0, 0)
@@ -141,6 +165,7 @@ impl Migration {
             geometry,
             old_counters,
             carried: vec![Counter::default(); geometry.len() as usize],
+            state,
         };
         let carried = m.carry_counters(new)?;
         Ok((m, carried))
@@ -178,6 +203,24 @@ impl Migration {
     pub(crate) fn finish(mut self, root: &PinRoot, new: &mut Maps) -> Result<Carried, LoaderError> {
         thread::sleep(OLD_PROGRAM_QUIESCE);
         let late = self.carry_counters(new)?;
+        // The links run the new program already: a late merge that fails
+        // costs only what the old program did in these last moments, not
+        // the swap.
+        match self.state.take().map(state::State::finish) {
+            Some(Ok(s)) if s != state::StateCarried::default() => tracing::info!(
+                "carried what the layout {} program did meanwhile: {} ban drops, {} \
+                 rate-limit buckets it created",
+                self.from,
+                s.ban_drops,
+                s.rate_keys
+            ),
+            Some(Err(e)) => tracing::warn!(
+                "the layout {} program's last ban drops and rate-limit charges were not \
+                 carried: {e}",
+                self.from
+            ),
+            _ => {}
+        }
         drop(self.old_counters);
         rename(&root.maps_dir(), &root.retired_dir())?;
         rename(&root.next_dir(), &root.maps_dir())?;
@@ -211,10 +254,10 @@ pub(crate) fn new_index(old_layout: &CounterLayout, old: u32) -> Option<u32> {
 /// old maps into the new ones in `next/`, so neither resets on upgrade.
 fn carry_events(root: &PinRoot, from: u32) -> Result<(), LoaderError> {
     let (old, new) = (root.maps_dir(), root.next_dir());
-    let cfg_size = layout2::EVENTS_CFG_VALUE_SIZE as u32;
-    let old_cfg: Array<MapData, EventsConfig> = open(&old.join(MAP_EVENTS_CFG), from, cfg_size, 1)?;
+    let cfg = array(layout2::EVENTS_CFG_VALUE_SIZE as u32, 1);
+    let old_cfg: Array<MapData, EventsConfig> = open(&old.join(MAP_EVENTS_CFG), from, cfg)?;
     let mut new_cfg: Array<MapData, EventsConfig> =
-        open(&new.join(MAP_EVENTS_CFG), LAYOUT_VERSION, cfg_size, 1)?;
+        open(&new.join(MAP_EVENTS_CFG), LAYOUT_VERSION, cfg)?;
     let cfg = old_cfg
         .get(&0, 0)
         .map_err(LoaderError::map(MAP_EVENTS_CFG))?;
@@ -222,11 +265,10 @@ fn carry_events(root: &PinRoot, from: u32) -> Result<(), LoaderError> {
         .set(0, cfg, 0)
         .map_err(LoaderError::map(MAP_EVENTS_CFG))?;
 
-    let state_size = layout2::EVENTS_STATE_VALUE_SIZE as u32;
-    let old_state: PerCpuArray<MapData, EventsState> =
-        open(&old.join(MAP_EVENTS_STATE), from, state_size, 1)?;
+    let st = array(layout2::EVENTS_STATE_VALUE_SIZE as u32, 1);
+    let old_state: PerCpuArray<MapData, EventsState> = open(&old.join(MAP_EVENTS_STATE), from, st)?;
     let mut new_state: PerCpuArray<MapData, EventsState> =
-        open(&new.join(MAP_EVENTS_STATE), LAYOUT_VERSION, state_size, 1)?;
+        open(&new.join(MAP_EVENTS_STATE), LAYOUT_VERSION, st)?;
     let cells = old_state
         .get(&0, 0)
         .map_err(LoaderError::map(MAP_EVENTS_STATE))?;
@@ -235,21 +277,38 @@ fn carry_events(root: &PinRoot, from: u32) -> Result<(), LoaderError> {
         .map_err(LoaderError::map(MAP_EVENTS_STATE))
 }
 
-/// Opens a pinned map after checking its shape is the one expected of
-/// layout `layout`.
-fn open<T>(path: &Path, layout: u32, value: u32, entries: u32) -> Result<T, LoaderError>
+/// The shape of an array map (u32 keys).
+const fn array(value: u32, entries: u32) -> MapShape {
+    MapShape::new(4, value, entries)
+}
+
+/// Opens a pinned map after checking its shape (key size, value size,
+/// entries) is the one expected of layout `layout`.
+fn open<T>(path: &Path, layout: u32, want: MapShape) -> Result<T, LoaderError>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {
     let name = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-    let info = MapInfo::from_pin(path).map_err(LoaderError::map_named(name))?;
-    if (info.value_size(), info.max_entries()) != (value, entries) {
+    if !path.exists() {
         return Err(LoaderError::Layout(format!(
-            "{} does not look like layout {layout} (value size {}, {} entries; expected \
-             {value}, {entries}); run `portcullis detach` to remove the old filter",
+            "{} is missing: the pins do not look like layout {layout}; run `portcullis \
+             detach` to remove the old filter",
+            path.display()
+        )));
+    }
+    let info = MapInfo::from_pin(path).map_err(LoaderError::map_named(name))?;
+    let found = MapShape::new(info.key_size(), info.value_size(), info.max_entries());
+    if found != want {
+        return Err(LoaderError::Layout(format!(
+            "{} does not look like layout {layout} (key size {}, value size {}, {} entries; \
+             expected {}, {}, {}); run `portcullis detach` to remove the old filter",
             path.display(),
-            info.value_size(),
-            info.max_entries()
+            found.key,
+            found.value,
+            found.entries,
+            want.key,
+            want.value,
+            want.entries
         )));
     }
     let data = MapData::from_pin(path).map_err(LoaderError::map_named(name))?;

@@ -194,6 +194,18 @@ pub fn all() -> Vec<Scenario> {
             upgrade::upgrade_from_layout_4,
         ),
         s(
+            "upgrade-from-layout-5",
+            false,
+            false,
+            upgrade::upgrade_from_layout_5,
+        ),
+        s(
+            "upgrade-from-layout-5-without-ban-store-keeps-kernel-bans",
+            false,
+            false,
+            upgrade::upgrade_from_layout_5_without_ban_store_keeps_kernel_bans,
+        ),
+        s(
             "upgrade-failed-start-changes-nothing",
             false,
             false,

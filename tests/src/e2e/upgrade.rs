@@ -12,11 +12,14 @@ use std::{
 use anyhow::{anyhow, ensure, Context, Result};
 
 use super::{
+    bans::tagged,
+    cmd,
     continuity::{allowed_a, forbidden_a, gaps, listed, reached},
     daemon::Status,
     policies,
-    probe::ProbeLoop,
-    scenarios::{check, ms, rows_a, usable, Ctx},
+    probe::{Probe, ProbeLoop},
+    scenarios::{check, metric, ms, rows_a, t, u, usable, Ctx, Exp},
+    topology::{LISTED4, LISTED4B, LISTED6, VPN4},
 };
 
 static RELEASES: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
@@ -73,58 +76,183 @@ fn pins_settled(cx: &Ctx) -> Result<()> {
 /// over its pins: no forbidden probe reaches the host, no allowed probe is
 /// lost, counters carry over, the old pins are gone.
 pub(crate) fn upgrade_from_v0_1_0(cx: &mut Ctx) -> Result<()> {
-    upgrade(cx, "v0.1.0", 1, false)
+    upgrade(cx, "v0.1.0", 1, false, Bans::NotInRelease)
 }
 
 /// As above, but the new daemon dies (abort) after switching every link and
 /// before retiring the old maps; the next start completes the migration.
 pub(crate) fn upgrade_from_v0_1_0_interrupted(cx: &mut Ctx) -> Result<()> {
-    upgrade(cx, "v0.1.0", 1, true)
+    upgrade(cx, "v0.1.0", 1, true, Bans::NotInRelease)
 }
 
 /// Layout 2 (wave 2's first release) → this build, as for v0.1.0; besides
 /// the counters, the run-time sampling setting set with the old binary
 /// (`portcullis sampling`) is carried over, not reset to the policy's.
 pub(crate) fn upgrade_from_layout_2_keeps_sampling(cx: &mut Ctx) -> Result<()> {
-    upgrade(cx, "layout-2", 2, false)
+    upgrade(cx, "layout-2", 2, false, Bans::NotInRelease)
 }
 
 /// Layout 3 (reject and opening hours) → this build, as for layout 2.
 pub(crate) fn upgrade_from_layout_3(cx: &mut Ctx) -> Result<()> {
-    upgrade(cx, "layout-3", 3, false)
+    upgrade(cx, "layout-3", 3, false, Bans::NotInRelease)
 }
 
 /// Layout 4 (the last main before limits, bans and allowlist lanes) → this
 /// build, as for layout 2.
 pub(crate) fn upgrade_from_layout_4(cx: &mut Ctx) -> Result<()> {
-    upgrade(cx, "layout-4", 4, false)
+    upgrade(cx, "layout-4", 4, false, Bans::NotInRelease)
+}
+
+/// Layout 5 (rate limits, bans, IPv4 allowlist lanes) → this build, as for
+/// layout 2; besides, bans added with the old binary keep dropping their
+/// sources throughout and after the upgrade, are listed by the new daemon
+/// with their tag, and their drop counter carries over.
+pub(crate) fn upgrade_from_layout_5(cx: &mut Ctx) -> Result<()> {
+    upgrade(cx, "layout-5", 5, false, Bans::StoreKept)
+}
+
+/// As above, with the daemon's ban store gone before the new build starts:
+/// the bans live on in the kernel maps the migration carried, and the new
+/// daemon adopts them from there (tagged "adopted").
+pub(crate) fn upgrade_from_layout_5_without_ban_store_keeps_kernel_bans(
+    cx: &mut Ctx,
+) -> Result<()> {
+    upgrade(cx, "layout-5", 5, false, Bans::StoreLost)
 }
 
 /// The run-time sampling setting this test sets on a layout-2 filter.
 const SAMPLING_SET: [&str; 5] = ["drops", "--rate", "7", "--burst", "9"];
 
-fn upgrade(cx: &mut Ctx, name: &str, layout: u32, interrupt: bool) -> Result<()> {
+/// What an upgrade scenario does with bans.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Bans {
+    /// The release has none.
+    NotInRelease,
+    /// Bans made with the old binary; the daemons share the ban store.
+    StoreKept,
+    /// Bans made with the old binary; the store is moved away before this
+    /// build starts.
+    StoreLost,
+}
+
+/// What the layout-5 scenarios ban with the old binary: a prefix, an IPv4
+/// and an IPv6 address (so both tries' and hashes' kinds and the prefilter
+/// are carried) — sources policy A otherwise lets in on 8880.
+const BANNED: [&str; 3] = ["198.51.100.0/24", "192.0.2.7", "2001:db8:dead::7"];
+const BANNED_LISTED: [&str; 3] = ["192.0.2.7/32", "198.51.100.0/24", "2001:db8:dead::7/128"];
+const BAN_TAG: &str = "upgrade";
+
+/// A zone the layout-5 scenarios add to policy A: one packet a minute per
+/// source, so a source that sent one is limited for the rest of the test —
+/// unless its bucket is lost on the way (a fresh bucket admits it again).
+const LIMITED_ZONE: &str = r#"
+[[zone]]
+name  = "upgrade-limited"
+ports = ["7007/udp"]
+allow = ["any"]
+rate  = { packets = "1/min", burst = 1 }
+"#;
+
+fn limited_probe() -> Probe {
+    u(VPN4, 7007)
+}
+
+fn banned_probes() -> Vec<Probe> {
+    vec![t(LISTED4, 8880), t(LISTED4B, 8880), t(LISTED6, 8880)]
+}
+
+/// `portcullis ban ARGS…` of another build's binary, against the daemon.
+fn ban_of(cx: &Ctx, bin: &std::path::Path, args: &[&str]) -> Result<()> {
+    let control = cx.sb.control.display().to_string();
+    let mut all = vec!["ban"];
+    all.extend_from_slice(args);
+    all.extend(["--control-socket", &control]);
+    let out = cmd::run(
+        &mut cx.sb.portcullis_of(bin, &all),
+        super::patience(cmd::CMD_TIMEOUT),
+    )?;
+    ensure!(
+        out.status.success(),
+        "{all:?}: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(())
+}
+
+/// `portcullis_ban_drops_total{tag}` of the running daemon.
+fn ban_drops(cx: &Ctx, tag: &str) -> Result<f64> {
+    Ok(metric(
+        &cx.sb.metrics()?,
+        "portcullis_ban_drops_total",
+        &[("tag", tag)],
+    )
+    .unwrap_or(0.0))
+}
+
+fn upgrade(cx: &mut Ctx, name: &str, layout: u32, interrupt: bool, bans: Bans) -> Result<()> {
     let old = release(name)?;
-    let pa = cx.policy("upgrade-a.toml", &policies::policy_a())?;
+    let text = if bans == Bans::NotInRelease {
+        policies::policy_a()
+    } else {
+        format!("{}{LIMITED_ZONE}", policies::policy_a())
+    };
+    let pa = cx.policy("upgrade-a.toml", &text)?;
+    let state = cx.sb.state_dir().display().to_string();
+    let old_extra: &[&str] = if bans == Bans::NotInRelease {
+        &[]
+    } else {
+        &["--state-dir", &state]
+    };
     let mut d_old = cx
         .sb
-        .start_daemon_of(&old, &pa, &[])
+        .start_daemon_of(&old, &pa, old_extra)
         .with_context(|| format!("starting {name}"))?;
     check(cx.sb, &rows_a()).with_context(|| format!("{name} enforcing policy A"))?;
     if layout >= 2 {
         super::events::sampling_of(cx.sb, &old, &SAMPLING_SET)
             .with_context(|| format!("{name}: sampling"))?;
     }
+    let banned = if bans == Bans::NotInRelease {
+        Vec::new()
+    } else {
+        usable(cx.sb, banned_probes())
+    };
+    let rows = |e: Exp| banned.iter().map(|p| (*p, e)).collect::<Vec<_>>();
+    if bans != Bans::NotInRelease {
+        check(cx.sb, &rows(Exp::Open)).context("the sources to ban, before the ban")?;
+        let mut args = vec!["add"];
+        args.extend(BANNED);
+        args.extend(["--tag", BAN_TAG]);
+        ban_of(cx, &old, &args).with_context(|| format!("{name}: ban add"))?;
+        check(cx.sb, &rows(Exp::Blocked)).with_context(|| format!("{name}'s bans"))?;
+        check(cx.sb, &[(limited_probe(), Exp::Open)]).context("a limited source's first")?;
+        check(cx.sb, &[(limited_probe(), Exp::Blocked)])
+            .with_context(|| format!("{name}: a limited source's second"))?;
+    }
     let gen0 = cx.sb.status()?.generation;
-    let (forbidden, allowed) = (forbidden_a(), allowed_a());
+    let (mut forbidden, allowed) = (forbidden_a(), allowed_a());
+    forbidden.extend(&banned);
     let all = usable(cx.sb, forbidden.iter().chain(&allowed).copied().collect());
     let started = Instant::now();
     let lp = ProbeLoop::start(&cx.sb.topo, &all, Duration::from_millis(5));
     thread::sleep(Duration::from_millis(700));
 
+    let drops_before = if bans == Bans::NotInRelease {
+        Ok(0.0)
+    } else {
+        ban_drops(cx, BAN_TAG)
+    };
     let t_stop = started.elapsed();
     let stopped = d_old.terminate();
     let before = cx.sb.status().map(|s| packets(&s));
+    let store_moved = if bans == Bans::StoreLost {
+        let dir = cx.sb.state_dir();
+        std::fs::rename(&dir, dir.with_extension("lost"))
+            .with_context(|| format!("moving {} away", dir.display()))
+    } else {
+        Ok(())
+    };
     let t_start = started.elapsed();
     let mut crashed = None;
     if interrupt {
@@ -153,6 +281,8 @@ fn upgrade(cx: &mut Ctx, name: &str, layout: u32, interrupt: bool) -> Result<()>
     let samples = lp.finish();
     stopped?;
     let before = before?;
+    let drops_before = drops_before?;
+    store_moved?;
     let mut d_new = d_new.context("starting this build over the release's pins")?;
     if let Some(why) = crashed {
         anyhow::bail!("{why}");
@@ -224,6 +354,9 @@ fn upgrade(cx: &mut Ctx, name: &str, layout: u32, interrupt: bool) -> Result<()>
     let gen = cx.sb.status()?.generation;
     ensure!(gen > gen0, "generation {gen} after the upgrade, was {gen0}");
     check(cx.sb, &rows_a()).context("after the upgrade")?;
+    if bans != Bans::NotInRelease {
+        check_carried(cx, bans, &log, drops_before, &rows(Exp::Blocked))?;
+    }
     if layout >= 2 {
         let shown = super::events::sampling_of(cx.sb, &cx.sb.bin, &[])?;
         let s = &shown["sampling"];
@@ -234,6 +367,79 @@ fn upgrade(cx: &mut Ctx, name: &str, layout: u32, interrupt: bool) -> Result<()>
         cx.note("run-time sampling (drops, rate 7, burst 9) carried over".to_string());
     }
     d_new.terminate()?;
+    Ok(())
+}
+
+/// After a layout-5 upgrade: the migration carried the bans and the rate
+/// limits' buckets (its log says how many), the banned sources stay dropped,
+/// the rate-limited one stays limited, the new daemon lists the bans — with
+/// their tag when the store was kept (and the tag's drop count carried
+/// over), as adopted from the kernel when it was lost.
+fn check_carried(
+    cx: &mut Ctx,
+    bans: Bans,
+    log: &str,
+    drops_before: f64,
+    blocked: &[(Probe, Exp)],
+) -> Result<()> {
+    check(cx.sb, blocked).context("the old build's bans after the upgrade")?;
+    check(cx.sb, &[(limited_probe(), Exp::Blocked)]).context(
+        "a source the old build rate-limited, after the upgrade (its bucket was reset?)",
+    )?;
+    let tag = if bans == Bans::StoreKept {
+        BAN_TAG
+    } else {
+        filter_user::bans::ADOPTED_TAG
+    };
+    let listed = tagged(cx, tag)?;
+    ensure!(
+        listed == BANNED_LISTED,
+        "the new daemon lists {listed:?} under tag {tag:?}; expected {BANNED_LISTED:?}"
+    );
+    if bans == Bans::StoreLost {
+        ensure!(
+            log.contains("adopted the 3 bans the kernel holds"),
+            "the new daemon did not adopt the kernel's bans; its log:\n{log}"
+        );
+    } else {
+        // Every banned drop counts twice: in COUNTERS (reason banned) and in
+        // its tag's BAN_COUNTERS cell. Both were carried, so with no probe
+        // in flight they agree; a tag count that restarted at the upgrade
+        // would be short of the other by what the old program dropped.
+        let drops = ban_drops(cx, BAN_TAG)?;
+        let counted: u64 = cx
+            .sb
+            .status()?
+            .counters
+            .iter()
+            .filter(|c| c.reason == "banned" && c.verdict == "drop")
+            .map(|c| c.packets)
+            .sum();
+        ensure!(
+            drops_before > 0.0 && drops >= drops_before && drops == counted as f64,
+            "portcullis_ban_drops_total{{tag={BAN_TAG}}} was {drops_before} before the \
+             upgrade and is {drops} after; the banned drop counters say {counted}"
+        );
+        cx.note(format!(
+            "ban drops of tag {BAN_TAG}: {drops_before} before the upgrade, {drops} after \
+             (banned drop counters: {counted})"
+        ));
+    }
+    let carried = log
+        .lines()
+        .find_map(|l| l.find("carried from layout").map(|at| l[at..].to_string()))
+        .filter(|l| l.contains("banned addresses and"));
+    ensure!(
+        carried
+            .as_deref()
+            .is_some_and(|l| l.contains("2 banned addresses and 1 banned prefixes")
+                && l.contains(" 1 rate-limit buckets")),
+        "the migration did not report carrying the 3 bans and the bucket: {carried:?}"
+    );
+    cx.note(format!(
+        "{}; listed under tag {tag:?}: {listed:?}",
+        carried.unwrap_or_default().trim()
+    ));
     Ok(())
 }
 
