@@ -221,6 +221,10 @@ pub struct VethSet {
 pub const ALLOW_BIG_PORT: u16 = 30_100;
 pub const ALLOW_SMALL_PORT: u16 = 30_101;
 pub const ALLOW6_PORT: u16 = 30_102;
+/// The rate-limited zone (`ratio_spoofed_limited`): open to every IPv4
+/// source, 100 packets/s per source, so a flood of random sources is
+/// refused by its ceiling (10× the per-source rate) and new-source budget.
+pub const LIMITED_PORT: u16 = 30_103;
 
 /// Prefix lengths of the IPv6 allowlist, percent (registry allocations are
 /// mostly /32 and /29, end sites /48).
@@ -424,6 +428,11 @@ impl VethSet {
             &self.allow[..self.small],
         );
         allow_zone(&mut toml, "allow6-big", ALLOW6_PORT, &self.allow6);
+        let _ = writeln!(
+            toml,
+            "[[zone]]\nname = \"limited\"\nports = [\"{LIMITED_PORT}/udp\"]\nallow = [\"0.0.0.0/0\"]\n\
+             rate = {{ packets = \"100/s\", burst = 200 }}\n"
+        );
         std::fs::write(&self.path, toml).with_context(|| self.path.display().to_string())
     }
 }

@@ -36,7 +36,7 @@ use crate::{
     frame,
     gen::{sample, Gen, Sources},
     nft,
-    policies::{PolicySet, VethSet, ALLOW6_PORT, ALLOW_BIG_PORT, ALLOW_SMALL_PORT},
+    policies::{PolicySet, VethSet, ALLOW6_PORT, ALLOW_BIG_PORT, ALLOW_SMALL_PORT, LIMITED_PORT},
     report::{Flood, Group, Results},
     sys, Args, Plan,
 };
@@ -382,6 +382,7 @@ struct Sets {
     v6_uniform: Sources,
     allow6_big: Sources,
     allow6_big_miss: Sources,
+    spoofed: Sources,
 }
 
 fn fill(gen: &mut Gen, set: &PolicySet, veth: &VethSet, n: usize) -> Result<Sets> {
@@ -403,6 +404,8 @@ fn fill(gen: &mut Gen, set: &PolicySet, veth: &VethSet, n: usize) -> Result<Sets
     // The zone's /16 only: its /24s are in 172/8 and need no weighting.
     let allowed = gen.add_v4(&zone.allow4[..1], zone.udp)?;
     let uniform = gen.add_v4(&["0.0.0.0/0".parse()?], zone.udp)?;
+    // The same random sources at the rate-limited zone: a spoofed flood.
+    let spoofed = gen.add_v4(&["0.0.0.0/0".parse()?], LIMITED_PORT)?;
     let small = veth.small;
     let allow_big = gen.add_v4(&sample(&veth.allow, want), ALLOW_BIG_PORT)?;
     let allow_big_miss = gen.add_v4(&sample(&veth.allow_misses, want), ALLOW_BIG_PORT)?;
@@ -429,6 +432,7 @@ fn fill(gen: &mut Gen, set: &PolicySet, veth: &VethSet, n: usize) -> Result<Sets
         v6_uniform,
         allow6_big,
         allow6_big_miss,
+        spoofed,
     })
 }
 
@@ -449,6 +453,7 @@ fn rows(s: &Sets) -> Vec<Row> {
         row("portcullis_drop", "blocklist: random listed prefixes, 90% /32s (drop)", Portcullis, DAEMON_PAIR, s.list, blocklist),
         row("portcullis_drop_v6", "blocklist IPv6: random listed /48s (drop)", Portcullis, DAEMON_PAIR, s.v6_list, blocklist),
         row("portcullis_drop_uniform", "uniform random IPv4 sources, zone port (drop)", Portcullis, DAEMON_PAIR, s.uniform, not_allowed),
+        row("portcullis_spoofed_limited", "uniform random IPv4 sources, rate-limited zone port (drop)", Portcullis, DAEMON_PAIR, s.spoofed, Expect::Verdict("rate_limited", "drop")),
         row("portcullis_drop_uniform_v6", "uniform random IPv6 sources (2000::/3), zone port (drop)", Portcullis, DAEMON_PAIR, s.v6_uniform, not_allowed),
         row("portcullis_drop_nets", "blocklist: listed /24s only (drop)", Portcullis, DAEMON_PAIR, s.nets, blocklist),
         row("portcullis_drop_hot", "blocklist: 64 listed /32s (drop, cache-resident)", Portcullis, DAEMON_PAIR, s.hot, blocklist),
