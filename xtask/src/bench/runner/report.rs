@@ -222,8 +222,8 @@ fn range(v: &[f64]) -> (f64, f64) {
 
 /// (ratio key, flood, baseline flood, target). The floor keys compare each
 /// flood with the baseline every filter pays: `floor_drop` for IPv4 floods
-/// that drop, `floor_drop_v6` for IPv6, `floor_pass` for floods that pass
-/// (it pays the stack behind the filter too).
+/// that drop, `floor_drop_v6` for IPv6, `floor_pass` (`floor_pass_v6`) for
+/// floods that pass (it pays the stack behind the filter too).
 #[rustfmt::skip]
 pub const RATIOS: [(&str, &str, &str, Option<f64>); 24] = [
     ("ratio_vs_floor", "portcullis_drop_hosts", "floor_drop", Some(0.5)),
@@ -241,7 +241,7 @@ pub const RATIOS: [(&str, &str, &str, Option<f64>); 24] = [
     ("ratio_vs_floor_allow_100k", "portcullis_allow_100k", "floor_pass", None),
     ("ratio_vs_floor_allow_100k_miss", "portcullis_allow_100k_miss", "floor_drop", None),
     ("ratio_vs_floor_allow_1k", "portcullis_allow_1k", "floor_pass", None),
-    ("ratio_vs_floor_allow6_60k", "portcullis_allow6_60k", "floor_pass", None),
+    ("ratio_vs_floor_allow6_60k", "portcullis_allow6_60k", "floor_pass_v6", None),
     ("ratio_vs_floor_allow6_60k_miss", "portcullis_allow6_60k_miss", "floor_drop_v6", None),
     ("ratio_vs_floor_allow_1k_miss", "portcullis_allow_1k_miss", "floor_drop", None),
     ("floor_ratio_vs_empty", "floor_drop", "xdp_drop_empty", None),
@@ -619,9 +619,10 @@ fn plot(r: &Results) -> String {
     line(
         &mut s,
         format!(
-            "IPv6 floor {:.2} Mpps; floor with XDP_PASS {:.2} Mpps",
+            "IPv6 floor {:.2} Mpps; floor with XDP_PASS {:.2} Mpps, IPv6 {:.2}",
             n("floor_drop_v6_mpps"),
-            n("floor_pass_mpps")
+            n("floor_pass_mpps"),
+            n("floor_pass_v6_mpps")
         ),
         "#333",
     );

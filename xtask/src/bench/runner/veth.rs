@@ -449,6 +449,7 @@ fn rows(s: &Sets) -> Vec<Row> {
         row("floor_drop", "floor: read the source, count, drop", Baseline, FLOOR_PAIR, s.hosts, Expect::Family(0)),
         row("floor_drop_v6", "floor, IPv6: read the 16-byte source, count, drop", Baseline, FLOOR_PAIR, s.v6_list, Expect::Family(1)),
         row("floor_pass", "floor with XDP_PASS (the stack behind it)", Baseline, FLOOR_PASS_PAIR, s.allow_big, Expect::Family(0)),
+        row("floor_pass_v6", "floor with XDP_PASS, IPv6 (the stack behind it)", Baseline, FLOOR_PASS_PAIR, s.allow6_big, Expect::Family(1)),
         row("portcullis_drop_hosts", "blocklist: random listed /32s (drop)", Portcullis, DAEMON_PAIR, s.hosts, blocklist),
         row("portcullis_drop", "blocklist: random listed prefixes, 90% /32s (drop)", Portcullis, DAEMON_PAIR, s.list, blocklist),
         row("portcullis_drop_v6", "blocklist IPv6: random listed /48s (drop)", Portcullis, DAEMON_PAIR, s.v6_list, blocklist),
