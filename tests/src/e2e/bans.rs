@@ -75,6 +75,18 @@ fn listed(cx: &Ctx) -> Result<Vec<Value>> {
     listed_with(cx, &[])
 }
 
+/// The `banned` drops `status` counts, over every interface.
+pub(crate) fn banned_drops(cx: &Ctx) -> Result<u64> {
+    Ok(cx
+        .sb
+        .status()?
+        .counters
+        .iter()
+        .filter(|c| c.reason == "banned" && c.verdict == "drop")
+        .map(|c| c.packets)
+        .sum())
+}
+
 /// The prefixes banned under `tag`, sorted.
 pub(crate) fn tagged(cx: &Ctx, tag: &str) -> Result<Vec<String>> {
     Ok(prefixes_of(&listed_with(cx, &["--tag", tag])?))
@@ -136,14 +148,7 @@ pub(crate) fn drop_and_admit(cx: &mut Ctx) -> Result<()> {
         drops.is_some_and(|n| n >= 2.0),
         "portcullis_ban_drops_total{{tag=e2e}} = {drops:?}"
     );
-    let banned = cx
-        .sb
-        .status()?
-        .counters
-        .iter()
-        .filter(|c| c.reason == "banned" && c.verdict == "drop")
-        .map(|c| c.packets)
-        .sum::<u64>();
+    let banned = banned_drops(cx)?;
     ensure!(banned >= 2, "status counts {banned} banned drops");
     let out = cx.sb.cli(&["status", "--output", "json"])?;
     let v: Value = serde_json::from_slice(&out.stdout).context("status JSON")?;

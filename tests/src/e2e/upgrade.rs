@@ -12,7 +12,7 @@ use std::{
 use anyhow::{anyhow, ensure, Context, Result};
 
 use super::{
-    bans::tagged,
+    bans::{banned_drops, tagged},
     cmd,
     continuity::{allowed_a, forbidden_a, gaps, listed, reached},
     daemon::Status,
@@ -407,14 +407,7 @@ fn check_carried(
         // in flight they agree; a tag count that restarted at the upgrade
         // would be short of the other by what the old program dropped.
         let drops = ban_drops(cx, BAN_TAG)?;
-        let counted: u64 = cx
-            .sb
-            .status()?
-            .counters
-            .iter()
-            .filter(|c| c.reason == "banned" && c.verdict == "drop")
-            .map(|c| c.packets)
-            .sum();
+        let counted = banned_drops(cx)?;
         ensure!(
             drops_before > 0.0 && drops >= drops_before && drops == counted as f64,
             "portcullis_ban_drops_total{{tag={BAN_TAG}}} was {drops_before} before the \
