@@ -8,14 +8,16 @@
 //! flips `ACTIVE` with one 4-byte write, so no packet ever sees half of two policies.
 #![no_std]
 
+mod quota;
 mod rate;
+pub use quota::*;
 pub use rate::*;
 
 /// Version of the map layout this build pins: bumped by every change to a
 /// pinned map's name, key, value or size. A build that finds an older layout
 /// pinned migrates it (new maps beside the old, state carried over, one
 /// `bpf_link_update`); layout 1 is v0.1.0's and has no `LAYOUT` map.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Number of policy slots (double buffering).
 pub const NUM_SLOTS: u32 = 2;
@@ -94,7 +96,7 @@ pub const MAP_BAN_COUNTERS: &str = "BAN_COUNTERS";
 /// Maps of the object that belong to one load (created fresh, never pinned).
 pub const PER_LOAD_MAPS: [&str; 2] = [MAP_EVENTS_PROG, MAP_EVENTS_PENDING];
 /// All policy and state maps, for loaders and tests that check the object.
-pub const ALL_MAPS: [&str; 39] = [
+pub const ALL_MAPS: [&str; 41] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_COUNTERS,
@@ -134,6 +136,8 @@ pub const ALL_MAPS: [&str; 39] = [
     MAP_LANE6_WORDS,
     MAP_LANE6_INFO,
     MAP_LANE6_TABLE,
+    MAP_QUOTAS,
+    MAP_QUOTA_USAGE,
 ];
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "portcullis";
@@ -433,6 +437,8 @@ impl ZoneInfo {
     pub const SCHEDULED: u32 = 1 << 3;
     /// The zone has a `rate` limit: `RATES` holds it.
     pub const LIMITED: u32 = 1 << 4;
+    /// The zone has a transfer `quota`: `QUOTAS` holds it.
+    pub const QUOTA: u32 = 1 << 5;
     /// Sources outside `allow` get a reply (`action = "reject"`); which one is
     /// the [`Reply`] in bits `REPLY_SHIFT..`. `AUDIT` wins over it.
     pub const REJECT: u32 = 1 << 2;
@@ -1520,6 +1526,9 @@ mod pod {
     unsafe impl aya::Pod for BanValue {}
     unsafe impl aya::Pod for BanNet4 {}
     unsafe impl aya::Pod for BanNet6 {}
+    unsafe impl aya::Pod for ZoneQuota {}
+    unsafe impl aya::Pod for QuotaKey {}
+    unsafe impl aya::Pod for QuotaUsage {}
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::{
     blocklist6::{blocklisted_v6, in_lane_v6},
     maps::{lpm4_contains, lpm6_contains, ALLOW4, ALLOW6, PORTS, ZONES},
     parse::{IpPacket, Parsed, Src, L4},
-    rate, reply,
+    quota, rate, reply,
     schedule::zone_open,
 };
 
@@ -126,20 +126,33 @@ fn decide_ip(ctx: &XdpContext, slot: u32, cfg: &Config, p: &IpPacket) -> Decisio
         // Opaque to the optimiser: else LLVM folds the lookup's pointer into
         // the verdict (`audit | found`), which the verifier refuses.
         if core::hint::black_box(in_zone(slot, zone, zone_flags, &p.src)) {
-            if zone_flags & ZoneInfo::LIMITED == 0
-                || core::hint::black_box(rate::within(ctx, slot, zone, p))
+            // Over the rate limit, or (checked after it, so a refused frame
+            // is not counted as transfer) over the quota: the zone's action,
+            // as for a source outside `allow` (a rejecting zone's reply is
+            // counted `rejected`).
+            let refused = if zone_flags & ZoneInfo::LIMITED != 0
+                && !core::hint::black_box(rate::within(ctx, slot, zone, p))
             {
+                Reason::RateLimited
+            } else if zone_flags & ZoneInfo::QUOTA != 0
+                && !core::hint::black_box(quota::within(
+                    slot,
+                    zone,
+                    &p.src,
+                    (ctx.data_end() - ctx.data()) as u64,
+                ))
+            {
+                Reason::QuotaExceeded
+            } else {
                 return decision(Verdict::Pass, Reason::Allowed, zone);
-            }
-            // Over the limit: the zone's action, as for a source outside
-            // `allow` (a rejecting zone's reply is counted `rejected`).
+            };
             if audit {
                 return decision(Verdict::Pass, Reason::Audit, zone);
             }
             if reject {
                 reply::hand_off(ctx, pending(slot, zone, zone_flags));
             }
-            return decision(Verdict::Drop, Reason::RateLimited, zone);
+            return decision(Verdict::Drop, refused, zone);
         }
         // Audit wins over reject: an auditing zone only counts what it
         // would have done.

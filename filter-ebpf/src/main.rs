@@ -1,7 +1,8 @@
 //! portcullis XDP program: parse (parse.rs), decide (decide.rs), count,
 //! sample (events.rs: a tail call into `portcullis_events`), act. A rejecting
 //! zone's refusal goes to `portcullis_reply` instead (reply.rs, a tail call),
-//! which counts, samples and answers itself.
+//! which counts, samples and answers itself. egress.rs is a second program,
+//! at TC egress, that counts downloads for transfer quotas.
 #![no_std]
 #![no_main]
 // Atomic compare-and-swap for the rate buckets (rate.rs).
@@ -12,9 +13,11 @@ mod bans;
 mod blocklist4;
 mod blocklist6;
 mod decide;
+mod egress;
 mod events;
 mod maps;
 mod parse;
+mod quota;
 mod rate;
 mod reply;
 mod schedule;

@@ -7,12 +7,12 @@ use aya_ebpf::{
 };
 use filter_common::{
     BanNet4, BanNet6, BanValue, Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter,
-    EventsConfig, EventsPending, EventsState, MetaBlob, PortEntry, RateBucket, RateKey, RateZone,
-    ReplyPending, ReplyState, Sched, Tagged4, Tagged6, ZoneInfo, ZoneRates, BAN_BITS_LEN,
+    EventsConfig, EventsPending, EventsState, MetaBlob, PortEntry, QuotaKey, QuotaUsage, RateBucket, RateKey, RateZone,
+    ReplyPending, ReplyState, Sched, Tagged4, Tagged6, ZoneInfo, ZoneQuota, ZoneRates, BAN_BITS_LEN,
     BAN_HOSTS_MAX, BAN_NETS_MAX, BAN_TAGS, BL4_WORDS_PER_SLOT, BL6_REGION, BL6_WORDS_PER_SLOT,
     COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_BITS_MAX, EVENTS_RING_BYTES, IFACES_LEN,
     LANE4_BITS_MAX, LANE4_SPACES, LANE6_REGION, LANE6_SPACES, NUM_SLOTS, PORTS_PER_SLOT,
-    RATE_TABLE_MAX, RATE_ZONE_LEN, ZONE_SLOTS,
+    QUOTA_TABLE_MAX, RATE_TABLE_MAX, RATE_ZONE_LEN, ZONE_SLOTS,
 };
 
 #[map]
@@ -111,6 +111,14 @@ pub static RATE_KEYS: HashMap<RateKey, RateBucket> = HashMap::with_max_entries(R
 pub static RATE_ZONE: Array<RateZone> = Array::with_max_entries(RATE_ZONE_LEN, 0);
 #[map]
 pub static RATE_REAPED: Array<u64> = Array::with_max_entries(RATE_ZONE_LEN, 0);
+/// Per slot and zone: its transfer quota (quota.rs).
+#[map]
+pub static QUOTAS: Array<ZoneQuota> = Array::with_max_entries(NUM_SLOTS * ZONE_SLOTS, 0);
+/// Bytes per (zone name, masked source); preallocated (flags 0), not LRU.
+/// Written by the XDP program (upload) and the egress program (download).
+#[map]
+pub static QUOTA_USAGE: HashMap<QuotaKey, QuotaUsage> =
+    HashMap::with_max_entries(QUOTA_TABLE_MAX, 0);
 /// Bans (bans.rs; layout: `filter-common`, "Bans"). Outside the slots: only
 /// the daemon's ban store writes them. The hashes allocate per entry, so an
 /// empty ban list costs no memory.

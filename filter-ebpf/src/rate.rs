@@ -26,17 +26,17 @@ const CAS_TRIES: usize = 3;
 /// An aligned 8-byte load is one instruction (the BPF backend cannot select
 /// an atomic load on this target's CPU model).
 #[inline(always)]
-fn load(p: *mut u64) -> u64 {
+pub(crate) fn load(p: *mut u64) -> u64 {
     unsafe { core::ptr::read_volatile(p) }
 }
 
 #[inline(always)]
-fn cas(p: *mut u64, old: u64, new: u64) -> (u64, bool) {
+pub(crate) fn cas(p: *mut u64, old: u64, new: u64) -> (u64, bool) {
     unsafe { atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(p, old, new) }
 }
 
 #[inline(always)]
-fn add(p: *mut u64, n: u64) {
+pub(crate) fn add(p: *mut u64, n: u64) {
     unsafe { atomic_xadd::<u64, u64, { Relaxed }>(p, n) };
 }
 
