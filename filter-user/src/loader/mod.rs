@@ -9,6 +9,7 @@ mod bl4;
 mod bl6;
 mod compact;
 mod detach;
+pub mod egress;
 mod fault;
 mod image;
 mod lanes;
@@ -26,15 +27,16 @@ use std::{
 
 use aya::{
     maps::{MapError, ProgramArray},
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
+    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfError, EbpfLoader,
 };
 pub use bl6::{Bl6Error, Bl6Image};
 use compact::Compact;
 pub use detach::{detach_iface, IfaceDetached};
 use filter_common::{
-    counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, EVENTS_PROGRAM_NAME,
-    LAYOUT_VERSION, MAP_EVENTS_PROG, MAP_REPLY_PROG, NUM_SLOTS, PROGRAM_NAME, REPLY_PROGRAM_NAME,
+    counter_index, slot_of, Counter, Reason, Verdict, ALL_MAPS, EGRESS_PROGRAM_NAME,
+    EVENTS_PROGRAM_NAME, LAYOUT_VERSION, MAP_EVENTS_PROG, MAP_REPLY_PROG, NUM_SLOTS, PROGRAM_NAME,
+    REPLY_PROGRAM_NAME,
 };
 pub use image::{BitmapImage, ImageOptions, SlotImage};
 pub use maps::Maps;
@@ -314,6 +316,11 @@ impl Filter {
         program.load()?;
         load_events_program(&mut ebpf)?;
         load_reply_program(&mut ebpf)?;
+        let egress: &mut SchedClassifier = ebpf
+            .program_mut(EGRESS_PROGRAM_NAME)
+            .ok_or(LoaderError::Missing(EGRESS_PROGRAM_NAME))?
+            .try_into()?;
+        egress.load()?;
         for name in ALL_MAPS {
             if ebpf.map(name).is_none() {
                 return Err(LoaderError::Missing(name));
@@ -429,6 +436,12 @@ impl Filter {
         if mode.is_none() && self.migration.is_some() {
             self.links_switched += 1;
         }
+        let egress: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(EGRESS_PROGRAM_NAME)
+            .ok_or(LoaderError::Missing(EGRESS_PROGRAM_NAME))?
+            .try_into()?;
+        egress::attach(egress, root, iface)?;
         Ok(mode)
     }
 
@@ -456,17 +469,22 @@ impl Filter {
     /// How many instructions the verifier walked for each program of the
     /// object (`None` where the kernel does not say): a figure for checks.
     pub fn verified_instructions(&self) -> Vec<(&'static str, Option<u32>)> {
-        [PROGRAM_NAME, EVENTS_PROGRAM_NAME, REPLY_PROGRAM_NAME]
-            .into_iter()
-            .map(|name| {
-                let n = self
-                    .ebpf
-                    .program(name)
-                    .and_then(|p| p.info().ok())
-                    .and_then(|i| i.verified_instruction_count());
-                (name, n)
-            })
-            .collect()
+        [
+            PROGRAM_NAME,
+            EVENTS_PROGRAM_NAME,
+            REPLY_PROGRAM_NAME,
+            EGRESS_PROGRAM_NAME,
+        ]
+        .into_iter()
+        .map(|name| {
+            let n = self
+                .ebpf
+                .program(name)
+                .and_then(|p| p.info().ok())
+                .and_then(|i| i.verified_instruction_count());
+            (name, n)
+        })
+        .collect()
     }
 
     /// Writes `policy` into the inactive slot and flips to it, keeping the
@@ -686,6 +704,22 @@ impl Filter {
         let r = self.program()?.test_run(opts)?;
         out.truncate(r.data_size_out as usize);
         Ok((r.return_value, out))
+    }
+
+    /// Runs one frame through the loaded egress program (BPF_PROG_TEST_RUN)
+    /// as if the host sent it: the transfer quotas' download counting.
+    pub fn test_run_egress(&self, frame: &[u8]) -> Result<i32, LoaderError> {
+        let egress: &SchedClassifier = self
+            .ebpf
+            .program(EGRESS_PROGRAM_NAME)
+            .ok_or(LoaderError::Missing(EGRESS_PROGRAM_NAME))?
+            .try_into()?;
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        };
+        Ok(egress.test_run(opts)?.return_value as i32)
     }
 
     /// Runs `frame` `repeat` times in the kernel; the mean time per run as the

@@ -245,6 +245,7 @@ impl PinRoot {
     /// Removes the pinned link of `iface`: the kernel detaches the program once
     /// no process holds the link any more.
     pub fn unpin_link(&self, iface: &str) -> Result<(), LoaderError> {
+        super::egress::detach(self, iface)?;
         let path = self.link(iface);
         fs::remove_file(&path).map_err(io(&path))
     }
@@ -252,7 +253,11 @@ impl PinRoot {
     /// Removes every pin and the root itself: the filter is gone once the
     /// daemon (if any) lets go of its handles.
     pub fn remove_all(&self) -> Result<(), LoaderError> {
-        for sub in ["links", "maps", "next", "retired"] {
+        // The egress filters of 6.1 are not pins: removed by interface.
+        for iface in self.pinned_links() {
+            super::egress::detach(self, &iface)?;
+        }
+        for sub in ["links", "egress", "maps", "next", "retired"] {
             let dir = self.root.join(sub);
             if let Ok(entries) = fs::read_dir(&dir) {
                 for e in entries.flatten() {
