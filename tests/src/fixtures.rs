@@ -619,11 +619,13 @@ mod tests {
         f.extend(crate::fixtures_lanes::fixtures());
         f.extend(crate::fixtures_lanes6::fixtures());
         for r in R::ALL {
-            // Rate limits are pinned by sequences (`fixtures_rate`, which
-            // must count some `rate_limited`); quotas are reserved.
+            // Rate limits and quotas are pinned by sequences
+            // (`fixtures_rate`, `fixtures_quota`, which must count some
+            // `rate_limited`, `quota_exceeded`).
             let seen = f.iter().any(|c| c.expect.reason == r)
-                || (r == R::RateLimited && crate::fixtures_rate::limits_some());
-            let expected = !matches!(r, R::NoPolicy | R::RejectSuppressed | R::QuotaExceeded);
+                || (r == R::RateLimited && crate::fixtures_rate::limits_some())
+                || (r == R::QuotaExceeded && crate::fixtures_quota::exceeds_some());
+            let expected = !matches!(r, R::NoPolicy | R::RejectSuppressed);
             assert_eq!(seen, expected, "reason {}", r.as_str());
         }
     }

@@ -12,7 +12,7 @@ use filter_common::{rate_key4, Reason as R, Verdict as V, RATE_KIND_PACKETS};
 use filter_user::loader::monotonic_ns;
 
 use crate::harness::{Harness, Observed};
-use crate::model::{self, rate::Rates};
+use crate::model::{self, Sequence};
 use crate::packet::Frame;
 use crate::spec::{Allow, LimitSpec, PolicySpec, Proto, RejectWith, ZoneSpec};
 
@@ -195,7 +195,7 @@ pub fn run(h: &mut Harness) -> Result<(u64, u64)> {
     for s in sequences() {
         h.apply(&s.policy)
             .with_context(|| format!("{}: policy rejected:\n{}", s.name, s.policy.to_toml()))?;
-        let mut rates = Rates::new();
+        let mut rates = Sequence::new();
         let mut ok = true;
         for (i, (frame, expect)) in s.steps.iter().enumerate() {
             let (m, _) = model::decide_with(&s.policy, frame, &mut rates);
@@ -347,7 +347,7 @@ fn table_bounded(h: &mut Harness) -> Result<()> {
     };
     let p = policy(zone(vec![l]));
     h.apply(&p)?;
-    let mut rates = Rates::new();
+    let mut rates = Sequence::new();
     let (mut admitted, mut limited) = (0, 0);
     for i in 0..500u32 {
         let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 50, 0, 0)) + i);

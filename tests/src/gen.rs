@@ -264,6 +264,7 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
             reject,
             schedule: None,
             rate: Vec::new(),
+            quota: None,
         });
     }
     // Now and then one zone gets a country-sized IPv4 allowlist, over the
@@ -1164,11 +1165,11 @@ mod tests {
         // Frames come in runs per policy, as in the differential test: a
         // rate limit is reached only by a sequence sharing its buckets.
         let mut p = random_policy(&mut r);
-        let mut rates = crate::model::rate::Rates::new();
+        let mut rates = crate::model::Sequence::new();
         for i in 0..n {
             if i % 100 == 0 {
                 p = random_policy(&mut r);
-                rates = crate::model::rate::Rates::new();
+                rates = crate::model::Sequence::new();
             }
             let f = random_frame(&mut r, &p);
             let reason = crate::model::decide_with(&p, &f, &mut rates).0.reason;

@@ -7,7 +7,10 @@
 //! matches" means the program decided exactly as expected.
 use std::{collections::HashMap, fmt, path::Path, time::Duration};
 
-use filter_common::{decode_counter_index, Reason, Verdict, NUM_COUNTERS};
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use filter_common::{
+    decode_counter_index, QuotaKey, QuotaUsage, Reason, Verdict, MAP_QUOTA_USAGE, NUM_COUNTERS,
+};
 use filter_user::{
     loader::{Filter, ImageOptions, LoadOptions, LoaderError, RateState},
     policy::{
@@ -38,6 +41,10 @@ pub enum HarnessError {
     Policy(#[from] PolicyError),
     #[error("frame of {0} bytes: BPF_PROG_TEST_RUN needs 14..=3500")]
     FrameSize(usize),
+    #[error("QUOTA_USAGE: {0}")]
+    Quota(#[from] aya::maps::MapError),
+    #[error("the object has no QUOTA_USAGE map (taken by the loader?)")]
+    NoQuotaMap,
 }
 
 /// What the program did with one frame.
@@ -79,6 +86,8 @@ pub struct Harness {
         filter_user::bans::kernel::BanMaps,
         filter_user::bans::BanSet,
     ),
+    /// The transfer quotas' usage (outside the policy slots).
+    quota: BpfHashMap<MapData, QuotaKey, QuotaUsage>,
     /// Last known packet count per counter index.
     seen: HashMap<u32, u64>,
 }
@@ -97,10 +106,14 @@ impl Harness {
         })?;
         let rates = filter.take_rate_state()?;
         let maps = filter_user::bans::kernel::BanMaps::take(&mut filter)?;
+        let quota = filter
+            .take_map(MAP_QUOTA_USAGE)
+            .ok_or(HarnessError::NoQuotaMap)?;
         Ok(Harness {
             filter,
             rates,
             bans: (maps, filter_user::bans::BanSet::new()),
+            quota: BpfHashMap::try_from(quota)?,
             seen: HashMap::new(),
         })
     }
@@ -141,14 +154,44 @@ impl Harness {
         &mut self.rates
     }
 
+    /// Every `QUOTA_USAGE` entry.
+    pub fn quota_usage(&self) -> Result<Vec<(QuotaKey, QuotaUsage)>, HarnessError> {
+        Ok(self.quota.iter().collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Writes one `QUOTA_USAGE` entry (a test's past period).
+    pub fn set_quota_usage(&mut self, k: QuotaKey, u: QuotaUsage) -> Result<(), HarnessError> {
+        Ok(self.quota.insert(k, u, 0)?)
+    }
+
+    /// Empties `QUOTA_USAGE`.
+    pub fn reset_quota_usage(&mut self) -> Result<(), HarnessError> {
+        let keys = self.quota.keys().collect::<Result<Vec<_>, _>>()?;
+        for k in keys {
+            self.quota.remove(&k)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `frame` through the egress program, as if the host sent it.
+    pub fn egress(&mut self, frame: &[u8]) -> Result<i32, HarnessError> {
+        if frame.len() < 14 || frame.len() > MAX_FRAME {
+            return Err(HarnessError::FrameSize(frame.len()));
+        }
+        Ok(self.filter.test_run_egress(frame)?)
+    }
+
     /// Compiles `spec` through its TOML form, as an operator's file would
-    /// be, on fresh rate buckets (each test policy starts from full ones).
+    /// be, on fresh rate buckets and quota usage (each test policy starts
+    /// from full buckets and nothing used).
     pub fn apply(&mut self, spec: &PolicySpec) -> Result<(), HarnessError> {
         self.rates.reset()?;
+        self.reset_quota_usage()?;
         self.apply_keeping_rates(spec)
     }
 
-    /// As [`apply`](Self::apply), keeping the buckets, as a reload does.
+    /// As [`apply`](Self::apply), keeping the buckets and the quota usage,
+    /// as a reload does.
     pub fn apply_keeping_rates(&mut self, spec: &PolicySpec) -> Result<(), HarnessError> {
         let compiled = policy::compile_str(&spec.to_toml(), Path::new("generated.toml"))?;
         self.apply_bans(spec)?;

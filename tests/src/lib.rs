@@ -20,6 +20,7 @@ pub mod fixtures;
 pub mod fixtures_bans;
 pub mod fixtures_lanes;
 pub mod fixtures_lanes6;
+pub mod fixtures_quota;
 pub mod fixtures_rate;
 pub mod fixtures_reject;
 pub mod fixtures_schedule;

@@ -166,6 +166,172 @@ pub struct ZoneSpec {
     pub schedule: Option<ScheduleSpec>,
     /// `rate`: at most one packet and one connection limit.
     pub rate: Vec<LimitSpec>,
+    /// `quota`: a transfer quota.
+    pub quota: Option<QuotaSpec>,
+}
+
+/// `quota.period`: UTC-aligned minutes, hours, days, calendar months.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuotaPeriod {
+    Minute,
+    Hour,
+    Day,
+    Month,
+}
+
+impl QuotaPeriod {
+    pub const ALL: [QuotaPeriod; 4] = [
+        QuotaPeriod::Minute,
+        QuotaPeriod::Hour,
+        QuotaPeriod::Day,
+        QuotaPeriod::Month,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaPeriod::Minute => "minute",
+            QuotaPeriod::Hour => "hour",
+            QuotaPeriod::Day => "day",
+            QuotaPeriod::Month => "month",
+        }
+    }
+}
+
+/// `quota.direction`: what is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuotaDirection {
+    /// Frames of sources to the zone's ports (ingress).
+    Upload,
+    /// Frames the host sends from the zone's ports (egress).
+    Download,
+    Both,
+}
+
+impl QuotaDirection {
+    pub const ALL: [QuotaDirection; 3] = [
+        QuotaDirection::Upload,
+        QuotaDirection::Download,
+        QuotaDirection::Both,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaDirection::Upload => "upload",
+            QuotaDirection::Download => "download",
+            QuotaDirection::Both => "both",
+        }
+    }
+
+    pub fn upload(self) -> bool {
+        self != QuotaDirection::Download
+    }
+
+    pub fn download(self) -> bool {
+        self != QuotaDirection::Upload
+    }
+}
+
+/// One `quota` table as the policy writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaSpec {
+    /// The limit in bytes (what the model counts against).
+    pub bytes: u64,
+    /// `bytes` as written (`"2 KiB"`), which must mean `bytes`; `None`:
+    /// written as an integer.
+    pub written: Option<String>,
+    pub period: QuotaPeriod,
+    /// `None`: not written (both).
+    pub direction: Option<QuotaDirection>,
+    /// IPv4 and IPv6 mask lengths (`per = "/24"`); `zone`: `per = "zone"`
+    /// (a source's address is masked to nothing).
+    pub v4_len: u8,
+    pub v6_len: u8,
+    pub zone: bool,
+}
+
+impl QuotaSpec {
+    /// `bytes` per source per `period`, both directions (nothing else written).
+    pub fn new(bytes: u64, period: QuotaPeriod) -> Self {
+        QuotaSpec {
+            bytes,
+            written: None,
+            period,
+            direction: None,
+            v4_len: 32,
+            v6_len: 128,
+            zone: false,
+        }
+    }
+
+    /// With `direction` written.
+    pub fn direction(mut self, d: QuotaDirection) -> Self {
+        self.direction = Some(d);
+        self
+    }
+
+    /// With `bytes` written as `text` (which must mean `self.bytes`).
+    pub fn written(mut self, text: &str) -> Self {
+        self.written = Some(text.to_string());
+        self
+    }
+
+    /// With `per` IPv4 and IPv6 lengths (32 / 128 are not written).
+    pub fn per(mut self, v4_len: u8, v6_len: u8) -> Self {
+        self.v4_len = v4_len;
+        self.v6_len = v6_len;
+        self
+    }
+
+    /// With `per = "zone"`.
+    pub fn per_zone(mut self) -> Self {
+        self.zone = true;
+        self
+    }
+
+    /// The direction in force (`both` when not written).
+    pub fn counts(&self) -> QuotaDirection {
+        self.direction.unwrap_or(QuotaDirection::Both)
+    }
+
+    /// The mask lengths a source is cut to (IPv4, IPv6).
+    pub fn masks(&self) -> (u8, u8) {
+        if self.zone {
+            (0, 0)
+        } else {
+            (self.v4_len, self.v6_len)
+        }
+    }
+
+    fn to_toml(&self) -> String {
+        let bytes = match &self.written {
+            Some(w) => quote(w),
+            None => self.bytes.to_string(),
+        };
+        let mut parts = vec![
+            format!("bytes = {bytes}"),
+            format!("period = \"{}\"", self.period.as_str()),
+        ];
+        if let Some(d) = self.direction {
+            parts.push(format!("direction = \"{}\"", d.as_str()));
+        }
+        if self.zone {
+            parts.push("per = \"zone\"".into());
+        } else {
+            let mut per = Vec::new();
+            if self.v4_len != 32 {
+                per.push(format!("\"/{}\"", self.v4_len));
+            }
+            if self.v6_len != 128 {
+                per.push(format!("\"/{}\"", self.v6_len));
+            }
+            match per.len() {
+                0 => {}
+                1 => parts.push(format!("per = {}", per[0])),
+                _ => parts.push(format!("per = [{}]", per.join(", "))),
+            }
+        }
+        format!("{{ {} }}", parts.join(", "))
+    }
 }
 
 /// One `rate` table as the policy writes it. Units are `s`, `min`, `h`, `day`.
@@ -297,7 +463,14 @@ impl ZoneSpec {
             schedule: None,
             reject: None,
             rate: Vec::new(),
+            quota: None,
         }
+    }
+
+    /// With a transfer `quota`.
+    pub fn quota(mut self, quota: QuotaSpec) -> Self {
+        self.quota = Some(quota);
+        self
     }
 
     /// With a `rate` limit (two calls: a packet and a connection limit).
@@ -563,6 +736,9 @@ impl PolicySpec {
                 let limits: Vec<String> = zone.rate.iter().map(LimitSpec::to_toml).collect();
                 let _ = writeln!(s, "rate = [{}]", limits.join(", "));
             }
+            if let Some(q) = &zone.quota {
+                let _ = writeln!(s, "quota = {}", q.to_toml());
+            }
         }
         s
     }
@@ -667,6 +843,51 @@ audit = true
         assert!(p.check().is_ok());
         p.zones[0].reject = Some(RejectWith::TcpReset);
         assert_eq!(p.check().unwrap_err().len(), 1);
+    }
+
+    #[test]
+    fn quotas_render_like_the_policy_writes_them() {
+        let mut p = PolicySpec::default();
+        p.zones.push(
+            ZoneSpec::new("q", vec![(Proto::Tcp, 80, 80)], vec![Allow::Any])
+                .quota(QuotaSpec::new(1500, QuotaPeriod::Day)),
+        );
+        p.zones.push(
+            ZoneSpec::new("r", vec![(Proto::Tcp, 81, 81)], vec![Allow::Any]).quota(
+                QuotaSpec::new(2048, QuotaPeriod::Month)
+                    .written("2 KiB")
+                    .direction(QuotaDirection::Download)
+                    .per(24, 64),
+            ),
+        );
+        p.zones.push(
+            ZoneSpec::new("s", vec![(Proto::Tcp, 82, 82)], vec![Allow::Any]).quota(
+                QuotaSpec::new(7, QuotaPeriod::Hour)
+                    .direction(QuotaDirection::Upload)
+                    .per_zone(),
+            ),
+        );
+        p.zones.push(
+            ZoneSpec::new("t", vec![(Proto::Tcp, 83, 83)], vec![Allow::Any])
+                .quota(QuotaSpec::new(9, QuotaPeriod::Minute).per(32, 56)),
+        );
+        let t = p.to_toml();
+        assert!(
+            t.contains("quota = { bytes = 1500, period = \"day\" }\n"),
+            "{t}"
+        );
+        assert!(t.contains(
+            "quota = { bytes = \"2 KiB\", period = \"month\", direction = \"download\", \
+             per = [\"/24\", \"/64\"] }\n"
+        ));
+        assert!(t.contains(
+            "quota = { bytes = 7, period = \"hour\", direction = \"upload\", per = \"zone\" }\n"
+        ));
+        assert!(t.contains("quota = { bytes = 9, period = \"minute\", per = \"/56\" }\n"));
+        assert_eq!(
+            p.zones[2].quota.as_ref().map(QuotaSpec::masks),
+            Some((0, 0))
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use portcullis_tests::{
     case::Case,
-    evasion, fixtures, fixtures_bans, fixtures_lanes, fixtures_lanes6, fixtures_rate,
-    fixtures_reject, fixtures_schedule, fixtures_v6, gen,
+    evasion, fixtures, fixtures_bans, fixtures_lanes, fixtures_lanes6, fixtures_quota,
+    fixtures_rate, fixtures_reject, fixtures_schedule, fixtures_v6, gen,
     harness::{Harness, Observed, MAX_FRAME},
     loader_checks, model,
     packet::hex,
@@ -63,9 +63,10 @@ fn run(args: &Args) -> Result<bool> {
     let (fpb, ffb) = run_cases(&mut h, "fixture", &fixtures_bans::fixtures())?;
     let (fpr, ffr) = run_reply_cases(&mut h, &fixtures_reject::cases())?;
     let (fpt, fft) = fixtures_rate::run(&mut h)?;
+    let (fpq, ffq) = fixtures_quota::run(&mut h)?;
     let (fp, ff) = (
-        fp + fp6 + fps + fpl + fpl6 + fpb + fpr + fpt,
-        ff + ff6 + ffs + ffl + ffl6 + ffb + ffr + fft,
+        fp + fp6 + fps + fpl + fpl6 + fpb + fpr + fpt + fpq,
+        ff + ff6 + ffs + ffl + ffl6 + ffb + ffr + fft + ffq,
     );
     let (ep, ef) = run_cases(&mut h, "evasion", &evasion::corpus())?;
     let (lp, lf) = loader_checks::run(&mut h, !args.no_scale)?;
@@ -185,7 +186,7 @@ fn differential(h: &mut Harness, seed: u64, total: u64) -> Result<(u64, u64)> {
             .with_context(|| format!("generated policy rejected:\n{}", spec.to_toml()))?;
         policies += 1;
         // One frozen clock per policy (see gen_rate): buckets only drain.
-        let mut rates = model::rate::Rates::new();
+        let mut rates = model::Sequence::new();
         for _ in 0..FRAMES_PER_POLICY {
             let frame = gen::random_frame(&mut rng, &spec);
             if frame.len() < 14 || frame.len() > MAX_FRAME {

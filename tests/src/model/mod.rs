@@ -14,9 +14,12 @@
 //! applies the verdict order, `schedule` says whether a zone keeps its hours
 //! (from the windows and an instant, never from the compiled transition
 //! list), `reply` whether and how a rejecting zone answers (the exact reply
-//! bytes, from docs/policy.md), `tests` pins it all.
+//! bytes, from docs/policy.md), `rate` and `quota` keep what a sequence of
+//! frames has spent (rate buckets, transfer quota usage, and their clocks;
+//! [`Sequence`]), `tests` pins it all.
 
 mod parse;
+pub mod quota;
 pub mod rate;
 mod reply;
 pub mod schedule;
@@ -134,18 +137,40 @@ pub fn expected_reply(policy: &PolicySpec, frame: &[u8]) -> Option<Vec<u8>> {
     decide(policy, frame).1
 }
 
-/// The verdict, and for `rejected` the reply, of a frame judged alone (rate
-/// limits see it as the first packet on a fresh clock).
-pub fn decide(policy: &PolicySpec, frame: &[u8]) -> (Judgement, Option<Vec<u8>>) {
-    decide_with(policy, frame, &mut rate::Rates::new())
+/// What a sequence of frames under one policy carries from frame to frame:
+/// the rate limits' buckets and the transfer quotas' usage (each with its
+/// clock).
+#[derive(Clone, Debug, Default)]
+pub struct Sequence {
+    pub rates: rate::Rates,
+    pub quotas: quota::Quotas,
 }
 
-/// As [`decide`], one frame of a sequence: the rate limits' buckets in
-/// `rates` (and its clock) carry over from frame to frame.
+impl Sequence {
+    pub fn new() -> Self {
+        Sequence::default()
+    }
+}
+
+/// The verdict, and for `rejected` the reply, of a frame judged alone (rate
+/// limits see it as the first packet on a fresh clock, quotas as the first
+/// frame of the period).
+pub fn decide(policy: &PolicySpec, frame: &[u8]) -> (Judgement, Option<Vec<u8>>) {
+    decide_with(policy, frame, &mut Sequence::new())
+}
+
+/// The host sends `frame` (egress): the download it counts for a quota
+/// zone, if any. Egress frames are never refused.
+pub fn egress(policy: &PolicySpec, frame: &[u8], seq: &mut Sequence) -> Option<quota::Download> {
+    seq.quotas.egress(policy, frame)
+}
+
+/// As [`decide`], one frame of a sequence: the rate limits' buckets and the
+/// quotas' usage in `seq` (and their clocks) carry over from frame to frame.
 pub fn decide_with(
     policy: &PolicySpec,
     frame: &[u8],
-    rates: &mut rate::Rates,
+    seq: &mut Sequence,
 ) -> (Judgement, Option<Vec<u8>>) {
     let global = |verdict, reason| (Judgement::new(verdict, reason, RULE_GLOBAL), None);
     let d = &policy.defaults;
@@ -213,16 +238,25 @@ pub fn decide_with(
                 .schedule
                 .as_ref()
                 .is_some_and(|s| !schedule::open_at(s, at()));
-            let mut over = false;
+            let mut over = None;
             if !closed && allowed(&zone.allow, src) {
                 // A SYN without ACK opens a connection (the header's flags
                 // byte; the parser checked the 20 bytes are there).
                 let syn = proto == crate::spec::Proto::Tcp
                     && frame.get(info.l4 + 13).is_some_and(|f| f & 0x12 == 0x02);
-                if zone.rate.is_empty() || rates.admit(index, zone, src, syn) {
+                // The rate limits first: a frame they refuse is not
+                // counted as transfer. Then the quota, which counts the
+                // whole frame of an admitted upload.
+                over = if !zone.rate.is_empty() && !seq.rates.admit(index, zone, src, syn) {
+                    Some(Reason::RateLimited)
+                } else if zone.quota.as_ref().is_some_and(|q| {
+                    let now = seq.quotas.now(policy);
+                    !seq.quotas.admit(zone, q, src, frame.len() as u64, now)
+                }) {
+                    Some(Reason::QuotaExceeded)
+                } else {
                     return j(Verdict::Pass, Reason::Allowed);
-                }
-                over = true;
+                };
             }
             // An auditing zone only counts what it would do, reject included.
             if zone.audit {
@@ -232,8 +266,8 @@ pub fn decide_with(
             // drops the rest as a dropping zone would (`not_allowed`, closed
             // or not: the reply program judges those). The reply budget is
             // not modelled: tests that compare give the policy room.
-            let refused = if over && zone.reject.is_none() {
-                Reason::RateLimited
+            let refused = if let Some(r) = over.filter(|_| zone.reject.is_none()) {
+                r
             } else if closed && zone.reject.is_none() {
                 Reason::Closed
             } else {
