@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use filter_common::{
-    Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo, ZoneRates, ALLOW4_LANES, ALLOW6_LANES,
+    Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo, ZoneQuota, ZoneRates, ALLOW4_LANES,
+    ALLOW6_LANES, QUOTA_MONTHS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -27,6 +28,9 @@ pub struct SlotImage {
     pub sched: BTreeMap<u32, Sched>,
     /// zone id → limits of a rate-limited zone; absent = all zero.
     pub rates: BTreeMap<u32, ZoneRates>,
+    /// zone id → quota of a zone with a transfer quota; absent = all zero
+    /// ([`NO_QUOTA`]).
+    pub quotas: BTreeMap<u32, ZoneQuota>,
     /// (allow set id, prefix).
     pub allow4: HashSet<(u32, Ipv4Net)>,
     pub allow6: HashSet<(u32, Ipv6Net)>,
@@ -41,6 +45,23 @@ pub struct SlotImage {
     /// `lane6[l - 1]`: IPv6 allowlist lane `l`, in the same layout.
     pub lane6: [Bl6Image; ALLOW6_LANES as usize],
 }
+
+/// A `QUOTAS` entry of a zone without a quota: all zero, as the kernel
+/// creates it (not `ZoneQuota::default()`, whose month starts are
+/// `u64::MAX`). The datapath never reads it (the zone lacks
+/// `ZoneInfo::QUOTA`).
+pub const NO_QUOTA: ZoneQuota = ZoneQuota {
+    limit_bytes: 0,
+    first: 0,
+    start_ns: 0,
+    len_ns: 0,
+    next: [0; QUOTA_MONTHS],
+    zone_key: 0,
+    directions: 0,
+    v4_len: 0,
+    v6_len: 0,
+    _pad: 0,
+};
 
 /// An IPv4 set in the blocklist's layout (the blocklist, or a lane),
 /// expanded: what the datapath reads.
@@ -66,7 +87,8 @@ impl BitmapImage {
 }
 
 /// Options that change the image but are not part of the policy file: the
-/// clock scheduled zones' transitions are computed from.
+/// clock scheduled zones' transitions and quota zones' periods are computed
+/// from.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageOptions {
     pub clock: crate::policy::schedule::SchedClock,
