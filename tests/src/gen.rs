@@ -302,6 +302,8 @@ pub fn random_policy<R: Rng + ?Sized>(rng: &mut R) -> PolicySpec {
     };
     crate::gen_schedule::add_schedules(rng, &mut p);
     crate::gen_rate::add_limits(rng, &mut p);
+    // Before the bans: it may choose the instant their expiries follow.
+    crate::gen_quota::add_quotas(rng, &mut p);
     add_bans(rng, &mut p);
     p
 }
@@ -632,6 +634,12 @@ fn random_clean_chain<R: Rng + ?Sized>(rng: &mut R, proto: u8) -> Vec<ExtHeader>
 /// A random frame (about 70 % well-formed, 30 % broken) as a builder, so that it
 /// can be minimised; `.build()` gives the bytes.
 pub fn random_frame_spec<R: Rng + ?Sized>(rng: &mut R, policy: &PolicySpec) -> Frame {
+    // Quotas are crossed by sources that come back to their zone.
+    if policy.zones.iter().any(|z| z.quota.is_some()) && rng.gen_bool(0.25) {
+        if let Some(f) = crate::gen_quota::random_upload(rng, policy) {
+            return f;
+        }
+    }
     let broken = rng.gen_bool(0.3);
     frame_recipe(rng, policy, broken)
 }
@@ -1193,17 +1201,14 @@ mod tests {
             }
         }
         for reason in Reason::ALL {
-            // No policy: never generated; the budget: not modelled; quotas:
-            // reserved, nothing produces the reason yet.
-            if matches!(
-                reason,
-                Reason::NoPolicy | Reason::RejectSuppressed | Reason::QuotaExceeded
-            ) {
+            // No policy: never generated; the budget: not modelled.
+            if matches!(reason, Reason::NoPolicy | Reason::RejectSuppressed) {
                 continue;
             }
             let count = reasons.get(&reason).copied().unwrap_or(0);
-            // A limit is over only after its burst: rarer than the rest.
-            let least = if reason == Reason::RateLimited {
+            // A limit (or quota) is over only after its burst (its bytes):
+            // rarer than the rest.
+            let least = if matches!(reason, Reason::RateLimited | Reason::QuotaExceeded) {
                 n / 2000
             } else {
                 n / 200

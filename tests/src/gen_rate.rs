@@ -76,13 +76,18 @@ pub fn add_limits<R: Rng + ?Sized>(rng: &mut R, p: &mut PolicySpec) {
     }
 }
 
-/// Sources the frames of a policy with limits come from again and again:
-/// the first addresses of each limited zone's first allow prefixes, their
+/// Sources the frames of a policy with limits or quotas come from again and
+/// again: the first addresses of each limited (or quota) zone's first allow
+/// prefixes, their
 /// neighbours one /24 (IPv6: one /64) away, and two addresses outside them.
 /// A function of the policy, so every frame of it draws the same ones.
 pub fn sticky_sources(p: &PolicySpec) -> Vec<IpAddr> {
     let mut out = Vec::new();
-    for z in p.zones.iter().filter(|z| !z.rate.is_empty()) {
+    for z in p
+        .zones
+        .iter()
+        .filter(|z| !z.rate.is_empty() || z.quota.is_some())
+    {
         for a in z.allow.iter().take(2) {
             let net = match a {
                 crate::spec::Allow::Any => IpNet::V4("10.0.0.0/8".parse().expect("net")),

@@ -13,12 +13,12 @@ use clap::Parser;
 use portcullis_tests::{
     case::Case,
     evasion, fixtures, fixtures_bans, fixtures_lanes, fixtures_lanes6, fixtures_quota,
-    fixtures_rate, fixtures_reject, fixtures_schedule, fixtures_v6, gen,
+    fixtures_rate, fixtures_reject, fixtures_schedule, fixtures_v6, gen, gen_quota,
     harness::{Harness, Observed, MAX_FRAME},
     loader_checks, model,
     packet::hex,
 };
-use rand::{rngs::SmallRng, SeedableRng};
+use rand::{rngs::SmallRng, Rng, SeedableRng};
 
 #[derive(Parser)]
 struct Args {
@@ -37,6 +37,10 @@ struct Args {
 }
 
 const FRAMES_PER_POLICY: u64 = 500;
+/// Of a quota policy's frames, the share the host sends (egress).
+const EGRESS_SHARE: f64 = 0.2;
+/// The TC action the egress program returns for every frame (continue).
+const TC_NEXT: i32 = -1;
 /// Reproducers printed in full; later mismatches are only counted.
 const REPRODUCERS: u64 = 3;
 
@@ -180,14 +184,39 @@ fn differential(h: &mut Harness, seed: u64, total: u64) -> Result<(u64, u64)> {
     let (mut cases, mut mismatches) = (0u64, 0u64);
     let mut policies = 0u64;
     let mut reasons: HashMap<&'static str, u64> = HashMap::new();
+    // Quota policies: frames the host sent, those the model counted, and
+    // the usage tables compared (after each egress frame and at the end).
+    let (mut quota_policies, mut egress, mut counted, mut tables) = (0u64, 0u64, 0u64, 0u64);
     while cases < total {
         let spec = gen::random_policy(&mut rng);
         h.apply(&spec)
             .with_context(|| format!("generated policy rejected:\n{}", spec.to_toml()))?;
         policies += 1;
+        let quotas = spec.zones.iter().any(|z| z.quota.is_some());
+        quota_policies += u64::from(quotas);
         // One frozen clock per policy (see gen_rate): buckets only drain.
+        // Quotas judge at the policy's instant, clear of any period's end
+        // (gen_quota).
         let mut rates = model::Sequence::new();
-        for _ in 0..FRAMES_PER_POLICY {
+        for step in 0..FRAMES_PER_POLICY {
+            if quotas && rng.gen_bool(EGRESS_SHARE) {
+                let frame = gen_quota::random_egress(&mut rng, &spec);
+                if frame.len() < 14 || frame.len() > MAX_FRAME {
+                    continue;
+                }
+                egress += 1;
+                counted += u64::from(model::egress(&spec, &frame, &mut rates).is_some());
+                let action = h.egress(&frame)?;
+                tables += 1;
+                let diff = fixtures_quota::table_differences(h, &rates)?;
+                if action != TC_NEXT || !diff.is_empty() {
+                    mismatches += 1;
+                    if mismatches <= REPRODUCERS {
+                        report_quota_mismatch(&spec, step, "egress", &frame, action, &diff);
+                    }
+                }
+                continue;
+            }
             let frame = gen::random_frame(&mut rng, &spec);
             if frame.len() < 14 || frame.len() > MAX_FRAME {
                 continue; // BPF_PROG_TEST_RUN cannot run these sizes.
@@ -203,18 +232,60 @@ fn differential(h: &mut Harness, seed: u64, total: u64) -> Result<(u64, u64)> {
             if let Err((got, _)) = h.check_reply(&frame, expect, reply.as_deref())? {
                 mismatches += 1;
                 if mismatches <= REPRODUCERS {
-                    report_mismatch(h, &spec, &frame, expect, got)?;
+                    if quotas {
+                        // Its verdict depends on the frames before it: no
+                        // minimising by judging it alone.
+                        let diff = fixtures_quota::table_differences(h, &rates)?;
+                        println!("MISMATCH model says {expect}, program did {got}");
+                        report_quota_mismatch(&spec, step, "ingress", &frame, 0, &diff);
+                    } else {
+                        report_mismatch(h, &spec, &frame, expect, got)?;
+                    }
                 }
             }
             if cases >= total {
                 break;
             }
         }
+        if quotas {
+            tables += 1;
+            let diff = fixtures_quota::table_differences(h, &rates)?;
+            if !diff.is_empty() {
+                mismatches += 1;
+                if mismatches <= REPRODUCERS {
+                    report_quota_mismatch(&spec, FRAMES_PER_POLICY, "end", &[], 0, &diff);
+                }
+            }
+        }
     }
     let mut mix: Vec<_> = reasons.into_iter().collect();
     mix.sort();
     eprintln!("differential: {policies} policies; reasons {mix:?}");
+    println!(
+        "differential quotas: {quota_policies} policies with quotas, {egress} egress frames \
+         ({counted} counted by the model), {tables} usage tables compared"
+    );
     Ok((cases, mismatches))
+}
+
+/// A quota policy's mismatch (a verdict, an egress frame, or the usage
+/// table): the policy, where in its sequence, and the table's differences.
+fn report_quota_mismatch(
+    spec: &portcullis_tests::spec::PolicySpec,
+    step: u64,
+    what: &str,
+    frame: &[u8],
+    action: i32,
+    diff: &[String],
+) {
+    println!(
+        "QUOTA MISMATCH at frame {step} of the policy ({what}; egress action {action})\n\
+         --- policy (judged at {:?}) ---\n{}--- frame ---\n{}\n--- usage: kernel vs model ---\n{}",
+        spec.at,
+        spec.to_toml(),
+        hex(frame),
+        diff.join("\n")
+    );
 }
 
 /// Shrinks a mismatching (policy, frame) and prints a reproducer.
