@@ -164,6 +164,11 @@ impl Harness {
         Ok(self.quota.insert(k, u, 0)?)
     }
 
+    /// Deletes one `QUOTA_USAGE` entry.
+    pub fn remove_quota_usage(&mut self, k: &QuotaKey) -> Result<(), HarnessError> {
+        Ok(self.quota.remove(k)?)
+    }
+
     /// Empties `QUOTA_USAGE`.
     pub fn reset_quota_usage(&mut self) -> Result<(), HarnessError> {
         let keys = self.quota.keys().collect::<Result<Vec<_>, _>>()?;
