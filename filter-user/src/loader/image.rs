@@ -237,6 +237,41 @@ mod tests {
     }
 
     #[test]
+    fn a_quota_zone_gets_its_flag_and_its_period_on_the_kernel_clock() {
+        let p = compile_str(
+            "version = 1\n[[zone]]\nname = \"a\"\nports = [\"80/tcp\"]\nallow = [\"any\"]\n\
+             [[zone]]\nname = \"dl\"\nports = [\"81/tcp\"]\nallow = [\"any\"]\n\
+             quota = { bytes = \"10 GB\", period = \"day\", direction = \"download\" }\n",
+            Path::new("test.toml"),
+        )
+        .unwrap();
+        let now: jiff::Timestamp = "2026-12-02T08:30:00Z".parse().unwrap();
+        let clock = crate::policy::schedule::SchedClock {
+            now,
+            kernel_offset_ns: 37_000_000_000,
+        };
+        let img = SlotImage::build(&p, ImageOptions { clock }).unwrap();
+        assert_eq!(img.zones[&1].flags, ZoneInfo::PRESENT);
+        assert_eq!(img.zones[&2].flags, ZoneInfo::PRESENT | ZoneInfo::QUOTA);
+        assert_eq!(img.quotas.keys().collect::<Vec<_>>(), [&2]);
+        let q = img.quotas[&2];
+        let midnight: jiff::Timestamp = "2026-12-02T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            q.start_ns as i128,
+            midnight.as_nanosecond() + 37_000_000_000
+        );
+        assert_eq!(
+            q.first,
+            filter_common::quota_tag(filter_common::QUOTA_DAY, 20_789)
+        );
+        assert_eq!(q.zone_key, filter_common::quota_zone_key(b"dl"));
+        assert_eq!(q.directions, filter_common::QUOTA_DOWNLOAD);
+        assert_ne!(q, NO_QUOTA);
+        // Rebuilt at the same clock: the same image (the writer's diff is empty).
+        assert_eq!(SlotImage::build(&p, ImageOptions { clock }).unwrap(), img);
+    }
+
+    #[test]
     fn reject_zones_carry_their_reply_and_the_budget_lands_in_config() {
         let img = image(
             "version = 1\n[defaults]\nreject_rate = 50\nreject_burst = 4\n\

@@ -271,7 +271,7 @@ pub fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -374,7 +374,7 @@ pub(crate) fn parse_bytes(s: &str) -> Result<(u64, String), Problem> {
                 .map(|(n, _)| *n)
         });
         let help = match guess {
-            Some(g) => format!("did you mean \"{number} {g}\"? {}", units_help()),
+            Some(g) => format!("did you mean \"{number} {g}\"? ({})", units_help()),
             None => units_help(),
         };
         return Err(Problem::new(
@@ -450,7 +450,7 @@ impl Walker<'_> {
             "period",
             &QuotaPeriod::NAMES,
             "periods are aligned to UTC: \"minute\", \"hour\", \"day\" or \"month\" (a \
-             calendar month); for a week, give a day quota of a seventh, or a month one",
+             calendar month); there is no week or year period",
         );
         if q.get("period").is_none() {
             self.missing(span, "a zone's `quota`", "period", "period = \"day\"");
