@@ -487,6 +487,27 @@ fn sequences() -> Vec<Seq> {
             ],
         },
         Seq {
+            // docs/policy.md: a lower quota applies to the usage as it
+            // stands; another `period` starts the sources from 0.
+            name: "quota_reload_lowers_and_raises_bytes_and_changes_the_period",
+            policy: policy(vec![zone(day(250))]),
+            steps: vec![
+                In(up("10.0.0.1", 100), A),
+                In(up("10.0.0.1", 100), A),
+                Reload(policy(vec![zone(day(150))])),
+                In(up("10.0.0.1", 100), Q),
+                Reload(policy(vec![zone(day(1000))])),
+                In(up("10.0.0.1", 100), A),
+                Used("api", "10.0.0.1", Some(300)),
+                Reload(policy(vec![zone(QuotaSpec::new(150, QuotaPeriod::Hour))])),
+                Used("api", "10.0.0.1", Some(0)),
+                In(up("10.0.0.1", 100), A),
+                In(up("10.0.0.1", 100), A),
+                In(up("10.0.0.1", 100), Q),
+                Used("api", "10.0.0.1", Some(200)),
+            ],
+        },
+        Seq {
             name: "quota_past_period_entry_reads_as_nothing_and_is_restarted",
             policy: policy(vec![zone(day(250))]),
             steps: vec![

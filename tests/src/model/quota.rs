@@ -93,6 +93,13 @@ pub struct UsageKey {
 
 /// The key of `addr` (as the rules see it: mapped addresses are IPv4)
 /// under zone `zone`'s quota `q`.
+///
+/// CONTRACT: with `per = "zone"` the key keeps the family (the contract's
+/// `QuotaKey::family`): IPv4 sources share one count and IPv6 sources
+/// another. docs/policy.md says "one counter for every source"; the model
+/// follows the contract's key (and the datapath), the fixture
+/// `quota_per_zone_one_count_for_all_ipv4_and_one_for_all_ipv6` pins it.
+/// (Rate limits' `per = "zone"` is one bucket for both families.)
 pub fn key_of(zone: &str, q: &QuotaSpec, addr: IpAddr) -> UsageKey {
     let (v4_len, v6_len) = q.masks();
     let mut out = [0u8; 16];
