@@ -18,7 +18,7 @@ use super::{
     daemon::{Daemon, Sandbox, Status},
     fail2ban, feeds, http, inputs, limits, metrics_hardening as mh, policies,
     probe::{self, Outcome, Probe, ProbeLoop, CLOSED_TCP_PORT},
-    reject, schedule,
+    quota, reject, schedule,
     topology::*,
     upgrade,
 };
@@ -150,6 +150,12 @@ pub fn all() -> Vec<Scenario> {
             false,
             false,
             limits::spoofed_flood_keeps_steady_client_and_ceiling,
+        ),
+        s(
+            "quota-download-stops-reload-keeps-rollover-restores",
+            false,
+            false,
+            quota::download_over_quota_stops_reload_keeps_rollover_restores,
         ),
         s("vlan-path", false, false, vlan_path),
         s("invalid-reload-keeps-old", false, true, invalid_reload),
