@@ -298,7 +298,8 @@ impl Core {
         let current = Current::of(&policy);
         self.topup = crate::policy::schedule::topup_due(&policy, &opts.clock).map(|due| {
             tracing::info!(
-                "scheduled zones: transitions written from {}; next top-up at {due}",
+                "scheduled or quota zones: transitions and periods written from {}; next \
+                 top-up at {due}",
                 opts.clock.now
             );
             TopUp {

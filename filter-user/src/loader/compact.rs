@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use filter_common::{
-    Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo, ZoneRates, ALLOW4_LANES, ALLOW6_LANES,
-    BL6_GEOMETRY, FAILSAFE_SET_BASE, LANE6_GEOMETRY, MAX_FAILSAFE_GROUPS, MAX_ZONES,
+    Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo, ZoneQuota, ZoneRates, ALLOW4_LANES,
+    ALLOW6_LANES, BL6_GEOMETRY, FAILSAFE_SET_BASE, LANE6_GEOMETRY, MAX_FAILSAFE_GROUPS, MAX_ZONES,
     PROTO_INDEX_SCTP, PROTO_INDEX_TCP, PROTO_INDEX_UDP,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -34,6 +34,9 @@ pub struct Compact {
     pub sched: Vec<(u32, Sched)>,
     /// zone id → limits of each rate-limited zone, sorted.
     pub rates: Vec<(u32, ZoneRates)>,
+    /// zone id → quota of each zone with a transfer quota (its period as
+    /// of the build's clock), sorted.
+    pub quotas: Vec<(u32, ZoneQuota)>,
     /// (allow set id, prefix), sorted, no duplicates.
     pub allow4: Vec<(u32, Ipv4Net)>,
     pub allow6: Vec<(u32, Ipv6Net)>,
@@ -119,6 +122,7 @@ impl Compact {
         let mut zones = Vec::new();
         let mut sched = Vec::new();
         let mut rates = Vec::new();
+        let mut quotas = Vec::new();
         let mut allow4 = Vec::new();
         let mut allow6 = Vec::new();
         for zone in &policy.zones {
@@ -131,6 +135,10 @@ impl Compact {
             if let Some(l) = &zone.limits {
                 flags |= ZoneInfo::LIMITED;
                 rates.push((id, l.zone_rates()));
+            }
+            if let Some(q) = &zone.quota {
+                flags |= ZoneInfo::QUOTA;
+                quotas.push((id, q.zone_quota(&zone.name, &opts.clock)));
             }
             if let ZoneAction::Reject(with) = zone.action {
                 flags |= ZoneInfo::reject_flags(with.reply());
@@ -251,12 +259,14 @@ impl Compact {
         zones.dedup_by_key(|(k, _)| *k);
         sched.sort_unstable_by_key(|(k, _)| *k);
         rates.sort_unstable_by_key(|(k, _)| *k);
+        quotas.sort_unstable_by_key(|(k, _)| *k);
         Ok(Compact {
             config,
             ports,
             zones,
             sched,
             rates,
+            quotas,
             allow4: sorted(allow4),
             allow6: sorted(allow6),
             bl4,
@@ -300,6 +310,7 @@ impl Compact {
             zones: self.zones.iter().copied().collect(),
             sched: self.sched.iter().copied().collect(),
             rates: self.rates.iter().copied().collect(),
+            quotas: self.quotas.iter().copied().collect(),
             allow4: self.allow4.iter().copied().collect(),
             allow6: self.allow6.iter().copied().collect(),
             bl6: Bl6Image::build(BL6_GEOMETRY, &self.bl6.nets, &self.bl6.info),
@@ -333,6 +344,7 @@ impl Compact {
             zones: img.zones.iter().map(|(k, v)| (*k, *v)).collect(),
             sched: img.sched.iter().map(|(k, v)| (*k, *v)).collect(),
             rates: img.rates.iter().map(|(k, v)| (*k, *v)).collect(),
+            quotas: img.quotas.iter().map(|(k, v)| (*k, *v)).collect(),
             allow4: sorted(img.allow4.iter().copied().collect()),
             allow6: sorted(img.allow6.iter().copied().collect()),
             bl4: nets,

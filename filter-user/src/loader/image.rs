@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use filter_common::{
-    Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo, ZoneRates, ALLOW4_LANES, ALLOW6_LANES,
+    Bl4Hosts, Bl4Word, Config, PortEntry, Sched, ZoneInfo, ZoneQuota, ZoneRates, ALLOW4_LANES,
+    ALLOW6_LANES, QUOTA_MONTHS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -27,6 +28,9 @@ pub struct SlotImage {
     pub sched: BTreeMap<u32, Sched>,
     /// zone id → limits of a rate-limited zone; absent = all zero.
     pub rates: BTreeMap<u32, ZoneRates>,
+    /// zone id → quota of a zone with a transfer quota; absent = all zero
+    /// ([`NO_QUOTA`]).
+    pub quotas: BTreeMap<u32, ZoneQuota>,
     /// (allow set id, prefix).
     pub allow4: HashSet<(u32, Ipv4Net)>,
     pub allow6: HashSet<(u32, Ipv6Net)>,
@@ -41,6 +45,23 @@ pub struct SlotImage {
     /// `lane6[l - 1]`: IPv6 allowlist lane `l`, in the same layout.
     pub lane6: [Bl6Image; ALLOW6_LANES as usize],
 }
+
+/// A `QUOTAS` entry of a zone without a quota: all zero, as the kernel
+/// creates it (not `ZoneQuota::default()`, whose month starts are
+/// `u64::MAX`). The datapath never reads it (the zone lacks
+/// `ZoneInfo::QUOTA`).
+pub const NO_QUOTA: ZoneQuota = ZoneQuota {
+    limit_bytes: 0,
+    first: 0,
+    start_ns: 0,
+    len_ns: 0,
+    next: [0; QUOTA_MONTHS],
+    zone_key: 0,
+    directions: 0,
+    v4_len: 0,
+    v6_len: 0,
+    _pad: 0,
+};
 
 /// An IPv4 set in the blocklist's layout (the blocklist, or a lane),
 /// expanded: what the datapath reads.
@@ -66,7 +87,8 @@ impl BitmapImage {
 }
 
 /// Options that change the image but are not part of the policy file: the
-/// clock scheduled zones' transitions are computed from.
+/// clock scheduled zones' transitions and quota zones' periods are computed
+/// from.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageOptions {
     pub clock: crate::policy::schedule::SchedClock,
@@ -212,6 +234,41 @@ mod tests {
                 .sched
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_quota_zone_gets_its_flag_and_its_period_on_the_kernel_clock() {
+        let p = compile_str(
+            "version = 1\n[[zone]]\nname = \"a\"\nports = [\"80/tcp\"]\nallow = [\"any\"]\n\
+             [[zone]]\nname = \"dl\"\nports = [\"81/tcp\"]\nallow = [\"any\"]\n\
+             quota = { bytes = \"10 GB\", period = \"day\", direction = \"download\" }\n",
+            Path::new("test.toml"),
+        )
+        .unwrap();
+        let now: jiff::Timestamp = "2026-12-02T08:30:00Z".parse().unwrap();
+        let clock = crate::policy::schedule::SchedClock {
+            now,
+            kernel_offset_ns: 37_000_000_000,
+        };
+        let img = SlotImage::build(&p, ImageOptions { clock }).unwrap();
+        assert_eq!(img.zones[&1].flags, ZoneInfo::PRESENT);
+        assert_eq!(img.zones[&2].flags, ZoneInfo::PRESENT | ZoneInfo::QUOTA);
+        assert_eq!(img.quotas.keys().collect::<Vec<_>>(), [&2]);
+        let q = img.quotas[&2];
+        let midnight: jiff::Timestamp = "2026-12-02T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            q.start_ns as i128,
+            midnight.as_nanosecond() + 37_000_000_000
+        );
+        assert_eq!(
+            q.first,
+            filter_common::quota_tag(filter_common::QUOTA_DAY, 20_789)
+        );
+        assert_eq!(q.zone_key, filter_common::quota_zone_key(b"dl"));
+        assert_eq!(q.directions, filter_common::QUOTA_DOWNLOAD);
+        assert_ne!(q, NO_QUOTA);
+        // Rebuilt at the same clock: the same image (the writer's diff is empty).
+        assert_eq!(SlotImage::build(&p, ImageOptions { clock }).unwrap(), img);
     }
 
     #[test]

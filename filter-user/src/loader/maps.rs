@@ -9,12 +9,12 @@ use aya::{
 use filter_common::{
     bl4_bits_region, lane4_space, lane6_space, port_index, set_tag, zone_index, Bl4Hosts, Bl4Word,
     Bl6Geometry, Config, Counter, MetaBlob, PortEntry, Sched, Tagged4, Tagged6, ZoneInfo,
-    ZoneRates, ALLOW4_LANES, BL4_WORDS_PER_SLOT, BL6_GEOMETRY, LANE4_SPACES, LANE6_GEOMETRY,
-    MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_BASE, MAP_BL4_BITS, MAP_BL4_WORDS, MAP_BL6_INFO,
-    MAP_BL6_TABLE, MAP_BL6_WORDS, MAP_CONFIG, MAP_COUNTERS, MAP_IFACES, MAP_LANE4_BASE,
-    MAP_LANE4_BITS, MAP_LANE4_WORDS, MAP_LANE6_INFO, MAP_LANE6_TABLE, MAP_LANE6_WORDS, MAP_LAYOUT,
-    MAP_META, MAP_PORTS, MAP_RATES, MAP_SCHED, MAP_ZONES, NUM_PORT_PROTOS, SET_TAG_BITS,
-    ZONE_SLOTS,
+    ZoneQuota, ZoneRates, ALLOW4_LANES, BL4_WORDS_PER_SLOT, BL6_GEOMETRY, LANE4_SPACES,
+    LANE6_GEOMETRY, MAP_ACTIVE, MAP_ALLOW4, MAP_ALLOW6, MAP_BL4_BASE, MAP_BL4_BITS, MAP_BL4_WORDS,
+    MAP_BL6_INFO, MAP_BL6_TABLE, MAP_BL6_WORDS, MAP_CONFIG, MAP_COUNTERS, MAP_IFACES,
+    MAP_LANE4_BASE, MAP_LANE4_BITS, MAP_LANE4_WORDS, MAP_LANE6_INFO, MAP_LANE6_TABLE,
+    MAP_LANE6_WORDS, MAP_LAYOUT, MAP_META, MAP_PORTS, MAP_QUOTAS, MAP_RATES, MAP_SCHED, MAP_ZONES,
+    NUM_PORT_PROTOS, SET_TAG_BITS, ZONE_SLOTS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -24,7 +24,7 @@ use super::{
     bl6::Bl6Arrays,
     compact::{keyed_diff, sorted_diff, Compact, SharedEntries},
     fault::Faults,
-    image::{BitmapImage, SlotImage},
+    image::{BitmapImage, SlotImage, NO_QUOTA},
     meta::Meta,
     pins::{read_counter, read_counters},
     LoaderError,
@@ -39,6 +39,9 @@ pub struct Maps {
     zones: Array<MapData, ZoneInfo>,
     sched: Array<MapData, Sched>,
     rates: Array<MapData, ZoneRates>,
+    /// A slot's quota settings (not the usage: `QUOTA_USAGE` is no slot's
+    /// and no apply touches it).
+    quotas: Array<MapData, ZoneQuota>,
     allow4: LpmTrie<MapData, Tagged4, u8>,
     allow6: LpmTrie<MapData, Tagged6, u8>,
     bl4_words: Array<MapData, Bl4Word>,
@@ -120,9 +123,22 @@ fn sync_array<V: Pod + Default + PartialEq>(
     new: &std::collections::HashMap<u32, V>,
     index: impl Fn(u32) -> u32,
 ) -> Result<(), LoaderError> {
+    sync_array_to(map, name, faults, old, new, index, V::default())
+}
+
+/// [`sync_array`] for values whose absence is `empty` (not their default).
+fn sync_array_to<V: Pod + PartialEq>(
+    map: &mut Array<MapData, V>,
+    name: &'static str,
+    faults: &Faults,
+    old: &std::collections::HashMap<u32, V>,
+    new: &std::collections::HashMap<u32, V>,
+    index: impl Fn(u32) -> u32,
+    empty: V,
+) -> Result<(), LoaderError> {
     for k in old.keys().filter(|k| !new.contains_key(k)) {
         faults.step(name)?;
-        map.set(index(*k), V::default(), 0)
+        map.set(index(*k), empty, 0)
             .map_err(LoaderError::map(name))?;
     }
     for (k, v) in new {
@@ -288,6 +304,7 @@ impl Maps {
             zones: take(ebpf, MAP_ZONES)?,
             sched: take(ebpf, MAP_SCHED)?,
             rates: take(ebpf, MAP_RATES)?,
+            quotas: take(ebpf, MAP_QUOTAS)?,
             allow4: take(ebpf, MAP_ALLOW4)?,
             allow6: take(ebpf, MAP_ALLOW6)?,
             bl4_words: take(ebpf, MAP_BL4_WORDS)?,
@@ -447,6 +464,17 @@ impl Maps {
         sync_array(&mut self.rates, MAP_RATES, f, &old_rates, &new_rates, |z| {
             zone_index(slot, z)
         })?;
+        let old_quotas = old.quotas.iter().map(|(k, v)| (*k, *v)).collect();
+        let new_quotas = new.quotas.iter().map(|(k, v)| (*k, *v)).collect();
+        sync_array_to(
+            &mut self.quotas,
+            MAP_QUOTAS,
+            f,
+            &old_quotas,
+            &new_quotas,
+            |z| zone_index(slot, z),
+            NO_QUOTA,
+        )?;
         sync_lpm(
             &mut self.allow4,
             MAP_ALLOW4,
@@ -542,6 +570,14 @@ impl Maps {
             .map(|(k, v)| (zone_index(slot, k), v))
             .unzip();
         put_all(self.rates.map(), MAP_RATES, f, &keys, &values)?;
+        let (gone, set) = keyed_diff(&old.quotas, &new.quotas);
+        let (keys, values): (Vec<u32>, Vec<ZoneQuota>) = gone
+            .into_iter()
+            .map(|k| (k, NO_QUOTA))
+            .chain(set)
+            .map(|(k, v)| (zone_index(slot, k), v))
+            .unzip();
+        put_all(self.quotas.map(), MAP_QUOTAS, f, &keys, &values)?;
         sync_lpm_sorted(
             &self.allow4,
             MAP_ALLOW4,
@@ -642,6 +678,13 @@ impl Maps {
                 .map_err(LoaderError::map(MAP_RATES))?;
             if rates != ZoneRates::default() {
                 img.rates.insert(z, rates);
+            }
+            let quota = self
+                .quotas
+                .get(&zone_index(slot, z), 0)
+                .map_err(LoaderError::map(MAP_QUOTAS))?;
+            if quota != NO_QUOTA {
+                img.quotas.insert(z, quota);
             }
         }
         let bl4 = read_bitmap(

@@ -294,6 +294,8 @@ pub struct CompiledZone {
     pub action: ZoneAction,
     /// `rate`: packet and connection limits of allowed sources.
     pub limits: Option<super::rate::ZoneLimits>,
+    /// `quota`: a transfer quota of allowed sources.
+    pub quota: Option<super::quota::QuotaSpec>,
 }
 
 /// `[metrics] basic_auth`.

@@ -14,6 +14,7 @@ mod files;
 mod lists;
 mod parse;
 mod ports;
+pub mod quota;
 pub mod rate;
 pub mod schedule;
 pub mod schema;
@@ -24,6 +25,8 @@ mod warn;
 mod feeds_tests;
 #[cfg(test)]
 mod input_tests;
+#[cfg(test)]
+mod quota_tests;
 #[cfg(test)]
 mod rate_tests;
 #[cfg(test)]

@@ -57,6 +57,7 @@ pub(super) const ZONE_KEYS: &[&str] = &[
     "schedule",
     "timezone",
     "rate",
+    "quota",
 ];
 pub(super) const METRICS_KEYS: &[&str] = &["listen", "basic_auth", "tls"];
 pub(super) const BASIC_AUTH_KEYS: &[&str] = &["user", "password_hash"];
@@ -85,6 +86,7 @@ struct ZoneDraft {
     schedule: Option<super::schedule::ZoneSchedule>,
     action: ZoneAction,
     limits: Option<super::rate::ZoneLimits>,
+    quota: Option<super::quota::QuotaSpec>,
 }
 
 pub(super) struct Walker<'a> {
@@ -171,6 +173,7 @@ pub(crate) fn compile(
             schedule: z.schedule,
             action: z.action,
             limits: z.limits,
+            quota: z.quota,
         })
         .collect();
     let mut policy = CompiledPolicy {
@@ -775,9 +778,11 @@ impl Walker<'_> {
         for (t, span) in self.table_array(root, "failsafe") {
             self.no_failsafe_schedule(t);
             self.no_failsafe_rate(t);
+            self.no_failsafe_quota(t);
             let reported: Vec<&str> = super::schedule::SCHEDULE_KEYS
                 .iter()
                 .chain(super::rate::ZONE_RATE_KEYS)
+                .chain(super::quota::ZONE_QUOTA_KEYS)
                 .copied()
                 .collect();
             self.check_keys_but(t, FAILSAFE_KEYS, &reported, "in [[failsafe]]");
@@ -848,6 +853,7 @@ impl Walker<'_> {
                 schedule: None,
                 action: ZoneAction::Drop,
                 limits: None,
+                quota: None,
             };
             match self.string(t, "name", "zone.name", "name = \"admin\"") {
                 Field::Missing => {
@@ -901,9 +907,16 @@ impl Walker<'_> {
             }
             z.schedule = self.zone_schedule(t);
             z.limits = self.zone_rate(t, rate_tracked);
+            z.quota = self.zone_quota(t);
             room.push(t);
             drafts.push(z);
         }
+        let with_quota: Vec<_> = room
+            .iter()
+            .zip(&drafts)
+            .map(|(t, z)| (*t, z.name.as_str(), z.quota.is_some()))
+            .collect();
+        self.quota_keys_unique(&with_quota);
         let with_limits: Vec<_> = room
             .into_iter()
             .zip(drafts.iter().map(|z| z.limits.as_ref()))

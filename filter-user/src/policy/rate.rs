@@ -121,7 +121,7 @@ impl fmt::Display for Rate {
 /// What one bucket covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Per {
-    /// One bucket for the whole zone.
+    /// One bucket (or usage counter) for the whole zone.
     pub zone: bool,
     /// Mask lengths of a source's key.
     pub v4_len: u8,
@@ -129,11 +129,21 @@ pub struct Per {
 }
 
 impl Per {
-    const SOURCE: Per = Per {
+    pub const SOURCE: Per = Per {
         zone: false,
         v4_len: 32,
         v6_len: 128,
     };
+
+    /// The mask lengths a source's key is cut to (IPv4, IPv6): 0 for the
+    /// whole zone.
+    pub fn masks(&self) -> (u8, u8) {
+        if self.zone {
+            (0, 0)
+        } else {
+            (self.v4_len, self.v6_len)
+        }
+    }
 }
 
 impl fmt::Display for Per {
@@ -190,8 +200,8 @@ impl RateSpec {
             new_interval_ns,
             new_tolerance_ns,
             tracked: self.tracked,
-            v4_len: if self.per.zone { 0 } else { self.per.v4_len },
-            v6_len: if self.per.zone { 0 } else { self.per.v6_len },
+            v4_len: self.per.masks().0,
+            v6_len: self.per.masks().1,
             _pad: [0; 2],
         }
     }
@@ -306,9 +316,9 @@ pub fn parse_rate(s: &str) -> Result<Rate, (String, String)> {
     Ok(rate)
 }
 
-/// Parses one `per` string.
-fn parse_per_one(s: &str, per: &mut Per) -> Result<(), (String, String)> {
-    let help = "per is \"source\" (the default), \"zone\" (one bucket for all), an IPv4 \
+/// Parses one `per` string (of a rate limit or a quota).
+pub(super) fn parse_per_one(s: &str, per: &mut Per) -> Result<(), (String, String)> {
+    let help = "per is \"source\" (the default), \"zone\" (one for the whole zone), an IPv4 \
                 prefix length \"/8\" to \"/32\", an IPv6 one \"/48\" to \"/128\", or one of \
                 each: per = [\"/24\", \"/64\"]";
     match s.trim() {
@@ -390,6 +400,50 @@ impl Walker<'_> {
             }
         }
         ok.then_some(out)
+    }
+
+    /// `per` of a table (a rate limit's, a quota's; `dotted` names it in
+    /// messages): `"source"` when absent, `None` when wrong (reported).
+    pub(super) fn per(&mut self, t: &dyn TableLike, dotted: &str) -> Option<Per> {
+        let mut per = Per::SOURCE;
+        let Some(item) = t.get("per") else {
+            return Some(per);
+        };
+        let mut per_bad = false;
+        let entries: Vec<(&str, _)> = match item {
+            Item::Value(Value::String(s)) => vec![(s.value().as_str(), item.span())],
+            Item::Value(Value::Array(a)) if (1..=2).contains(&a.len()) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(|s| (s, v.span())))
+                .collect(),
+            _ => {
+                self.type_error(item, dotted, "a string (or two)", "per = \"source\"");
+                return None;
+            }
+        };
+        let (mut v4, mut v6) = (false, false);
+        for (s, sp) in entries {
+            let before = per;
+            if let Err((m, h)) = parse_per_one(s, &mut per) {
+                self.diags.at(sp, m, Some(h));
+                per_bad = true;
+                continue;
+            }
+            let twice = (per.v4_len != before.v4_len && std::mem::replace(&mut v4, true))
+                || (per.v6_len != before.v6_len && std::mem::replace(&mut v6, true));
+            if twice {
+                self.diags.at(
+                    sp,
+                    "`per` names one family's length twice",
+                    Some(
+                        "give at most one IPv4 and one IPv6 length: per = [\"/24\", \"/64\"]"
+                            .into(),
+                    ),
+                );
+                per_bad = true;
+            }
+        }
+        (!per_bad).then_some(per)
     }
 
     fn positive(&mut self, t: &dyn TableLike, key: &str, max: u64, what: &str) -> Field<u64> {
@@ -489,44 +543,10 @@ impl Walker<'_> {
             u64::from(RATE_TABLE_MAX),
             "the sources (or prefixes) this limit keeps a bucket for",
         );
-        let mut per = Per::SOURCE;
-        let mut per_bad = false;
-        if let Some(item) = t.get("per") {
-            let entries: Vec<(&str, _)> = match item {
-                Item::Value(Value::String(s)) => vec![(s.value().as_str(), item.span())],
-                Item::Value(Value::Array(a)) if (1..=2).contains(&a.len()) => a
-                    .iter()
-                    .filter_map(|v| v.as_str().map(|s| (s, v.span())))
-                    .collect(),
-                _ => {
-                    self.type_error(item, "rate.per", "a string (or two)", "per = \"source\"");
-                    per_bad = true;
-                    Vec::new()
-                }
-            };
-            let (mut v4, mut v6) = (false, false);
-            for (s, sp) in entries {
-                let before = per;
-                if let Err((m, h)) = parse_per_one(s, &mut per) {
-                    self.diags.at(sp, m, Some(h));
-                    per_bad = true;
-                    continue;
-                }
-                let twice = (per.v4_len != before.v4_len && std::mem::replace(&mut v4, true))
-                    || (per.v6_len != before.v6_len && std::mem::replace(&mut v6, true));
-                if twice {
-                    self.diags.at(
-                        sp,
-                        "`per` names one family's length twice",
-                        Some(
-                            "give at most one IPv4 and one IPv6 length: per = [\"/24\", \"/64\"]"
-                                .into(),
-                        ),
-                    );
-                    per_bad = true;
-                }
-            }
-        }
+        let (per, mut per_bad) = match self.per(t, "rate.per") {
+            Some(p) => (p, false),
+            None => (Per::SOURCE, true),
+        };
         let ceiling = self.rate_string(t, "ceiling");
         let new_sources = self.rate_string(t, "new_sources");
         if per.zone {

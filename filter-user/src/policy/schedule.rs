@@ -343,10 +343,16 @@ pub const TOPUP_MIN_LEFT: usize = 3;
 /// again: daily, or earlier when half of a zone's horizon has passed or its
 /// list is down to its last `TOPUP_MIN_LEFT` transitions (a dense schedule
 /// whose 62 transitions cover less than two days); never sooner than a
-/// minute on. `None` without scheduled zones.
+/// minute on. Quota zones are topped up daily too: their periods' starts
+/// are on CLOCK_TAI, so a changed TAI offset (which a pending top-up
+/// watches for) must rewrite them, and a month quota's stored month starts
+/// move on. `None` without scheduled or quota zones.
 pub fn topup_due(policy: &super::CompiledPolicy, clock: &SchedClock) -> Option<Timestamp> {
     let hours = |h: i64| jiff::SignedDuration::from_hours(h);
     let mut due: Option<Timestamp> = None;
+    if policy.zones.iter().any(|z| z.quota.is_some()) {
+        due = Some(clock.now + hours(TOPUP_EVERY_H));
+    }
     for s in policy.zones.iter().filter_map(|z| z.schedule.as_ref()) {
         let (_, t) = s.sched_entry(clock);
         let mut zone_due = clock.now + hours(TOPUP_EVERY_H);

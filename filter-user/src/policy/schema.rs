@@ -168,6 +168,7 @@ fn zone() -> Value {
                 false,
             ),
             Key("rate", rate(), false),
+            Key("quota", quota(), false),
             Key(
                 "audit",
                 boolean(
@@ -240,6 +241,41 @@ fn rate() -> Value {
         "description": "Rate limits: { packets = \"200/s\", burst = 400 } or [{ packets = ... }, { connections = ... }].",
         "anyOf": [ one, { "type": "array", "items": one, "minItems": 1, "maxItems": 2 } ]
     })
+}
+
+/// A zone's transfer quota.
+fn quota() -> Value {
+    let units: Vec<&str> = super::quota::UNITS.iter().map(|(n, _)| *n).collect();
+    let bytes_pattern = format!("^\\s*[0-9]+(\\.[0-9]+)?\\s*({})\\s*$", units.join("|"));
+    table(
+        "A transfer quota of allowed sources: bytes per UTC-aligned period; over it, the zone's action (reason quota_exceeded).",
+        vec![
+            Key(
+                "bytes",
+                json!({ "description": "The quota per period: \"10 GB\", \"1.5 GiB\" (B, kB/KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: powers of 1024), or an integer of bytes; at least 1 byte, at most 1 EB.", "anyOf": [ { "type": "string", "pattern": bytes_pattern }, { "type": "integer", "minimum": 1, "maximum": super::quota::MAX_QUOTA_BYTES } ] }),
+                true,
+            ),
+            Key(
+                "period",
+                json!({ "enum": ["minute", "hour", "day", "month"], "description": "UTC minute, hour or day, or calendar month (UTC)." }),
+                true,
+            ),
+            Key(
+                "direction",
+                one_of(
+                    &["upload", "download", "both"],
+                    "both",
+                    "What is counted: frames from the source to the zone's ports, from the zone's ports to the source, or both.",
+                ),
+                false,
+            ),
+            Key(
+                "per",
+                json!({ "description": "source (default), zone (one counter for all), an IPv4 length /8../32, an IPv6 length /48../128, or one of each: [\"/24\", \"/64\"].", "anyOf": [ { "type": "string" }, { "type": "array", "items": { "type": "string" }, "minItems": 1, "maxItems": 2 } ] }),
+                false,
+            ),
+        ],
+    )
 }
 
 fn metrics() -> Value {
@@ -425,6 +461,11 @@ mod tests {
                 parse::FAILSAFE_KEYS,
             ),
             ("[[zone]]", &p["zone"]["items"], parse::ZONE_KEYS),
+            (
+                "[[zone]] quota",
+                &p["zone"]["items"]["properties"]["quota"],
+                super::super::quota::QUOTA_KEYS,
+            ),
             ("[metrics]", &p["metrics"], parse::METRICS_KEYS),
             (
                 "[metrics] basic_auth",

@@ -61,6 +61,10 @@ pub struct ZoneSummary {
     /// Each `rate` limit in words ("at most 200 packets/s per source, …").
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<String>,
+    /// The transfer `quota` in words ("at most 10 GB (10,000,000,000
+    /// bytes) per source per UTC day, …").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -245,6 +249,7 @@ impl CompiledPolicy {
                         .iter()
                         .flat_map(|l| l.specs().map(|s| s.explain()))
                         .collect(),
+                    quota: z.quota.as_ref().map(|q| q.explain(z.action, z.audit)),
                 })
                 .collect(),
             blocklist: BlocklistSummary {
@@ -394,6 +399,9 @@ impl fmt::Display for PolicySummary {
             }
             for l in &z.limits {
                 writeln!(f, "      rate  {l}")?;
+            }
+            if let Some(q) = &z.quota {
+                writeln!(f, "      quota {q}")?;
             }
             if !z.replies.is_empty() {
                 let replies: Vec<String> = z
