@@ -198,6 +198,11 @@ fn upgrade(cx: &mut Ctx, name: &str, layout: u32, interrupt: bool, bans: Bans) -
         format!("{}{LIMITED_ZONE}", policies::policy_a())
     };
     let pa = cx.policy("upgrade-a.toml", &text)?;
+    if bans == Bans::StoreLost {
+        // The sandbox outlives a scenario: the store an earlier one lost (it
+        // runs once per release) would make the move below fail.
+        let _ = std::fs::remove_dir_all(cx.sb.state_dir().with_extension("lost"));
+    }
     let state = cx.sb.state_dir().display().to_string();
     let old_extra: &[&str] = if bans == Bans::NotInRelease {
         &[]
