@@ -56,12 +56,18 @@ fn packets(st: &Status) -> Vec<(String, u64)> {
 }
 
 /// The pins a finished migration leaves: this layout's maps in `maps/`
-/// (with LAYOUT), nothing in `next/` or `retired/`.
+/// (every one of this build's, LAYOUT and the maps the old layout lacked —
+/// from layout 6, QUOTAS and QUOTA_USAGE — among them), nothing in `next/`
+/// or `retired/`.
 fn pins_settled(cx: &Ctx) -> Result<()> {
     let root = &cx.sb.pin_root;
+    let missing: Vec<&str> = filter_common::ALL_MAPS
+        .into_iter()
+        .filter(|m| !root.join("maps").join(m).exists())
+        .collect();
     ensure!(
-        root.join("maps/LAYOUT").exists(),
-        "no maps/LAYOUT pin after the upgrade"
+        missing.is_empty(),
+        "maps/ lacks {missing:?} after the upgrade"
     );
     for leftover in ["next", "retired"] {
         ensure!(
