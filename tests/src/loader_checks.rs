@@ -38,6 +38,10 @@ pub fn run(h: &mut Harness, scale: bool) -> Result<(u64, u64), HarnessError> {
     let mut checks: Vec<(&str, Check)> = vec![
         ("slot_writer_round_trips_random_policies", slot_round_trip),
         (
+            "quota_settings_round_trip_and_a_reload_rewrites_them",
+            quota_round_trip,
+        ),
+        (
             "failed_write_keeps_old_policy_enforcing",
             failed_write_keeps_old_policy,
         ),
@@ -226,7 +230,99 @@ pub(crate) fn differences(held: &SlotImage, want: &SlotImage) -> String {
     diff_maps(&mut out, "zones", &zones(&held.zones), &zones(&want.zones));
     let sched = |z: &std::collections::BTreeMap<u32, _>| z.clone().into_iter().collect();
     diff_maps(&mut out, "sched", &sched(&held.sched), &sched(&want.sched));
+    let rates = |z: &std::collections::BTreeMap<u32, _>| z.clone().into_iter().collect();
+    diff_maps(&mut out, "rates", &rates(&held.rates), &rates(&want.rates));
+    let quotas = |z: &std::collections::BTreeMap<u32, _>| z.clone().into_iter().collect();
+    diff_maps(
+        &mut out,
+        "quotas",
+        &quotas(&held.quotas),
+        &quotas(&want.quotas),
+    );
     out
+}
+
+const QUOTAS: &str = "version = 1\n\
+    [[zone]]\nname = \"monthly\"\nports = [\"7100/tcp\"]\nallow = [\"any\"]\n\
+    quota = { bytes = \"5 TB\", period = \"month\", per = \"zone\" }\n\
+    [[zone]]\nname = \"plain\"\nports = [\"7101/tcp\"]\nallow = [\"any\"]\n\
+    [[zone]]\nname = \"hourly\"\nports = [\"7102/udp\"]\nallow = [\"any\"]\n\
+    quota = { bytes = \"1.5 GiB\", period = \"hour\", direction = \"upload\", per = [\"/24\", \"/64\"] }\n";
+
+/// Applies `p` with the image built at `now` (TAI offset 37 s); the active
+/// slot must read back as that image, which is returned.
+fn apply_at(h: &mut Harness, p: &CompiledPolicy, now: &str) -> Result<SlotImage, String> {
+    let opts = ImageOptions {
+        clock: policy::schedule::SchedClock {
+            now: now.parse().map_err(err)?,
+            kernel_offset_ns: 37_000_000_000,
+        },
+    };
+    let image = SlotImage::build(p, opts).map_err(err)?;
+    let f = h.filter();
+    let meta = f.meta().map_err(err)?;
+    f.apply_with_options(p, &meta, opts).map_err(err)?;
+    let held = f.read_slot(slot_of(f.generation())).map_err(err)?;
+    if held != image {
+        return Err(format!(
+            "active slot differs from its image at {now}: {}",
+            differences(&held, &image)
+        ));
+    }
+    Ok(image)
+}
+
+/// `QUOTAS` is part of the slot: written with it, read back, rewritten by a
+/// reload when the period moved on, and cleared (all zero) for zones that
+/// lose their quota, while the other slot keeps what it had.
+fn quota_round_trip(h: &mut Harness) -> Result<(), String> {
+    let p = compile(QUOTAS)?;
+    let dec = apply_at(h, &p, "2026-12-31T23:59:00Z")?;
+    let flagged = |img: &SlotImage| -> Vec<u32> {
+        img.zones
+            .iter()
+            .filter(|(_, z)| z.flags & filter_common::ZoneInfo::QUOTA != 0)
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    if dec.quotas.keys().copied().collect::<Vec<_>>() != vec![1, 3] || flagged(&dec) != [1, 3] {
+        return Err(format!(
+            "quota zones 1 and 3 expected, image has {:?} (flags {:?})",
+            dec.quotas.keys().collect::<Vec<_>>(),
+            flagged(&dec)
+        ));
+    }
+    // The same policy a minute later: a new month, a new hour.
+    let jan = apply_at(h, &p, "2027-01-01T00:00:30Z")?;
+    if jan.quotas[&1].first != dec.quotas[&1].first + 1
+        || jan.quotas[&1].next[0] != dec.quotas[&1].next[1]
+        || jan.quotas[&3].first != dec.quotas[&3].first + 1
+    {
+        return Err("a reload in the next period kept the old period".into());
+    }
+    // Without quotas: the entries are gone, the previous slot keeps them.
+    let none = compile(&QUOTAS.replace("quota = {", "# quota = {"))?;
+    let cleared = apply_at(h, &none, "2027-01-01T00:01:00Z")?;
+    if !cleared.quotas.is_empty() || !flagged(&cleared).is_empty() {
+        return Err("a policy without quotas left quota entries".into());
+    }
+    let f = h.filter();
+    if f.read_slot(1 - slot_of(f.generation())).map_err(err)? != jan {
+        return Err("the previous slot lost its quota entries".into());
+    }
+    // On the host's clocks, the datapath reads the period written: a quota
+    // of one byte admits the first frame and refuses the next.
+    let one = compile(
+        "version = 1\n[[zone]]\nname = \"loader-check-one-byte\"\nports = [\"7200/tcp\"]\n\
+         allow = [\"any\"]\nquota = { bytes = 1, period = \"day\" }\n",
+    )?;
+    h.filter().apply(&one).map_err(err)?;
+    let frame = Frame::ipv4(Ipv4Addr::new(192, 0, 2, 77), Ipv4Addr::new(10, 9, 9, 9))
+        .tcp(40000, 7200)
+        .build();
+    expect(h, &frame, Verdict::Pass, Reason::Allowed, 1)?;
+    expect(h, &frame, Verdict::Drop, Reason::QuotaExceeded, 1)?;
+    Ok(())
 }
 
 /// Up to 5 entries only the kernel holds and 5 only the image wants.

@@ -250,6 +250,7 @@ impl QuotaSpec {
     pub fn explain(&self, action: ZoneAction, audit: bool) -> String {
         let amount = match &self.written {
             Some(w) if !w.ends_with(" B") => format!("{w} ({} bytes)", grouped(self.bytes)),
+            _ if self.bytes == 1 => "1 byte".to_string(),
             _ => format!("{} bytes", grouped(self.bytes)),
         };
         let over = if audit {
@@ -374,7 +375,7 @@ pub(crate) fn parse_bytes(s: &str) -> Result<(u64, String), Problem> {
                 .map(|(n, _)| *n)
         });
         let help = match guess {
-            Some(g) => format!("did you mean \"{number} {g}\"? {}", units_help()),
+            Some(g) => format!("did you mean \"{number} {g}\"? ({})", units_help()),
             None => units_help(),
         };
         return Err(Problem::new(
@@ -450,7 +451,7 @@ impl Walker<'_> {
             "period",
             &QuotaPeriod::NAMES,
             "periods are aligned to UTC: \"minute\", \"hour\", \"day\" or \"month\" (a \
-             calendar month); for a week, give a day quota of a seventh, or a month one",
+             calendar month); there is no week or year period",
         );
         if q.get("period").is_none() {
             self.missing(span, "a zone's `quota`", "period", "period = \"day\"");

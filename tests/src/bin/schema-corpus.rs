@@ -22,6 +22,15 @@ struct Args {
 
 const BASE: &str = "version = 1\n";
 
+/// Every form of `quota` the parser accepts.
+const QUOTA_ZONES: &str = "version = 1\n\
+    [[zone]]\nname = \"a\"\nports = [\"8001/tcp\"]\nallow = [\"any\"]\n\
+    quota = { bytes = \"10 GB\", period = \"day\" }\n\
+    [[zone]]\nname = \"b\"\nports = [\"8002/tcp\"]\nallow = [\"any\"]\n\
+    quota = { bytes = \"1.5GiB\", period = \"month\", direction = \"download\", per = [\"/24\", \"/64\"] }\n\
+    [[zone]]\nname = \"c\"\nports = [\"8003/udp\"]\nallow = [\"10.0.0.0/8\"]\naudit = true\n\
+    [zone.quota]\nbytes = 500000000\nperiod = \"hour\"\ndirection = \"upload\"\nper = \"zone\"\n";
+
 /// (name, policy text): each refused by the parser for its shape.
 fn invalid() -> Vec<(&'static str, String)> {
     let zone = "[[zone]]\nname = \"admin\"\nports = [\"8889/tcp\"]\nallow = [\"10.0.0.0/8\"]\n";
@@ -99,6 +108,39 @@ fn invalid() -> Vec<(&'static str, String)> {
         ),
         ("zone-unknown-key", format!("{BASE}{zone}allowed = []\n")),
         (
+            "zone-quota-without-period",
+            format!("{BASE}{zone}quota = {{ bytes = \"1 GB\" }}\n"),
+        ),
+        (
+            "zone-quota-unknown-period",
+            format!("{BASE}{zone}quota = {{ bytes = \"1 GB\", period = \"fortnight\" }}\n"),
+        ),
+        (
+            "zone-quota-unknown-direction",
+            format!(
+                "{BASE}{zone}quota = {{ bytes = \"1 GB\", period = \"day\", direction = \"sideways\" }}\n"
+            ),
+        ),
+        (
+            "zone-quota-unknown-unit",
+            format!("{BASE}{zone}quota = {{ bytes = \"10 GX\", period = \"day\" }}\n"),
+        ),
+        (
+            "zone-quota-bytes-float",
+            format!("{BASE}{zone}quota = {{ bytes = 2.5, period = \"day\" }}\n"),
+        ),
+        (
+            "zone-quota-unknown-key",
+            format!("{BASE}{zone}quota = {{ bytes = \"1 GB\", period = \"day\", limit = 5 }}\n"),
+        ),
+        (
+            "failsafe-quota",
+            format!(
+                "{BASE}[[failsafe]]\nports = [\"22/tcp\"]\nfrom = [\"10.0.0.0/8\"]\n\
+                 quota = {{ bytes = \"1 GB\", period = \"day\" }}\n"
+            ),
+        ),
+        (
             "metrics-listen-not-string",
             format!("{BASE}[metrics]\nlisten = 9469\n"),
         ),
@@ -157,6 +199,7 @@ fn main() -> Result<()> {
         ),
         ("e2e-blocklist-wins", policies::policy_blocklist_wins()),
         ("e2e-failsafe-wins", policies::policy_failsafe_wins()),
+        ("quota-zones", QUOTA_ZONES.to_string()),
     ] {
         write(&valid, name.into(), text)?;
     }
