@@ -3,8 +3,8 @@
 //! download quota of one UTC minute. The egress program counts what the host
 //! sends; once a client is over, the XDP program drops its packets, so the
 //! running download stalls (its ACKs are dropped) and a new connection is
-//! refused; another client is unaffected; a reload keeps the usage; the next
-//! minute serves the client again.
+//! refused; another client is unaffected; a reload and a restart keep the
+//! usage; the next minute serves the client again.
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -187,7 +187,7 @@ pub fn download_over_quota_stops_reload_keeps_rollover_restores(cx: &mut Ctx) ->
     let ns = cx.sb.topo.ns(INET4.side).to_string();
     let _server = Server::start(cx.sb.host_ns())?;
     let p = cx.policy("quota.toml", &policy(false))?;
-    let _d = cx.start(&p, &[])?;
+    let mut d = cx.start(&p, &[])?;
     // The steps below take about 15 s here (more under QEMU TCG) and must
     // share one minute.
     let need = super::patience(Duration::from_secs(25)).min(Duration::from_secs(55));
@@ -236,6 +236,13 @@ pub fn download_over_quota_stops_reload_keeps_rollover_restores(cx: &mut Ctx) ->
     ensure!(
         matches!(download(&ns, &INET4, SMALL)?, Got::Refused),
         "after a reload the source over quota was served again"
+    );
+    // So does a restart: the usage is pinned, the new daemon adopts it.
+    d.terminate()?;
+    let _d = cx.start(&p, &[])?;
+    ensure!(
+        matches!(download(&ns, &INET4, SMALL)?, Got::Refused),
+        "after a restart the source over quota was served again"
     );
     ensure!(
         jiff::Timestamp::now().as_second().div_euclid(60) == minute,
