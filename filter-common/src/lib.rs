@@ -1153,6 +1153,36 @@ pub mod layout5 {
     pub const RATE_REAPED: MapShape = MapShape::new(4, 8, 130);
 }
 
+/// Layout 6: commit ee0cd0f (`LAYOUT[0]` = 6): the IPv6 allowlist lanes
+/// (`LANE6_*`), and the blocklists' and lanes' big arrays mmapable. Every map
+/// a migration reads is as in layout 5: COUNTERS (the same 17 reasons, 66
+/// rules, 16 interface slots), META, EVENTS_CFG, EVENTS_STATE, the bans and
+/// the rate limits' state. A later layout that changes one of these defines
+/// it here instead of re-exporting layout 5's.
+pub mod layout6 {
+    pub use super::layout5::{
+        BAN4, BAN4_NETS, BAN6, BAN6_NETS, BAN_BITS, BAN_COUNTERS, COUNTERS, EVENTS_CFG_VALUE_SIZE,
+        EVENTS_STATE_VALUE_SIZE, META_VALUE_SIZE, RATE_KEYS, RATE_REAPED, RATE_ZONE,
+    };
+}
+
+/// Layout 7: this build's (main from 26540ff): transfer quotas. Adds `QUOTAS`
+/// (per slot × zone, rewritten by every apply: not carried) and
+/// `QUOTA_USAGE` (outside the slots: a month's usage per source, which a
+/// migration from layout 7 on carries). Every other map a migration reads
+/// is as in layout 6. Written down now, while these are this build's
+/// types, for the build that migrates from layout 7.
+pub mod layout7 {
+    use super::MapShape;
+
+    pub use super::layout6::{
+        BAN4, BAN4_NETS, BAN6, BAN6_NETS, BAN_BITS, BAN_COUNTERS, COUNTERS, EVENTS_CFG_VALUE_SIZE,
+        EVENTS_STATE_VALUE_SIZE, META_VALUE_SIZE, RATE_KEYS, RATE_REAPED, RATE_ZONE,
+    };
+    /// Preallocated hash `QuotaKey` (24 bytes) → `QuotaUsage` (16 bytes).
+    pub const QUOTA_USAGE: MapShape = MapShape::new(24, 16, 65_536);
+}
+
 /// A pinned map's (key size, value size, max entries), as an earlier layout
 /// created it; checked before a migration reads the map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1185,6 +1215,7 @@ pub const fn counter_layout(version: u32) -> Option<CounterLayout> {
         3 => Some(layout3::COUNTERS),
         4 => Some(layout4::COUNTERS),
         5 => Some(layout5::COUNTERS),
+        6 => Some(layout6::COUNTERS),
         _ => None,
     }
 }
@@ -1194,8 +1225,9 @@ const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout1::META_VALUE_SI
 const _: () = assert!(core::mem::size_of::<MetaBlob>() == layout2::META_VALUE_SIZE);
 const _: () = assert!(core::mem::size_of::<EventsConfig>() == layout2::EVENTS_CFG_VALUE_SIZE);
 const _: () = assert!(core::mem::size_of::<EventsState>() == layout2::EVENTS_STATE_VALUE_SIZE);
-// Layout 5's bans and rate state are carried entry by entry into maps of
-// today's types: a change to one of these must add a reader of layout 5's.
+// Layout 5's (and 6's, the same) bans and rate state are carried entry by
+// entry into maps of today's types: a change to one of these must add a
+// reader of layout 5's and 6's.
 const _: () = assert!(layout5::BAN_BITS.is(4, 8, BAN_BITS_LEN));
 const _: () = assert!(layout5::BAN4.is(4, core::mem::size_of::<BanValue>(), BAN_HOSTS_MAX));
 const _: () = assert!(layout5::BAN6.is(16, core::mem::size_of::<BanValue>(), BAN_HOSTS_MAX));
@@ -1217,6 +1249,19 @@ const _: () = assert!(layout5::RATE_KEYS.is(
 ));
 const _: () = assert!(layout5::RATE_ZONE.is(4, core::mem::size_of::<RateZone>(), RATE_ZONE_LEN));
 const _: () = assert!(layout5::RATE_REAPED.is(4, 8, RATE_ZONE_LEN));
+// Layout 6 names layout 5's shapes (its module re-exports them); its
+// COUNTERS geometry is today's, so a counter keeps its index.
+const _: () = assert!(
+    layout6::COUNTERS.reasons.len() as u32 == NUM_REASONS
+        && layout6::COUNTERS.num_rules == NUM_RULES
+        && layout6::COUNTERS.max_iface_slots == MAX_IFACE_SLOTS
+);
+// Layout 7 is this build's: its usage table is today's.
+const _: () = assert!(layout7::QUOTA_USAGE.is(
+    core::mem::size_of::<QuotaKey>(),
+    core::mem::size_of::<QuotaUsage>(),
+    QUOTA_TABLE_MAX
+));
 // Sampled decisions: `EVENTS` (ring buffer), `EVENTS_CFG[0]`, `EVENTS_STATE[0]`.
 // A decision whose class (drop, audit pass, other pass) is selected in
 // `EVENTS_CFG.flags` is handed (`EVENTS_PENDING`) to the events program by a
@@ -1637,6 +1682,22 @@ mod tests {
             (1, 3, "quota_exceeded", false)
         );
         assert_eq!(l.decode(l.len() - 1), (15, 65, "banned", true));
+    }
+
+    #[test]
+    fn layout6_counters_are_layout5s_and_this_builds() {
+        // ee0cd0f counted with layout 5's geometry, which is still this
+        // build's: every index decodes to today's reason of the same number.
+        let (l5, l6) = (layout5::COUNTERS, layout6::COUNTERS);
+        assert_eq!(l6.reasons, l5.reasons);
+        assert_eq!((l6.num_rules, l6.max_iface_slots), (66, 16));
+        assert_eq!(l6.len(), COUNTERS_LEN);
+        assert_eq!(l6.reasons.len(), Reason::ALL.len());
+        for (label, r) in l6.reasons.iter().zip(Reason::ALL) {
+            assert_eq!(*label, r.as_str());
+        }
+        assert_eq!(counter_layout(6).map(|l| l.len()), Some(35_904));
+        assert!(counter_layout(LAYOUT_VERSION).is_none());
     }
 
     #[test]

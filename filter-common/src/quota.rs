@@ -97,13 +97,8 @@ impl Default for ZoneQuota {
 /// stays at the last month (the daemon re-applies long before).
 #[inline(always)]
 pub fn quota_period(q: &ZoneQuota, now: u64) -> u64 {
-    if q.len_ns != 0 {
-        let since = if now > q.start_ns {
-            now - q.start_ns
-        } else {
-            0
-        };
-        return q.first + since / q.len_ns;
+    if let Some(n) = now.saturating_sub(q.start_ns).checked_div(q.len_ns) {
+        return q.first + n;
     }
     let mut n = 0;
     while n < QUOTA_MONTHS {
@@ -243,7 +238,11 @@ mod tests {
         assert_ne!(quota_zone_key(b""), 0);
         let k = quota_key4(9, 24, [10, 1, 2, 3]);
         assert_eq!((k.family, k.len, &k.addr[..4]), (4, 24, &[10, 1, 2, 0][..]));
-        let k6 = quota_key6(9, 64, [0x20, 1, 0xd, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        let k6 = quota_key6(
+            9,
+            64,
+            [0x20, 1, 0xd, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+        );
         assert_eq!(&k6.addr[8..], &[0; 8]);
     }
 }

@@ -7,12 +7,12 @@ use aya_ebpf::{
 };
 use filter_common::{
     BanNet4, BanNet6, BanValue, Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter,
-    EventsConfig, EventsPending, EventsState, MetaBlob, PortEntry, QuotaKey, QuotaUsage, RateBucket, RateKey, RateZone,
-    ReplyPending, ReplyState, Sched, Tagged4, Tagged6, ZoneInfo, ZoneQuota, ZoneRates, BAN_BITS_LEN,
-    BAN_HOSTS_MAX, BAN_NETS_MAX, BAN_TAGS, BL4_WORDS_PER_SLOT, BL6_REGION, BL6_WORDS_PER_SLOT,
-    COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_BITS_MAX, EVENTS_RING_BYTES, IFACES_LEN,
-    LANE4_BITS_MAX, LANE4_SPACES, LANE6_REGION, LANE6_SPACES, NUM_SLOTS, PORTS_PER_SLOT,
-    QUOTA_TABLE_MAX, RATE_TABLE_MAX, RATE_ZONE_LEN, ZONE_SLOTS,
+    EventsConfig, EventsPending, EventsState, MetaBlob, PortEntry, QuotaKey, QuotaUsage,
+    RateBucket, RateKey, RateZone, ReplyPending, ReplyState, Sched, Tagged4, Tagged6, ZoneInfo,
+    ZoneQuota, ZoneRates, BAN_BITS_LEN, BAN_HOSTS_MAX, BAN_NETS_MAX, BAN_TAGS, BL4_WORDS_PER_SLOT,
+    BL6_REGION, BL6_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_BITS_MAX,
+    EVENTS_RING_BYTES, IFACES_LEN, LANE4_BITS_MAX, LANE4_SPACES, LANE6_REGION, LANE6_SPACES,
+    NUM_SLOTS, PORTS_PER_SLOT, QUOTA_TABLE_MAX, RATE_TABLE_MAX, RATE_ZONE_LEN, ZONE_SLOTS,
 };
 
 #[map]

@@ -5,8 +5,7 @@
 //! by the first frame of the new one, so a rollover needs no daemon.
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_tai_ns};
 use filter_common::{
-    quota_key4, quota_key6, quota_period, zone_index, QuotaKey, QuotaUsage, ZoneQuota,
-    QUOTA_UPLOAD,
+    quota_key4, quota_key6, quota_period, zone_index, QuotaKey, QuotaUsage, ZoneQuota, QUOTA_UPLOAD,
 };
 
 use crate::{

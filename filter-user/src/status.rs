@@ -37,6 +37,9 @@ pub struct Status {
     /// Scheduled zones of the enforced slot, as the datapath judges them now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<ZoneHours>,
+    /// Quota zones of the enforced slot: use in the current period.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<crate::loader::ZoneQuotaUse>,
 }
 
 /// A scheduled zone's state, read from `SCHED` and the kernel's clock.
@@ -101,6 +104,43 @@ pub fn zone_hours(
             }
         })
         .collect()
+}
+
+/// Bytes in the largest decimal unit that keeps a digit before the point.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1000.0;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+/// `status`'s line for one quota zone.
+pub fn quota_line(q: &crate::loader::ZoneQuotaUse) -> String {
+    let top: Vec<String> = q
+        .top
+        .iter()
+        .map(|c| format!("{} {}", c.source, human_bytes(c.bytes)))
+        .collect();
+    format!(
+        "{}: {} per UTC {}; {} counted, {} over{}",
+        q.zone,
+        human_bytes(q.limit_bytes),
+        q.period,
+        q.counted,
+        q.over,
+        if top.is_empty() {
+            String::new()
+        } else {
+            format!("; top {}", top.join(", "))
+        }
+    )
 }
 
 /// Unix seconds as RFC 3339 UTC.
@@ -285,6 +325,7 @@ impl Status {
                 .collect(),
             counters,
             schedules: Vec::new(),
+            quotas: Vec::new(),
         }
     }
 
@@ -307,6 +348,7 @@ impl Status {
             not_enforcing: Some(why),
             daemon,
             schedules: Vec::new(),
+            quotas: Vec::new(),
         }
     }
 }
@@ -428,6 +470,9 @@ impl fmt::Display for Status {
                 writeln!(f, "  warning: {w}")?;
             }
         }
+        for q in &self.quotas {
+            writeln!(f, "quota       {}", quota_line(q))?;
+        }
         writeln!(
             f,
             "\n{:<12} {:<16} {:<15} {:<7} {:>12} {:>14}",
@@ -502,6 +547,27 @@ mod tests {
         assert!(absent
             .to_string()
             .starts_with("enforcing   NO: no pinned filter under /p"));
+    }
+
+    #[test]
+    fn the_quota_line_names_the_limit_the_counts_and_the_top_consumers() {
+        let q = crate::loader::ZoneQuotaUse {
+            zone: "api".into(),
+            limit_bytes: 10_000_000_000,
+            period: "day".into(),
+            counted: 3,
+            over: 1,
+            top: vec![crate::loader::Consumer {
+                source: "10.0.0.5".into(),
+                bytes: 10_500_000_000,
+            }],
+        };
+        assert_eq!(
+            quota_line(&q),
+            "api: 10.0 GB per UTC day; 3 counted, 1 over; top 10.0.0.5 10.5 GB"
+        );
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_500), "1.5 kB");
     }
 
     #[test]

@@ -49,6 +49,12 @@ pub const RELEASES: &[Release] = &[
         commit: "fa704d6cb8cd0fe5db4ed39f9fb97acb87142940",
         layout: 5,
     },
+    // The main landed before quotas: IPv6 allowlist lanes, mmapable arrays.
+    Release {
+        name: "layout-6",
+        commit: "ee0cd0fd539a696175aeb785e729afe44a35c091",
+        layout: 6,
+    },
 ];
 
 /// `NAME=PATH` for every release, each built once (cached under

@@ -791,6 +791,10 @@ pub fn status(pin_root: &Path, control_socket: &Path) -> Result<Status, LoaderEr
         crate::policy::schedule::kernel_tai_now_ns(),
         crate::policy::schedule::tai_offset_s(),
     );
+    if let Some(state) = crate::loader::QuotaState::open(&root)? {
+        let quotas = crate::loader::active_quotas(&root, generation)?;
+        s.quotas = state.report(&quotas, &meta, crate::policy::schedule::kernel_tai_now_ns())?;
+    }
     Ok(s)
 }
 

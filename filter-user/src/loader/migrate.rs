@@ -3,8 +3,9 @@
 //! A build that finds an older layout pinned does not reuse those maps: it
 //! creates every map of its own object fresh, pinned in `<root>/next/`, and
 //! carries over the state the policy cannot rebuild (the generation, the META
-//! record, the counters, the run-time events settings, and from layout 5 on
-//! the bans and the rate limits' buckets: [`state`]). The daemon then writes
+//! record, the counters, the run-time events settings, from layout 5 on the
+//! bans and the rate limits' buckets, from layout 7 on the transfer quotas'
+//! usage: [`state`]). The daemon then writes
 //! the policy into the new slots and replaces the program in each pinned link
 //! with one `bpf_link_update`: until that returns the old program filters
 //! with the old maps, after it the new one with the new maps. Last,
@@ -132,12 +133,13 @@ impl Migration {
             Some((state, c)) => {
                 tracing::info!(
                     "carried from layout {from}: {} banned addresses and {} banned prefixes \
-                     ({} prefilter words, {} ban drops counted), {} rate-limit buckets",
+                     ({} prefilter words, {} ban drops counted), {} rate-limit buckets{}",
                     c.ban_hosts,
                     c.ban_nets,
                     c.ban_words,
                     c.ban_drops,
-                    c.rate_keys
+                    c.rate_keys,
+                    usage(c.quota_usage)
                 );
                 Some(state)
             }
@@ -207,13 +209,16 @@ impl Migration {
         // costs only what the old program did in these last moments, not
         // the swap.
         match self.state.take().map(state::State::finish) {
-            Some(Ok(s)) if s != state::StateCarried::default() => tracing::info!(
-                "carried what the layout {} program did meanwhile: {} ban drops, {} \
-                 rate-limit buckets it created",
-                self.from,
-                s.ban_drops,
-                s.rate_keys
-            ),
+            Some(Ok(s)) if (s.ban_drops, s.rate_keys, s.quota_usage.unwrap_or(0)) != (0, 0, 0) => {
+                tracing::info!(
+                    "carried what the layout {} program did meanwhile: {} ban drops, {} \
+                     rate-limit buckets it created{}",
+                    self.from,
+                    s.ban_drops,
+                    s.rate_keys,
+                    usage(s.quota_usage)
+                )
+            }
             Some(Err(e)) => tracing::warn!(
                 "the layout {} program's last ban drops and rate-limit charges were not \
                  carried: {e}",
@@ -233,6 +238,11 @@ impl Migration {
     pub(crate) fn abandon(self, root: &PinRoot) -> Result<(), LoaderError> {
         remove_dir(&root.next_dir())
     }
+}
+
+/// ", N quota usage entries" for the log, from layout 7 on.
+fn usage(entries: Option<usize>) -> String {
+    entries.map_or(String::new(), |n| format!(", {n} quota usage entries"))
 }
 
 /// Where an old layout's counter lives in this layout, if it still exists.

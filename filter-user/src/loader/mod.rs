@@ -17,6 +17,7 @@ mod maps;
 mod meta;
 mod migrate;
 mod pins;
+mod quota;
 mod rate;
 
 use std::{
@@ -43,6 +44,7 @@ pub use maps::Maps;
 pub use meta::{IfaceMeta, Meta};
 pub use migrate::Carried;
 pub use pins::{AttachMode, PinRoot, PinnedState, DEFAULT_PIN_ROOT};
+pub use quota::{active_quotas, Consumer, QuotaState, ZoneQuotaUse};
 pub use rate::{monotonic_ns, LimitUse, RateState, Reaped};
 
 use crate::policy::CompiledPolicy;
@@ -748,6 +750,16 @@ impl Filter {
     /// `EVENTS` and set `EVENTS_CFG` through it); `None` if taken before.
     pub fn take_map(&mut self, name: &str) -> Option<aya::maps::Map> {
         self.ebpf.take_map(name)
+    }
+
+    /// The transfer quotas' usage of this object (once: it takes the map).
+    pub fn take_quota_state(&mut self) -> Result<QuotaState, LoaderError> {
+        use filter_common::MAP_QUOTA_USAGE;
+        let map = self
+            .ebpf
+            .take_map(MAP_QUOTA_USAGE)
+            .ok_or(LoaderError::Missing(MAP_QUOTA_USAGE))?;
+        QuotaState::from_map(map)
     }
 
     /// The rate limits' state of this object (once: it takes the maps).

@@ -250,6 +250,7 @@ impl QuotaSpec {
     pub fn explain(&self, action: ZoneAction, audit: bool) -> String {
         let amount = match &self.written {
             Some(w) if !w.ends_with(" B") => format!("{w} ({} bytes)", grouped(self.bytes)),
+            _ if self.bytes == 1 => "1 byte".to_string(),
             _ => format!("{} bytes", grouped(self.bytes)),
         };
         let over = if audit {

@@ -417,6 +417,9 @@ fn check_explains_the_quota_in_words() {
         "at most 1.5 GiB (1,610,612,736 bytes) per IPv4 /24 and IPv6 source per UTC minute, \
          upload counted (download is not); over it counted as audit and passed (the zone audits)"
     );
+    assert!(
+        words("quota = { bytes = \"1 B\", period = \"day\" }").starts_with("at most 1 byte per")
+    );
     assert!(compile(HEAD).summary().zones[0].quota.is_none());
 }
 

@@ -66,6 +66,7 @@ pub mod ownership;
 pub mod package;
 pub mod policies;
 pub mod probe;
+pub mod quota;
 pub mod reject;
 pub mod scenarios;
 pub mod schedule;

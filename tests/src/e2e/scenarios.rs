@@ -18,7 +18,7 @@ use super::{
     daemon::{Daemon, Sandbox, Status},
     fail2ban, feeds, http, inputs, limits, metrics_hardening as mh, policies,
     probe::{self, Outcome, Probe, ProbeLoop, CLOSED_TCP_PORT},
-    reject, schedule,
+    quota, reject, schedule,
     topology::*,
     upgrade,
 };
@@ -99,6 +99,10 @@ pub struct Scenario {
 }
 
 pub fn all() -> Vec<Scenario> {
+    use upgrade::{
+        upgrade_from_layout_with_bans as up_bans,
+        upgrade_from_layout_without_ban_store as up_no_store,
+    };
     let s = |name, harness_only, vm, run| Scenario {
         name,
         harness_only,
@@ -151,6 +155,12 @@ pub fn all() -> Vec<Scenario> {
             false,
             limits::spoofed_flood_keeps_steady_client_and_ceiling,
         ),
+        s(
+            "quota-download-stops-reload-keeps-rollover-restores",
+            false,
+            true,
+            quota::download_over_quota_stops_reload_keeps_rollover_restores,
+        ),
         s("vlan-path", false, false, vlan_path),
         s("invalid-reload-keeps-old", false, true, invalid_reload),
         s("valid-reload-swaps", false, true, valid_reload),
@@ -193,17 +203,20 @@ pub fn all() -> Vec<Scenario> {
             false,
             upgrade::upgrade_from_layout_4,
         ),
-        s(
-            "upgrade-from-layout-5",
-            false,
-            false,
-            upgrade::upgrade_from_layout_5,
-        ),
+        // Layouts with bans and rate limits: the same two scenarios each.
+        s("upgrade-from-layout-5", false, false, up_bans::<5>),
+        s("upgrade-from-layout-6", false, false, up_bans::<6>),
         s(
             "upgrade-from-layout-5-without-ban-store-keeps-kernel-bans",
             false,
             false,
-            upgrade::upgrade_from_layout_5_without_ban_store_keeps_kernel_bans,
+            up_no_store::<5>,
+        ),
+        s(
+            "upgrade-from-layout-6-without-ban-store-keeps-kernel-bans",
+            false,
+            false,
+            up_no_store::<6>,
         ),
         s(
             "upgrade-failed-start-changes-nothing",

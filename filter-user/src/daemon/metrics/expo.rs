@@ -71,6 +71,8 @@ pub struct Snapshot {
     pub crowdsec: Option<crate::crowdsec::CrowdsecStatus>,
     /// `[blocklist] feeds`.
     pub feeds: Vec<crate::feeds::FeedState>,
+    /// Quota zones' use in their current period.
+    pub quotas: Vec<crate::loader::ZoneQuotaUse>,
 }
 
 pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
@@ -172,6 +174,44 @@ pub fn render(s: &Snapshot) -> Result<String, std::fmt::Error> {
             "portcullis_zone_schedule_horizon_seconds",
             "Seconds of stored transitions left for a scheduled zone; at 0 it stays closed (the daemon tops them up daily)",
             left,
+        );
+    }
+
+    if !s.quotas.is_empty() {
+        let limit = Family::<Labels, Gauge>::default();
+        let counted = Family::<Labels, Gauge>::default();
+        let over = Family::<Labels, Gauge>::default();
+        let top = Family::<Labels, Gauge>::default();
+        for q in &s.quotas {
+            let l = labels(&[("zone", &q.zone), ("period", &q.period)]);
+            limit.get_or_create(&l).set(q.limit_bytes as i64);
+            counted.get_or_create(&l).set(q.counted as i64);
+            over.get_or_create(&l).set(q.over as i64);
+            // At most loader::quota::TOP sources per zone: bounded labels.
+            for c in &q.top {
+                top.get_or_create(&labels(&[("zone", &q.zone), ("source", &c.source)]))
+                    .set(c.bytes as i64);
+            }
+        }
+        registry.register(
+            "portcullis_quota_limit_bytes",
+            "A quota zone's limit per source and period",
+            limit,
+        );
+        registry.register(
+            "portcullis_quota_sources",
+            "Sources (or aggregates) with transfer counted in the zone's current period",
+            counted,
+        );
+        registry.register(
+            "portcullis_quota_sources_over",
+            "Sources at or over the zone's quota: refused until the period rolls over",
+            over,
+        );
+        registry.register(
+            "portcullis_quota_top_bytes",
+            "Bytes of the zone's largest consumers in the current period (top 5)",
+            top,
         );
     }
 

@@ -291,6 +291,16 @@ fn render(shared: &Shared) -> Result<String, String> {
         bans: shared.bans.lock().ok().map(|b| b.stats()),
         crowdsec: shared.crowdsec.read().ok().and_then(|c| c.clone()),
         feeds: shared.feeds.states(),
+        quotas: crate::loader::QuotaState::open(&shared.root)
+            .ok()
+            .flatten()
+            .and_then(|state| {
+                let quotas = crate::loader::active_quotas(&shared.root, generation).ok()?;
+                state
+                    .report(&quotas, &meta, crate::policy::schedule::kernel_tai_now_ns())
+                    .ok()
+            })
+            .unwrap_or_default(),
     };
     expo::render(&snapshot).map_err(|e| e.to_string())
 }

@@ -11,6 +11,13 @@
 //! did meanwhile: the ban drops it counted, and the buckets it charged or
 //! created (merged: the later `tat` wins; a key only the old map has is
 //! added and counted as inserted).
+//!
+//! From layout 7 on, the transfer quotas' usage (`QUOTA_USAGE`) is carried
+//! too: it lives a period (up to a calendar month), so an upgrade must not
+//! hand every source a fresh quota. `QUOTAS` is not: every apply rewrites
+//! it. (This build is layout 7, so that path first runs in the build after
+//! it; a migration from layout 5 or 6 starts with no usage, as there was
+//! none.)
 use std::{collections::HashMap as StdHashMap, path::Path};
 
 use aya::maps::{
@@ -18,16 +25,19 @@ use aya::maps::{
     PerCpuValues,
 };
 use filter_common::{
-    layout5, rate_zone_index, BanNet4, BanNet6, BanValue, Counter, MapShape, RateBucket, RateKey,
-    RateZone, MAP_BAN4, MAP_BAN4_NETS, MAP_BAN6, MAP_BAN6_NETS, MAP_BAN_BITS, MAP_BAN_COUNTERS,
-    MAP_RATE_KEYS, MAP_RATE_REAPED, MAP_RATE_ZONE,
+    layout5, layout7, rate_zone_index, BanNet4, BanNet6, BanValue, Counter, MapShape, QuotaKey,
+    QuotaUsage, RateBucket, RateKey, RateZone, MAP_BAN4, MAP_BAN4_NETS, MAP_BAN6, MAP_BAN6_NETS,
+    MAP_BAN_BITS, MAP_BAN_COUNTERS, MAP_QUOTA_USAGE, MAP_RATE_KEYS, MAP_RATE_REAPED, MAP_RATE_ZONE,
+    QUOTA_KIND_SHIFT,
 };
 
 use super::{open, LoaderError, PinRoot};
 use crate::loader::batch::{self, BATCH};
 
-/// The carried maps and the shape each had in a layout: the key, value and
-/// entries checked before the map is read.
+/// The carried ban and rate-limit maps and the shape each had in layout 5:
+/// the key, value and entries checked before the map is read. Layouts 6 and
+/// 7 have the same (`filter_common::layout6` and `layout7` re-export
+/// layout 5's).
 pub(crate) const LAYOUT5_STATE: [(&str, MapShape); 9] = [
     (MAP_BAN_BITS, layout5::BAN_BITS),
     (MAP_BAN4, layout5::BAN4),
@@ -40,12 +50,19 @@ pub(crate) const LAYOUT5_STATE: [(&str, MapShape); 9] = [
     (MAP_RATE_REAPED, layout5::RATE_REAPED),
 ];
 
-/// The shapes of the carried maps in pinned layout `from`; `None` before
-/// layout 5 (no bans, no rate limits). Each later layout whose maps differ
-/// adds its own table (and a conversion); this build's maps have layout 5's
-/// shapes (asserted in `filter_common`).
+/// The shapes of the carried ban and rate-limit maps in pinned layout
+/// `from`; `None` before layout 5 (no bans, no rate limits). Each later
+/// layout whose maps differ adds its own table (and a conversion); this
+/// build's maps have layout 5's shapes (asserted in `filter_common`).
 pub(crate) fn shapes(from: u32) -> Option<&'static [(&'static str, MapShape)]> {
     (from >= 5).then_some(&LAYOUT5_STATE[..])
+}
+
+/// The shape of `QUOTA_USAGE` in pinned layout `from`; `None` before layout
+/// 7 (no quotas: the usage starts empty). A later layout that changes
+/// `QuotaKey` or `QuotaUsage` adds its shape here and a conversion.
+pub(crate) fn quota_shape(from: u32) -> Option<MapShape> {
+    (from >= 7).then_some(layout7::QUOTA_USAGE)
 }
 
 fn shape(shapes: &[(&str, MapShape)], name: &str) -> MapShape {
@@ -64,6 +81,8 @@ pub(crate) struct StateCarried {
     pub ban_words: usize,
     pub ban_drops: u64,
     pub rate_keys: usize,
+    /// `QUOTA_USAGE` entries (from layout 7 on; `None` before).
+    pub quota_usage: Option<usize>,
 }
 
 /// The old and new handles of the carried maps, open until `finish`.
@@ -77,6 +96,16 @@ pub(crate) struct State {
     old_zone: Array<MapData, RateZone>,
     new_zone: Array<MapData, RateZone>,
     keys_max: u32,
+    /// From layout 7 on.
+    quota: Option<QuotaState>,
+}
+
+/// `QUOTA_USAGE` old and new, and what `start` copied.
+struct QuotaState {
+    old: HashMap<MapData, QuotaKey, QuotaUsage>,
+    new: HashMap<MapData, QuotaKey, QuotaUsage>,
+    carried: StdHashMap<QuotaKey, QuotaUsage>,
+    max: u32,
 }
 
 fn io_err(map: &'static str) -> impl FnOnce(std::io::Error) -> LoaderError {
@@ -273,6 +302,14 @@ impl State {
                     .map_err(LoaderError::map(MAP_RATE_REAPED))?;
             }
         }
+        let quota = match quota_shape(from) {
+            Some(s) => {
+                let q = QuotaState::start(&old, &new, from, s)?;
+                done.quota_usage = Some(q.carried.len());
+                Some(q)
+            }
+            None => None,
+        };
         Ok(Some((
             State {
                 old_ban_counters: old_bc,
@@ -283,6 +320,7 @@ impl State {
                 old_zone,
                 new_zone,
                 keys_max,
+                quota,
             },
             done,
         )))
@@ -369,7 +407,97 @@ impl State {
                     .map_err(LoaderError::map(MAP_RATE_ZONE))?;
             }
         }
+        if let Some(q) = self.quota.take() {
+            done.quota_usage = Some(q.finish()?);
+        }
         Ok(done)
+    }
+}
+
+impl QuotaState {
+    /// Copies every usage entry of the old `QUOTA_USAGE` into the new one
+    /// and remembers them, for `finish`.
+    fn start(
+        old: &Path,
+        new: &Path,
+        from: u32,
+        shape: MapShape,
+    ) -> Result<QuotaState, LoaderError> {
+        let shapes = [(MAP_QUOTA_USAGE, shape)];
+        let (o, n): (HashMap<MapData, QuotaKey, QuotaUsage>, _) =
+            pair(old, new, MAP_QUOTA_USAGE, from, &shapes)?;
+        let all = entries(o.iter(), MAP_QUOTA_USAGE, shape.entries)?;
+        let (keys, values): (Vec<QuotaKey>, Vec<QuotaUsage>) = all.iter().copied().unzip();
+        put_all(n.map(), MAP_QUOTA_USAGE, &keys, &values)?;
+        Ok(QuotaState {
+            old: o,
+            new: n,
+            carried: all.into_iter().collect(),
+            max: shape.entries,
+        })
+    }
+
+    /// Adds the bytes the old programs counted since `start` (see
+    /// [`merge_usage`]). Returns the entries written.
+    fn finish(mut self) -> Result<usize, LoaderError> {
+        let mut written = 0;
+        for (k, old) in entries(self.old.iter(), MAP_QUOTA_USAGE, self.max)? {
+            let new = match self.new.get(&k, 0) {
+                Ok(n) => Some(n),
+                Err(MapError::KeyNotFound) => None,
+                Err(e) => return Err(LoaderError::map(MAP_QUOTA_USAGE)(e)),
+            };
+            let Some(merged) = merge_usage(self.carried.get(&k).copied(), old, new) else {
+                continue;
+            };
+            // BPF_NOEXIST for a key the new map lacks: if the new datapath
+            // inserted it meanwhile, its entry stands (the old program's last
+            // bytes are lost, not counted twice).
+            let flags = if new.is_some() { 0 } else { 1 };
+            if self.new.insert(k, merged, flags).is_ok() {
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+}
+
+/// The `QUOTA_USAGE` value to write in the new map after the old program
+/// counted on: `carried` is what `start` copied for the key, `old` the old
+/// entry now, `new` the new map's entry now. `None`: nothing to write.
+///
+/// What the old program counted since the copy is the growth of its entry
+/// in the same period, or all of it in a later period it started. That is
+/// added to the new entry of the same period, or replaces a new entry of an
+/// earlier period of the same kind (the new program has not counted the
+/// later one yet). Bytes of a period the new entry is already past, or of
+/// another kind of period (the policy changed `period`), are not counted.
+/// A write here can race one packet's count by the new program: that
+/// packet's bytes are lost, as with the rate buckets.
+pub(crate) fn merge_usage(
+    carried: Option<QuotaUsage>,
+    old: QuotaUsage,
+    new: Option<QuotaUsage>,
+) -> Option<QuotaUsage> {
+    let late = match carried {
+        Some(c) if c.period == old.period => QuotaUsage {
+            period: old.period,
+            bytes: old.bytes.saturating_sub(c.bytes),
+        },
+        _ => old,
+    };
+    if late.bytes == 0 {
+        return None;
+    }
+    let kind = |p: u64| p >> QUOTA_KIND_SHIFT;
+    match new {
+        None => Some(late),
+        Some(n) if n.period == late.period => Some(QuotaUsage {
+            period: n.period,
+            bytes: n.bytes.saturating_add(late.bytes),
+        }),
+        Some(n) if kind(n.period) == kind(late.period) && n.period < late.period => Some(late),
+        Some(_) => None,
     }
 }
 
@@ -387,6 +515,69 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn usage_is_carried_from_layout_7_on() {
+        for from in 1..7 {
+            assert!(quota_shape(from).is_none(), "layout {from}");
+        }
+        let s = quota_shape(7).expect("layout 7 has quotas");
+        assert!(filter_common::ALL_MAPS.contains(&MAP_QUOTA_USAGE));
+        assert_eq!(
+            (s.key as usize, s.value as usize, s.entries),
+            (
+                std::mem::size_of::<QuotaKey>(),
+                std::mem::size_of::<QuotaUsage>(),
+                filter_common::QUOTA_TABLE_MAX
+            )
+        );
+    }
+
+    #[test]
+    fn late_usage_is_added_once_in_its_period() {
+        use filter_common::{quota_tag, QUOTA_DAY, QUOTA_MONTH};
+        let u = |period, bytes| QuotaUsage { period, bytes };
+        let (m5, m6) = (quota_tag(QUOTA_MONTH, 5), quota_tag(QUOTA_MONTH, 6));
+        // Unchanged since the copy: nothing to write.
+        assert_eq!(
+            merge_usage(Some(u(m5, 100)), u(m5, 100), Some(u(m5, 130))),
+            None
+        );
+        // The old program counted 50 more; the new one 30 since the switch.
+        assert_eq!(
+            merge_usage(Some(u(m5, 100)), u(m5, 150), Some(u(m5, 130))),
+            Some(u(m5, 180))
+        );
+        // A source first seen by the old program after the copy.
+        assert_eq!(merge_usage(None, u(m5, 40), None), Some(u(m5, 40)));
+        assert_eq!(
+            merge_usage(None, u(m5, 40), Some(u(m5, 7))),
+            Some(u(m5, 47))
+        );
+        // The old program rolled into month 6 after the copy: all its month-6
+        // bytes are late, and replace the new map's month-5 entry.
+        assert_eq!(
+            merge_usage(Some(u(m5, 100)), u(m6, 20), Some(u(m5, 100))),
+            Some(u(m6, 20))
+        );
+        assert_eq!(
+            merge_usage(Some(u(m5, 100)), u(m6, 20), Some(u(m6, 5))),
+            Some(u(m6, 25))
+        );
+        // The new program is past the old one's period: its entry stands.
+        assert_eq!(
+            merge_usage(Some(u(m5, 100)), u(m5, 150), Some(u(m6, 1))),
+            None
+        );
+        // Another kind of period (the policy changed it): not mixed.
+        let d = quota_tag(QUOTA_DAY, 20_000);
+        assert_eq!(merge_usage(Some(u(m5, 1)), u(m5, 9), Some(u(d, 1))), None);
+        // The daemon pruned the copied entry from the new map: what is late.
+        assert_eq!(
+            merge_usage(Some(u(m5, 100)), u(m5, 150), None),
+            Some(u(m5, 50))
+        );
     }
 
     #[test]

@@ -148,6 +148,7 @@ pub fn run(plan: &Plan, args: &Args, set: &PolicySet, results: &mut Results) -> 
     }
     schedule_cost(plan, &mut filter, results)?;
     rate_cost(plan, &mut filter, results)?;
+    quota_cost(plan, &mut filter, results)?;
     // Leave small maps behind for the other parts.
     let empty_policy = policy::compile_str("version = 1\n", std::path::Path::new("empty.toml"))?;
     filter.apply(&empty_policy)?;
@@ -206,6 +207,43 @@ fn rate_cost(plan: &Plan, filter: &mut Filter, results: &mut Results) -> Result<
         rate_ns / plain_ns,
         zone_ns / plain_ns,
         rate_ns - zone_ns
+    );
+    Ok(())
+}
+
+/// What a transfer quota adds to a zone packet: the same allowed frame to
+/// the same zone with and without `quota` (an upload quota it never
+/// reaches), in interleaved rounds. The quota path reads `QUOTAS`, the TAI
+/// clock, divides once for the period, looks its `QUOTA_USAGE` entry up (a
+/// hash) and adds the frame with one atomic add. No target in the issue;
+/// printed as a ratio beside the rate limit's.
+fn quota_cost(plan: &Plan, filter: &mut Filter, results: &mut Results) -> Result<()> {
+    let zone = |quota: &str| {
+        format!(
+            "version = 1\n[[zone]]\nname = \"bench\"\nports = [\"9999/udp\"]\nallow = [\"10.0.0.0/8\"]\n{quota}"
+        )
+    };
+    let plain = policy::compile_str(&zone(""), std::path::Path::new("plain.toml"))?;
+    let quota = policy::compile_str(
+        &zone("quota = { bytes = \"1000 TB\", period = \"month\", direction = \"upload\" }\n"),
+        std::path::Path::new("quota.toml"),
+    )?;
+    let frame = frame::ipv4(Ipv4Addr::new(10, 1, 2, 3), RX_ADDR, L4::Udp, 5353, 9999);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        filter.apply(&plain)?;
+        a.push(time(&|f, r| Ok(filter.time_run(f, r)?), &frame, plan)?);
+        filter.apply(&quota)?;
+        b.push(time(&|f, r| Ok(filter.time_run(f, r)?), &frame, plan)?);
+    }
+    let (plain_ns, quota_ns) = (median(a), median(b));
+    results.set_num("quota_check_ns", quota_ns - plain_ns);
+    results.set_num("quota_ratio", quota_ns / plain_ns);
+    eprintln!(
+        "  zone packet: {plain_ns:.1} ns without a quota, {quota_ns:.1} ns with one: \
+         quota_check_ns {:.1} (ratio {:.3})",
+        quota_ns - plain_ns,
+        quota_ns / plain_ns
     );
     Ok(())
 }
