@@ -115,7 +115,8 @@ pub fn quota_period(q: &ZoneQuota, now: u64) -> u64 {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QuotaKey {
     pub zone_key: u32,
-    /// 4 or 6.
+    /// 4 or 6; 0 for a mask length of 0 (`per = "zone"`: one count for
+    /// the zone, whatever the family).
     pub family: u8,
     /// The mask length: a change of `per` never reads another mask's key.
     pub len: u8,
@@ -166,7 +167,7 @@ pub const fn quota_key4(zone_key: u32, len: u8, addr: [u8; 4]) -> QuotaKey {
     let k = crate::rate_key4(0, 0, len, addr);
     QuotaKey {
         zone_key,
-        family: 4,
+        family: if len == 0 { 0 } else { 4 },
         len,
         _pad: [0; 2],
         addr: k.addr,
@@ -179,7 +180,7 @@ pub const fn quota_key6(zone_key: u32, len: u8, addr: [u8; 16]) -> QuotaKey {
     let k = crate::rate_key6(0, 0, len, addr);
     QuotaKey {
         zone_key,
-        family: 6,
+        family: if len == 0 { 0 } else { 6 },
         len,
         _pad: [0; 2],
         addr: k.addr,
@@ -244,5 +245,10 @@ mod tests {
             [0x20, 1, 0xd, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
         );
         assert_eq!(&k6.addr[8..], &[0; 8]);
+        // per = "zone": one key for both families.
+        assert_eq!(
+            quota_key4(9, 0, [10, 1, 2, 3]),
+            quota_key6(9, 0, [0x20; 16])
+        );
     }
 }

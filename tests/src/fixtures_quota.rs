@@ -277,17 +277,15 @@ fn sequences() -> Vec<Seq> {
             ],
         },
         Seq {
-            name: "quota_per_zone_one_count_for_all_ipv4_and_one_for_all_ipv6",
+            name: "quota_per_zone_one_count_for_every_source_of_both_families",
             policy: policy(vec![zone(day(250).per_zone())]),
             steps: vec![
                 In(up("10.0.0.1", 100), A),
                 In(up("172.16.0.1", 100), A),
                 In(up("192.0.2.99", 100), A),
                 In(up("10.9.9.9", 100), Q),
-                // The key keeps the family: IPv6 sources have their own.
-                In(up("2001:db8::1", 100), A),
-                In(up("2001:db8:7::1", 100), A),
-                In(up("2001:db8:8::1", 100), A),
+                // One count for the zone: IPv6 sources share it.
+                In(up("2001:db8::1", 100), Q),
                 In(up("fd00::1", 100), Q),
                 Used("api", "10.200.0.1", Some(300)),
                 Used("api", "2001:db8::99", Some(300)),

@@ -59,6 +59,9 @@ pub fn period_name(tagged: u64) -> &'static str {
 
 /// The masked source of a key, as text.
 pub fn source_text(k: &QuotaKey) -> String {
+    if k.len == 0 {
+        return "all sources".into();
+    }
     let (ip, full) = if k.family == 4 {
         let a: [u8; 4] = k.addr[..4].try_into().unwrap_or([0; 4]);
         (IpAddr::V4(Ipv4Addr::from(a)), 32)

@@ -94,12 +94,8 @@ pub struct UsageKey {
 /// The key of `addr` (as the rules see it: mapped addresses are IPv4)
 /// under zone `zone`'s quota `q`.
 ///
-/// CONTRACT: with `per = "zone"` the key keeps the family (the contract's
-/// `QuotaKey::family`): IPv4 sources share one count and IPv6 sources
-/// another. docs/policy.md says "one counter for every source"; the model
-/// follows the contract's key (and the datapath), the fixture
-/// `quota_per_zone_one_count_for_all_ipv4_and_one_for_all_ipv6` pins it.
-/// (Rate limits' `per = "zone"` is one bucket for both families.)
+/// A mask length of 0 (`per = "zone"`) is one count for the zone, whatever
+/// the family: such keys carry family 0.
 pub fn key_of(zone: &str, q: &QuotaSpec, addr: IpAddr) -> UsageKey {
     let (v4_len, v6_len) = q.masks();
     let mut out = [0u8; 16];
@@ -123,7 +119,7 @@ pub fn key_of(zone: &str, q: &QuotaSpec, addr: IpAddr) -> UsageKey {
     };
     UsageKey {
         zone: zone.to_string(),
-        family,
+        family: if len == 0 { 0 } else { family },
         len,
         addr: out,
     }
@@ -355,7 +351,8 @@ mod tests {
         let a = key_of("z", &zq, "10.1.2.3".parse().expect("addr"));
         let b = key_of("z", &zq, "192.0.2.9".parse().expect("addr"));
         assert_eq!(a, b);
-        assert_eq!((a.len, a.addr), (0, [0; 16]));
+        assert_eq!((a.family, a.len, a.addr), (0, 0, [0; 16]));
+        assert_eq!(key_of("z", &zq, "2001:db8::1".parse().expect("addr")), a);
     }
 
     fn zone(q: QuotaSpec) -> ZoneSpec {
