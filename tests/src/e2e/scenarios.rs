@@ -1312,6 +1312,27 @@ fn detach(cx: &mut Ctx) -> Result<()> {
     let mut d = cx.start(&p, &["--detach-on-exit"])?;
     check(cx.sb, &forbidden)?;
     d.terminate()?;
+    // As after `detach`: the links go a moment after the exit closed the
+    // last handle (two per interface now: XDP and egress).
+    let started = Instant::now();
+    let gone = wait_until(
+        super::patience(Duration::from_secs(2)),
+        Duration::from_millis(10),
+        || {
+            probe::run_batch(&cx.sb.topo, &[t(INET4, 8889), t(BLOCKED4, 8880)])
+                .iter()
+                .all(|o| *o == Outcome::Open)
+        },
+    );
+    ensure!(
+        gone,
+        "the filter still drops {} after the --detach-on-exit daemon exited",
+        ms(started.elapsed())
+    );
+    cx.note(format!(
+        "--detach-on-exit: filter gone {} after exit",
+        ms(started.elapsed())
+    ));
     check(cx.sb, &[(t(INET4, 8889), O), (t(BLOCKED4, 8880), O)])
         .context("after SIGTERM with --detach-on-exit")?;
     let left = cx.sb.pins();
