@@ -443,7 +443,14 @@ impl Filter {
             .program_mut(EGRESS_PROGRAM_NAME)
             .ok_or(LoaderError::Missing(EGRESS_PROGRAM_NAME))?
             .try_into()?;
-        egress::attach(egress, root, iface)?;
+        // Without it only download counting is lost (a kernel without the
+        // clsact qdisc, e.g. sch_ingress not loaded): warn, keep filtering.
+        if let Err(e) = egress::attach(egress, root, iface) {
+            tracing::warn!(
+                "{iface}: {e}; transfer quotas count no downloads on it (upload and \
+                 enforcement are unaffected)"
+            );
+        }
         Ok(mode)
     }
 
