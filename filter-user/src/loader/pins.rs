@@ -330,34 +330,12 @@ impl PinnedState {
         root: &PinRoot,
         generation: u32,
     ) -> Result<Vec<(u32, filter_common::Sched)>, LoaderError> {
-        if !root.map(filter_common::MAP_SCHED).exists() {
-            return Ok(Vec::new());
-        }
-        let open = |name: &'static str| -> Result<Map, LoaderError> {
-            let data = MapData::from_pin(root.map(name)).map_err(LoaderError::map(name))?;
-            Map::from_map_data(data).map_err(LoaderError::map(name))
-        };
-        let zones: Array<MapData, filter_common::ZoneInfo> =
-            Array::try_from(open(filter_common::MAP_ZONES)?)
-                .map_err(LoaderError::map(filter_common::MAP_ZONES))?;
-        let sched: Array<MapData, filter_common::Sched> =
-            Array::try_from(open(filter_common::MAP_SCHED)?)
-                .map_err(LoaderError::map(filter_common::MAP_SCHED))?;
-        let slot = filter_common::slot_of(generation);
-        let mut out = Vec::new();
-        for z in 1..filter_common::ZONE_SLOTS {
-            let i = filter_common::zone_index(slot, z);
-            let info = zones
-                .get(&i, 0)
-                .map_err(LoaderError::map(filter_common::MAP_ZONES))?;
-            if info.flags & filter_common::ZoneInfo::SCHEDULED != 0 {
-                let s = sched
-                    .get(&i, 0)
-                    .map_err(LoaderError::map(filter_common::MAP_SCHED))?;
-                out.push((z, s));
-            }
-        }
-        Ok(out)
+        zone_entries(
+            root,
+            generation,
+            filter_common::MAP_SCHED,
+            filter_common::ZoneInfo::SCHEDULED,
+        )
     }
 
     /// One interface slot's counters, summed over CPUs, by per-interface index.
@@ -424,4 +402,37 @@ fn mount_bpffs(at: &Path) -> Result<(), LoaderError> {
         path: at.to_path_buf(),
         source: e.into(),
     })
+}
+
+/// The entries of per-(slot, zone) map `name` for the zones of the slot
+/// `generation` lives in whose flags have `flag`: (zone id, entry). Empty
+/// when the pins have no such map (an older layout).
+pub(crate) fn zone_entries<T: aya::Pod>(
+    root: &PinRoot,
+    generation: u32,
+    name: &'static str,
+    flag: u32,
+) -> Result<Vec<(u32, T)>, LoaderError> {
+    use filter_common::{slot_of, zone_index, ZoneInfo, MAP_ZONES, ZONE_SLOTS};
+    if !root.map(name).exists() {
+        return Ok(Vec::new());
+    }
+    let open = |name: &'static str| -> Result<Map, LoaderError> {
+        let data = MapData::from_pin(root.map(name)).map_err(LoaderError::map(name))?;
+        Map::from_map_data(data).map_err(LoaderError::map(name))
+    };
+    let zones: Array<MapData, ZoneInfo> =
+        Array::try_from(open(MAP_ZONES)?).map_err(LoaderError::map(MAP_ZONES))?;
+    let entries: Array<MapData, T> =
+        Array::try_from(open(name)?).map_err(LoaderError::map(name))?;
+    let slot = slot_of(generation);
+    let mut out = Vec::new();
+    for z in 1..ZONE_SLOTS {
+        let i = zone_index(slot, z);
+        let info = zones.get(&i, 0).map_err(LoaderError::map(MAP_ZONES))?;
+        if info.flags & flag != 0 {
+            out.push((z, entries.get(&i, 0).map_err(LoaderError::map(name))?));
+        }
+    }
+    Ok(out)
 }

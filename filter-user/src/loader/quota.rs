@@ -7,11 +7,11 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use aya::maps::{Array, HashMap, Map, MapData};
+use aya::maps::{HashMap, Map, MapData};
 use filter_common::{
-    quota_period, quota_used, slot_of, zone_index, QuotaKey, QuotaUsage, ZoneInfo, ZoneQuota,
-    MAP_QUOTAS, MAP_QUOTA_USAGE, MAP_ZONES, QUOTA_DAY, QUOTA_HOUR, QUOTA_KIND_SHIFT, QUOTA_MINUTE,
-    QUOTA_MONTH, QUOTA_TABLE_MAX, ZONE_SLOTS,
+    quota_period, quota_used, QuotaKey, QuotaUsage, ZoneInfo, ZoneQuota, MAP_QUOTAS,
+    MAP_QUOTA_USAGE, QUOTA_DAY, QUOTA_HOUR, QUOTA_KIND_SHIFT, QUOTA_MINUTE, QUOTA_MONTH,
+    QUOTA_TABLE_MAX,
 };
 use serde::{Deserialize, Serialize};
 
@@ -81,27 +81,7 @@ pub fn active_quotas(
     root: &PinRoot,
     generation: u32,
 ) -> Result<Vec<(u32, ZoneQuota)>, LoaderError> {
-    if !root.map(MAP_QUOTAS).exists() {
-        return Ok(Vec::new());
-    }
-    let open = |name: &'static str| -> Result<Map, LoaderError> {
-        let data = MapData::from_pin(root.map(name)).map_err(LoaderError::map(name))?;
-        Map::from_map_data(data).map_err(LoaderError::map(name))
-    };
-    let zones: Array<MapData, ZoneInfo> =
-        Array::try_from(open(MAP_ZONES)?).map_err(LoaderError::map(MAP_ZONES))?;
-    let quotas: Array<MapData, ZoneQuota> =
-        Array::try_from(open(MAP_QUOTAS)?).map_err(LoaderError::map(MAP_QUOTAS))?;
-    let slot = slot_of(generation);
-    let mut out = Vec::new();
-    for z in 1..ZONE_SLOTS {
-        let i = zone_index(slot, z);
-        let info = zones.get(&i, 0).map_err(LoaderError::map(MAP_ZONES))?;
-        if info.flags & ZoneInfo::QUOTA != 0 {
-            out.push((z, quotas.get(&i, 0).map_err(LoaderError::map(MAP_QUOTAS))?));
-        }
-    }
-    Ok(out)
+    super::pins::zone_entries(root, generation, MAP_QUOTAS, ZoneInfo::QUOTA)
 }
 
 impl QuotaState {
