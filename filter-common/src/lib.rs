@@ -17,7 +17,7 @@ pub use rate::*;
 /// pinned map's name, key, value or size. A build that finds an older layout
 /// pinned migrates it (new maps beside the old, state carried over, one
 /// `bpf_link_update`); layout 1 is v0.1.0's and has no `LAYOUT` map.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Number of policy slots (double buffering).
 pub const NUM_SLOTS: u32 = 2;
@@ -93,8 +93,11 @@ pub const MAP_BAN6: &str = "BAN6";
 pub const MAP_BAN4_NETS: &str = "BAN4_NETS";
 pub const MAP_BAN6_NETS: &str = "BAN6_NETS";
 pub const MAP_BAN_COUNTERS: &str = "BAN_COUNTERS";
+/// `CLOCK[0]`, per CPU: the datapath's clock cache ([`ClockCache`]).
+/// Scratch of one load: never pinned, nothing to carry.
+pub const MAP_CLOCK: &str = "CLOCK";
 /// Maps of the object that belong to one load (created fresh, never pinned).
-pub const PER_LOAD_MAPS: [&str; 2] = [MAP_EVENTS_PROG, MAP_EVENTS_PENDING];
+pub const PER_LOAD_MAPS: [&str; 3] = [MAP_EVENTS_PROG, MAP_EVENTS_PENDING, MAP_CLOCK];
 /// All policy and state maps, for loaders and tests that check the object.
 pub const ALL_MAPS: [&str; 41] = [
     MAP_ACTIVE,
@@ -124,7 +127,7 @@ pub const ALL_MAPS: [&str; 41] = [
     MAP_LANE4_BASE,
     MAP_LANE4_BITS,
     MAP_RATES,
-    MAP_RATE_KEYS,
+    MAP_RATE_SLOTS,
     MAP_RATE_ZONE,
     MAP_RATE_REAPED,
     MAP_BAN_BITS,
@@ -582,6 +585,23 @@ pub struct ReplyState {
     pub credit_ns: u64,
     /// `bpf_ktime_get_ns` of the last refill.
     pub last_ns: u64,
+}
+
+/// `CLOCK[0]`, one per CPU: the clocks as last read, and the jiffy they were
+/// read in. The datapath reads `jiffies` (a load: the verifier inlines
+/// `bpf_jiffies64`) and calls a clock helper only when the jiffy has moved,
+/// so the time a limited, scheduled or quota zone packet sees is at most a
+/// tick (≤ 10 ms, [`RATE_CLOCK_STEP_NS`]) behind the clock, at the price of
+/// a per-CPU array read instead of a helper call per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockCache {
+    pub mono_jiffies: u64,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) read in `mono_jiffies`.
+    pub mono_ns: u64,
+    pub tai_jiffies: u64,
+    /// `bpf_ktime_get_tai_ns` (CLOCK_TAI) read in `tai_jiffies`.
+    pub tai_ns: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -1166,12 +1186,11 @@ pub mod layout6 {
     };
 }
 
-/// Layout 7: this build's (main from 26540ff): transfer quotas. Adds `QUOTAS`
+/// Layout 7: main from 26540ff to 5758dbe: transfer quotas. Adds `QUOTAS`
 /// (per slot × zone, rewritten by every apply: not carried) and
 /// `QUOTA_USAGE` (outside the slots: a month's usage per source, which a
 /// migration from layout 7 on carries). Every other map a migration reads
-/// is as in layout 6. Written down now, while these are this build's
-/// types, for the build that migrates from layout 7.
+/// is as in layout 6 (`RATE_KEYS` included: layout 8 replaced it).
 pub mod layout7 {
     use super::MapShape;
 
@@ -1181,6 +1200,22 @@ pub mod layout7 {
     };
     /// Preallocated hash `QuotaKey` (24 bytes) → `QuotaUsage` (16 bytes).
     pub const QUOTA_USAGE: MapShape = MapShape::new(24, 16, 65_536);
+}
+
+/// Layout 8: this build's: the rate limits' buckets move from the `RATE_KEYS`
+/// hash to the `RATE_SLOTS` array (4-way sets; a migration from layouts 5–7
+/// re-places every bucket), and the datapath reads its clocks through the
+/// per-load `CLOCK` cache. Every other map a migration reads is as in
+/// layout 7.
+pub mod layout8 {
+    use super::MapShape;
+
+    pub use super::layout7::{
+        BAN4, BAN4_NETS, BAN6, BAN6_NETS, BAN_BITS, BAN_COUNTERS, COUNTERS, EVENTS_CFG_VALUE_SIZE,
+        EVENTS_STATE_VALUE_SIZE, META_VALUE_SIZE, QUOTA_USAGE, RATE_REAPED, RATE_ZONE,
+    };
+    /// Array `u32` → `RateSlot` (32 bytes), 131,072 slots.
+    pub const RATE_SLOTS: MapShape = MapShape::new(4, 32, 131_072);
 }
 
 /// A pinned map's (key size, value size, max entries), as an earlier layout
@@ -1216,6 +1251,7 @@ pub const fn counter_layout(version: u32) -> Option<CounterLayout> {
         4 => Some(layout4::COUNTERS),
         5 => Some(layout5::COUNTERS),
         6 => Some(layout6::COUNTERS),
+        7 => Some(layout7::COUNTERS),
         _ => None,
     }
 }
@@ -1256,8 +1292,14 @@ const _: () = assert!(
         && layout6::COUNTERS.num_rules == NUM_RULES
         && layout6::COUNTERS.max_iface_slots == MAX_IFACE_SLOTS
 );
-// Layout 7 is this build's: its usage table is today's.
-const _: () = assert!(layout7::QUOTA_USAGE.is(
+// Layout 8 is this build's: its bucket table and usage table are today's.
+const _: () = assert!(layout8::RATE_SLOTS.is(4, core::mem::size_of::<RateSlot>(), RATE_SLOTS_LEN));
+const _: () = assert!(
+    layout7::COUNTERS.reasons.len() as u32 == NUM_REASONS
+        && layout7::COUNTERS.num_rules == NUM_RULES
+        && layout7::COUNTERS.max_iface_slots == MAX_IFACE_SLOTS
+);
+const _: () = assert!(layout8::QUOTA_USAGE.is(
     core::mem::size_of::<QuotaKey>(),
     core::mem::size_of::<QuotaUsage>(),
     QUOTA_TABLE_MAX
@@ -1567,6 +1609,8 @@ mod pod {
     unsafe impl aya::Pod for ZoneRates {}
     unsafe impl aya::Pod for RateKey {}
     unsafe impl aya::Pod for RateBucket {}
+    unsafe impl aya::Pod for RateSlot {}
+    unsafe impl aya::Pod for ClockCache {}
     unsafe impl aya::Pod for RateZone {}
     unsafe impl aya::Pod for BanValue {}
     unsafe impl aya::Pod for BanNet4 {}

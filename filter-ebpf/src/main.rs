@@ -12,6 +12,7 @@
 mod bans;
 mod blocklist4;
 mod blocklist6;
+mod clock;
 mod decide;
 mod egress;
 mod events;

@@ -6,13 +6,13 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, ProgramArray, RingBuf},
 };
 use filter_common::{
-    BanNet4, BanNet6, BanValue, Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, Config, Counter,
-    EventsConfig, EventsPending, EventsState, MetaBlob, PortEntry, QuotaKey, QuotaUsage,
-    RateBucket, RateKey, RateZone, ReplyPending, ReplyState, Sched, Tagged4, Tagged6, ZoneInfo,
-    ZoneQuota, ZoneRates, BAN_BITS_LEN, BAN_HOSTS_MAX, BAN_NETS_MAX, BAN_TAGS, BL4_WORDS_PER_SLOT,
-    BL6_REGION, BL6_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_BITS_MAX,
-    EVENTS_RING_BYTES, IFACES_LEN, LANE4_BITS_MAX, LANE4_SPACES, LANE6_REGION, LANE6_SPACES,
-    NUM_SLOTS, PORTS_PER_SLOT, QUOTA_TABLE_MAX, RATE_TABLE_MAX, RATE_ZONE_LEN, ZONE_SLOTS,
+    BanNet4, BanNet6, BanValue, Bl4Hosts, Bl4Word, Bl6Bucket, Bl6Info, Bl6Word, ClockCache, Config,
+    Counter, EventsConfig, EventsPending, EventsState, MetaBlob, PortEntry, QuotaKey, QuotaUsage,
+    RateSlot, RateZone, ReplyPending, ReplyState, Sched, Tagged4, Tagged6, ZoneInfo, ZoneQuota,
+    ZoneRates, BAN_BITS_LEN, BAN_HOSTS_MAX, BAN_NETS_MAX, BAN_TAGS, BL4_WORDS_PER_SLOT, BL6_REGION,
+    BL6_WORDS_PER_SLOT, COUNTERS_LEN, DEFAULT_ALLOW_MAX, DEFAULT_BL4_BITS_MAX, EVENTS_RING_BYTES,
+    IFACES_LEN, LANE4_BITS_MAX, LANE4_SPACES, LANE6_REGION, LANE6_SPACES, NUM_SLOTS,
+    PORTS_PER_SLOT, QUOTA_TABLE_MAX, RATE_SLOTS_LEN, RATE_ZONE_LEN, ZONE_SLOTS,
 };
 
 #[map]
@@ -104,9 +104,13 @@ pub static REPLY_PENDING: PerCpuArray<ReplyPending> = PerCpuArray::with_max_entr
 /// Per slot and zone: its rate limits (rate.rs).
 #[map]
 pub static RATES: Array<ZoneRates> = Array::with_max_entries(NUM_SLOTS * ZONE_SLOTS, 0);
-/// The buckets of tracked sources; preallocated (flags 0), not LRU.
+/// The buckets of tracked sources: 4-way sets (rate.rs); mapped, so the
+/// daemon reads the 4 MiB in one copy.
 #[map]
-pub static RATE_KEYS: HashMap<RateKey, RateBucket> = HashMap::with_max_entries(RATE_TABLE_MAX, 0);
+pub static RATE_SLOTS: Array<RateSlot> = Array::with_max_entries(RATE_SLOTS_LEN, BPF_F_MMAPABLE);
+/// Per CPU: the clock cache (clock.rs). Scratch of this load, not pinned.
+#[map]
+pub static CLOCK: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static RATE_ZONE: Array<RateZone> = Array::with_max_entries(RATE_ZONE_LEN, 0);
 #[map]

@@ -3,7 +3,7 @@
 //! by both programs: the XDP program counts upload and enforces, the egress
 //! program (egress.rs) counts download. A past period's entry is restarted
 //! by the first frame of the new one, so a rollover needs no daemon.
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_tai_ns};
+use aya_ebpf::bindings::BPF_NOEXIST;
 use filter_common::{
     quota_key4, quota_key6, quota_period, zone_index, QuotaKey, QuotaUsage, ZoneQuota, QUOTA_UPLOAD,
 };
@@ -23,11 +23,10 @@ pub fn key(q: &ZoneQuota, src: &Src) -> QuotaKey {
     }
 }
 
-/// The current period of `q` by the kernel's TAI clock.
+/// The current period of `q` by the kernel's TAI clock (clock.rs).
 #[inline(always)]
 pub fn period_now(q: &ZoneQuota) -> u64 {
-    // SAFETY: a helper without arguments (Linux >= 6.1).
-    quota_period(q, unsafe { bpf_ktime_get_tai_ns() })
+    quota_period(q, crate::clock::tai_ns())
 }
 
 /// Adds `len` bytes to `key`'s usage in `period`, unless what it holds in

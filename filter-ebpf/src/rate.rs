@@ -1,17 +1,18 @@
 //! Zone rate limits (docs/policy.md, "Rate limits"): per-key GCRA buckets in
-//! `RATE_KEYS`, a zone-wide ceiling and new-key budget in `RATE_ZONE`. All
+//! `RATE_SLOTS` (4-way sets), a zone-wide ceiling and new-key budget in `RATE_ZONE`. All
 //! state is shared by every CPU and updated with compare-and-swap, so the
 //! limit holds whatever CPU a packet lands on.
 use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering::Relaxed};
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use filter_common::{
-    rate_admit, rate_charge, rate_key4, rate_key6, rate_zone_index, zone_index, RateBucket,
-    RateLimit, IPPROTO_TCP, RATE_KIND_CONNECTIONS, RATE_KIND_PACKETS,
+    rate_admit, rate_charge, rate_set, rate_words4, rate_words6, rate_zone_index, zone_index,
+    RateLimit, IPPROTO_TCP, RATE_KIND_CONNECTIONS, RATE_KIND_PACKETS, RATE_WAYS,
 };
 
 use crate::{
-    maps::{RATES, RATE_KEYS, RATE_REAPED, RATE_ZONE},
+    clock,
+    maps::{RATES, RATE_REAPED, RATE_SLOTS, RATE_ZONE},
     parse::{bytes, IpPacket, Src},
 };
 
@@ -75,8 +76,8 @@ pub fn within(ctx: &XdpContext, slot: u32, zone: u32, p: &IpPacket) -> bool {
     let Some(rates) = RATES.get(zone_index(slot, zone)) else {
         return true;
     };
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // At most a tick behind CLOCK_MONOTONIC (`RATE_CLOCK_STEP_NS`).
+    let now = clock::mono_ns();
     if !within_one(
         zone,
         RATE_KIND_PACKETS,
@@ -108,10 +109,6 @@ fn within_one(zone: u32, kind: u32, l: &RateLimit, now: u64, p: &IpPacket) -> bo
     let Some(z) = RATE_ZONE.get_ptr_mut(zi) else {
         return true;
     };
-    let key = match p.src {
-        Src::V4(a) => rate_key4(zone, kind, l.v4_len, a),
-        Src::V6(a) => rate_key6(zone, kind, l.v6_len, a),
-    };
     // SAFETY: field pointers into the map value; only atomics touch them.
     let (ceiling, newk, inserted) = unsafe {
         (
@@ -120,26 +117,51 @@ fn within_one(zone: u32, kind: u32, l: &RateLimit, now: u64, p: &IpPacket) -> bo
             core::ptr::addr_of_mut!((*z).inserted),
         )
     };
-    if l.tracked != 0 {
-        if let Some(b) = RATE_KEYS.get_ptr_mut(key) {
-            // SAFETY: pointer into the map value.
-            let tat = unsafe { core::ptr::addr_of_mut!((*b).tat) };
+    // Untracked (`per = "zone"`): within the zone's ceiling only.
+    if l.tracked == 0 {
+        return admit(ceiling, now, l.ceiling_interval_ns, l.ceiling_tolerance_ns);
+    }
+    let w = match p.src {
+        Src::V4(a) => rate_words4(zone, kind, l.v4_len, a),
+        Src::V6(a) => rate_words6(zone, kind, l.v6_len, a),
+    };
+    let set = rate_set(&w);
+    let mut free: Option<*mut u64> = None;
+    for way in 0..RATE_WAYS {
+        let Some(s) = RATE_SLOTS.get_ptr_mut(set + way) else {
+            return true;
+        };
+        // SAFETY: field pointers into the map value. The key words are
+        // written by one insert (after its compare-and-swap won the slot)
+        // or the daemon's reaper; a read racing either sees a key that
+        // matches nothing, and the packet goes the untracked way.
+        let (k, tat) = unsafe {
+            (
+                core::ptr::addr_of_mut!((*s).key) as *mut u64,
+                core::ptr::addr_of_mut!((*s).tat),
+            )
+        };
+        let k0 = load(k);
+        if k0 == w[0] && unsafe { load(k.add(1)) == w[1] && load(k.add(2)) == w[2] } {
             if !admit(tat, now, l.interval_ns, l.tolerance_ns) {
                 return false;
             }
             charge(ceiling, now, l.ceiling_interval_ns, l.ceiling_tolerance_ns);
             return true;
         }
+        if k0 == 0 && free.is_none() {
+            free = Some(k);
+        }
     }
-    // Untracked (or `per = "zone"`): within the zone's ceiling only.
+    // Untracked: within the zone's ceiling only.
     if !admit(ceiling, now, l.ceiling_interval_ns, l.ceiling_tolerance_ns) {
         return false;
     }
-    if l.tracked == 0 {
+    // A free way in the key's set, room for one more key and the budget for
+    // it: track the source. Its first packet was paid from the ceiling.
+    let Some(k) = free else {
         return true;
-    }
-    // Room for one more key, and the budget for it: track the source. Its
-    // first packet was paid from the ceiling above.
+    };
     let reaped = RATE_REAPED.get(zi).copied().unwrap_or(0);
     if load(inserted).wrapping_sub(reaped) >= l.tracked as u64 {
         return true;
@@ -147,10 +169,14 @@ fn within_one(zone: u32, kind: u32, l: &RateLimit, now: u64, p: &IpPacket) -> bo
     if !admit(newk, now, l.new_interval_ns, l.new_tolerance_ns) {
         return true;
     }
-    let bucket = RateBucket {
-        tat: now + l.interval_ns,
-    };
-    if RATE_KEYS.insert(key, bucket, BPF_NOEXIST as u64).is_ok() {
+    if let (_, true) = cas(k, 0, w[0]) {
+        // SAFETY: the slot is this CPU's since the swap; `tat` follows the
+        // key words (`RateSlot`).
+        unsafe {
+            core::ptr::write_volatile(k.add(1), w[1]);
+            core::ptr::write_volatile(k.add(2), w[2]);
+            core::ptr::write_volatile(k.add(3), now + l.interval_ns);
+        }
         add(inserted, 1);
     }
     true

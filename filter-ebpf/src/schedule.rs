@@ -1,21 +1,16 @@
 //! Time-restricted zones: is a scheduled zone open now? The daemon stores the
 //! zone's coming transitions in `SCHED` as CLOCK_TAI instants; the datapath
-//! reads the clock itself, so the schedule holds with the daemon stopped.
-use aya_ebpf::helpers::bpf_ktime_get_tai_ns;
+//! reads the clock itself (clock.rs: at most a tick behind), so the schedule holds with the daemon stopped.
 use filter_common::{sched_is_open, zone_index};
 
-use crate::maps::SCHED;
+use crate::{clock, maps::SCHED};
 
 /// Whether scheduled zone `zone` of `slot` is open now. A missing entry is
 /// closed (fail closed, like a list that ran out).
 #[inline(always)]
 pub fn zone_open(slot: u32, zone: u32) -> bool {
     match SCHED.get(zone_index(slot, zone)) {
-        Some(s) => {
-            // SAFETY: a helper without arguments (Linux >= 6.1).
-            let now = unsafe { bpf_ktime_get_tai_ns() };
-            sched_is_open(s, now)
-        }
+        Some(s) => sched_is_open(s, clock::tai_ns()),
         None => false,
     }
 }

@@ -55,6 +55,13 @@ pub const RELEASES: &[Release] = &[
         commit: "ee0cd0fd539a696175aeb785e729afe44a35c091",
         layout: 6,
     },
+    // The last main with the rate limits' buckets in the RATE_KEYS hash
+    // (and transfer quotas, new in layout 7).
+    Release {
+        name: "layout-7",
+        commit: "5758dbe2f1b6b5b4ebf9329e2c4bc775c806f8b6",
+        layout: 7,
+    },
 ];
 
 /// `NAME=PATH` for every release, each built once (cached under

@@ -741,7 +741,7 @@ fn read_batched<V: Pod + Default>(
 }
 
 /// Entries `start..start + n` of an array map: in batches, else one by one.
-fn read_range<V: Pod + Default>(
+pub(crate) fn read_range<V: Pod + Default>(
     map: &Array<MapData, V>,
     name: &'static str,
     start: u32,

@@ -771,11 +771,11 @@ impl Filter {
 
     /// The rate limits' state of this object (once: it takes the maps).
     pub fn take_rate_state(&mut self) -> Result<RateState, LoaderError> {
-        use filter_common::{MAP_RATE_KEYS, MAP_RATE_REAPED, MAP_RATE_ZONE};
+        use filter_common::{MAP_RATE_REAPED, MAP_RATE_SLOTS, MAP_RATE_ZONE};
         let mut take =
             |name: &'static str| self.ebpf.take_map(name).ok_or(LoaderError::Missing(name));
         RateState::from_maps(
-            take(MAP_RATE_KEYS)?,
+            take(MAP_RATE_SLOTS)?,
             take(MAP_RATE_ZONE)?,
             take(MAP_RATE_REAPED)?,
         )

@@ -1,16 +1,16 @@
-//! The rate limits' state (`RATE_KEYS`, `RATE_ZONE`, `RATE_REAPED`): not part
-//! of any policy slot, so applying a policy never touches it. The daemon
-//! reaps idle keys from here; tests reset it and read buckets back.
-use aya::maps::{Array, HashMap, Map, MapData};
+//! The rate limits' state (`RATE_SLOTS`, `RATE_ZONE`, `RATE_REAPED`): not
+//! part of any policy slot, so applying a policy never touches it. The
+//! daemon reaps idle keys from here; tests reset it and read buckets back.
+use aya::maps::{Array, Map, MapData};
 use filter_common::{
-    rate_zone_index, RateBucket, RateKey, RateZone, MAP_RATE_KEYS, MAP_RATE_REAPED, MAP_RATE_ZONE,
-    MAX_ZONES, RATE_KINDS,
+    rate_set, rate_zone_index, RateBucket, RateKey, RateSlot, RateZone, MAP_RATE_REAPED,
+    MAP_RATE_SLOTS, MAP_RATE_ZONE, MAX_ZONES, RATE_KINDS, RATE_SLOTS_LEN,
 };
 
-use super::{LoaderError, PinRoot};
+use super::{maps, LoaderError, PinRoot};
 
 pub struct RateState {
-    keys: HashMap<MapData, RateKey, RateBucket>,
+    slots: Array<MapData, RateSlot>,
     zone: Array<MapData, RateZone>,
     reaped: Array<MapData, u64>,
 }
@@ -34,9 +34,9 @@ pub struct LimitUse {
 
 impl RateState {
     /// From the maps themselves (a loaded object's `take_map`).
-    pub fn from_maps(keys: Map, zone: Map, reaped: Map) -> Result<Self, LoaderError> {
+    pub fn from_maps(slots: Map, zone: Map, reaped: Map) -> Result<Self, LoaderError> {
         Ok(RateState {
-            keys: HashMap::try_from(keys).map_err(LoaderError::map(MAP_RATE_KEYS))?,
+            slots: Array::try_from(slots).map_err(LoaderError::map(MAP_RATE_SLOTS))?,
             zone: Array::try_from(zone).map_err(LoaderError::map(MAP_RATE_ZONE))?,
             reaped: Array::try_from(reaped).map_err(LoaderError::map(MAP_RATE_REAPED))?,
         })
@@ -45,7 +45,7 @@ impl RateState {
     /// From the pins of the enforced filter; `None` if they have no rate
     /// maps (an older layout).
     pub fn open(root: &PinRoot) -> Result<Option<Self>, LoaderError> {
-        if !root.map(MAP_RATE_KEYS).exists() {
+        if !root.map(MAP_RATE_SLOTS).exists() {
             return Ok(None);
         }
         let open = |name: &'static str| -> Result<Map, LoaderError> {
@@ -53,28 +53,43 @@ impl RateState {
             Map::from_map_data(data).map_err(LoaderError::map(name))
         };
         Self::from_maps(
-            open(MAP_RATE_KEYS)?,
+            open(MAP_RATE_SLOTS)?,
             open(MAP_RATE_ZONE)?,
             open(MAP_RATE_REAPED)?,
         )
         .map(Some)
     }
 
+    /// Every slot, in index order (one copy of the mapped array).
+    fn slots(&self) -> Result<Vec<RateSlot>, LoaderError> {
+        maps::read_range(&self.slots, MAP_RATE_SLOTS, 0, RATE_SLOTS_LEN)
+    }
+
     /// Every tracked key and its bucket.
     pub fn entries(&self) -> Result<Vec<(RateKey, RateBucket)>, LoaderError> {
-        self.keys
-            .iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(LoaderError::map(MAP_RATE_KEYS))
+        Ok(self
+            .slots()?
+            .into_iter()
+            .filter(|s| !s.is_free())
+            .map(|s| (RateKey::from_words(&s.key), RateBucket { tat: s.tat }))
+            .collect())
+    }
+
+    /// Frees slot `i` (all zeros). A packet of its key admitted meanwhile is
+    /// lost with it; the key's next packet tracks it again.
+    fn free(&mut self, i: u32) -> Result<(), LoaderError> {
+        self.slots
+            .set(i, RateSlot::default(), 0)
+            .map_err(LoaderError::map(MAP_RATE_SLOTS))
     }
 
     /// Forgets every bucket (tests, between policies that must not share
     /// state). Not used by the daemon: keeping buckets is the point.
     pub fn reset(&mut self) -> Result<(), LoaderError> {
-        for (k, _) in self.entries()? {
-            // A key the datapath re-inserts meanwhile stays; tests run
-            // nothing meanwhile.
-            let _ = self.keys.remove(&k);
+        for (i, s) in self.slots()?.into_iter().enumerate() {
+            if !s.is_free() {
+                self.free(i as u32)?;
+            }
         }
         for i in 0..self.zone.len() {
             self.zone
@@ -87,16 +102,21 @@ impl RateState {
         Ok(())
     }
 
-    /// Deletes the keys whose bucket has been full for `idle_ns` at
+    /// Frees the slots whose bucket has been full for `idle_ns` at
     /// CLOCK_MONOTONIC `now_ns` (`tat + idle ≤ now`): a full bucket is the
     /// same as no entry, so this loses only the tracking. Counts each
-    /// deletion in `RATE_REAPED`, which only this writes.
+    /// one freed in `RATE_REAPED`, which only this writes.
     pub fn reap(&mut self, now_ns: u64, idle_ns: u64) -> Result<Reaped, LoaderError> {
         let mut out = Reaped::default();
         let mut per = vec![0u64; (MAX_ZONES + 1) as usize * RATE_KINDS as usize];
-        for (k, b) in self.entries()? {
-            if b.tat.saturating_add(idle_ns) <= now_ns && self.keys.remove(&k).is_ok() {
+        for (i, s) in self.slots()?.into_iter().enumerate() {
+            if s.is_free() {
+                continue;
+            }
+            if s.tat.saturating_add(idle_ns) <= now_ns {
+                self.free(i as u32)?;
                 out.deleted += 1;
+                let k = RateKey::from_words(&s.key);
                 let i = rate_zone_index(u32::from(k.zone), u32::from(k.kind)) as usize;
                 if let Some(c) = per.get_mut(i) {
                     *c += 1;
@@ -157,6 +177,22 @@ impl RateState {
     }
 }
 
+/// Where `key` goes in `RATE_SLOTS`, as the datapath places it: the way of
+/// its set that holds it already, else the first free one; `None` when all
+/// four hold other keys. `set` is the key's set as read (4 slots).
+pub(crate) fn way_for(set: &[RateSlot], key: &RateKey) -> Option<(u32, bool)> {
+    let w = key.words();
+    let found = set.iter().position(|s| s.key == w).map(|i| (i, true));
+    found
+        .or_else(|| set.iter().position(RateSlot::is_free).map(|i| (i, false)))
+        .map(|(i, held)| (i as u32, held))
+}
+
+/// The first `RATE_SLOTS` index of `key`'s set.
+pub(crate) fn set_of(key: &RateKey) -> u32 {
+    rate_set(&key.words())
+}
+
 /// CLOCK_MONOTONIC now, in ns: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -168,4 +204,25 @@ pub fn monotonic_ns() -> u64 {
         return 0;
     }
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filter_common::{rate_key4, RATE_WAYS};
+
+    #[test]
+    fn a_key_takes_its_own_way_then_the_first_free_then_none() {
+        let k = |last: u8| rate_key4(1, 0, 32, [10, 0, 0, last]);
+        let mut set = vec![RateSlot::default(); RATE_WAYS as usize];
+        assert_eq!(way_for(&set, &k(1)), Some((0, false)));
+        set[0].key = k(1).words();
+        set[2].key = k(2).words();
+        assert_eq!(way_for(&set, &k(2)), Some((2, true)));
+        assert_eq!(way_for(&set, &k(3)), Some((1, false)));
+        set[1].key = k(3).words();
+        set[3].key = k(4).words();
+        assert_eq!(way_for(&set, &k(5)), None);
+        assert_eq!(set_of(&k(1)), rate_set(&k(1).words()));
+    }
 }

@@ -9,7 +9,7 @@
 //! ```
 use std::fmt;
 
-use filter_common::{rate_params, RateLimit, ZoneRates, RATE_TABLE_MAX};
+use filter_common::{rate_burst, rate_params, RateLimit, ZoneRates, RATE_TABLE_MAX};
 use toml_edit::{Item, TableLike, Value};
 
 use super::diag::{excerpt, nearest};
@@ -209,12 +209,12 @@ impl RateSpec {
     /// `check`'s sentence: "at most 200 packets/s per source, bursts of 400; …".
     pub fn explain(&self) -> String {
         let what = self.kind.noun();
+        let burst = self.burst_words();
         if self.per.zone {
             return format!(
-                "at most {} {what}/{} for the whole zone, bursts of {}",
+                "at most {} {what}/{} for the whole zone, bursts of {burst}",
                 self.rate.count,
                 self.rate.period.short(),
-                self.burst
             );
         }
         format!(
@@ -224,13 +224,29 @@ impl RateSpec {
             self.rate.count,
             self.rate.period.short(),
             self.per,
-            self.burst,
+            burst,
             self.tracked,
             self.new_sources.count,
             period_word(self.new_sources.period),
             self.ceiling,
             self.ceiling_burst,
         )
+    }
+}
+
+impl RateSpec {
+    /// The burst as enforced: one raised to 10 ms of the rate says so.
+    fn burst_words(&self) -> String {
+        let real = rate_burst(self.rate.count, self.rate.period.ns(), self.burst);
+        if real > self.burst {
+            format!(
+                "{real} (raised from {}: the datapath's clock moves a kernel tick, up to 10 ms, \
+                 at a time)",
+                self.burst
+            )
+        } else {
+            self.burst.to_string()
+        }
     }
 }
 

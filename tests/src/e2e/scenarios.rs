@@ -206,6 +206,7 @@ pub fn all() -> Vec<Scenario> {
         // Layouts with bans and rate limits: the same two scenarios each.
         s("upgrade-from-layout-5", false, false, up_bans::<5>),
         s("upgrade-from-layout-6", false, false, up_bans::<6>),
+        s("upgrade-from-layout-7", false, false, up_bans::<7>),
         s(
             "upgrade-from-layout-5-without-ban-store-keeps-kernel-bans",
             false,
@@ -217,6 +218,12 @@ pub fn all() -> Vec<Scenario> {
             false,
             false,
             up_no_store::<6>,
+        ),
+        s(
+            "upgrade-from-layout-7-without-ban-store-keeps-kernel-bans",
+            false,
+            false,
+            up_no_store::<7>,
         ),
         s(
             "upgrade-failed-start-changes-nothing",

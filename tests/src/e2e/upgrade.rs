@@ -110,7 +110,8 @@ pub(crate) fn upgrade_from_layout_4(cx: &mut Ctx) -> Result<()> {
 }
 
 /// Release `layout-L` → this build, for a layout with bans and rate limits
-/// (5: rate limits, bans, IPv4 allowlist lanes; 6: IPv6 allowlist lanes),
+/// (5: rate limits, bans, IPv4 allowlist lanes; 6: IPv6 allowlist lanes;
+/// 7: quotas, the last with the buckets in a hash: layout 8 re-places them),
 /// as for layout 2; besides, bans added with the old binary keep dropping
 /// their sources throughout and after the upgrade, are listed by the new
 /// daemon with their tag, and their drop counter carries over; a source the

@@ -30,6 +30,10 @@ struct Bucket {
 
 impl Bucket {
     fn new(count: u64, period: u64, burst: u64, now: u64) -> Self {
+        // docs/policy.md: a burst holds at least 10 ms of the rate (the
+        // datapath's clock moves a kernel tick at a time).
+        let step = (10_000_000u128 * count as u128 / period.max(1) as u128) as u64;
+        let burst = burst.max(step);
         Bucket {
             credit: burst as i128 * period as i128,
             last: now,

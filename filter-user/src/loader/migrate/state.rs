@@ -25,14 +25,17 @@ use aya::maps::{
     PerCpuValues,
 };
 use filter_common::{
-    layout5, layout7, rate_zone_index, BanNet4, BanNet6, BanValue, Counter, MapShape, QuotaKey,
-    QuotaUsage, RateBucket, RateKey, RateZone, MAP_BAN4, MAP_BAN4_NETS, MAP_BAN6, MAP_BAN6_NETS,
-    MAP_BAN_BITS, MAP_BAN_COUNTERS, MAP_QUOTA_USAGE, MAP_RATE_KEYS, MAP_RATE_REAPED, MAP_RATE_ZONE,
-    QUOTA_KIND_SHIFT,
+    layout5, layout7, layout8, rate_zone_index, BanNet4, BanNet6, BanValue, Counter, MapShape,
+    QuotaKey, QuotaUsage, RateBucket, RateKey, RateSlot, RateZone, MAP_BAN4, MAP_BAN4_NETS,
+    MAP_BAN6, MAP_BAN6_NETS, MAP_BAN_BITS, MAP_BAN_COUNTERS, MAP_QUOTA_USAGE, MAP_RATE_KEYS,
+    MAP_RATE_REAPED, MAP_RATE_SLOTS, MAP_RATE_ZONE, QUOTA_KIND_SHIFT, RATE_WAYS,
 };
 
 use super::{open, LoaderError, PinRoot};
-use crate::loader::batch::{self, BATCH};
+use crate::loader::{
+    batch::{self, BATCH},
+    rate::{set_of, way_for},
+};
 
 /// The carried ban and rate-limit maps and the shape each had in layout 5:
 /// the key, value and entries checked before the map is read. Layouts 6 and
@@ -53,7 +56,8 @@ pub(crate) const LAYOUT5_STATE: [(&str, MapShape); 9] = [
 /// The shapes of the carried ban and rate-limit maps in pinned layout
 /// `from`; `None` before layout 5 (no bans, no rate limits). Each later
 /// layout whose maps differ adds its own table (and a conversion); this
-/// build's maps have layout 5's shapes (asserted in `filter_common`).
+/// build's maps have layout 5's shapes (asserted in `filter_common`) but
+/// for `RATE_KEYS`, whose buckets go to `RATE_SLOTS` (layout 8).
 pub(crate) fn shapes(from: u32) -> Option<&'static [(&'static str, MapShape)]> {
     (from >= 5).then_some(&LAYOUT5_STATE[..])
 }
@@ -91,8 +95,9 @@ pub(crate) struct State {
     new_ban_counters: PerCpuArray<MapData, Counter>,
     /// Old `BAN_COUNTERS` sums as carried, by tag id.
     ban_carried: Vec<Counter>,
+    /// Layouts 5–7's hash, and this layout's slots (`RATE_SLOTS`).
     old_keys: HashMap<MapData, RateKey, RateBucket>,
-    new_keys: HashMap<MapData, RateKey, RateBucket>,
+    new_slots: Array<MapData, RateSlot>,
     old_zone: Array<MapData, RateZone>,
     new_zone: Array<MapData, RateZone>,
     keys_max: u32,
@@ -271,13 +276,46 @@ impl State {
         // The rate limits: buckets, zone-wide state, the reaped counts
         // (`inserted − reaped` is what a limit tracks: both are carried with
         // the keys they count).
+        // Each bucket goes to its set's first free way, as the datapath
+        // places keys; one whose set is full (more than four keys of the old
+        // hash in one set, rare below the tracked maximum) is dropped and
+        // counted as reaped, so `inserted − reaped` stays the number tracked.
         let keys_max = shape(shapes, MAP_RATE_KEYS).entries;
-        let (old_keys, new_keys): (HashMap<MapData, RateKey, RateBucket>, _) =
-            pair(&old, &new, MAP_RATE_KEYS, from, shapes)?;
+        let old_keys: HashMap<MapData, RateKey, RateBucket> =
+            open(&old.join(MAP_RATE_KEYS), from, shape(shapes, MAP_RATE_KEYS))?;
+        let new_slots: Array<MapData, RateSlot> = open(
+            &new.join(MAP_RATE_SLOTS),
+            filter_common::LAYOUT_VERSION,
+            layout8::RATE_SLOTS,
+        )?;
         let buckets = entries(old_keys.iter(), MAP_RATE_KEYS, keys_max)?;
-        let (bk, bv): (Vec<RateKey>, Vec<RateBucket>) = buckets.into_iter().unzip();
-        put_all(new_keys.map(), MAP_RATE_KEYS, &bk, &bv)?;
-        done.rate_keys = bk.len();
+        let mut table = vec![RateSlot::default(); layout8::RATE_SLOTS.entries as usize];
+        let mut dropped: StdHashMap<u32, u64> = StdHashMap::new();
+        for (k, b) in &buckets {
+            let set = set_of(k);
+            let ways = &mut table[set as usize..(set + RATE_WAYS) as usize];
+            match way_for(ways, k) {
+                Some((w, _)) => {
+                    ways[w as usize] = RateSlot {
+                        key: k.words(),
+                        tat: b.tat,
+                    }
+                }
+                None => {
+                    *dropped
+                        .entry(rate_zone_index(u32::from(k.zone), u32::from(k.kind)))
+                        .or_default() += 1
+                }
+            }
+        }
+        let (sk, sv): (Vec<u32>, Vec<RateSlot>) = table
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_free())
+            .map(|(i, s)| (i as u32, *s))
+            .unzip();
+        put_all(new_slots.map(), MAP_RATE_SLOTS, &sk, &sv)?;
+        done.rate_keys = sk.len();
         let (old_zone, mut new_zone): (Array<MapData, RateZone>, Array<MapData, RateZone>) =
             pair(&old, &new, MAP_RATE_ZONE, from, shapes)?;
         let (old_reaped, mut new_reaped): (Array<MapData, u64>, Array<MapData, u64>) =
@@ -295,7 +333,8 @@ impl State {
         for i in 0..shape(shapes, MAP_RATE_REAPED).entries {
             let r = old_reaped
                 .get(&i, 0)
-                .map_err(LoaderError::map(MAP_RATE_REAPED))?;
+                .map_err(LoaderError::map(MAP_RATE_REAPED))?
+                + dropped.get(&i).copied().unwrap_or(0);
             if r != 0 {
                 new_reaped
                     .set(i, r, 0)
@@ -316,7 +355,7 @@ impl State {
                 new_ban_counters: new_bc,
                 ban_carried,
                 old_keys,
-                new_keys,
+                new_slots,
                 old_zone,
                 new_zone,
                 keys_max,
@@ -367,24 +406,36 @@ impl State {
 
         let mut added: StdHashMap<u32, u64> = StdHashMap::new();
         for (k, old) in entries(self.old_keys.iter(), MAP_RATE_KEYS, self.keys_max)? {
-            match self.new_keys.get(&k, 0) {
-                Ok(new) if new.tat >= old.tat => {}
-                Ok(_) => {
-                    // The old program charged it later: its `tat` wins.
-                    // BPF_EXIST, so this never adds an uncounted key.
-                    let _ = self.new_keys.insert(k, old, 2);
-                }
-                Err(MapError::KeyNotFound) => {
-                    // BPF_NOEXIST: the new datapath may have inserted it
-                    // meanwhile; then its bucket stands.
-                    if self.new_keys.insert(k, old, 1).is_ok() {
-                        *added
-                            .entry(rate_zone_index(u32::from(k.zone), u32::from(k.kind)))
-                            .or_default() += 1;
-                        done.rate_keys += 1;
-                    }
-                }
-                Err(e) => return Err(LoaderError::map(MAP_RATE_KEYS)(e)),
+            let set = set_of(&k);
+            let ways = (set..set + RATE_WAYS)
+                .map(|i| self.new_slots.get(&i, 0))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(LoaderError::map(MAP_RATE_SLOTS))?;
+            let Some((w, held)) = way_for(&ways, &k) else {
+                continue;
+            };
+            if held && ways[w as usize].tat >= old.tat {
+                continue;
+            }
+            // The old program charged it later (its `tat` wins), or created
+            // it after `start`: then it takes a free way. The new datapath
+            // may claim that way meanwhile; this write then replaces its key
+            // (one key's tracking lost, counted once in `inserted`).
+            self.new_slots
+                .set(
+                    set + w,
+                    RateSlot {
+                        key: k.words(),
+                        tat: old.tat,
+                    },
+                    0,
+                )
+                .map_err(LoaderError::map(MAP_RATE_SLOTS))?;
+            if !held {
+                *added
+                    .entry(rate_zone_index(u32::from(k.zone), u32::from(k.kind)))
+                    .or_default() += 1;
+                done.rate_keys += 1;
             }
         }
         for i in 0..self.new_zone.len() {
@@ -508,7 +559,13 @@ mod tests {
     #[test]
     fn every_carried_map_is_a_map_of_this_build_and_has_one_shape() {
         for (name, _) in LAYOUT5_STATE {
-            assert!(filter_common::ALL_MAPS.contains(&name), "{name}");
+            // `RATE_KEYS` is read only: layout 8 re-places it in `RATE_SLOTS`.
+            let this = if name == MAP_RATE_KEYS {
+                MAP_RATE_SLOTS
+            } else {
+                name
+            };
+            assert!(filter_common::ALL_MAPS.contains(&this), "{name}");
             assert_eq!(
                 LAYOUT5_STATE.iter().filter(|(n, _)| *n == name).count(),
                 1,
