@@ -1,5 +1,5 @@
 //! Reaps idle rate-limit keys: a key whose bucket has been full for
-//! `IDLE` is deleted from `RATE_KEYS` (a full bucket is the same as no
+//! `IDLE` is freed in `RATE_SLOTS` (a full bucket is the same as no
 //! entry, so nothing but the tracking is lost), freeing its room for a new
 //! source. Without a running daemon nothing is reaped: the table fills up
 //! to each limit's `tracked` and later sources share the zone's ceiling.

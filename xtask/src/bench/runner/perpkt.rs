@@ -161,7 +161,7 @@ pub fn run(plan: &Plan, args: &Args, set: &PolicySet, results: &mut Results) -> 
 /// same zone with and without `rate` (a limit it never reaches, so both
 /// pass as `allowed`), in interleaved rounds. The source is tracked after
 /// its first packet: the limited path reads `RATES`, the clock, its
-/// `RATE_KEYS` bucket (a hash lookup) and does two compare-and-swaps (its
+/// `RATE_SLOTS` set (an inlined array lookup) and does two compare-and-swaps (its
 /// bucket, the ceiling). Printed as a ratio; the target is ≤ 1.3. Beside
 /// it the same limit `per = "zone"` (the clock and one compare-and-swap, no
 /// hash), which splits the cost between the clock and atomics every limit
@@ -178,7 +178,7 @@ fn rate_cost(plan: &Plan, filter: &mut Filter, results: &mut Results) -> Result<
         std::path::Path::new("rate.toml"),
     )?;
     // What the per-source bucket costs: the same limit on one zone-wide
-    // bucket (no `RATE_KEYS` lookup; the clock and one compare-and-swap).
+    // bucket (no `RATE_SLOTS` lookup; the clock cache and one compare-and-swap).
     let zone_wide = policy::compile_str(
         &zone("rate = { packets = \"10000000/s\", burst = 10000000, per = \"zone\" }\n"),
         std::path::Path::new("rate-zone.toml"),
