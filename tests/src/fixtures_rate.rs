@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{bail, Context, Result};
-use filter_common::{rate_key4, Reason as R, Verdict as V, RATE_KIND_PACKETS};
+use filter_common::{rate_key4, rate_set, Reason as R, Verdict as V, RATE_KIND_PACKETS};
 use filter_user::loader::monotonic_ns;
 
 use crate::harness::{Harness, Observed};
@@ -240,6 +240,10 @@ pub fn run(h: &mut Harness) -> Result<(u64, u64)> {
             "rate_table_tracks_at_most_tracked_keys_of_a_flood",
             table_bounded,
         ),
+        (
+            "rate_a_full_set_leaves_the_fifth_source_untracked_and_keeps_the_four",
+            full_set,
+        ),
     ] {
         match check(h) {
             Ok(()) => {
@@ -382,6 +386,78 @@ fn table_bounded(h: &mut Harness) -> Result<()> {
         if let Some(got) = h.check(&frame, expect)? {
             bail!("tracked source after the flood: program did {got}, expected {expect}");
         }
+    }
+    Ok(())
+}
+
+/// Five sources whose keys share one `RATE_SLOTS` set (four ways), with
+/// room for 100 keys: the first four get a bucket each, the fifth none (a
+/// taken way is never given away), so it shares the ceiling — more packets
+/// than its own burst pass, from the ceiling's — while the four keep their
+/// buckets (two tokens left each) and a source of another set is tracked.
+/// Kernel only: the model has no sets (the differential test's few keys a
+/// policy never fill one).
+fn full_set(h: &mut Harness) -> Result<()> {
+    let l = LimitSpec {
+        tracked: Some(100),
+        new_sources: Some((100, "h")),
+        ceiling: Some((100, "h")),
+        ..packets(10, 3)
+    };
+    h.apply(&policy(zone(vec![l])))?;
+    let base = u32::from(Ipv4Addr::new(10, 60, 0, 0));
+    let set =
+        |a: u32| rate_set(&rate_key4(1, RATE_KIND_PACKETS, 32, Ipv4Addr::from(a).octets()).words());
+    // The first set that five sources of 10.60/16 share (about 1 in 20 do).
+    let mut by_set = std::collections::HashMap::<u32, Vec<u32>>::new();
+    let five = (base..base + 65_536)
+        .find_map(|a| {
+            let v = by_set.entry(set(a)).or_default();
+            v.push(a);
+            (v.len() == 5).then(|| v.clone())
+        })
+        .context("no five sources of 10.60/16 share a set")?;
+    let other = (base..base + 65_536)
+        .find(|a| set(*a) != set(five[0]))
+        .context("a source of another set")?;
+    let src = |a: u32| Ipv4Addr::from(a).to_string();
+    for &a in &five {
+        if let Some(got) = h.check(&tcp(&src(a), ACK), A)? {
+            bail!("first packet of {}: program did {got}", src(a));
+        }
+    }
+    let keys: Vec<_> = h.rates().entries()?.into_iter().map(|(k, _)| k).collect();
+    let key = |a: u32| rate_key4(1, RATE_KIND_PACKETS, 32, Ipv4Addr::from(a).octets());
+    for &a in &five[..4] {
+        if !keys.contains(&key(a)) {
+            bail!("{} has no bucket; tracked: {}", src(a), keys.len());
+        }
+    }
+    if keys.contains(&key(five[4])) {
+        bail!("{} has a bucket in a full set", src(five[4]));
+    }
+    // Untracked: six more pass from the ceiling (burst 30), past its own 3.
+    for i in 0..6 {
+        if let Some(got) = h.check(&tcp(&src(five[4]), ACK), A)? {
+            bail!(
+                "untracked packet {i} of {}: program did {got}",
+                src(five[4])
+            );
+        }
+    }
+    // Each of the four: two tokens left of its own burst of three.
+    for &a in &five[..4] {
+        for expect in [A, A, L] {
+            if let Some(got) = h.check(&tcp(&src(a), ACK), expect)? {
+                bail!("tracked {}: program did {got}, expected {expect}", src(a));
+            }
+        }
+    }
+    if let Some(got) = h.check(&tcp(&src(other), ACK), A)? {
+        bail!("source of another set {}: program did {got}", src(other));
+    }
+    if !h.rates().entries()?.iter().any(|(k, _)| *k == key(other)) {
+        bail!("{} (another set, room left) is not tracked", src(other));
     }
     Ok(())
 }
