@@ -48,8 +48,10 @@ const KERNELS: [KernelSpec; 2] = [
 const META_PACKAGE: &str = "linux-image-cloud-amd64";
 /// Kernel modules packed into every initramfs (with their dependencies, from
 /// modules.dep); built-in modules are skipped. veth: the netns end-to-end suite
-/// (`CONFIG_VETH=m` on Debian's cloud kernels).
-const MODULES: [&str; 1] = ["veth"];
+/// (`CONFIG_VETH=m` on Debian's cloud kernels); sch_ingress (the `clsact`
+/// qdisc) and cls_bpf: the quota egress program's attachment on kernels
+/// without tcx (6.1: both `=m`).
+const MODULES: [&str; 3] = ["veth", "sch_ingress", "cls_bpf"];
 /// Default number of differential cases per kernel (TCG is slow).
 pub const DEFAULT_CASES: u64 = 20_000;
 /// Default per-VM timeout: a hang guard with room for a slow day. Under TCG

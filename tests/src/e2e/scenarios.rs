@@ -158,7 +158,7 @@ pub fn all() -> Vec<Scenario> {
         s(
             "quota-download-stops-reload-keeps-rollover-restores",
             false,
-            false,
+            true,
             quota::download_over_quota_stops_reload_keeps_rollover_restores,
         ),
         s("vlan-path", false, false, vlan_path),
